@@ -1,0 +1,64 @@
+"""The `mlops` command: one click group, one module per noun, loaded only when used.
+
+Commands import lazily so `mlops --help` and `mlops settings validate` stay fast (cognite-sdk takes ~1 s to import).
+Every MlopsError becomes a one-line message on stderr and its exit code (1 failed, 2 usage/settings), never a
+traceback.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from akerbp.mlops import __version__
+from akerbp.mlops.errors import MlopsError
+
+# command name -> (module under akerbp.mlops.cli, attribute, one-line help)
+COMMANDS = {
+    "init": ("init", "init", "Scaffold a new model repo (settings, model template, scripts, pipeline)."),
+    "settings": ("settings", "settings", "Validate mlops_settings.py/.yaml and print its JSON Schema."),
+    "models": ("models", "models", "The versioned model registry: upload, list, promote, download, delete."),
+    "deploy": ("deploy", "deploy", "Test, build and deploy prediction or training services as CDF Functions."),
+    "call": ("service", "call", "Call a deployed service and print its JSON response."),
+    "status": ("service", "status", "Deployed services: versions, hashes, deploy time, last call."),
+    "logs": ("service", "logs", "Logs of a service's calls."),
+    "rollback": ("deploy", "rollback", "Roll a service back to one of its previous deployments."),
+    "history": ("service", "history", "The audit trail of deploys, rollbacks and promotions of a model."),
+    "pipeline": ("pipeline", "pipeline", "Which Bitbucket pipeline steps run for a branch; run them here."),
+    "local-cdf": ("local_cdf", "local_cdf", "Run and inspect the offline local CDF."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module, attr, _ = COMMANDS[name]
+        return getattr(importlib.import_module(f"akerbp.mlops.cli.{module}"), attr)
+
+    def format_commands(self, ctx, formatter):
+        # Short help comes from COMMANDS so listing does not import every module.
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except MlopsError as e:
+            click.echo(f"Error: {e}", err=True)
+            sys.exit(e.exit_code)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="akerbp.mlops")
+def main():
+    """akerbp.mlops: ship ML models to Cognite Data Fusion.
+
+    With no CDF project configured (COGNITE_PROJECT and friends unset), every command uses the local CDF under
+    .mlops/local-cdf in this repo. ENV selects the environment: dev (default), test or prod.
+    """

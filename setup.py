@@ -1,0 +1,25 @@
+from setuptools import find_namespace_packages, setup
+
+setup(
+    name="akerbp.mlops",
+    version="0.1.0",
+    description="Ship ML models to Cognite Data Fusion: versioned artifacts, tested and verified CDF Functions, "
+    "and an offline local CDF",
+    packages=find_namespace_packages(include=["akerbp.*"]),
+    include_package_data=True,
+    package_data={"akerbp.mlops": ["**/*.json", "**/*.yml", "**/*.yaml", "**/*.txt", "**/*.sh", "**/*.model"]},
+    python_requires=">=3.10",
+    install_requires=[
+        "cognite-sdk>=8.22,<9",
+        "click>=8.1",
+        "pyyaml>=6",
+        "requests>=2.28",
+        "pytest>=7",
+        "werkzeug>=3.0",
+        "croniter>=2.0",
+        "jsonschema>=4.18",
+        "numpy>=1.24",
+    ],
+    extras_require={"test": ["check-jsonschema>=0.28"]},
+    entry_points={"console_scripts": ["mlops=akerbp.mlops.cli:main"]},
+)
