@@ -1,0 +1,162 @@
+"""`mlops pipeline show|run`: what the Bitbucket pipeline does for a branch, and rehearsing it here.
+
+`run` executes the steps in this checkout against the local CDF (MLOPS_LOCAL_CDF=1), so a deploy pipeline can be
+tried before pushing. Progress and step output go to stderr; the summary (or --json) goes to stdout.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from akerbp.mlops import pipeline as pl
+from akerbp.mlops.errors import MlopsError
+
+_file_option = click.option(
+    "--file", "file_", default=pl.PIPELINE_FILE, show_default=True, type=click.Path(path_type=Path),
+    help="The pipeline file; steps run in its folder.")
+_branch_option = click.option("--branch", required=True, help="Branch name, e.g. master or deploy/new-model.")
+_pr_option = click.option("--pull-request", is_flag=True,
+                          help="Select as for a pull request from BRANCH (pipelines.pull-requests).")
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    lines = ["  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip() for row in [headers, *rows]]
+    return "\n".join(lines)
+
+
+def _select(file_: Path, branch: str, pull_request: bool) -> pl.Selection:
+    config = pl.load_pipeline_file(file_)
+    return pl.select_pipeline(config, branch, pull_request=pull_request, source=str(file_))
+
+
+def _describe(sel: pl.Selection) -> str:
+    event = f"a pull request from '{sel.branch}'" if sel.pull_request else f"a push to '{sel.branch}'"
+    if sel.section is None:
+        why = "no pull-requests pattern matches" if sel.pull_request else \
+            "no branches pattern matches and there is no default pipeline"
+        return f"No pipeline runs for {event}: {why}."
+    return f"For {event}: {sel.where}"
+
+
+def _no_pipeline_hint(sel: pl.Selection, file_: Path) -> str:
+    if sel.pull_request or sel.section is not None:
+        return ""
+    config = pl.load_pipeline_file(file_)
+    pr = pl.select_pipeline(config, sel.branch, pull_request=True, source=str(file_))
+    if pr.section is None:
+        return ""
+    return (f"A pull request from it runs {pr.where} "
+            f"(mlops pipeline show --branch {sel.branch} --pull-request).")
+
+
+def _step_json(step: pl.Step) -> dict:
+    return {"name": step.name, "deployment": step.deployment, "env": step.effective_env, "manual": step.manual,
+            "final": step.final, "script": step.script}
+
+
+def _selection_json(sel: pl.Selection, file_: Path) -> dict:
+    return {"file": str(file_), "branch": sel.branch, "event": "pull-request" if sel.pull_request else "push",
+            "section": sel.section, "pattern": sel.pattern, "steps": [_step_json(s) for s in sel.steps]}
+
+
+@click.group()
+def pipeline():
+    """Which Bitbucket pipeline steps run for a branch; run them here.
+
+    Branch patterns follow Bitbucket: an exact name beats any glob, then the most specific glob wins; `*` does
+    not match `/` (deploy/* matches deploy/x, not deploy/x/y), `**` does; a push matching nothing runs `default`.
+    """
+
+
+@pipeline.command()
+@_branch_option
+@_pr_option
+@_file_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def show(branch, pull_request, file_, as_json):
+    """Print the steps that run for BRANCH: name, deployment, ENV, trigger, and the pattern that matched."""
+    sel = _select(file_, branch, pull_request)
+    if as_json:
+        click.echo(json.dumps(_selection_json(sel, file_), indent=2))
+        return
+    click.echo(_describe(sel))
+    if not sel.steps:
+        hint = _no_pipeline_hint(sel, file_)
+        if hint:
+            click.echo(hint)
+        return
+    rows = [[str(i), s.name, s.deployment or "-", s.effective_env or "(inherited)",
+             "manual" if s.manual else ("final" if s.final else "automatic")] for i, s in enumerate(sel.steps, 1)]
+    click.echo(_table(["#", "step", "deployment", "ENV", "trigger"], rows))
+    for i, s in enumerate(sel.steps, 1):
+        click.echo(f"\n{i}. {s.name}")
+        for line in s.script:
+            click.echo(f"   $ {line}")
+
+
+@pipeline.command()
+@_branch_option
+@_pr_option
+@_file_option
+@click.option("--include-manual", is_flag=True, help="Also run manual steps (e.g. the prod deploys).")
+@click.option("--install/--skip-install", default=False, show_default=True,
+              help="Run the `pip install` lines too; by default they are skipped (this environment is set up).")
+@click.option("--dry-run", is_flag=True, help="Print what would run, run nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def run(branch, pull_request, file_, include_manual, install, dry_run, as_json):
+    """Run the steps for BRANCH in this checkout against the local CDF (MLOPS_LOCAL_CDF=1).
+
+    Stops at the first failing step (exit 1) and before the first manual step unless --include-manual.
+    """
+    sel = _select(file_, branch, pull_request)
+    repo = file_.resolve().parent
+    if dry_run:
+        _print_plan(sel, file_, include_manual, install, as_json)
+        return
+    if not sel.steps:
+        click.echo(_describe(sel), err=True)
+        hint = _no_pipeline_hint(sel, file_)
+        if hint:
+            click.echo(hint, err=True)
+        if as_json:
+            click.echo(json.dumps({**_selection_json(sel, file_), "results": []}, indent=2))
+        return
+    click.echo(_describe(sel) + f" (running in {repo}, MLOPS_LOCAL_CDF=1)", err=True)
+    if not install and any(pl.is_install_line(line) for s in sel.steps for line in s.script):
+        click.echo("Skipping `pip install` lines: this environment is already set up (use --install to run them).",
+                   err=True)
+    results = pl.run_steps(sel.steps, repo, include_manual=include_manual, install=install,
+                           on_output=lambda text: click.echo(text, nl=False, err=True))
+    if as_json:
+        click.echo(json.dumps({**_selection_json(sel, file_), "results": [asdict(r) for r in results]}, indent=2))
+    else:
+        rows = [[r.name, r.status, "-" if r.exit_code is None else str(r.exit_code),
+                 f"{r.seconds:.1f}" if r.exit_code is not None else "-", r.reason] for r in results]
+        click.echo(_table(["step", "status", "exit", "seconds", "note"], rows))
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        raise MlopsError(f"pipeline step '{failed[0].name}' failed with exit code {failed[0].exit_code}")
+
+
+def _print_plan(sel: pl.Selection, file_: Path, include_manual: bool, install: bool, as_json: bool) -> None:
+    plan, paused = [], False
+    for s in sel.steps:
+        paused = paused or (s.manual and not include_manual)
+        lines = [{"command": line, "run": install or not pl.is_install_line(line)} for line in s.script]
+        plan.append({**_step_json(s), "will_run": not paused, "lines": lines})
+    if as_json:
+        out = _selection_json(sel, file_)
+        out["steps"] = plan
+        click.echo(json.dumps(out, indent=2))
+        return
+    click.echo(_describe(sel))
+    for i, step in enumerate(plan, 1):
+        env = f"ENV={step['env']}" if step["env"] else "ENV inherited"
+        state = "would run" if step["will_run"] else "skipped (manual)" if step["manual"] else "skipped (after manual)"
+        click.echo(f"{i}. {step['name']} [{state}; {env}; MLOPS_LOCAL_CDF=1]")
+        for line in step["lines"]:
+            click.echo(f"   {'$' if line['run'] else '# skipped:'} {line['command']}")
