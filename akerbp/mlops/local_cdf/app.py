@@ -1,0 +1,161 @@
+"""The WSGI application: routing, request decoding (gzip JSON), auth, fault injection and the error envelope.
+
+API modules (files, functions, ...) declare their routes on a `Router` and receive a `Ctx`; they never touch
+WSGI, headers or encodings.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
+
+from .errors import CDFError, bad_request
+
+if TYPE_CHECKING:
+    from .server import LocalCDF
+
+log = logging.getLogger("akerbp.mlops.local_cdf")
+PROJECT_PREFIX = "/api/v1/projects/<project>"
+
+
+class Router:
+    """Routes of one API module; paths are relative to /api/v1/projects/{project} unless `root=True`."""
+
+    def __init__(self) -> None:
+        self.routes: list[tuple[str, str, Callable, bool, bool]] = []
+
+    def route(self, method: str, path: str, root: bool = False, auth: bool = True):
+        def decorate(fn: Callable) -> Callable:
+            self.routes.append((method, path, fn, root, auth))
+            return fn
+
+        return decorate
+
+    def get(self, path: str, **kw):
+        return self.route("GET", path, **kw)
+
+    def post(self, path: str, **kw):
+        return self.route("POST", path, **kw)
+
+    def put(self, path: str, **kw):
+        return self.route("PUT", path, **kw)
+
+    def delete(self, path: str, **kw):
+        return self.route("DELETE", path, **kw)
+
+
+@dataclass
+class Ctx:
+    """What a handler gets: the project, the decoded body, query args, the server and the caller's token."""
+
+    cdf: "LocalCDF"
+    request: Request
+    project: str = ""
+    token: str = ""
+    _body: Any = field(default=None, repr=False)
+
+    @property
+    def store(self):
+        return self.cdf.store
+
+    @property
+    def args(self):
+        return self.request.args
+
+    @property
+    def body(self) -> dict:
+        if self._body is None:
+            self._body = _decode_json(self.request)
+        return self._body
+
+    def flag(self, name: str, default: bool = False) -> bool:
+        value = self.request.args.get(name)
+        if value is None:
+            return default
+        if value.lower() in ("true", "1"):
+            return True
+        if value.lower() in ("false", "0"):
+            return False
+        raise bad_request(f"Query parameter '{name}' must be true or false, got {value!r}")
+
+    def url(self, path: str) -> str:
+        return self.cdf.base_url + path
+
+
+def _decode_json(request: Request) -> dict:
+    raw = request.get_data(cache=False)
+    if request.headers.get("Content-Encoding", "").lower() == "gzip":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError):
+            raise bad_request("Request body says Content-Encoding: gzip but is not valid gzip") from None
+    if not raw:
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise bad_request(f"Malformed JSON in request body: {e}") from None
+    if not isinstance(body, dict):
+        raise bad_request("Request body must be a JSON object")
+    return body
+
+
+def json_response(payload: Any, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(json.dumps(payload), status=status, headers=headers, mimetype="application/json")
+
+
+class App:
+    def __init__(self, cdf: "LocalCDF", routers: list[Router]) -> None:
+        self.cdf = cdf
+        rules, self.endpoints = [], {}
+        for router in routers:
+            for method, path, fn, root, auth in router.routes:
+                endpoint = f"{fn.__module__}.{fn.__name__}"
+                self.endpoints[endpoint] = (fn, auth)
+                rules.append(Rule(path if root else PROJECT_PREFIX + path, methods=[method], endpoint=endpoint))
+        self.url_map = Map(rules, strict_slashes=False, merge_slashes=False)
+
+    def __call__(self, environ, start_response):
+        request = Request(environ)
+        request_id = uuid.uuid4().hex[:16]
+        try:
+            response = self.dispatch(request)
+        except CDFError as e:
+            response = json_response(e.body(), e.code, e.headers)
+        except Exception as e:  # a bug in the local CDF must not kill the server or hang the client
+            log.error("Internal error on %s %s\n%s", request.method, request.path, traceback.format_exc())
+            response = json_response({"error": {"code": 500, "message": f"Local CDF internal error: {e!r}"}}, 500)
+        response.headers["x-request-id"] = request_id
+        return response(environ, start_response)
+
+    def dispatch(self, request: Request) -> Response:
+        adapter = self.url_map.bind_to_environ(request.environ)
+        try:
+            endpoint, values = adapter.match()
+        except NotFound:
+            raise CDFError(404, f"Not found: {request.method} {request.path}") from None
+        except MethodNotAllowed:
+            raise CDFError(405, f"Method {request.method} not allowed on {request.path}") from None
+        except HTTPException as e:
+            raise CDFError(e.code or 400, e.description or str(e)) from None
+        fault = self.cdf.faults.take(request.method, request.path)
+        if fault is not None:
+            return fault
+        fn, needs_auth = self.endpoints[endpoint]
+        ctx = Ctx(cdf=self.cdf, request=request, project=values.pop("project", ""))
+        if needs_auth:
+            ctx.token = self.cdf.auth.check(request.headers.get("Authorization", ""), ctx.project)
+        result = fn(ctx, **values)
+        if isinstance(result, Response):
+            return result
+        if isinstance(result, tuple):
+            return json_response(result[1], result[0])
+        return json_response(result)

@@ -1,0 +1,135 @@
+"""Function calls: run `handle` in the function's warm worker, record status, response and logs.
+
+The injected client is authorised by the call's session (a session token this server can revoke), and points back
+at this server. A crashing or hanging handler only ever costs its worker process.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+from .app import Ctx, Router
+from .errors import bad_request
+from .functions import KIND as FUNCTIONS, ready_function, worker_key
+from .resources import Kind, eq, time_range
+from .sessions import consume_nonce
+from .store import now_ms, public
+from .validation import check
+
+if TYPE_CHECKING:
+    from .server import LocalCDF
+
+routes = Router()
+KIND = "calls"
+CALLS = Kind(KIND, "Function calls",
+             filters={"status": eq("status"), "scheduleId": eq("scheduleId"), "startTime": time_range("startTime"),
+                      "endTime": time_range("endTime")})
+
+
+def start_call(cdf: "LocalCDF", project: str, fn: dict, data, session: dict, schedule_id: int | None = None,
+               scheduled_time: int | None = None) -> tuple[dict, threading.Event]:
+    """Record a Running call and execute it on a thread; the event is set when the call has ended."""
+    body = {"functionId": fn["id"], "status": "Running", "startTime": now_ms(), "_sessionId": session["id"]}
+    if schedule_id is not None:
+        body.update(scheduleId=schedule_id, scheduledTime=scheduled_time)
+    with cdf.store.write() as db:
+        call = cdf.store.insert(db, project, KIND, body)
+    done = threading.Event()
+    thread = threading.Thread(target=_execute, args=(cdf, project, fn, call, data, session, done), daemon=True,
+                              name=f"local-cdf-call-{call['id']}")
+    thread.start()
+    return call, done
+
+
+def _execute(cdf, project, fn, call, data, session, done) -> None:
+    try:
+        call_info = {"function_id": fn["id"], "call_id": call["id"]}
+        if call.get("scheduleId") is not None:
+            call_info["schedule_id"] = call["scheduleId"]
+            call_info["scheduled_time"] = datetime.fromtimestamp(call["scheduledTime"] / 1000, timezone.utc).isoformat()
+        client = {"base_url": cdf.base_url, "project": project, "token": cdf.auth.session_token(project, session["id"])}
+        from pathlib import Path
+
+        result = cdf.workers.call(
+            worker_key(project, fn["id"]), Path(fn["_folder"]), fn["functionPath"], fn["_python"],
+            fn.get("envVars") or {}, data, fn.get("_secrets") or {}, call_info, client,
+            cdf.limits.call_timeout_s, cdf.limits.max_response_bytes,
+        )
+        changes = {"status": result.status, "endTime": now_ms(), "_response": result.response, "_logs": result.logs}
+        if result.error:
+            changes["error"] = result.error
+    except Exception as e:  # record the failure; never leave a call Running forever
+        changes = {"status": "Failed", "endTime": now_ms(), "error": {"message": f"Local CDF error: {e!r}"}}
+    with cdf.store.write() as db:
+        current = cdf.store.get(project, KIND, call["id"], db)
+        if current is not None:
+            current.update(changes)
+            cdf.store.save(db, project, KIND, current)
+    done.set()
+
+
+@routes.post("/functions/<int:function_id>/call")
+def call(ctx: Ctx, function_id: int) -> dict:
+    check(ctx.body, {"data": (dict, list, str, int, float, bool), "nonce": str}, "")
+    fn = ready_function(ctx, function_id)
+    data = ctx.body.get("data")
+    size = len(json.dumps(data))
+    if size > ctx.cdf.limits.max_call_data_bytes:
+        raise bad_request(f"Call data is {size} bytes; the limit is {ctx.cdf.limits.max_call_data_bytes}")
+    session = consume_nonce(ctx, ctx.body.get("nonce"))
+    record, done = start_call(ctx.cdf, ctx.project, fn, data, session)
+    done.wait(ctx.cdf.limits.sync_call_wait_s)
+    return public(ctx.store.get(ctx.project, KIND, record["id"]))
+
+
+def _function_calls(ctx: Ctx, function_id: int) -> tuple[str, list]:
+    if ctx.store.get(ctx.project, FUNCTIONS, function_id) is None:
+        raise bad_request(f"Function {function_id} not found")
+    return "json_extract(body, '$.functionId') = ?", [function_id]
+
+
+def _one(ctx: Ctx, function_id: int, call_id: int) -> dict:
+    found = ctx.store.get(ctx.project, KIND, call_id)
+    if found is None or found.get("functionId") != function_id:
+        from .errors import not_found
+
+        raise not_found([{"id": call_id}], "Function calls")
+    return found
+
+
+@routes.post("/functions/<int:function_id>/calls/byids")
+def byids(ctx: Ctx, function_id: int) -> dict:
+    _function_calls(ctx, function_id)
+    result = CALLS.byids(ctx)
+    result["items"] = [c for c in result["items"] if c["functionId"] == function_id]
+    return result
+
+
+@routes.post("/functions/<int:function_id>/calls/list")
+def list_calls(ctx: Ctx, function_id: int) -> dict:
+    return CALLS.list(ctx, extra=_function_calls(ctx, function_id))
+
+
+@routes.get("/functions/<int:function_id>/calls")
+def list_calls_get(ctx: Ctx, function_id: int) -> dict:
+    body = {"limit": int(ctx.args["limit"])} if "limit" in ctx.args else {}
+    if "cursor" in ctx.args:
+        body["cursor"] = ctx.args["cursor"]
+    return CALLS.list(ctx, extra=_function_calls(ctx, function_id), body=body)
+
+
+@routes.get("/functions/<int:function_id>/calls/<int:call_id>")
+def get_one(ctx: Ctx, function_id: int, call_id: int) -> dict:
+    return public(_one(ctx, function_id, call_id))
+
+
+@routes.get("/functions/<int:function_id>/calls/<int:call_id>/response")
+def response(ctx: Ctx, function_id: int, call_id: int) -> dict:
+    return {"response": _one(ctx, function_id, call_id).get("_response")}
+
+
+@routes.get("/functions/<int:function_id>/calls/<int:call_id>/logs")
+def logs(ctx: Ctx, function_id: int, call_id: int) -> dict:
+    return {"items": _one(ctx, function_id, call_id).get("_logs") or []}

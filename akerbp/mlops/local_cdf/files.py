@@ -1,0 +1,289 @@
+"""CDF Files: metadata in the store, contents streamed to and from blobs through signed upload/download URLs.
+
+Upload and download URLs carry an HMAC signature instead of needing the bearer token, as CDF's signed cloud-storage
+URLs do. A multipart upload keeps its parts as separate blobs and a download streams them in order, so completing
+a 1 GiB upload copies nothing.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import shutil
+import uuid
+from pathlib import Path
+
+from werkzeug.wrappers import Response
+
+from .app import Ctx, Router
+from .errors import CDFError, bad_request, duplicated
+from .resources import Kind, contains_any, data_set_ids, eq, metadata, prefix, time_range
+from .store import now_ms, public
+from .validation import check, identifiers, metadata_limits, text_limit
+
+routes = Router()
+KIND = "files"
+CHUNK = 1 << 20
+MAX_PARTS = 250
+
+FILE_FIELDS = {
+    "externalId": str, "name": str, "directory": str, "source": str, "mimeType": str, "metadata": dict,
+    "assetIds": list, "dataSetId": int, "sourceCreatedTime": int, "sourceModifiedTime": int,
+    "securityCategories": list, "labels": list, "geoLocation": dict, "instanceId": dict,
+}
+UPDATABLE = {k: v for k, v in FILE_FIELDS.items() if k not in ("name", "instanceId")}
+
+FILES = Kind(
+    KIND,
+    "Files",
+    filters={
+        "name": eq("name"), "directoryPrefix": prefix("directory"), "mimeType": eq("mimeType"),
+        "metadata": metadata, "assetIds": contains_any("assetIds"), "dataSetIds": data_set_ids,
+        "source": eq("source"), "externalIdPrefix": prefix("externalId"), "uploaded": eq("uploaded"),
+        "createdTime": time_range("createdTime"), "lastUpdatedTime": time_range("lastUpdatedTime"),
+        "uploadedTime": time_range("uploadedTime"), "sourceCreatedTime": time_range("sourceCreatedTime"),
+        "sourceModifiedTime": time_range("sourceModifiedTime"),
+    },
+    updatable=UPDATABLE,
+)
+
+
+def validate_file(body: dict, where: str) -> None:
+    text_limit(body.get("externalId"), f"{where}.externalId", 255)
+    text_limit(body.get("name"), f"{where}.name", 256)
+    text_limit(body.get("directory"), f"{where}.directory", 512)
+    text_limit(body.get("source"), f"{where}.source", 128)
+    text_limit(body.get("mimeType"), f"{where}.mimeType", 256)
+    metadata_limits(body.get("metadata"), f"{where}.metadata", 256, 128, 10240, 10240)
+
+
+# -- creating a file and the links to fill it -----------------------------------------------------------------
+def _sign(ctx: Ctx, *parts) -> str:
+    text = ":".join(str(p) for p in (ctx.project, *parts))
+    return hmac.new(ctx.store.secret.encode(), text.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _upload_url(ctx: Ctx, file_id: int, upload_id: str = "", part: int = 0) -> str:
+    query = f"sig={_sign(ctx, 'up', file_id, upload_id, part)}"
+    if upload_id:
+        query += f"&uploadId={upload_id}&part={part}"
+    return ctx.url(f"/_local/files/{ctx.project}/{file_id}/content?{query}")
+
+
+def _parts(ctx: Ctx) -> int:
+    try:
+        parts = int(ctx.args.get("parts", ""))
+    except ValueError:
+        raise bad_request("Query parameter 'parts' must be an integer from 1 to 250") from None
+    if not 1 <= parts <= MAX_PARTS:
+        raise bad_request(f"Query parameter 'parts' must be from 1 to {MAX_PARTS}, got {parts}")
+    return parts
+
+
+def _create_or_overwrite(ctx: Ctx) -> dict:
+    body = check(ctx.body, FILE_FIELDS, "", required=("name",))
+    validate_file(body, "file")
+    overwrite = ctx.flag("overwrite")
+    fresh = {**body, "uploaded": False}
+    with ctx.store.write() as db:
+        existing = ctx.store.get_xid(ctx.project, KIND, body["externalId"], db) if body.get("externalId") else None
+        if existing and not overwrite:
+            raise duplicated([{"externalId": body["externalId"]}], "Files")
+        if existing:
+            _drop_content(ctx, existing)
+            fresh = {"id": existing["id"], "createdTime": existing["createdTime"], **fresh}
+            return ctx.store.save(db, ctx.project, KIND, fresh)
+        return ctx.store.insert(db, ctx.project, KIND, fresh)
+
+
+@routes.post("/files")
+def create(ctx: Ctx) -> dict:
+    file = _create_or_overwrite(ctx)
+    return {**public(file), "uploadUrl": _upload_url(ctx, file["id"])}
+
+
+@routes.post("/files/initmultipartupload")
+def init_multipart(ctx: Ctx) -> dict:
+    parts = _parts(ctx)
+    file = _create_or_overwrite(ctx)
+    upload_id = uuid.uuid4().hex
+    _remember_upload(ctx, file["id"], upload_id, parts)
+    return {**public(file), "uploadId": upload_id,
+            "uploadUrls": [_upload_url(ctx, file["id"], upload_id, i) for i in range(parts)]}
+
+
+@routes.post("/files/uploadlink")
+def upload_link(ctx: Ctx) -> dict:
+    found = ctx.store.resolve(ctx.project, KIND, identifiers(ctx.body), what="Files")
+    return {"items": [{**public(f), "uploadUrl": _upload_url(ctx, f["id"])} for f in found]}
+
+
+@routes.post("/files/multiuploadlink")
+def multi_upload_link(ctx: Ctx) -> dict:
+    parts = _parts(ctx)
+    found = ctx.store.resolve(ctx.project, KIND, identifiers(ctx.body, max_items=1), what="Files")
+    result = []
+    for f in found:
+        upload_id = uuid.uuid4().hex
+        _remember_upload(ctx, f["id"], upload_id, parts)
+        result.append({**public(f), "uploadId": upload_id,
+                       "uploadUrls": [_upload_url(ctx, f["id"], upload_id, i) for i in range(parts)]})
+    return {"items": result}
+
+
+def _remember_upload(ctx: Ctx, file_id: int, upload_id: str, parts: int) -> None:
+    with ctx.store.write() as db:
+        file = ctx.store.get(ctx.project, KIND, file_id, db)
+        file.setdefault("_uploads", {})[upload_id] = parts
+        ctx.store.save(db, ctx.project, KIND, file, touch=False)
+
+
+@routes.post("/files/completemultipartupload")
+def complete_multipart(ctx: Ctx) -> dict:
+    check(ctx.body, {"id": int, "externalId": str, "uploadId": str}, "", required=("uploadId",))
+    ident = identifiers({"items": [{k: ctx.body[k] for k in ("id", "externalId") if k in ctx.body}]})
+    upload_id = ctx.body["uploadId"]
+    with ctx.store.write() as db:
+        file = ctx.store.resolve(ctx.project, KIND, ident, db=db, what="Files")[0]
+        parts = file.get("_uploads", {}).pop(upload_id, None)
+        if parts is None:
+            raise bad_request(f"Unknown uploadId {upload_id!r} for file {file['id']}")
+        folder = ctx.store.parts_dir(ctx.project, file["id"], upload_id)
+        missing = [i for i in range(parts) if not (folder / str(i)).exists()]
+        if missing:
+            raise bad_request(f"Cannot complete the upload: parts {missing[:10]} were not uploaded")
+        _drop_content(ctx, file)  # the old content and any other unfinished upload
+        file["_content"] = {"parts": parts, "uploadId": upload_id}
+        _mark_uploaded(file)
+        ctx.store.save(db, ctx.project, KIND, file)
+    return {}
+
+
+def _mark_uploaded(file: dict) -> None:
+    file["uploaded"] = True
+    file["uploadedTime"] = now_ms()
+
+
+@routes.put("/_local/files/<project>/<int:file_id>/content", root=True, auth=False)
+def put_content(ctx: Ctx, file_id: int) -> Response:
+    project = ctx.project
+    upload_id, part = ctx.args.get("uploadId", ""), int(ctx.args.get("part", 0))
+    if not hmac.compare_digest(_sign(ctx, "up", file_id, upload_id, part), ctx.args.get("sig", "")):
+        raise CDFError(403, "Upload URL signature is invalid")
+    file = ctx.store.get(project, KIND, file_id)
+    if file is None:
+        raise CDFError(404, f"File {file_id} no longer exists")
+    length = ctx.request.content_length
+    stream = ctx.request.stream
+    if upload_id:
+        if upload_id not in file.get("_uploads", {}):
+            raise bad_request(f"Unknown or completed uploadId {upload_id!r}")
+        ctx.store.write_blob(ctx.store.parts_dir(project, file_id, upload_id) / str(part), stream, length)
+        return Response(status=200)
+    target = ctx.store.blob_path(project, file_id)
+    ctx.store.write_blob(target, stream, length)
+    with ctx.store.write() as db:
+        file = ctx.store.get(project, KIND, file_id, db)
+        if file is None:
+            target.unlink(missing_ok=True)
+            raise CDFError(404, f"File {file_id} was deleted during the upload")
+        old = file.get("_content")
+        file["_content"] = {"single": True}
+        _mark_uploaded(file)
+        ctx.store.save(db, project, KIND, file)
+    if old and old.get("parts"):
+        shutil.rmtree(ctx.store.parts_dir(project, file_id, old["uploadId"]), ignore_errors=True)
+    return Response(status=200)
+
+
+# -- reading ----------------------------------------------------------------------------------------------
+@routes.post("/files/byids")
+def byids(ctx: Ctx) -> dict:
+    return FILES.byids(ctx)
+
+
+@routes.post("/files/list")
+def list_files(ctx: Ctx) -> dict:
+    return FILES.list(ctx)
+
+
+@routes.get("/files")
+def list_files_get(ctx: Ctx) -> dict:
+    body = {k: ctx.args[k] for k in ("cursor", "partition") if k in ctx.args}
+    if "limit" in ctx.args:
+        body["limit"] = int(ctx.args["limit"])
+    return FILES.list(ctx, body=body)
+
+
+@routes.get("/files/<int:file_id>")
+def get_one(ctx: Ctx, file_id: int) -> dict:
+    return public(ctx.store.resolve(ctx.project, KIND, [{"id": file_id}], what="Files")[0])
+
+
+@routes.post("/files/downloadlink")
+def download_link(ctx: Ctx) -> dict:
+    idents = identifiers(ctx.body)
+    found = ctx.store.resolve(ctx.project, KIND, idents, what="Files")
+    result = []
+    for ident, file in zip(idents, found):
+        if not file.get("uploaded"):
+            raise bad_request(f"File {file['id']} has no content yet (uploaded is false): upload it first")
+        url = ctx.url(f"/_local/files/{ctx.project}/{file['id']}/content?sig={_sign(ctx, 'down', file['id'])}")
+        result.append({**ident, "downloadUrl": url})
+    return {"items": result}
+
+
+@routes.get("/_local/files/<project>/<int:file_id>/content", root=True, auth=False)
+def get_content(ctx: Ctx, file_id: int) -> Response:
+    project = ctx.project
+    if not hmac.compare_digest(_sign(ctx, "down", file_id), ctx.args.get("sig", "")):
+        raise CDFError(403, "Download URL signature is invalid")
+    file = ctx.store.get(project, KIND, file_id)
+    if file is None or not file.get("uploaded"):
+        raise CDFError(404, f"File {file_id} has no content")
+    paths = content_paths(ctx.store, project, file)
+    size = sum(p.stat().st_size for p in paths)
+    return Response(_stream(paths), headers={"Content-Length": str(size)}, mimetype="application/octet-stream",
+                    direct_passthrough=True)
+
+
+def content_paths(store, project: str, file: dict) -> list[Path]:
+    """The blobs holding a file's bytes, in order (one, or the parts of a multipart upload)."""
+    content = file.get("_content") or {}
+    if content.get("parts"):
+        folder = store.parts_dir(project, file["id"], content["uploadId"])
+        return [folder / str(i) for i in range(content["parts"])]
+    return [store.blob_path(project, file["id"])]
+
+
+def _stream(paths: list[Path]):
+    # Open every part first: a concurrent overwrite may unlink them, but open handles keep the bytes readable.
+    handles = [open(p, "rb") for p in paths]
+    try:
+        for handle in handles:
+            while chunk := handle.read(CHUNK):
+                yield chunk
+    finally:
+        for handle in handles:
+            handle.close()
+
+
+# -- changing and deleting ----------------------------------------------------------------------------------
+@routes.post("/files/update")
+def update(ctx: Ctx) -> dict:
+    return FILES.update(ctx, validate=validate_file)
+
+
+@routes.post("/files/delete")
+def delete(ctx: Ctx) -> dict:
+    return FILES.delete(ctx, on_delete=lambda f: _drop_content(ctx, f))
+
+
+def _drop_content(ctx: Ctx, file: dict) -> None:
+    content = file.pop("_content", None) or {}
+    if content.get("parts"):
+        shutil.rmtree(ctx.store.parts_dir(ctx.project, file["id"], content["uploadId"]), ignore_errors=True)
+    else:
+        ctx.store.blob_path(ctx.project, file["id"]).unlink(missing_ok=True)
+    for upload_id in file.get("_uploads", {}):
+        shutil.rmtree(ctx.store.parts_dir(ctx.project, file["id"], upload_id), ignore_errors=True)
+    file.pop("_uploads", None)

@@ -1,0 +1,260 @@
+"""CDF Functions: create from a code zip in Files, build in the background (Queued -> Deploying -> Ready | Failed).
+
+A build extracts the zip under the data dir, checks the handler, prepares the Python (shared, or a cached venv
+with the zip's requirements.txt) and imports the handler in a warm worker, so an import error fails the function at
+deploy time as in CDF. The code folder is on disk, so any process sharing the data dir can run calls.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import threading
+import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .app import Ctx, Router
+from .errors import CDFError, bad_request, duplicated
+from .resources import Kind, eq, metadata, prefix, time_range
+from .store import public
+from .validation import NUMBER, check, items, metadata_limits, text_limit
+
+if TYPE_CHECKING:
+    from .server import LocalCDF
+
+routes = Router()
+KIND = "functions"
+RUNTIMES = ("py310", "py311", "py312", "py313")
+SECRET_KEY = re.compile(r"^[a-z0-9-]{1,15}$")
+FIELDS = {
+    "name": str, "externalId": str, "fileId": int, "functionPath": str, "description": str, "owner": str,
+    "secrets": dict, "envVars": dict, "cpu": NUMBER, "memory": NUMBER, "runtime": str, "metadata": dict,
+    "indexUrl": str, "extraIndexUrls": list, "dataSetId": int,
+}
+CPU, MEMORY = {"min": 0.1, "max": 0.6, "default": 0.25}, {"min": 0.1, "max": 2.5, "default": 1.0}
+
+
+def _view(fn: dict) -> dict:
+    view = public(fn)
+    if fn.get("_secrets"):
+        view["secrets"] = {k: "***" for k in fn["_secrets"]}
+    return view
+
+
+FUNCTIONS = Kind(
+    KIND, "Functions", view=_view,
+    filters={"name": eq("name"), "owner": eq("owner"), "fileId": eq("fileId"), "status": eq("status"),
+             "externalIdPrefix": prefix("externalId"), "createdTime": time_range("createdTime"),
+             "metadata": metadata},
+)
+_builds: dict[int, threading.Thread] = {}
+_builds_lock = threading.Lock()
+
+
+def _validate(item: dict, where: str, limits) -> dict:
+    check(item, FIELDS, where, required=("name", "fileId"))
+    for key, maximum in (("name", 140), ("externalId", 255), ("description", 500), ("owner", 128),
+                         ("functionPath", 500), ("indexUrl", 500)):
+        text_limit(item.get(key), f"{where}.{key}", maximum)
+    metadata_limits(item.get("metadata"), f"{where}.metadata", 16, 32, 512)
+    secrets = item.get("secrets") or {}
+    if len(secrets) > 30:
+        raise bad_request(f"Field '{where}.secrets' has {len(secrets)} keys; the limit is 30")
+    for key, value in secrets.items():
+        if not SECRET_KEY.match(key):
+            raise bad_request(f"Secret key '{key}' in '{where}.secrets' must be 1-15 lowercase letters, digits or '-'")
+        if not isinstance(value, str):
+            raise bad_request(f"Secret '{where}.secrets.{key}' must be a string")
+    env_vars = item.get("envVars") or {}
+    if len(env_vars) > 100 or not all(isinstance(v, str) for v in env_vars.values()):
+        raise bad_request(f"Field '{where}.envVars' must be at most 100 string values")
+    runtime = item.get("runtime") or "py311"
+    if runtime not in RUNTIMES:
+        raise bad_request(f"Field '{where}.runtime' must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    for key, bounds in (("cpu", CPU), ("memory", MEMORY)):
+        value = item.get(key)
+        if value is not None and not bounds["min"] <= value <= bounds["max"]:
+            raise bad_request(f"Field '{where}.{key}' must be between {bounds['min']} and {bounds['max']}")
+    path = item.get("functionPath") or "handler.py"
+    if not path.endswith(".py") or path.startswith("/") or ".." in Path(path).parts:
+        raise bad_request(f"Field '{where}.functionPath' must be a relative path to a .py file, got {path!r}")
+    return item
+
+
+@routes.post("/functions")
+def create(ctx: Ctx) -> dict:
+    raw = items(ctx.body, max_items=1)
+    item = _validate(raw[0], "items[0]", ctx.cdf.limits)
+    file = ctx.store.get(ctx.project, "files", item["fileId"])
+    if file is None or not file.get("uploaded"):
+        raise bad_request(f"Field 'items[0].fileId': file {item['fileId']} does not exist or has no content yet")
+    body = {
+        "name": item["name"], "externalId": item.get("externalId"), "fileId": item["fileId"],
+        "functionPath": item.get("functionPath") or "handler.py", "description": item.get("description"),
+        "owner": item.get("owner"), "envVars": item.get("envVars") or {}, "cpu": item.get("cpu") or CPU["default"],
+        "memory": item.get("memory") or MEMORY["default"], "runtime": item.get("runtime") or "py311",
+        "metadata": item.get("metadata") or {}, "status": "Queued", "_secrets": item.get("secrets") or {},
+        "_indexUrl": item.get("indexUrl"), "_extraIndexUrls": item.get("extraIndexUrls") or [],
+    }
+    body = {k: v for k, v in body.items() if v is not None}
+    with ctx.store.write() as db:
+        if body.get("externalId") and ctx.store.get_xid(ctx.project, KIND, body["externalId"], db):
+            raise duplicated([{"externalId": body["externalId"]}], "Functions")
+        if ctx.store.count(ctx.project, KIND) >= ctx.cdf.limits.max_functions:
+            raise bad_request(f"This project already has {ctx.cdf.limits.max_functions} functions, the limit: "
+                              "delete one first")
+        fn = ctx.store.insert(db, ctx.project, KIND, body)
+    start_build(ctx.cdf, ctx.project, fn["id"])
+    return {"items": [_view(fn)]}
+
+
+@routes.post("/functions/byids")
+def byids(ctx: Ctx) -> dict:
+    check(ctx.body, {"items": list, "ignoreUnknownIds": bool}, "", required=("items",))
+    from .validation import identifiers
+
+    found = ctx.store.resolve(ctx.project, KIND, identifiers(ctx.body, max_items=10),
+                              ignore_unknown=bool(ctx.body.get("ignoreUnknownIds")), what="Functions",
+                              snake_case=True)
+    return {"items": [_view(f) for f in found]}
+
+
+@routes.post("/functions/list")
+def list_functions(ctx: Ctx) -> dict:
+    return FUNCTIONS.list(ctx)
+
+
+@routes.get("/functions/<int:function_id>")
+def get_one(ctx: Ctx, function_id: int) -> dict:
+    return _view(ctx.store.resolve(ctx.project, KIND, [{"id": function_id}], what="Functions")[0])
+
+
+@routes.post("/functions/delete")
+def delete(ctx: Ctx) -> dict:
+    def cleanup(fn: dict) -> None:
+        ctx.cdf.workers.evict(worker_key(ctx.project, fn["id"]))
+        shutil.rmtree(code_dir(ctx.cdf, ctx.project, fn["id"]), ignore_errors=True)
+        with ctx.store.write() as db:
+            rows = db.execute("SELECT id FROM resources WHERE project=? AND kind='schedules' AND "
+                              "json_extract(body, '$.functionId') = ?", (ctx.project, fn["id"])).fetchall()
+            ctx.store.delete(db, ctx.project, "schedules", [r[0] for r in rows])
+
+    return FUNCTIONS.delete(ctx, on_delete=cleanup)
+
+
+@routes.get("/functions/status")
+def status(ctx: Ctx) -> dict:
+    return {"status": "activated"}
+
+
+@routes.post("/functions/status")
+def activate(ctx: Ctx) -> dict:
+    return {"status": "activated"}
+
+
+@routes.get("/functions/limits")
+def limits(ctx: Ctx) -> dict:
+    return {"timeoutMinutes": int(ctx.cdf.limits.call_timeout_s // 60) or 1, "cpuCores": CPU, "memoryGb": MEMORY,
+            "runtimes": list(RUNTIMES), "responseSizeMb": max(1, ctx.cdf.limits.max_response_bytes // 1_000_000)}
+
+
+# -- building ---------------------------------------------------------------------------------------------
+def worker_key(project: str, function_id: int) -> str:
+    return f"{project}/{function_id}"
+
+
+def code_dir(cdf: "LocalCDF", project: str, function_id: int) -> Path:
+    return cdf.data_dir / "functions" / "".join(c if c.isalnum() or c in "-_" else "_" for c in project) / str(function_id)
+
+
+def start_build(cdf: "LocalCDF", project: str, function_id: int) -> None:
+    thread = threading.Thread(target=_build, args=(cdf, project, function_id), daemon=True,
+                              name=f"local-cdf-build-{function_id}")
+    with _builds_lock:
+        _builds[function_id] = thread
+    thread.start()
+
+
+def wait_for_builds(cdf: "LocalCDF", timeout: float = 30) -> None:
+    with _builds_lock:
+        threads = list(_builds.values())
+    for thread in threads:
+        thread.join(timeout)
+
+
+def resume_builds(cdf: "LocalCDF") -> None:
+    """Builds left Queued/Deploying by a process that has exited are taken over, so no function hangs forever."""
+    for project in cdf.store.projects():
+        rows, _ = cdf.store.query(project, KIND, ["json_extract(body, '$.status') IN ('Queued', 'Deploying')"])
+        for fn in rows:
+            if not _alive(fn.get("_builderPid")):
+                start_build(cdf, project, fn["id"])
+
+
+def _alive(pid) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def _set(cdf: "LocalCDF", project: str, function_id: int, **changes) -> dict | None:
+    with cdf.store.write() as db:
+        fn = cdf.store.get(project, KIND, function_id, db)
+        if fn is None:
+            return None
+        fn.update(changes)
+        return cdf.store.save(db, project, KIND, fn)
+
+
+def _build(cdf: "LocalCDF", project: str, function_id: int) -> None:
+    from .builder import BuildError, extract_code, prepare_python, validate_handler
+    from .files import content_paths
+
+    try:
+        fn = _set(cdf, project, function_id, status="Deploying", _builderPid=os.getpid())
+        if fn is None:
+            return
+        target = code_dir(cdf, project, function_id)
+        with tempfile.TemporaryDirectory(dir=cdf.data_dir) as tmp:
+            zip_path = Path(tmp) / "code.zip"
+            file = cdf.store.get(project, "files", fn["fileId"])
+            if file is None or not file.get("uploaded"):
+                raise BuildError(f"The code file {fn['fileId']} was deleted before the function was built")
+            with open(zip_path, "wb") as out:
+                for part in content_paths(cdf.store, project, file):
+                    with open(part, "rb") as src:
+                        shutil.copyfileobj(src, out, 1 << 20)
+            shutil.rmtree(target, ignore_errors=True)
+            extract_code(zip_path, target)
+        validate_handler(target, fn["functionPath"])
+        python = prepare_python(target, cdf.data_dir / "venvs", cdf.isolation, fn.get("_indexUrl"),
+                                fn.get("_extraIndexUrls"))
+        error = cdf.workers.check_import(worker_key(project, function_id), target, fn["functionPath"], python,
+                                         fn.get("envVars") or {}, timeout=cdf.limits.call_timeout_s)
+        if error:
+            raise BuildError(error["message"], error.get("trace", ""))
+        _set(cdf, project, function_id, status="Ready", _python=python, _folder=str(target))
+    except BuildError as e:
+        _set(cdf, project, function_id, status="Failed", error={"message": e.message, "trace": e.trace})
+    except Exception as e:  # the build must end Failed, never stuck in Deploying
+        _set(cdf, project, function_id, status="Failed",
+             error={"message": f"Local CDF build error: {e!r}", "trace": traceback.format_exc()})
+    finally:
+        with _builds_lock:
+            _builds.pop(function_id, None)
+
+
+def ready_function(ctx: Ctx, function_id: int) -> dict:
+    fn = ctx.store.get(ctx.project, KIND, function_id)
+    if fn is None:
+        raise CDFError(400, "Function not found", missing=[{"id": function_id}])
+    if fn["status"] != "Ready":
+        detail = f": {fn['error']['message']}" if fn.get("error") else ""
+        raise bad_request(f"Function {function_id} is {fn['status']}, not Ready, and cannot be called{detail}")
+    return fn

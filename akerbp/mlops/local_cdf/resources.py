@@ -1,0 +1,196 @@
+"""What files, events, time series and data sets share: byids, filtered cursor lists, updates and deletes.
+
+Filters compile to SQL over the stored JSON bodies (SQLite's json_extract), so a list of 10,000 files with a
+metadata filter is one indexed scan, not 10,000 decoded bodies.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .app import Ctx
+from .errors import bad_request
+from .store import public
+from .validation import NUMBER, check, identifiers, limit, partition
+
+Clause = tuple[str, list]
+
+
+def _path(name: str) -> str:
+    return "$." + ".".join(f'"{part}"' for part in name.split("."))
+
+
+def eq(name: str) -> Callable[[Any, Ctx], Clause]:
+    def build(value, ctx):
+        if isinstance(value, bool):
+            return f"json_extract(body, '{_path(name)}') = ?", [1 if value else 0]
+        return f"json_extract(body, '{_path(name)}') = ?", [value]
+
+    return build
+
+
+def prefix(name: str) -> Callable[[Any, Ctx], Clause]:
+    def build(value, ctx):
+        if not isinstance(value, str):
+            raise bad_request(f"Filter '{name}Prefix' must be a string")
+        column = "external_id" if name == "externalId" else f"json_extract(body, '{_path(name)}')"
+        # A range, so the externalId index serves it; chr(0x10FFFF) sorts after every real character.
+        return f"{column} >= ? AND {column} < ?", [value, value + "\U0010ffff"]
+
+    return build
+
+
+def time_range(name: str) -> Callable[[Any, Ctx], Clause]:
+    def build(value, ctx):
+        check(value, {"min": int, "max": int}, f"filter.{name}")
+        clauses, params = [], []
+        if value.get("min") is not None:
+            clauses.append(f"json_extract(body, '{_path(name)}') >= ?")
+            params.append(value["min"])
+        if value.get("max") is not None:
+            clauses.append(f"json_extract(body, '{_path(name)}') <= ?")
+            params.append(value["max"])
+        return " AND ".join(clauses) or "1", params
+
+    return build
+
+
+def metadata(value, ctx) -> Clause:
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise bad_request("Filter 'metadata' must be an object of strings")
+    params: list = []
+    for k, v in value.items():
+        params += ['$.metadata."' + k.replace('"', '\\"') + '"', v]
+    return " AND ".join("json_extract(body, ?) = ?" for _ in value) or "1", params
+
+
+def contains_any(name: str) -> Callable[[Any, Ctx], Clause]:
+    def build(value, ctx):
+        if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
+            raise bad_request(f"Filter '{name}' must be an array of integers")
+        marks = ",".join("?" * len(value)) or "NULL"
+        return f"EXISTS (SELECT 1 FROM json_each(body, '{_path(name)}') WHERE value IN ({marks}))", list(value)
+
+    return build
+
+
+def data_set_ids(value, ctx) -> Clause:
+    if not isinstance(value, list):
+        raise bad_request("Filter 'dataSetIds' must be an array of {id} or {externalId}")
+    found = ctx.store.resolve(ctx.project, "datasets", identifiers({"items": value}, max_items=100),
+                              ignore_unknown=True)
+    ids = [d["id"] for d in found]
+    marks = ",".join("?" * len(ids)) or "NULL"
+    return f"json_extract(body, '$.dataSetId') IN ({marks})", ids
+
+
+@dataclass
+class Kind:
+    """One resource type: its store kind, display name and how its list filter and updates work."""
+
+    kind: str
+    what: str
+    filters: dict[str, Callable[[Any, Ctx], Clause]] = field(default_factory=dict)
+    updatable: dict[str, Any] = field(default_factory=dict)  # field -> type; dict/list fields also take add/remove
+    max_limit: int = 1000
+    view: Callable[[dict], dict] = public
+
+    def compile_filter(self, ctx: Ctx, flt: Any) -> Clause:
+        if flt is None:
+            return "", []
+        if not isinstance(flt, dict):
+            raise bad_request("Field 'filter' must be an object")
+        clauses, params = [], []
+        for key, value in flt.items():
+            if key not in self.filters:
+                raise bad_request(f"Unrecognized field 'filter.{key}' (the local CDF supports: "
+                                  f"{', '.join(sorted(self.filters))})")
+            if value is None:
+                continue
+            clause, args = self.filters[key](value, ctx)
+            clauses.append(f"({clause})")
+            params += args
+        return " AND ".join(clauses), params
+
+    # -- the shared endpoints ---------------------------------------------------------------------------------
+    def byids(self, ctx: Ctx) -> dict:
+        check(ctx.body, {"items": list, "ignoreUnknownIds": bool}, "", required=("items",))
+        found = ctx.store.resolve(ctx.project, self.kind, identifiers(ctx.body),
+                                  ignore_unknown=bool(ctx.body.get("ignoreUnknownIds")), what=self.what)
+        return {"items": [self.view(b) for b in found]}
+
+    def list(self, ctx: Ctx, extra: Clause | None = None, body: dict | None = None) -> dict:
+        body = ctx.body if body is None else body
+        check(body, {"filter": dict, "limit": int, "cursor": str, "partition": str}, "")
+        where, params = self.compile_filter(ctx, body.get("filter"))
+        clauses = [w for w in (where, extra[0] if extra else "") if w]
+        rows, cursor = ctx.store.query(ctx.project, self.kind, clauses, params + (extra[1] if extra else []),
+                                       limit(body, maximum=self.max_limit), body.get("cursor"), partition(body))
+        return {"items": [self.view(b) for b in rows], "nextCursor": cursor}
+
+    def delete(self, ctx: Ctx, on_delete: Callable[[dict], None] | None = None) -> dict:
+        check(ctx.body, {"items": list, "ignoreUnknownIds": bool}, "", required=("items",))
+        with ctx.store.write() as db:
+            found = ctx.store.resolve(ctx.project, self.kind, identifiers(ctx.body), db=db,
+                                      ignore_unknown=bool(ctx.body.get("ignoreUnknownIds")), what=self.what)
+            ctx.store.delete(db, ctx.project, self.kind, [b["id"] for b in found])
+        for body in found:
+            if on_delete:
+                on_delete(body)
+        return {}
+
+    def update(self, ctx: Ctx, validate: Callable[[dict, str], None] | None = None) -> dict:
+        check(ctx.body, {"items": list}, "", required=("items",))
+        raw = ctx.body["items"]
+        if not 1 <= len(raw) <= 1000:
+            raise bad_request("Field 'items' must have between 1 and 1000 items")
+        with ctx.store.write() as db:
+            updated = []
+            for i, item in enumerate(raw):
+                where = f"items[{i}]"
+                check(item, {"id": int, "externalId": str, "update": dict}, where, required=("update",))
+                ident = identifiers({"items": [{k: item[k] for k in ("id", "externalId") if k in item}]})
+                body = ctx.store.resolve(ctx.project, self.kind, ident, db=db, what=self.what)[0]
+                for name, op in item["update"].items():
+                    self._apply(body, name, op, f"{where}.update.{name}")
+                if validate:
+                    validate(body, where)
+                if "externalId" in item["update"]:
+                    clash = ctx.store.get_xid(ctx.project, self.kind, body.get("externalId"), db)
+                    if body.get("externalId") is not None and clash and clash["id"] != body["id"]:
+                        from .errors import duplicated
+                        raise duplicated([{"externalId": body["externalId"]}], self.what)
+                updated.append(ctx.store.save(db, ctx.project, self.kind, body))
+        return {"items": [self.view(b) for b in updated]}
+
+    def _apply(self, body: dict, name: str, op: Any, where: str) -> None:
+        if name not in self.updatable:
+            raise bad_request(f"Unrecognized field '{where}' (updatable: {', '.join(sorted(self.updatable))})")
+        expected = self.updatable[name]
+        if not isinstance(op, dict) or not op:
+            raise bad_request(f"Field '{where}' must be an object like {{\"set\": ...}}")
+        allowed = {"set", "setNull"} | ({"add", "remove"} if expected in (dict, list) else set())
+        unknown = set(op) - allowed
+        if unknown:
+            raise bad_request(f"Unrecognized field '{where}.{sorted(unknown)[0]}' (allowed: {', '.join(sorted(allowed))})")
+        if op.get("setNull"):
+            body.pop(name, None)
+            return
+        if "set" in op:
+            value = op["set"]
+            if not isinstance(value, expected) or (isinstance(value, bool) and expected in (int, NUMBER)):
+                raise bad_request(f"Field '{where}.set' has the wrong type")
+            body[name] = value
+            return
+        current = body.get(name) or ({} if expected is dict else [])
+        if expected is dict:
+            add, remove = op.get("add") or {}, op.get("remove") or []
+            if not isinstance(add, dict) or not isinstance(remove, list):
+                raise bad_request(f"Field '{where}': add must be an object and remove an array of keys")
+            current = {**{k: v for k, v in current.items() if k not in remove}, **add}
+        else:
+            add, remove = op.get("add") or [], op.get("remove") or []
+            if not isinstance(add, list) or not isinstance(remove, list):
+                raise bad_request(f"Field '{where}': add and remove must be arrays")
+            current = [v for v in current if v not in remove] + [v for v in add if v not in current]
+        body[name] = current

@@ -1,0 +1,131 @@
+"""Function schedules: cron (UTC) plus input data, fired by `serve`'s loop or deterministically by `run_due`.
+
+Firing claims the due time in a write transaction before starting the call, so two processes sharing a data dir
+never fire the same occurrence twice.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+from . import cron
+from .app import Ctx, Router
+from .errors import bad_request
+from .functions import KIND as FUNCTIONS
+from .resources import Kind, eq, time_range
+from .sessions import consume_nonce
+from .store import public
+from .validation import check, items, text_limit
+
+if TYPE_CHECKING:
+    from .server import LocalCDF
+
+routes = Router()
+KIND = "schedules"
+FIELDS = {"name": str, "functionId": int, "functionExternalId": str, "cronExpression": str, "description": str,
+          "data": (dict, list, str, int, float, bool), "nonce": str}
+SCHEDULES = Kind(KIND, "Function schedules",
+                 filters={"name": eq("name"), "functionId": eq("functionId"), "cronExpression": eq("cronExpression"),
+                          "functionExternalId": eq("functionExternalId"), "createdTime": time_range("createdTime")})
+
+
+@routes.post("/functions/schedules")
+def create(ctx: Ctx) -> dict:
+    item = check(items(ctx.body, max_items=1)[0], FIELDS, "items[0]", required=("name", "cronExpression"))
+    text_limit(item.get("name"), "items[0].name", 140)
+    text_limit(item.get("description"), "items[0].description", 500)
+    try:
+        cron.validate(item["cronExpression"])
+    except ValueError as e:
+        raise bad_request(f"Field 'items[0].cronExpression': {e}") from None
+    if item.get("functionId") is not None:
+        fn = ctx.store.get(ctx.project, FUNCTIONS, item["functionId"])
+    elif item.get("functionExternalId"):
+        fn = ctx.store.get_xid(ctx.project, FUNCTIONS, item["functionExternalId"])
+    else:
+        raise bad_request("items[0] needs 'functionId'")
+    if fn is None:
+        raise bad_request("Field 'items[0].functionId': no such function")
+    existing = ctx.store.query(ctx.project, KIND, ["json_extract(body, '$.functionId') = ?"], [fn["id"]])[0]
+    if len(existing) >= ctx.cdf.limits.max_schedules_per_function:
+        raise bad_request(f"Function {fn['id']} already has {len(existing)} schedules; the limit is "
+                          f"{ctx.cdf.limits.max_schedules_per_function}")
+    session = consume_nonce(ctx, item.get("nonce"))
+    body = {"name": item["name"], "functionId": fn["id"], "functionExternalId": fn.get("externalId"),
+            "cronExpression": item["cronExpression"], "description": item.get("description"),
+            "sessionId": session["id"], "when": f"cron '{item['cronExpression']}' (UTC)", "_data": item.get("data")}
+    with ctx.store.write() as db:
+        schedule = ctx.store.insert(db, ctx.project, KIND, {k: v for k, v in body.items() if v is not None})
+    return {"items": [public(schedule)]}
+
+
+@routes.post("/functions/schedules/list")
+def list_schedules(ctx: Ctx) -> dict:
+    return SCHEDULES.list(ctx)
+
+
+@routes.post("/functions/schedules/byids")
+def byids(ctx: Ctx) -> dict:
+    return SCHEDULES.byids(ctx)
+
+
+@routes.post("/functions/schedules/delete")
+def delete(ctx: Ctx) -> dict:
+    return SCHEDULES.delete(ctx)
+
+
+@routes.get("/functions/schedules/<int:schedule_id>")
+def get_one(ctx: Ctx, schedule_id: int) -> dict:
+    return public(ctx.store.resolve(ctx.project, KIND, [{"id": schedule_id}], what="Function schedules")[0])
+
+
+@routes.get("/functions/schedules/<int:schedule_id>/input_data")
+def input_data(ctx: Ctx, schedule_id: int) -> dict:
+    schedule = ctx.store.resolve(ctx.project, KIND, [{"id": schedule_id}], what="Function schedules")[0]
+    return {"id": schedule_id, "data": schedule.get("_data")}
+
+
+def run_due(cdf: "LocalCDF", now: datetime | None = None, wait: bool = True) -> list[dict]:
+    """Fire each schedule's latest due occurrence up to `now` once; with `wait`, return the finished calls."""
+    from .calls import KIND as CALLS, start_call
+
+    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    started = []
+    for project in cdf.store.projects():
+        for schedule in cdf.store.query(project, KIND)[0]:
+            due = _claim(cdf, project, schedule["id"], now)
+            if due is None:
+                continue
+            fn = cdf.store.get(project, FUNCTIONS, schedule["functionId"])
+            session = cdf.store.get(project, "sessions", schedule["sessionId"])
+            if fn is None or fn.get("status") != "Ready" or session is None or session["status"] != "ACTIVE":
+                continue
+            call, done = start_call(cdf, project, fn, schedule.get("_data"), session, schedule["id"],
+                                    int(due.timestamp() * 1000))
+            started.append((project, call, done))
+    if not wait:
+        return [public(c) for _, c, _ in started]
+    result = []
+    for project, call, done in started:
+        done.wait(cdf.limits.call_timeout_s + 30)
+        result.append(public(cdf.store.get(project, CALLS, call["id"])))
+    return result
+
+
+def _claim(cdf: "LocalCDF", project: str, schedule_id: int, now: datetime) -> datetime | None:
+    with cdf.store.write() as db:
+        schedule = cdf.store.get(project, KIND, schedule_id, db)
+        if schedule is None:
+            return None
+        last = schedule.get("_lastFired")
+        due = cron.due_times(
+            schedule["cronExpression"],
+            datetime.fromtimestamp(last / 1000, timezone.utc) if last else None,
+            datetime.fromtimestamp(schedule["createdTime"] / 1000, timezone.utc),
+            now,
+        )
+        if not due:
+            return None
+        schedule["_lastFired"] = int(due[-1].timestamp() * 1000)
+        cdf.store.save(db, project, KIND, schedule, touch=False)
+        return due[-1]

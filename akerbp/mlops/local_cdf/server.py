@@ -1,0 +1,175 @@
+"""LocalCDF: the server object. Starts the HTTP server on a loopback port in a background thread and owns the
+store, auth, faults, function workers and schedules of one data dir.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from werkzeug.serving import WSGIRequestHandler, make_server
+
+from . import auth, calls, datasets, events, faults, files, functions, health, schedules, sessions, timeseries
+from .app import App
+from .store import Store
+
+log = logging.getLogger("akerbp.mlops.local_cdf")
+SERVER_FILE = "server.json"
+
+
+@dataclass
+class Limits:
+    """CDF's limits, configurable for tests (a 1 s call timeout beats waiting 10 minutes)."""
+
+    call_timeout_s: float = 600.0
+    max_response_bytes: int = 1_000_000
+    max_call_data_bytes: int = 9_000_000
+    max_functions: int = 100
+    max_schedules_per_function: int = 100
+    # How long POST /functions/{id}/call waits for the call to finish before answering "Running". CDF answers at
+    # once; waiting a little lets fast calls complete in one round trip instead of the SDK's 1 s polling.
+    sync_call_wait_s: float = 5.0
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_request(self, code="-", size="-"):  # one line per request is noise for a laptop server
+        if log.isEnabledFor(logging.DEBUG):
+            super().log_request(code, size)
+
+
+class LocalCDF:
+    """A CDF on this machine. `with LocalCDF(dir) as cdf: client = cdf.client(project="test")`."""
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        clients: dict[str, str] | None = None,
+        isolation: str = "shared",
+        limits: Limits | None = None,
+    ) -> None:
+        if isolation not in ("shared", "venv"):
+            raise ValueError(f"isolation must be 'shared' or 'venv', got {isolation!r}")
+        self.data_dir = Path(data_dir)
+        self.host, self.port = host, port
+        self.isolation = isolation
+        self.limits = limits or Limits()
+        self._clients = clients
+        self._server = None
+        self._thread: threading.Thread | None = None
+        self._workers = None
+        self._workers_lock = threading.Lock()
+
+    # -- lifecycle --------------------------------------------------------------------------------------------
+    def start(self) -> "LocalCDF":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(self.data_dir)
+        self.auth = auth.Auth(self.store, self._clients)
+        self.faults = faults.Faults()
+        env_faults = os.environ.get("MLOPS_LOCAL_CDF_FAULTS")
+        if env_faults:
+            self.faults.add(json.loads(env_faults))
+        routers = [m.routes for m in (auth, sessions, files, datasets, events, timeseries, functions, calls, schedules,
+                                       faults, health)]
+        self.app = App(self, routers)
+        self._server = make_server(self.host, self.port, self.app, threaded=True, request_handler=_QuietHandler)
+        self.port = self._server.server_port
+        self._thread = threading.Thread(target=self._server.serve_forever, name="local-cdf-http", daemon=True)
+        self._thread.start()
+        functions.resume_builds(self)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._workers is not None:
+            self._workers.close()
+            self._workers = None
+        functions.wait_for_builds(self)
+
+    def __enter__(self) -> "LocalCDF":
+        return self.start() if self._server is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.base_url}/oauth2/token"
+
+    @property
+    def workers(self):
+        with self._workers_lock:
+            if self._workers is None:
+                from .workers import WorkerPool
+
+                self._workers = WorkerPool()
+            return self._workers
+
+    # -- conveniences -----------------------------------------------------------------------------------------
+    def client(self, project: str = "local", client_name: str = "akerbp-mlops-local", token: str = "local-token"):
+        """A ready CogniteClient for one project of this local CDF."""
+        from cognite.client import ClientConfig, CogniteClient, global_config
+        from cognite.client.credentials import Token
+
+        global_config.disable_pypi_version_check = True
+        _bypass_proxy()
+        if self.auth.restricted:
+            token = self.auth.issue_token(client_name)
+        return CogniteClient(
+            ClientConfig(client_name=client_name, project=project, base_url=self.base_url, credentials=Token(token))
+        )
+
+    def run_due_schedules(self, now: datetime | None = None) -> list[dict]:
+        """Fire every schedule due at `now` (UTC; default: the current time) once; returns the calls started."""
+        return schedules.run_due(self, now)
+
+    # -- a long-running server that other processes can find ---------------------------------------------------
+    def announce(self) -> None:
+        (self.data_dir / SERVER_FILE).write_text(
+            json.dumps({"pid": os.getpid(), "base_url": self.base_url, "started": time.time()})
+        )
+
+    def withdraw(self) -> None:
+        path = self.data_dir / SERVER_FILE
+        try:
+            if json.loads(path.read_text()).get("pid") == os.getpid():
+                path.unlink()
+        except (OSError, ValueError):
+            pass
+
+    @staticmethod
+    def running(data_dir: str | Path) -> str | None:
+        """The base_url of a live `mlops local-cdf serve` for this data dir, if one answers."""
+        import urllib.request
+
+        try:
+            info = json.loads((Path(data_dir) / SERVER_FILE).read_text())
+            os.kill(int(info["pid"]), 0)
+            with urllib.request.urlopen(info["base_url"] + "/_local/health", timeout=1) as response:
+                if response.status == 200:
+                    return info["base_url"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return None
+
+
+def _bypass_proxy() -> None:
+    """cognite-sdk honours proxy variables; loopback traffic must never go through a proxy."""
+    current = os.environ.get("NO_PROXY", os.environ.get("no_proxy", ""))
+    wanted = [h for h in ("127.0.0.1", "localhost") if h not in current.split(",")]
+    if wanted:
+        value = ",".join([p for p in [current, *wanted] if p])
+        os.environ["NO_PROXY"] = os.environ["no_proxy"] = value
