@@ -1,0 +1,240 @@
+"""Where the CDF is: a real project from COGNITE_* variables, or else the local CDF of this repo.
+
+One rule for every command: a project configured in the environment wins; with none, the local CDF under
+.mlops/local-cdf is used, except in CI, where a missing project is a mistake to report, not to paper over.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import sys
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from akerbp.mlops.errors import UsageError
+from akerbp.mlops.utils.logger import mask, register_secret  # noqa: F401 -- re-exported for callers of this module
+
+if TYPE_CHECKING:
+    from cognite.client import CogniteClient
+
+ENVIRONMENTS = ("dev", "test", "prod")
+RETIRED_API_KEY_VARS = ("COGNITE_API_KEY_DATA", "COGNITE_API_KEY_FUNCTIONS", "COGNITE_API_KEY_FILES", "COGNITE_API_KEY")
+CONFIG_VARS = (
+    "COGNITE_PROJECT",
+    "COGNITE_BASE_URL",
+    "COGNITE_CLUSTER",
+    "COGNITE_CLIENT_ID",
+    "COGNITE_CLIENT_SECRET",
+    "COGNITE_TOKEN_URL",
+    "COGNITE_TENANT_ID",
+    "COGNITE_TOKEN_SCOPES",
+)
+OIDC_HELP = (
+    "COGNITE_PROJECT, COGNITE_BASE_URL (or COGNITE_CLUSTER), COGNITE_CLIENT_ID, COGNITE_CLIENT_SECRET and "
+    "COGNITE_TOKEN_URL (or COGNITE_TENANT_ID); optionally COGNITE_TOKEN_SCOPES"
+)
+LOCAL_PROJECT = "local"
+CLIENT_NAME = "akerbp.mlops"
+
+_lock = threading.Lock()
+_clients: dict[tuple, "CogniteClient"] = {}
+_embedded: dict[Path, object] = {}  # data dir -> LocalCDF started by this process
+_announced: set[Path] = set()
+
+
+def _env(name: str) -> str:
+    return os.environ.get(name, "").strip()
+
+
+def get_environment() -> str:
+    """ENV: dev (default), test or prod."""
+    env = _env("ENV").lower() or "dev"
+    if env not in ENVIRONMENTS:
+        raise UsageError(f"ENV={_env('ENV')!r} is not an environment: set ENV to one of {', '.join(ENVIRONMENTS)}")
+    return env
+
+
+def _refuse_api_keys() -> None:
+    found = [name for name in RETIRED_API_KEY_VARS if _env(name)]
+    if found:
+        raise UsageError(
+            f"{', '.join(found)} {'is' if len(found) == 1 else 'are'} set, but CDF retired API keys: authenticate with "
+            f"OIDC client credentials instead. Set {OIDC_HELP}, and unset {', '.join(found)}"
+        )
+
+
+def cdf_config_from_env() -> dict | None:
+    """The real project configured by COGNITE_* variables; None when none is set. Partial -> UsageError."""
+    _refuse_api_keys()
+    if not any(_env(name) for name in CONFIG_VARS):
+        return None
+    base_url = _env("COGNITE_BASE_URL") or (
+        f"https://{_env('COGNITE_CLUSTER')}.cognitedata.com" if _env("COGNITE_CLUSTER") else ""
+    )
+    token_url = _env("COGNITE_TOKEN_URL") or (
+        f"https://login.microsoftonline.com/{_env('COGNITE_TENANT_ID')}/oauth2/v2.0/token" if _env("COGNITE_TENANT_ID") else ""
+    )
+    missing = [
+        label
+        for label, value in (
+            ("COGNITE_PROJECT", _env("COGNITE_PROJECT")),
+            ("COGNITE_BASE_URL (or COGNITE_CLUSTER)", base_url),
+            ("COGNITE_CLIENT_ID", _env("COGNITE_CLIENT_ID")),
+            ("COGNITE_CLIENT_SECRET", _env("COGNITE_CLIENT_SECRET")),
+            ("COGNITE_TOKEN_URL (or COGNITE_TENANT_ID)", token_url),
+        )
+        if not value
+    ]
+    if missing:
+        set_vars = [name for name in CONFIG_VARS if _env(name)]
+        raise UsageError(
+            f"the CDF project is configured only in part ({', '.join(set_vars)} set): also set {', '.join(missing)}; "
+            "or unset all COGNITE_* variables to use the local CDF"
+        )
+    base_url = base_url.rstrip("/")
+    scopes = [s for s in re.split(r"[,\s]+", _env("COGNITE_TOKEN_SCOPES")) if s] or [f"{base_url}/.default"]
+    register_secret(_env("COGNITE_CLIENT_SECRET"))
+    return {
+        "project": _env("COGNITE_PROJECT"),
+        "base_url": base_url,
+        "client_id": _env("COGNITE_CLIENT_ID"),
+        "client_secret": _env("COGNITE_CLIENT_SECRET"),
+        "token_url": token_url,
+        "scopes": scopes,
+    }
+
+
+def in_ci() -> bool:
+    return _env("CI").lower() in ("true", "1", "yes") or bool(_env("BITBUCKET_BUILD_NUMBER"))
+
+
+def repo_root(start: Path | None = None) -> Path:
+    """Nearest folder (from the working directory up) holding mlops_settings.py/.yaml or .git; else the cwd."""
+    start = (start or Path.cwd()).resolve()
+    for folder in (start, *start.parents):
+        if any((folder / marker).exists() for marker in ("mlops_settings.py", "mlops_settings.yaml", ".git")):
+            return folder
+    return start
+
+
+def local_cdf_dir() -> Path:
+    """MLOPS_LOCAL_CDF_DIR, or .mlops/local-cdf in the repo root."""
+    configured = _env("MLOPS_LOCAL_CDF_DIR")
+    return Path(configured).resolve() if configured else repo_root() / ".mlops" / "local-cdf"
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def describe_target() -> str:
+    """Where get_client() goes, for humans and audit records; never a secret."""
+    config = cdf_config_from_env()
+    if config:
+        return f"project {config['project']} at {config['base_url']}"
+    return f"local CDF at {_display(local_cdf_dir())}"
+
+
+def _sdk_ready() -> None:
+    from cognite.client import global_config
+
+    # Before any ClientConfig: otherwise a thread asks PyPI for a newer SDK on first use (offline CI, local CDF).
+    global_config.disable_pypi_version_check = True
+
+
+def _bypass_proxy_for_loopback() -> None:
+    for var in ("NO_PROXY", "no_proxy"):
+        entries = [e.strip() for e in os.environ.get(var, "").split(",") if e.strip()]
+        for host in ("127.0.0.1", "localhost"):
+            if host not in entries:
+                entries.append(host)
+        os.environ[var] = ",".join(entries)
+
+
+def _real_client(config: dict) -> "CogniteClient":
+    _sdk_ready()
+    from cognite.client import ClientConfig, CogniteClient
+    from cognite.client.credentials import OAuthClientCredentials
+
+    credentials = OAuthClientCredentials(
+        token_url=config["token_url"],
+        client_id=config["client_id"],
+        client_secret=config["client_secret"],
+        scopes=config["scopes"],
+    )
+    return CogniteClient(
+        ClientConfig(client_name=CLIENT_NAME, project=config["project"], credentials=credentials, base_url=config["base_url"])
+    )
+
+
+def _client_for_url(base_url: str) -> "CogniteClient":
+    _sdk_ready()
+    from cognite.client import ClientConfig, CogniteClient
+    from cognite.client.credentials import Token
+
+    return CogniteClient(
+        ClientConfig(client_name=CLIENT_NAME, project=LOCAL_PROJECT, credentials=Token("local-cdf"), base_url=base_url)
+    )
+
+
+def _local_client(data_dir: Path) -> "CogniteClient":
+    from akerbp.mlops.local_cdf import LocalCDF
+
+    _bypass_proxy_for_loopback()
+    _sdk_ready()
+    served = LocalCDF.running(data_dir)
+    if served:
+        if data_dir not in _announced:
+            _announced.add(data_dir)
+            print(f"Using the local CDF served at {served} for {_display(data_dir)} (no CDF project configured)",
+                  file=sys.stderr)
+        return _client_for_url(served)
+    cdf = _embedded.get(data_dir)
+    if cdf is None:
+        cdf = LocalCDF(data_dir).start()
+        _embedded[data_dir] = cdf
+        atexit.register(cdf.stop)
+    if data_dir not in _announced:
+        _announced.add(data_dir)
+        print(f"Using the local CDF at {_display(data_dir)} (no CDF project configured)", file=sys.stderr)
+    return cdf.client(project=LOCAL_PROJECT)
+
+
+def get_client(force_local: bool = False) -> "CogniteClient":
+    """The CogniteClient of this process: the configured project, else the local CDF (started in-process if no
+    `mlops local-cdf serve` runs for its data dir). force_local skips the project and the CI guard: the caller asked
+    for the local CDF explicitly."""
+    config = None if force_local else cdf_config_from_env()
+    if config is None and not force_local and in_ci() and _env("MLOPS_LOCAL_CDF") != "1":
+        raise UsageError(
+            "no CDF project configured in CI: set COGNITE_PROJECT, COGNITE_BASE_URL (or COGNITE_CLUSTER), "
+            "COGNITE_CLIENT_ID, COGNITE_CLIENT_SECRET and COGNITE_TOKEN_URL (or COGNITE_TENANT_ID) as repository/"
+            "deployment variables, or MLOPS_LOCAL_CDF=1 to use a throwaway local CDF"
+        )
+    if config is not None:
+        key = ("project", config["project"], config["base_url"], config["client_id"], config["token_url"],
+               tuple(config["scopes"]), hash(config["client_secret"]))
+    else:
+        key = ("local", local_cdf_dir())
+    with _lock:
+        client = _clients.get(key)
+        if client is None:
+            client = _real_client(config) if config is not None else _local_client(key[1])
+            _clients[key] = client
+        return client
+
+
+def reset_clients() -> None:
+    """Forget cached clients and stop local CDFs this process started (tests switching environments)."""
+    with _lock:
+        _clients.clear()
+        for cdf in _embedded.values():
+            atexit.unregister(cdf.stop)
+            cdf.stop()
+        _embedded.clear()
+        _announced.clear()

@@ -1,0 +1,610 @@
+"""The models of a repo, read from mlops_settings.py or mlops_settings.yaml, validated all at once.
+
+Bad settings must stop a pipeline with every problem named (file, model, field, line), never a traceback: the
+anchor swallowed validation errors, so broken settings reached CDF. Structure is checked by pydantic; paths and
+uniqueness by the loader, which knows the settings file's folder.
+"""
+from __future__ import annotations
+
+import ast
+import contextvars
+import difflib
+import json
+import os
+import re
+import sys
+import traceback
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, ValidationError, field_validator, model_validator
+
+from akerbp.mlops.errors import UsageError
+
+SETTINGS_FILES = ("mlops_settings.py", "mlops_settings.yaml")
+PYTHON_VERSIONS = ("py310", "py311", "py312", "py313")
+ENVIRONMENTS = ("dev", "test", "prod")
+SECRET_ENV_PREFIX = "MLOPS_SECRET_"
+MODEL_NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+SECRET_NAME_PATTERN = r"^[a-z0-9-]+$"
+
+
+class SettingsError(UsageError):
+    """Invalid settings; `errors` holds one line per problem, the message lists them all."""
+
+    def __init__(self, errors: list[str], file: str | None = None):
+        self.errors = list(errors)
+        self.file = file
+        head = f"{file} is invalid" if file else "invalid settings"
+        count = f"{len(self.errors)} error{'s' if len(self.errors) != 1 else ''}"
+        super().__init__(f"{head} ({count}):\n" + "\n".join(f"  {e}" for e in self.errors))
+
+
+# --- the schema ----------------------------------------------------------------------------------------------------
+
+MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=32)]
+MetadataValue = Annotated[str, StringConstraints(max_length=512)]
+SecretName = Annotated[str, StringConstraints(min_length=1, max_length=15, pattern=SECRET_NAME_PATTERN)]
+EnvVarName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class ServiceInfo(_Strict):
+    """What CDF shows for one deployed service; the limits are CDF Functions' own."""
+
+    description: str | None = Field(None, max_length=500, description="Function description (<= 500 characters).")
+    owner: str | None = Field(None, max_length=128, description="Function owner, e.g. an email (<= 128 characters).")
+    metadata: dict[MetadataKey, MetadataValue] = Field(
+        default_factory=dict,
+        max_length=16,
+        description="Function metadata: <= 16 pairs, keys <= 32 characters, values <= 512 characters.",
+    )
+
+
+class ModelInfo(_Strict):
+    prediction: ServiceInfo | None = Field(None, description="Shown on the prediction service's function.")
+    training: ServiceInfo | None = Field(None, description="Shown on the training service's function.")
+
+
+class DeploymentCondition(_Strict):
+    """Deploy only when the artifact's metadata[metric] is above/below threshold (a quality gate)."""
+
+    metric: str = Field(min_length=1, description="Key in the model artifact's metadata, e.g. 'accuracy'.")
+    direction: Literal["above", "below"] = Field(description="'above': metric must exceed threshold; 'below': stay under.")
+    threshold: float
+
+
+def _relative_path(value: str) -> str:
+    path = PurePosixPath(value.replace("\\", "/"))
+    if not value.strip():
+        raise ValueError("is empty")
+    if path.is_absolute() or re.match(r"^[A-Za-z]:", value):
+        raise ValueError(f"{value!r} is absolute; give a path relative to the settings file's folder")
+    if ".." in path.parts:
+        raise ValueError(f"{value!r} leaves the repo ('..'); keep model files under the settings file's folder")
+    return str(path)
+
+
+_pending: contextvars.ContextVar[dict | None] = contextvars.ContextVar("mlops_settings_pending", default=None)
+
+
+class ModelSettings(_Strict):
+    """One model of the repo: its code, artifacts and how its services run in CDF.
+
+    Paths are relative to the folder of the settings file (the repo root), which `root` holds after loading.
+    """
+
+    model_name: str = Field(
+        max_length=40,
+        pattern=MODEL_NAME_PATTERN,
+        description="Lowercase letters, digits and '_', starting with a letter, <= 40 characters. Forms the "
+        "function external ids '{model}-{service}-{env}' and artifact ids '{model}/{env}/{version}'.",
+    )
+    human_friendly_model_name: str | None = Field(
+        None, max_length=140, description="Display name in CDF (default: model_name)."
+    )
+    model_file: str = Field(
+        description="The model interface (initialization, predict, train), e.g. 'model_code/model.py'. Its top "
+        "folder is deployed whole, so 'models/model1/model.py' ships 'models/' (with models/common_code)."
+    )
+    req_file: str = Field(
+        "model_code/requirements.model",
+        description="Pinned requirements of the model (not named requirements.txt: CDF installs that itself).",
+    )
+    test_file: str = Field("model_code/test_model.py", description="pytest tests and the ServiceTest payloads.")
+    artifact_folder: str = Field(
+        "model_artifact",
+        description="Local artifact folder: uploaded as a new version, and deployed as-is when ENV=dev.",
+    )
+    artifact_version: int | None = Field(
+        None, ge=1, description="Pin: deploy this artifact version instead of the latest one of the environment."
+    )
+    info: ModelInfo = Field(default_factory=ModelInfo, description="Description, owner and metadata per service.")
+    python_version: Literal[PYTHON_VERSIONS] = Field("py311", description="CDF Functions runtime.")
+    dataset: str = Field(
+        "mlops", min_length=1, max_length=255, description="External id of the CDF data set for artifacts and functions."
+    )
+    cpu: float | None = Field(None, gt=0, description="CPU cores per function call (CDF's default when unset).")
+    memory: float | None = Field(None, gt=0, description="Memory in GB per function call (CDF's default when unset).")
+    env_vars: dict[EnvVarName, str] = Field(
+        default_factory=dict, description="Environment variables of the deployed functions (not for secrets)."
+    )
+    secrets: list[SecretName] = Field(
+        default_factory=list,
+        max_length=30,
+        description="Names of CDF Function secrets: lowercase letters, digits and '-', <= 15 characters, unique, "
+        "at most 30. The value of secret 'my-key' is read at deploy time from the environment variable "
+        "MLOPS_SECRET_MY_KEY (upper case, '-' -> '_') and never written to settings, logs or output.",
+    )
+    input_schema: str | None = Field(
+        None, description="JSON Schema file (relative path) that prediction input must satisfy before predict() runs."
+    )
+    deployment_condition: DeploymentCondition | None = Field(
+        None, description="Deploy only if the artifact's metadata passes this gate, e.g. accuracy above 0.8."
+    )
+    models_to_keep: int = Field(3, ge=1, description="Previous deployments kept for rollback.")
+
+    _root: Path | None = PrivateAttr(None)
+
+    def __init__(self, /, **data: Any):
+        pending = _pending.get()
+        if pending is None:
+            super().__init__(**data)
+            return
+        # Loading a settings file: record the raw input so the loader validates every model and reports every
+        # error together, instead of stopping at the first ModelSettings(...) that fails.
+        pending[id(self)] = dict(data)
+        try:
+            super().__init__(**data)
+        except ValidationError:
+            object.__setattr__(self, "__dict__", dict(data))
+            object.__setattr__(self, "__pydantic_fields_set__", set(data))
+            object.__setattr__(self, "__pydantic_extra__", None)
+            object.__setattr__(self, "__pydantic_private__", {"_root": None})
+
+    @field_validator("model_file", "req_file", "test_file", "artifact_folder", "input_schema")
+    @classmethod
+    def _paths_stay_inside(cls, value: str | None) -> str | None:
+        return None if value is None else _relative_path(value)
+
+    @field_validator("model_file")
+    @classmethod
+    def _model_file_in_a_folder(cls, value: str) -> str:
+        parts = PurePosixPath(value).parts
+        if not value.endswith(".py"):
+            raise ValueError(f"{value!r} is not a Python file (.py)")
+        if len(parts) < 2:
+            raise ValueError(f"{value!r} must be inside a folder, e.g. 'model_code/model.py': the top folder is deployed")
+        if not all(p.isidentifier() for p in parts[:-1] + (parts[-1][:-3],)):
+            raise ValueError(f"{value!r} is not importable: folder and file names must be Python identifiers")
+        return value
+
+    @field_validator("req_file")
+    @classmethod
+    def _not_requirements_txt(cls, value: str) -> str:
+        if PurePosixPath(value).name == "requirements.txt":
+            raise ValueError(
+                f"{value!r}: name it requirements.model; CDF installs any requirements.txt by itself"
+            )
+        return value
+
+    @field_validator("secrets")
+    @classmethod
+    def _unique_secrets(cls, value: list[str]) -> list[str]:
+        dupes = sorted({s for s in value if value.count(s) > 1})
+        if dupes:
+            raise ValueError(f"secret names must be unique; repeated: {', '.join(dupes)}")
+        return value
+
+    @model_validator(mode="after")
+    def _default_display_name(self) -> "ModelSettings":
+        if self.human_friendly_model_name is None:
+            self.human_friendly_model_name = self.model_name
+        return self
+
+    # --- derived values ------------------------------------------------------------------------------------------
+
+    @property
+    def root(self) -> Path:
+        """Folder of the settings file; the working directory for a ModelSettings made outside a settings file."""
+        return self._root if self._root is not None else Path.cwd()
+
+    @property
+    def code_folder(self) -> str:
+        """Top folder of model_file: deployed whole, so shared code beside the model ships too."""
+        return PurePosixPath(self.model_file).parts[0]
+
+    @property
+    def module(self) -> str:
+        """Dotted import path of model_file from the repo root, e.g. 'model_code.model'."""
+        return ".".join(PurePosixPath(self.model_file).with_suffix("").parts)
+
+    def path(self, relative: str) -> Path:
+        return self.root / relative
+
+    @property
+    def model_path(self) -> Path:
+        return self.path(self.model_file)
+
+    @property
+    def req_path(self) -> Path:
+        return self.path(self.req_file)
+
+    @property
+    def test_path(self) -> Path:
+        return self.path(self.test_file)
+
+    @property
+    def artifact_path(self) -> Path:
+        return self.path(self.artifact_folder)
+
+    @property
+    def input_schema_path(self) -> Path | None:
+        return self.path(self.input_schema) if self.input_schema else None
+
+    @property
+    def has_local_artifacts(self) -> bool:
+        return self.artifact_path.is_dir()
+
+    def function_external_id(self, service: str, env: str) -> str:
+        return f"{self.model_name}-{service}-{env}"
+
+    def service_info(self, service: str) -> ServiceInfo:
+        return getattr(self.info, service, None) or ServiceInfo()
+
+    def secret_values(self) -> dict[str, str]:
+        """Secret name -> value from MLOPS_SECRET_*; registered for masking. UsageError names missing variables."""
+        from akerbp.mlops.utils.logger import register_secret
+
+        values, missing = {}, []
+        for name in self.secrets:
+            var = secret_env_var(name)
+            value = os.environ.get(var)
+            if value:
+                register_secret(value)
+                values[name] = value
+            else:
+                missing.append(var)
+        if missing:
+            raise UsageError(
+                f"model '{self.model_name}': field 'secrets': set the environment variable(s) {', '.join(missing)} "
+                "to the secret values (in CI: as secured repository or deployment variables)"
+            )
+        return values
+
+
+def secret_env_var(name: str) -> str:
+    """The environment variable holding secret `name`: 'my-key' -> MLOPS_SECRET_MY_KEY."""
+    return SECRET_ENV_PREFIX + name.upper().replace("-", "_")
+
+
+def settings_json_schema() -> dict:
+    """JSON Schema of mlops_settings.yaml: `{"models": [...]}`, or (per YAML document) one model's mapping."""
+    model = ModelSettings.model_json_schema(ref_template="#/$defs/{model}")
+    defs = model.pop("$defs", {})
+    defs["ModelSettings"] = model
+    ref = {"$ref": "#/$defs/ModelSettings"}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "akerbp.mlops settings (mlops_settings.yaml)",
+        "description": "Either one document with a 'models' list, or one model per YAML document ('---' between).",
+        "if": {"type": "object", "required": ["models"]},
+        "then": {
+            "type": "object",
+            "properties": {"models": {"type": "array", "minItems": 1, "items": ref}},
+            "additionalProperties": False,
+        },
+        "else": ref,
+        "$defs": defs,
+    }
+
+
+# --- finding and reading the file ----------------------------------------------------------------------------------
+
+
+def find_settings_file(folder: Path | None = None) -> Path:
+    folder = Path.cwd() if folder is None else folder
+    found = [folder / name for name in SETTINGS_FILES if (folder / name).is_file()]
+    if len(found) == 2:
+        raise UsageError(
+            f"both mlops_settings.py and mlops_settings.yaml are in {folder}: keep one, so there is one source of truth"
+        )
+    if found:
+        return found[0]
+    hint = " (found mlops_settings.yml: rename it to mlops_settings.yaml)" if (folder / "mlops_settings.yml").is_file() else ""
+    raise UsageError(
+        f"no mlops_settings.py or mlops_settings.yaml in {folder}{hint}: create one, or run `mlops init` to scaffold "
+        "a model repo"
+    )
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+class _RawModel:
+    """One model's input before validation, with the lines its keys were written on."""
+
+    def __init__(self, data: Any, line: int | None = None, key_lines: dict[tuple, int] | None = None):
+        self.data, self.line, self.key_lines = data, line, key_lines or {}
+
+    def line_of(self, loc: tuple = ()) -> int | None:
+        """Line of the deepest written key on the path `loc`, else of the model."""
+        loc = tuple(p for p in loc if p != "[key]")
+        for n in range(len(loc), 0, -1):
+            if loc[:n] in self.key_lines:
+                return self.key_lines[loc[:n]]
+        return self.line
+
+
+def _read_yaml(path: Path, name: str) -> list[_RawModel]:
+    try:
+        text = path.read_text(encoding="utf-8")
+        nodes = [n for n in yaml.compose_all(text, Loader=yaml.SafeLoader)]
+        values = [yaml.SafeLoader("").construct_document(n) if n is not None else None for n in nodes]
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        where = f", line {mark.line + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SettingsError([f"{name}{where}: YAML syntax error: {problem}"], name) from None
+    except UnicodeDecodeError:
+        raise SettingsError([f"{name}: not UTF-8 text"], name) from None
+    docs = [(n, v) for n, v in zip(nodes, values) if v is not None]
+    if not docs:
+        raise SettingsError([f"{name}: no models: add `models:` with a list of model settings"], name)
+    if len(docs) == 1 and isinstance(docs[0][1], dict) and "models" in docs[0][1]:
+        node, value = docs[0]
+        models = value["models"]
+        models_key, models_node = next((k, v) for k, v in node.value if k.value == "models")
+        if not isinstance(models, list) or not models:
+            line = models_key.start_mark.line + 1
+            raise SettingsError(
+                [f"{name}, line {line}: 'models' must be a non-empty list of model settings (one '- model_name: ...' each)"],
+                name,
+            )
+        return [_raw_from_node(item_node, item) for item_node, item in zip(models_node.value, models)]
+    if isinstance(docs[0][1], list):
+        raise SettingsError([f"{name}, line {docs[0][0].start_mark.line + 1}: the top level is a list: put it under "
+                             "`models:`"], name)
+    if len(docs) == 1 and isinstance(docs[0][1], dict) and not set(docs[0][1]) & set(ModelSettings.model_fields):
+        raise SettingsError([f"{name}: no `models:` list (found {', '.join(map(str, docs[0][1]))}): add `models:` "
+                             "with a list of model settings, or write one model per '---' document"], name)
+    if any(isinstance(v, dict) and "models" in v for _, v in docs):
+        raise SettingsError(
+            [f"{name}: mixes a 'models:' list with one-model documents: use one form (a 'models:' list, or one model "
+             "per '---' document)"],
+            name,
+        )
+    return [_raw_from_node(n, v) for n, v in docs]
+
+
+def _raw_from_node(node: yaml.Node, value: Any) -> _RawModel:
+    return _RawModel(value, node.start_mark.line + 1, _node_lines(node))
+
+
+def _node_lines(node: yaml.Node, prefix: tuple = ()) -> dict[tuple, int]:
+    """Line of every key and list item under `node`, by path: ("info", "prediction", "owner") -> 9."""
+    lines = {}
+    children = []
+    if isinstance(node, yaml.MappingNode):
+        children = [(prefix + (str(k.value),), k, v) for k, v in node.value]
+    elif isinstance(node, yaml.SequenceNode):
+        children = [(prefix + (i,), v, v) for i, v in enumerate(node.value)]
+    for path, key, value in children:
+        lines[path] = key.start_mark.line + 1
+        lines.update(_node_lines(value, path))
+    return lines
+
+
+def _read_python(path: Path, name: str) -> list[_RawModel]:
+    try:
+        source = path.read_text(encoding="utf-8")
+        code = compile(source, str(path), "exec")
+    except SyntaxError as e:
+        raise SettingsError([f"{name}, line {e.lineno}: syntax error: {e.msg}"], name) from None
+    namespace = {"__file__": str(path), "__name__": "mlops_settings"}
+    pending: dict[int, dict] = {}
+    token = _pending.set(pending)
+    sys.path.insert(0, str(path.parent))
+    try:
+        exec(code, namespace)
+    except Exception as e:  # noqa: BLE001 -- user code: report where it failed, not a traceback
+        lines = [f.lineno for f in traceback.extract_tb(e.__traceback__) if f.filename == str(path)]
+        where = f", line {lines[-1]}" if lines else ""
+        hint = "; add `from akerbp.mlops import ModelSettings`" if "'ModelSettings'" in str(e) else ""
+        raise SettingsError([f"{name}{where}: {type(e).__name__}: {e}{hint}"], name) from None
+    finally:
+        _pending.reset(token)
+        sys.path.remove(str(path.parent))
+    if "models" not in namespace:
+        raise SettingsError(
+            [f"{name}: defines no `models`: add `models = [ModelSettings(model_name=..., model_file=...), ...]`"], name
+        )
+    models = namespace["models"]
+    if not isinstance(models, (list, tuple)) or not models:
+        raise SettingsError(
+            [f"{name}: `models` must be a non-empty list of ModelSettings(...) or dicts, not {type(models).__name__}"],
+            name,
+        )
+    item_lines = _python_item_lines(source)
+    raws = []
+    for i, item in enumerate(models):
+        data = pending.get(id(item), item.model_dump(exclude_unset=True) if isinstance(item, ModelSettings) else item)
+        line, keys = item_lines[i] if i < len(item_lines) else (None, {})
+        raws.append(_RawModel(data, line, keys))
+    return raws
+
+
+def _python_item_lines(source: str) -> list[tuple[int, dict[tuple, int]]]:
+    """Lines of the items of a literal top-level `models = [...]`, and of their keywords/keys."""
+    for stmt in ast.parse(source).body:
+        targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target] if isinstance(stmt, ast.AnnAssign) else []
+        if any(isinstance(t, ast.Name) and t.id == "models" for t in targets) and isinstance(stmt.value, (ast.List, ast.Tuple)):
+            out = []
+            for elt in stmt.value.elts:
+                keys = {}
+                if isinstance(elt, ast.Call):
+                    keys = {(k.arg,): k.lineno for k in elt.keywords if k.arg}
+                elif isinstance(elt, ast.Dict):
+                    keys = {(k.value,): k.lineno for k in elt.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)}
+                out.append((elt.lineno, keys))
+            return out
+    return []
+
+
+# --- validation ----------------------------------------------------------------------------------------------------
+
+_FIELD_MODELS = {
+    (): ModelSettings,
+    ("info",): ModelInfo,
+    ("info", "prediction"): ServiceInfo,
+    ("info", "training"): ServiceInfo,
+    ("deployment_condition",): DeploymentCondition,
+}
+PATH_FIELDS = ("model_file", "req_file", "test_file", "input_schema")
+
+
+def _field_name(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if part != "[key]":
+            out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _explain(error: dict) -> str:
+    """One pydantic error as words a data scientist can act on; follows "field 'x'"."""
+    kind, loc, value, ctx = error["type"], error["loc"], error.get("input"), error.get("ctx") or {}
+    if kind == "extra_forbidden":
+        known = list(_FIELD_MODELS.get(tuple(loc[:-1]), ModelSettings).model_fields)
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+        return " is not a known field" + (f"; did you mean '{close[0]}'?" if close else f"; known fields: {', '.join(known)}")
+    if kind == "missing":
+        return " is required"
+    if kind == "literal_error":
+        allowed = re.findall(r"'([^']*)'", ctx.get("expected", ""))
+        return f": {_short(value)} is not allowed; use one of {', '.join(allowed)}"
+    if kind == "string_pattern_mismatch" and loc[-1] == "model_name":
+        return (f": {_short(value)} is not a valid model name: use lowercase letters, digits and '_', starting with a "
+                "letter (it forms CDF function and file external ids)")
+    if kind == "string_pattern_mismatch" and loc[0] == "secrets":
+        return f": {_short(value)} is not a valid secret name: use lowercase letters, digits and '-' (CDF's rule)"
+    if kind == "string_pattern_mismatch" and loc[0] == "env_vars":
+        return f": {_short(value)} is not a valid environment variable name"
+    if kind == "string_too_long":
+        return f": {'key ' if '[key]' in loc else ''}{_short(value)} is longer than {ctx.get('max_length')} characters"
+    if kind == "too_long":
+        return f": has more than {ctx.get('max_length')} items"
+    if kind == "string_type":
+        return f": {_short(value)} is not text; quote it"
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return f": must be a mapping of fields, not {type(value).__name__}"
+    if kind == "value_error":
+        return f": {ctx.get('error', error['msg'])}"
+    return f": {_short(value)}: {error['msg'][0].lower()}{error['msg'][1:]}"
+
+
+def _path_errors(raw: _RawModel, values: dict, root: Path, env: str | None, skip: set[str]) -> list[tuple[tuple, str]]:
+    """(loc, problem) for each path that is not where the settings say; runs on raw input too, so a model with
+    other errors still gets its missing files reported."""
+    errors = []
+    defaults = {f: ModelSettings.model_fields[f].default for f in PATH_FIELDS + ("artifact_folder",)}
+    for field in PATH_FIELDS:
+        rel = values.get(field, defaults[field])
+        if field in skip or not isinstance(rel, str) or not rel:
+            continue
+        target = root / rel
+        if not target.is_file():
+            what = "is a folder, not a file" if target.is_dir() else "was not found"
+            default = "" if field in values else " (the default; set the field to your file)"
+            errors.append(((field,), f": {_display(target)} {what}{default}"))
+        elif field == "input_schema":
+            problem = _schema_problem(target)
+            if problem:
+                errors.append(((field,), f": {_display(target)}: {problem}"))
+    folder = values.get("artifact_folder", defaults["artifact_folder"])
+    if env == "dev" and values.get("artifact_version") is None and isinstance(folder, str) and "artifact_folder" not in skip \
+            and not (root / folder).is_dir():
+        errors.append((("artifact_folder",), f": folder {_display(root / folder)} was not found; with ENV=dev the local artifact "
+                       "folder is deployed: create it, or pin artifact_version to use a version from CDF"))
+    return errors
+
+
+def _schema_problem(path: Path) -> str | None:
+    import jsonschema
+
+    try:
+        schema = json.loads(path.read_text(encoding="utf-8"))
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except (ValueError, UnicodeDecodeError) as e:
+        return f"not valid JSON: {e}"
+    except jsonschema.SchemaError as e:
+        return f"not a valid JSON Schema: {e.message}"
+    return None
+
+
+def _validate(raw: _RawModel, index: int, name: str, root: Path, env: str | None) -> tuple[ModelSettings | None, list[str]]:
+    data = raw.data
+    given = data.get("model_name") if isinstance(data, dict) else None
+    label = f"model '{given}'" if isinstance(given, str) and given else f"model #{index + 1}"
+    if not isinstance(data, dict):
+        line = f" (line {raw.line})" if raw.line else ""
+        return None, [f"{name}: {label}: expected a mapping of settings or ModelSettings(...), got {type(data).__name__}{line}"]
+    found: list[tuple[tuple, str]] = []
+    model = None
+    try:
+        model = ModelSettings.model_validate(data)
+        model._root = root
+    except ValidationError as e:
+        found += [(tuple(err["loc"]), _explain(err)) for err in e.errors()]
+    skip = {str(loc[0]) for loc, _ in found if loc}
+    found += _path_errors(raw, model.model_dump(exclude_unset=True) if model else data, root, env, skip)
+    found.sort(key=lambda item: raw.line_of(item[0]) or 0)
+    messages = []
+    for loc, problem in found:
+        line = raw.line_of(loc)
+        messages.append(f"{name}: {label}: field '{_field_name(loc)}'{problem}{f' (line {line})' if line else ''}")
+    return (model if not messages else None), messages
+
+
+def load_settings(path: Path | str | None = None, *, env: str | None = None) -> list[ModelSettings]:
+    """The models of a repo, validated; SettingsError lists every problem at once.
+
+    path: a settings file; None looks for mlops_settings.py or mlops_settings.yaml in the working directory.
+    env: with "dev", a model's artifact_folder must exist unless artifact_version is pinned (dev deploys it as-is).
+    """
+    path = find_settings_file() if path is None else Path(path)
+    name = _display(path)
+    if not path.is_file():
+        raise UsageError(f"settings file {name} was not found")
+    if path.suffix not in (".py", ".yaml", ".yml"):
+        raise UsageError(f"{name}: settings must be a .py or .yaml file")
+    raws = _read_python(path, name) if path.suffix == ".py" else _read_yaml(path, name)
+    root = path.resolve().parent
+    models, errors, first_seen = [], [], {}
+    for i, raw in enumerate(raws):
+        model, problems = _validate(raw, i, name, root, env)
+        errors += problems
+        given = raw.data.get("model_name") if isinstance(raw.data, dict) else None
+        if isinstance(given, str) and given:
+            if given in first_seen:
+                errors.append(f"{name}: model '{given}': field 'model_name': defined twice (models #{first_seen[given] + 1}"
+                              f" and #{i + 1}); model names must be unique{f' (line {raw.line})' if raw.line else ''}")
+            first_seen.setdefault(given, i)
+        if model is not None:
+            models.append(model)
+    if errors:
+        raise SettingsError(errors, name)
+    return models
