@@ -1,0 +1,101 @@
+"""What handler.py calls: read the service settings of the function folder and dispatch to the service.
+
+The function folder the deploy step builds, and this module reads:
+
+    handler.py                    copy of akerbp/mlops/services/function_handler.py
+    mlops_service_settings.json   {"model_name", "service": "prediction"|"training", "env", "model_id",
+                                   "model_module", "artifact_folder", "input_schema", "deployment_condition",
+                                   "dataset", "secrets"}
+    requirements.txt              the model's requirements
+    akerbp/mlops/...              the bundled runtime: __init__.py, errors.py, services/, utils/, model_manager.py
+    <model code top folder>/...   e.g. model_code/ with model.py
+    artifact/...                  the model artifact (prediction service)
+
+Paths in the settings are relative to the folder. Never raises: every problem is a {"status": "error"} answer.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+from akerbp.mlops.services import responses
+from akerbp.mlops.services.responses import ServiceError
+
+SETTINGS_FILE = "mlops_service_settings.json"
+SERVICES = ("prediction", "training")
+REQUIRED = ("model_name", "service", "env", "model_module")
+
+_settings: dict[str, dict] = {}
+_lock = threading.Lock()
+
+
+class ServiceSettingsError(ServiceError):
+    """The function folder's service settings are missing or wrong: a deployment problem."""
+
+
+def load_settings(root: Path) -> dict:
+    """The folder's service settings, read once per worker."""
+    key = str(Path(root).resolve())
+    with _lock:
+        if key in _settings:
+            return _settings[key]
+        path = Path(key) / SETTINGS_FILE
+        try:
+            settings = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ServiceSettingsError(f"{path} is missing: this folder was not built by the akerbp.mlops deploy step")
+        except json.JSONDecodeError as e:
+            raise ServiceSettingsError(f"{path} is not valid JSON: {e}") from None
+        if not isinstance(settings, dict):
+            raise ServiceSettingsError(f"{path} must hold a JSON object")
+        missing = [name for name in REQUIRED if not settings.get(name)]
+        if missing:
+            raise ServiceSettingsError(f"{path} lacks {', '.join(missing)}")
+        if settings["service"] not in SERVICES:
+            raise ServiceSettingsError(
+                f"{path}: service must be 'prediction' or 'training', got {settings['service']!r}"
+            )
+        _settings[key] = settings
+        return settings
+
+
+def handle(data, client, secrets, function_call_info, root) -> dict:
+    """Serve one call of the function whose folder is `root`."""
+    started = time.monotonic()
+    secrets = dict(secrets or {})
+    responses.register_secrets(secrets)
+    log = responses.get_log()
+    try:
+        settings = load_settings(root)
+    except ServiceSettingsError as e:
+        return responses.failure(e, None, secrets)
+    root = Path(root).resolve()
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    absent = [name for name in settings.get("secrets") or [] if name not in secrets]
+    if absent:
+        log.warning("secret(s) %s named in the settings were not passed to this call", ", ".join(absent))
+    try:
+        if settings["service"] == "prediction":
+            from akerbp.mlops.services import prediction
+
+            response = prediction.serve(data, settings, root, secrets)
+        else:
+            from akerbp.mlops.services import training
+
+            response = training.serve(data, client, settings, root, secrets)
+    except Exception as e:  # the services answer their own failures; this is the last line of defence
+        response = responses.failure(e, settings.get("model_id"), secrets, during=f"{settings['service']} service")
+    call_id = (function_call_info or {}).get("call_id")
+    log.info(
+        "%s %s call%s: %s in %.3f s",
+        settings["model_name"],
+        settings["service"],
+        f" {call_id}" if call_id is not None else "",
+        response.get("status"),
+        time.monotonic() - started,
+    )
+    return response

@@ -1,0 +1,143 @@
+"""The training service: train into a temporary folder, then register the result as a new model version.
+
+Answers {"status": "ok", "training": {"version", "model_id", "metadata", "uploaded", "file_id", "sha256",
+"deployment_condition"?}}, metadata being what train() returned.
+In prod a version is uploaded only if the model's deployment_condition holds for the metrics train() returned;
+elsewhere the condition, if any, is reported but does not block. With no CDF client (a local service test) the
+model is trained and checked but not uploaded ("uploaded": false). A call with {} trains with the model's defaults:
+unlike prediction, training has no ping.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from pathlib import Path
+
+from akerbp.mlops.services import responses
+from akerbp.mlops.services.model_import import ModelImportError, import_model
+
+DIRECTIONS = ("above", "below")
+NO_PROD_CONDITION = (
+    "training in prod needs a deployment_condition in the model's settings, or train in test and promote"
+)
+
+
+def condition_met(metadata: dict, condition: dict) -> tuple[bool, str]:
+    """Whether metadata's metric meets condition {metric, direction: above|below, threshold}, and why.
+
+    The metric is looked up in metadata["metrics"] first, then at the top of metadata. "above" means >= threshold
+    and "below" means <= threshold.
+    """
+    problem = _condition_problem(condition)
+    if problem:
+        return False, problem
+    metric, direction, threshold = condition["metric"], condition["direction"], condition["threshold"]
+    metrics = metadata.get("metrics") if isinstance(metadata, dict) else None
+    if isinstance(metrics, dict) and metric in metrics:
+        value, where = metrics[metric], f"metrics[{metric!r}]"
+    elif isinstance(metadata, dict) and metric in metadata:
+        value, where = metadata[metric], repr(metric)
+    else:
+        return False, f"metric {metric!r} is not in the training metadata (looked in metadata['metrics'] and metadata)"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return False, f"metric {where} is {value!r}, not a finite number"
+    met = value >= threshold if direction == "above" else value <= threshold
+    sign = (">=" if direction == "above" else "<=") if met else ("<" if direction == "above" else ">")
+    return met, f"{metric} = {value:g} {sign} threshold {threshold:g} (must be {direction})"
+
+
+def _condition_problem(condition) -> str | None:
+    if not isinstance(condition, dict):
+        return f"deployment_condition must be an object {{metric, direction, threshold}}, got {condition!r}"
+    if not isinstance(condition.get("metric"), str) or not condition["metric"]:
+        return "deployment_condition.metric must be the name of a metric, e.g. 'r2'"
+    if condition.get("direction") not in DIRECTIONS:
+        return f"deployment_condition.direction must be 'above' or 'below', got {condition.get('direction')!r}"
+    threshold = condition.get("threshold")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+        return f"deployment_condition.threshold must be a finite number, got {threshold!r}"
+    return None
+
+
+def serve(data, client, settings: dict, root: Path, secrets: dict) -> dict:
+    model_name, env = settings["model_name"], settings["env"]
+    condition = settings.get("deployment_condition")
+    log = responses.get_log()
+    if env == "prod" and not condition:
+        return responses.error(NO_PROD_CONDITION, None, secrets)
+    if condition and _condition_problem(condition):
+        return responses.error(_condition_problem(condition), None, secrets)
+    try:
+        module = import_model(Path(root), settings["model_module"], "training")
+    except ModelImportError as e:
+        return responses.failure(e, None, secrets)
+    try:  # before training, so a function folder without the registry fails fast, even in a local test
+        from akerbp.mlops import model_manager
+    except Exception as e:
+        return responses.failure(e, None, secrets, during="the bundled model registry cannot be imported")
+    folder = Path(tempfile.mkdtemp(prefix=f"mlops-train-{model_name}-"))
+    try:
+        try:
+            metadata = module.train(data, str(folder), secrets)
+        except Exception as e:
+            expected = type(e).__name__ == "ModelException"
+            return responses.failure(e, None, secrets, during=None if expected else "train() failed")
+        problem = _metadata_problem(metadata, folder, getattr(model_manager, "RESERVED_KEYS", ()))
+        if problem:
+            return responses.error(problem, None, secrets)
+        result = {"version": None, "model_id": None, "metadata": metadata, "uploaded": False, "file_id": None,
+                  "sha256": None}
+        if condition:
+            met, why = condition_met(metadata, condition)
+            result["deployment_condition"] = {"met": met, "detail": why}
+            if env == "prod" and not met:
+                return responses.error(
+                    f"deployment condition not met: {why}; the new version was not uploaded", None, secrets
+                )
+            log.info("deployment condition %s: %s", "met" if met else "not met", why)
+        if client is None:
+            log.warning("no CDF client (a local call): %s trained and checked but not uploaded", model_name)
+            return {"status": "ok", "training": result}
+        try:
+            uploaded = model_manager.upload_new_model_version(
+                model_name,
+                env,
+                folder,
+                metadata,
+                client=client,
+                dataset=settings.get("dataset") or "mlops",
+                allow_prod=env == "prod",
+            )
+        except Exception as e:
+            return responses.failure(e, None, secrets, during="uploading the new model version failed")
+        # The model's own metadata, structured; the registry's copy has every value as a CDF string.
+        result.update(
+            version=uploaded["version"],
+            model_id=uploaded["model_id"],
+            file_id=uploaded.get("file_id"),
+            sha256=uploaded.get("sha256"),
+            uploaded=True,
+        )
+        log.info("uploaded %s as %s", model_name, uploaded["model_id"])
+        return {"status": "ok", "training": result}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _metadata_problem(metadata, folder: Path, reserved_keys) -> str | None:
+    """What would stop the registry from storing this training's result (checked in a local test too)."""
+    if not isinstance(metadata, dict):
+        return (
+            f"train() returned {type(metadata).__name__}; it must return a dict of metadata, "
+            "e.g. {'metrics': {'rmse': ...}}"
+        )
+    reserved = sorted(set(metadata) & set(reserved_keys))
+    if reserved:
+        return f"train() returned metadata key(s) {reserved} that the model registry reserves: rename them"
+    problem = responses.json_problem(metadata, "the metadata train() returned")
+    if problem:
+        return problem
+    if not any(folder.iterdir()):
+        return "train() wrote nothing into folder_path: the artifact must be written there to be uploaded"
+    return None
