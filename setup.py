@@ -19,6 +19,7 @@ setup(
         "croniter>=2.0",
         "jsonschema>=4.18",
         "numpy>=1.24",
+        "pydantic>=2",
     ],
     extras_require={"test": ["check-jsonschema>=0.28"]},
     entry_points={"console_scripts": ["mlops=akerbp.mlops.cli:main"]},

@@ -108,9 +108,10 @@ def inspect(ctx: Ctx) -> dict:
         "subject": "local-cdf-user",
         "projects": [{"projectUrlName": p, "groups": []} for p in projects],
         "capabilities": [
-            {"filesAcl": {"actions": ["READ", "WRITE"]}, "projectScope": {"allProjects": {}}},
-            {"functionsAcl": {"actions": ["READ", "WRITE"]}, "projectScope": {"allProjects": {}}},
-            {"sessionsAcl": {"actions": ["LIST", "CREATE", "DELETE"]}, "projectScope": {"allProjects": {}}},
+            {acl: {"actions": actions, "scope": {"all": {}}}, "projectScope": {"allProjects": {}}}
+            for acl, actions in (("filesAcl", ["READ", "WRITE"]), ("functionsAcl", ["READ", "WRITE"]),
+                                 ("sessionsAcl", ["LIST", "CREATE", "DELETE"]), ("eventsAcl", ["READ", "WRITE"]),
+                                 ("timeSeriesAcl", ["READ", "WRITE"]), ("datasetsAcl", ["READ", "WRITE"]))
         ],
     }
 

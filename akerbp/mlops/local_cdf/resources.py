@@ -149,6 +149,8 @@ class Kind:
             for i, item in enumerate(raw):
                 where = f"items[{i}]"
                 check(item, {"id": int, "externalId": str, "update": dict}, where, required=("update",))
+                for name, op in item["update"].items():  # the request's shape first, as CDF does
+                    self._apply({}, name, op, f"{where}.update.{name}")
                 ident = identifiers({"items": [{k: item[k] for k in ("id", "externalId") if k in item}]})
                 body = ctx.store.resolve(ctx.project, self.kind, ident, db=db, what=self.what)[0]
                 for name, op in item["update"].items():

@@ -80,7 +80,9 @@ class LocalCDF:
         self.app = App(self, routers)
         self._server = make_server(self.host, self.port, self.app, threaded=True, request_handler=_QuietHandler)
         self.port = self._server.server_port
-        self._thread = threading.Thread(target=self._server.serve_forever, name="local-cdf-http", daemon=True)
+        # A short poll interval makes stop() take milliseconds instead of half a second.
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="local-cdf-http", daemon=True)
         self._thread.start()
         functions.resume_builds(self)
         return self
@@ -132,9 +134,10 @@ class LocalCDF:
             ClientConfig(client_name=client_name, project=project, base_url=self.base_url, credentials=Token(token))
         )
 
-    def run_due_schedules(self, now: datetime | None = None) -> list[dict]:
-        """Fire every schedule due at `now` (UTC; default: the current time) once; returns the calls started."""
-        return schedules.run_due(self, now)
+    def run_due_schedules(self, now: datetime | None = None, wait: bool = True) -> list[dict]:
+        """Fire each schedule due at `now` (UTC; default: the current time) once; returns the calls (finished,
+        unless wait=False)."""
+        return schedules.run_due(self, now, wait)
 
     # -- a long-running server that other processes can find ---------------------------------------------------
     def announce(self) -> None:

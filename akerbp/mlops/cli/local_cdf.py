@@ -1,0 +1,149 @@
+"""`mlops local-cdf`: run, inspect, tick and reset the offline CDF."""
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+
+from akerbp.mlops.errors import UsageError
+
+DEFAULT_DIR = ".mlops/local-cdf"
+data_dir_option = click.option(
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help=f"Where the local CDF keeps its state (default: $MLOPS_LOCAL_CDF_DIR or {DEFAULT_DIR}).",
+)
+
+
+def _data_dir(value: Path | None) -> Path:
+    import os
+
+    return value or Path(os.environ.get("MLOPS_LOCAL_CDF_DIR", DEFAULT_DIR))
+
+
+def _parse_clients(values: tuple[str, ...]) -> dict[str, str] | None:
+    clients = {}
+    for value in values:
+        client_id, sep, secret = value.partition(":")
+        if not sep or not client_id or not secret:
+            raise UsageError(f"--client must look like ID:SECRET, got {value.split(':')[0]!r}:...")
+        clients[client_id] = secret
+    return clients or None
+
+
+@click.group("local-cdf")
+def local_cdf():
+    """The local CDF: an HTTP server speaking the CDF API subset cognite-sdk uses, with its state on disk.
+
+    Every mlops command uses it when no CDF project is configured. Run `serve` to keep one running (warm function
+    workers, schedules firing on time); other mlops commands then use that server.
+    """
+
+
+@local_cdf.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (keep it loopback).")
+@click.option("--port", default=8765, show_default=True, type=int, help="Port (0 picks a free one).")
+@data_dir_option
+@click.option("--client", "clients", multiple=True, metavar="ID:SECRET",
+              help="Only accept these OAuth client credentials (repeatable). Default: any non-empty id/secret.")
+@click.option("--isolation", type=click.Choice(["shared", "venv"]), default="shared", show_default=True,
+              help="Run functions in this Python (shared) or in a cached venv per requirements.txt (venv).")
+@click.option("--call-timeout", type=float, default=600, show_default=True, help="Function call timeout, seconds.")
+def serve(host, port, data_dir, clients, isolation, call_timeout):
+    """Run the local CDF until stopped (Ctrl-C), firing function schedules on time."""
+    from akerbp.mlops.local_cdf import Limits, LocalCDF
+
+    cdf = LocalCDF(_data_dir(data_dir), host=host, port=port, clients=_parse_clients(clients),
+                   isolation=isolation, limits=Limits(call_timeout_s=call_timeout))
+    try:
+        cdf.start()
+    except OSError as e:
+        raise UsageError(f"Cannot listen on {host}:{port}: {e.strerror}. Is another local CDF running? "
+                         "Try --port 0 for a free port.") from None
+    cdf.announce()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    click.echo(f"Local CDF serving {cdf.data_dir} at {cdf.base_url} (token URL {cdf.token_url}). Ctrl-C stops.",
+               err=True)
+    try:
+        while not stop.wait(1.0):  # the scheduler's clock: fire what is due each second
+            cdf.run_due_schedules(wait=False)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        cdf.withdraw()
+        cdf.stop()
+        click.echo("Local CDF stopped.", err=True)
+
+
+@local_cdf.command()
+@data_dir_option
+@click.option("--now", "now", default=None, metavar="ISO-TIME",
+              help="Pretend it is this time (UTC if no offset), e.g. 2026-01-01T08:00:00. Default: now.")
+@click.option("--json", "as_json", is_flag=True, help="Print the calls started as JSON.")
+def tick(data_dir, now, as_json):
+    """Fire the schedules that are due, once, and wait for their calls to finish."""
+    from akerbp.mlops.local_cdf import LocalCDF
+
+    moment = _parse_time(now)
+    with LocalCDF(_data_dir(data_dir)) as cdf:
+        calls = cdf.run_due_schedules(now=moment)
+    if as_json:
+        click.echo(json.dumps(calls, indent=2))
+        return
+    if not calls:
+        click.echo(f"No schedule was due at {moment.isoformat()}.")
+    for call in calls:
+        click.echo(f"schedule {call.get('scheduleId')} -> function {call['functionId']} call {call['id']}: "
+                   f"{call['status']}")
+
+
+def _parse_time(value: str | None) -> datetime:
+    if value is None:
+        return datetime.now(timezone.utc)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise UsageError(f"--now must be an ISO time like 2026-01-01T08:00:00, got {value!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+@local_cdf.command()
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def status(data_dir, as_json):
+    """Where the local CDF's state is, whether a server is running, and what it holds."""
+    from akerbp.mlops.local_cdf import LocalCDF
+    from akerbp.mlops.local_cdf.store import Store
+
+    folder = _data_dir(data_dir)
+    info = {"dataDir": str(folder), "exists": (folder / "cdf.sqlite3").exists(), "server": LocalCDF.running(folder)}
+    info["resources"] = Store(folder).kinds_count() if info["exists"] else {}
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"Data dir: {folder}" + ("" if info["exists"] else " (empty: nothing stored yet)"))
+    click.echo(f"Server:   {info['server'] or 'not running (commands start an embedded one on demand)'}")
+    for key, count in info["resources"].items():
+        click.echo(f"  {key:40} {count}")
+
+
+@local_cdf.command()
+@data_dir_option
+@click.option("--yes", is_flag=True, help="Really delete everything in the data dir.")
+def reset(data_dir, yes):
+    """Delete all local CDF state (files, functions, calls, schedules, events, time series)."""
+    from akerbp.mlops.local_cdf import LocalCDF
+
+    folder = _data_dir(data_dir)
+    if not yes:
+        raise UsageError(f"This deletes everything under {folder}. Run again with --yes to confirm.")
+    if LocalCDF.running(folder):
+        raise UsageError(f"A local CDF server is running on {folder}: stop it first.")
+    if folder.exists():
+        shutil.rmtree(folder)
+    click.echo(f"Local CDF at {folder} reset.")
