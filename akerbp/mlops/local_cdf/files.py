@@ -22,7 +22,7 @@ from .validation import check, identifiers, metadata_limits, text_limit
 
 routes = Router()
 KIND = "files"
-CHUNK = 1 << 20
+CHUNK = 4 << 20
 MAX_PARTS = 250
 
 FILE_FIELDS = {

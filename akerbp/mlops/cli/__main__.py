@@ -1,0 +1,3 @@
+from akerbp.mlops.cli import main
+
+main()
