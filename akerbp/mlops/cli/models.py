@@ -1,0 +1,172 @@
+"""`mlops models`: the versioned model registry from the shell (upload, list, promote, download, delete).
+
+Tables go to stdout, --json gives the same data for scripts, progress goes to stderr. Errors are MlopsError
+(exit 1) or UsageError (exit 2), mapped by the root command.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from akerbp.mlops.errors import UsageError
+
+ENVS = ("dev", "test", "prod")
+LARGE_TRANSFER = 8 * 1024 * 1024  # above this a transfer likely takes more than a second: say what is going on
+
+
+@click.group()
+def models():
+    """The versioned model registry: upload, list, promote, download, delete."""
+
+
+def _client():
+    from akerbp.mlops.cdf.client import get_client
+
+    return get_client()
+
+
+def _default_env(env: str | None) -> str:
+    if env:
+        return env
+    from akerbp.mlops.cdf.client import get_environment
+
+    return get_environment()
+
+
+def _progress(message: str, nbytes: int) -> None:
+    if sys.stderr.isatty() or nbytes >= LARGE_TRANSFER:
+        click.echo(f"{message} ...", err=True)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def _emit(info, as_json: bool, summary: str) -> None:
+    click.echo(json.dumps(info, indent=2) if as_json else summary)
+
+
+def _parse_metadata(pairs: tuple[str, ...], metadata_file: Path | None) -> dict:
+    metadata: dict = {}
+    if metadata_file is not None:
+        try:
+            loaded = json.loads(metadata_file.read_text())
+        except (OSError, ValueError) as e:
+            raise UsageError(f"--metadata-file {metadata_file}: cannot read it as JSON: {e}") from e
+        if not isinstance(loaded, dict):
+            raise UsageError(f"--metadata-file {metadata_file}: must hold a JSON object, not {type(loaded).__name__}")
+        metadata.update(loaded)
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--metadata {pair!r}: write it as KEY=VALUE")
+        metadata[key.strip()] = value
+    return metadata
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+
+
+@models.command()
+@click.argument("model")
+@click.option("--env", type=click.Choice(ENVS), help="Target environment (default: $ENV, else dev).")
+@click.option("--folder", required=True, type=click.Path(path_type=Path), help="The artifact folder to upload.")
+@click.option("--metadata", "pairs", multiple=True, metavar="KEY=VALUE", help="Metadata to attach (repeatable).")
+@click.option("--metadata-file", type=click.Path(dir_okay=False, path_type=Path), help="A JSON object of metadata.")
+@click.option("--dataset", default="mlops", show_default=True, help="External id of the data set of the files.")
+@json_option
+def upload(model, env, folder, pairs, metadata_file, dataset, as_json):
+    """Upload FOLDER as the next version of MODEL (dev and test; prod takes versions by promotion)."""
+    from akerbp.mlops.model_manager import upload_new_model_version
+
+    env = _default_env(env)
+    metadata = _parse_metadata(pairs, metadata_file)
+    info = upload_new_model_version(model, env, folder, metadata, client=_client(), dataset=dataset,
+                                    progress=_progress)
+    _emit(info, as_json, f"uploaded {info['model_id']}: {info.get('files', '?')} files, {_size(info['size'])}, "
+                         f"sha256 {info['sha256'][:12]}")
+
+
+@models.command(name="list")
+@click.argument("model", required=False)
+@click.option("--env", type=click.Choice(ENVS), help="Only this environment.")
+@json_option
+def list_(model, env, as_json):
+    """List the versions of MODEL (default: every model), deleted ones excluded."""
+    from akerbp.mlops.model_manager import list_model_versions
+
+    versions = list_model_versions(model, env, client=_client())
+    if as_json:
+        click.echo(json.dumps(versions, indent=2))
+        return
+    if not versions:
+        click.echo("no model versions" + (f" of {model}" if model else "") + (f" in {env}" if env else ""))
+        return
+    rows = [["MODEL", "ENV", "VERSION", "SIZE", "SHA256", "CREATED", "BY", "PROMOTED FROM"]]
+    for v in versions:
+        rows.append([v["model_name"], v["env"], str(v["version"]), _size(v["size"]), v["sha256"][:12],
+                     v["created_time"], v["created_by"], v["promoted_from"] or "-"])
+    click.echo(_table(rows))
+
+
+@models.command()
+@click.argument("model")
+@click.option("--version", required=True, type=int, help="The version number to promote (kept in the target).")
+@click.option("--to", "to_env", type=click.Choice(ENVS[1:]), default="prod", show_default=True)
+@click.option("--from", "from_env", type=click.Choice(ENVS[:-1]), help="Source env (default: the one before --to).")
+@json_option
+def promote(model, version, to_env, from_env, as_json):
+    """Copy version N of MODEL to the next environment (test -> prod by default), verified by sha256."""
+    from akerbp.mlops.model_manager import promote_model
+
+    info = promote_model(model, version, to_env, client=_client(), from_env=from_env, progress=_progress)
+    if info.get("unchanged"):
+        summary = f"{info['model_id']} already holds these bytes (sha256 {info['sha256'][:12]}): nothing to do"
+    else:
+        summary = f"promoted {info['promoted_from']} to {info['model_id']} (sha256 {info['sha256'][:12]})"
+    _emit(info, as_json, summary)
+
+
+@models.command()
+@click.argument("model")
+@click.option("--env", type=click.Choice(ENVS), help="Environment (default: $ENV, else dev).")
+@click.option("--version", type=int, help="Version number (default: the latest).")
+@click.option("--to", "target", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="A new or empty folder to extract into.")
+@json_option
+def download(model, env, version, target, as_json):
+    """Download, verify (sha256) and extract a version of MODEL into a new or empty folder."""
+    from akerbp.mlops.model_manager import download_model_version
+
+    env = _default_env(env)
+    info = download_model_version(model, env, target, version, client=_client(), progress=_progress)
+    _emit(info, as_json, f"extracted {info['model_id']} into {info['path']} (sha256 {info['sha256'][:12]} verified)")
+
+
+@models.command()
+@click.argument("model")
+@click.option("--env", required=True, type=click.Choice(ENVS))
+@click.option("--version", required=True, type=int)
+@click.option("--yes", is_flag=True, help="Confirm: the version is gone for good (its number is never reused).")
+@click.option("--force", is_flag=True, help="Required as well to delete a prod version.")
+@json_option
+def delete(model, env, version, yes, force, as_json):
+    """Delete a version of MODEL: a tombstone keeps its number taken forever."""
+    from akerbp.mlops.model_manager import delete_model_version
+
+    if not yes:
+        raise UsageError(f"deleting {model}/{env}/{version} cannot be undone: add --yes to confirm")
+    info = delete_model_version(model, env, version, client=_client(), confirm=True, force=force)
+    _emit(info, as_json, f"deleted {info['model_id']} (its number stays taken)")

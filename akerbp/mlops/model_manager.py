@@ -1,0 +1,559 @@
+"""The versioned model registry on CDF Files.
+
+A version is one deterministic tar.gz of an artifact folder, stored as the file with external id
+`{model}/{env}/{N}` in directory /mlops. Design decisions, each beating a defect of the 2021-2024 akerbp.mlops:
+- Numbers are claimed through CDF's external-id uniqueness (create with overwrite=False; taken -> try N+1), so
+  concurrent uploads never share, overwrite or lose a number.
+- Deleting a version leaves a tombstone under its external id (metadata deleted="true", empty content): numbers
+  are never reused, and "latest" is the highest fully uploaded, non-deleted number, never the newest upload time.
+- Promotion keeps N (test 7 -> prod 7), so numbers in an environment can be sparse. To find the highest number
+  without listing every version, each (model, env) keeps dense *block markers*: the file
+  `mlops-index/{model}/{env}/{k}` exists for every k <= max_version // 100 (created before a version in block k).
+  Latest = find the highest marker by probing ids in one `files/byids` request (exponential/binary search beyond
+  256 markers), then probe the 100 ids of that block: 2 requests up to 25,600 versions, whatever the total.
+
+Also bundled into deployed CDF Functions (the training service uploads from there): imports only the stdlib,
+cognite-sdk, akerbp.mlops.errors and registry_archive. Pass `client=`; without one, cdf.client.get_client() is used.
+"""
+from __future__ import annotations
+
+import datetime
+import functools
+import getpass
+import json
+import os
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from cognite.client.exceptions import CogniteDuplicatedError, CogniteException
+
+from akerbp.mlops.errors import MlopsError, UsageError
+from akerbp.mlops.registry_archive import archive_folder, extract_archive, sha256_file
+
+try:
+    from akerbp.mlops import __version__ as FRAMEWORK_VERSION
+except ImportError:  # a function bundle without the package __init__
+    FRAMEWORK_VERSION = "unknown"
+
+ENVS = ("dev", "test", "prod")
+DIRECTORY = "/mlops"
+INDEX_DIRECTORY = "/mlops/index"
+BLOCK = 100  # versions per block marker
+DENSE_MARKERS = 256  # markers probed one by one in the first request
+MAX_PROBE = 1000  # ids per files/byids request (the API limit)
+MAX_CLAIM_ATTEMPTS = 1000
+# CDF Files metadata limits (API spec, FilesMetadataField): checked before anything is created.
+MAX_KEYS, MAX_KEY_BYTES, MAX_VALUE_BYTES, MAX_TOTAL_BYTES = 256, 128, 10240, 10240
+RESERVED_KEYS = ("version", "model_name", "env", "sha256", "size", "framework_version", "deleted", "promoted_from")
+PROD_UPLOAD_REFUSED = "prod accepts versions only by promotion: mlops models promote MODEL --version N --to prod"
+_MODEL_RE = re.compile(r"^[A-Za-z0-9_]+$")
+_XID_RE = re.compile(r"^([A-Za-z0-9_]+)/(dev|test|prod)/([1-9][0-9]*)$")
+
+Progress = Callable[[str, int], None]  # (message, bytes concerned): the CLI decides whether to show it
+
+
+# -- names and checks ---------------------------------------------------------------------------------------
+def version_xid(model_name: str, env: str, version: int) -> str:
+    return f"{model_name}/{env}/{version}"
+
+
+def marker_xid(model_name: str, env: str, block: int) -> str:
+    return f"mlops-index/{model_name}/{env}/{block}"  # '-' cannot occur in a model name: no clash with versions
+
+
+def _check_model_env(model_name: str, env: str | None) -> None:
+    if not isinstance(model_name, str) or not _MODEL_RE.match(model_name):
+        raise UsageError(f"model name {model_name!r} is invalid: use letters, digits and underscores only")
+    if env is not None and env not in ENVS:
+        raise UsageError(f"environment {env!r} of model {model_name} is invalid: use one of {', '.join(ENVS)}")
+
+
+def _check_version(version: Any, model_name: str) -> int:
+    try:
+        number = int(version)
+    except (TypeError, ValueError):
+        number = 0
+    if isinstance(version, bool) or number < 1 or str(number) != str(version).strip():
+        raise UsageError(f"version {version!r} of model {model_name} is invalid: versions are integers from 1")
+    return number
+
+
+def _stringify_metadata(metadata: dict | None, model_name: str) -> dict[str, str]:
+    """User metadata as CDF strings: strings stay, anything else becomes JSON."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise UsageError(f"metadata of model {model_name} must be a dict, got {type(metadata).__name__}")
+    result = {}
+    for key, value in metadata.items():
+        key = str(key)
+        if key in RESERVED_KEYS:
+            raise UsageError(f"metadata key {key!r} of model {model_name} is reserved by the registry: rename it")
+        result[key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    return result
+
+
+def check_metadata_limits(metadata: dict[str, str], what: str) -> None:
+    """CDF's Files metadata limits, with the offending key named, before any request is made."""
+    if len(metadata) > MAX_KEYS:
+        raise UsageError(f"{what}: {len(metadata)} metadata keys, CDF Files allows at most {MAX_KEYS}")
+    total = 0
+    for key, value in metadata.items():
+        key_bytes, value_bytes = len(key.encode()), len(value.encode())
+        if key_bytes == 0:
+            raise UsageError(f"{what}: a metadata key is empty")
+        if key_bytes > MAX_KEY_BYTES:
+            raise UsageError(f"{what}: metadata key {key[:40]!r}... is {key_bytes} bytes, CDF allows {MAX_KEY_BYTES}")
+        if value_bytes > MAX_VALUE_BYTES:
+            raise UsageError(
+                f"{what}: the value of metadata key {key!r} is {value_bytes} bytes, CDF allows {MAX_VALUE_BYTES}"
+            )
+        total += key_bytes + value_bytes
+    if total > MAX_TOTAL_BYTES:
+        largest = max(metadata, key=lambda k: len(k.encode()) + len(metadata[k].encode()))
+        raise UsageError(
+            f"{what}: metadata keys and values total {total} bytes, CDF allows {MAX_TOTAL_BYTES} "
+            f"(largest: {largest!r}); shorten it or store it in the artifact folder"
+        )
+
+
+def _created_by() -> str:
+    if os.environ.get("BITBUCKET_BUILD_NUMBER"):
+        repo = os.environ.get("BITBUCKET_REPO_FULL_NAME", "")
+        return f"bitbucket-pipelines:{repo}#{os.environ['BITBUCKET_BUILD_NUMBER']}"
+    for var in ("USER", "LOGNAME", "USERNAME"):
+        if os.environ.get(var):
+            return os.environ[var]
+    try:
+        return getpass.getuser()
+    except Exception:  # no user database entry (containers, CDF Functions)
+        return "unknown"
+
+
+def _git_commit(folder: Path) -> str:
+    if os.environ.get("BITBUCKET_COMMIT"):
+        return os.environ["BITBUCKET_COMMIT"]
+    for cwd in (folder, Path.cwd()):
+        try:
+            out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    return ""
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _client(client):
+    if client is not None:
+        return client
+    from akerbp.mlops.cdf.client import get_client
+
+    return get_client()
+
+
+def _cdf_errors(fn):
+    """SDK errors become MlopsError (exit 1, one line) instead of tracebacks."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except CogniteException as e:
+            raise MlopsError(f"CDF request failed in {fn.__name__}: {e}") from e
+
+    return wrapper
+
+
+def _say(progress: Progress | None, message: str, nbytes: int = 0) -> None:
+    if progress is not None:
+        progress(message, nbytes)
+
+
+# -- file objects -> version info ---------------------------------------------------------------------------
+def _is_tombstone(f) -> bool:
+    return (f.metadata or {}).get("deleted") == "true"
+
+
+def _is_ready(f) -> bool:
+    return bool(f.uploaded) and not _is_tombstone(f)
+
+
+def _info(f) -> dict:
+    model_name, env, version = _XID_RE.match(f.external_id).groups()
+    md = dict(f.metadata or {})
+    created = f.created_time
+    return {
+        "model_name": model_name,
+        "env": env,
+        "version": int(version),
+        "model_id": f.external_id,
+        "file_id": f.id,
+        "name": f.name,
+        "sha256": md.get("sha256", ""),
+        "size": int(md.get("size") or 0),
+        "created_by": md.get("created_by", ""),
+        "created_time": (
+            datetime.datetime.fromtimestamp(created / 1000, datetime.timezone.utc).isoformat(timespec="seconds")
+            if created else ""
+        ),
+        "git_commit": md.get("git_commit", ""),
+        "promoted_from": md.get("promoted_from", ""),
+        "uploaded": bool(f.uploaded),
+        "metadata": md,
+    }
+
+
+def _how_to_get(model_name: str, env: str) -> str:
+    upload = f"upload one: mlops models upload {model_name} --env {env} --folder PATH"
+    if env == "dev":
+        return upload
+    previous = ENVS[ENVS.index(env) - 1]
+    promote = f"promote one: mlops models promote {model_name} --version N --to {env} (from {previous})"
+    return promote if env == "prod" else f"{upload}, or {promote}"
+
+
+# -- finding the highest version without listing them all ---------------------------------------------------
+def _probe(client, xids: list[str]) -> dict[str, Any]:
+    found = {}
+    for i in range(0, len(xids), MAX_PROBE):
+        chunk = xids[i:i + MAX_PROBE]
+        for f in client.files.retrieve_multiple(external_ids=chunk, ignore_unknown_ids=True):
+            found[f.external_id] = f
+    return found
+
+
+def _highest_marker(client, model_name: str, env: str) -> int:
+    """The highest block marker k (markers 0..k all exist), -1 when the model has no version in env."""
+    candidates = list(range(DENSE_MARKERS)) + [DENSE_MARKERS << i for i in range(40)]
+    present, absent = {-1}, set()
+    while True:
+        found = _probe(client, [marker_xid(model_name, env, k) for k in candidates])
+        for k in candidates:
+            (present if marker_xid(model_name, env, k) in found else absent).add(k)
+        lo = max(present)
+        hi = min((k for k in absent if k > lo), default=None)
+        if hi is None:  # every probe so far exists: double beyond the highest
+            candidates = [lo + (1 << i) for i in range(40)]
+        elif hi - lo <= 1:
+            return lo
+        elif hi - lo - 1 <= MAX_PROBE:
+            candidates = list(range(lo + 1, hi))
+        else:
+            step = (hi - lo - 1) / MAX_PROBE
+            candidates = sorted({lo + 1 + int(i * step) for i in range(MAX_PROBE)})
+
+
+def _scan_down(client, model_name: str, env: str, accept: Callable, top_block: int):
+    """The highest version accepted by `accept`, probing block by block downwards from top_block."""
+    block, span = top_block, 1
+    while block >= 0:
+        first = max(1, (block - span + 1) * BLOCK)
+        last = (block + 1) * BLOCK - 1
+        xids = [version_xid(model_name, env, v) for v in range(last, first - 1, -1)]
+        found = _probe(client, xids)
+        for xid in xids:
+            if xid in found and accept(found[xid]):
+                return found[xid]
+        block -= span
+        span = min(span * 2, MAX_PROBE // BLOCK)  # empty blocks below (tombstones, crashes): widen the window
+    return None
+
+
+def _latest_file(client, model_name: str, env: str):
+    top = _highest_marker(client, model_name, env)
+    return _scan_down(client, model_name, env, _is_ready, top) if top >= 0 else None
+
+
+def _data_set_id(client, external_id: str) -> int:
+    """The data set holding the model's files, created on first use (data sets cannot be deleted: no cleanup)."""
+    from cognite.client.data_classes import DataSetWrite
+
+    found = client.data_sets.retrieve(external_id=external_id)
+    if found is None:
+        try:
+            found = client.data_sets.create(
+                DataSetWrite(external_id=external_id, name=external_id, description="akerbp.mlops model artifacts")
+            )
+        except CogniteDuplicatedError:  # created concurrently
+            found = client.data_sets.retrieve(external_id=external_id)
+    return found.id
+
+
+def _ensure_markers(client, model_name: str, env: str, first: int, last: int, data_set_id: int | None) -> None:
+    """Create markers first..last in ascending order (so markers stay dense even if this process dies)."""
+    for block in range(first, last + 1):
+        try:
+            client.files.upload_bytes(
+                b"",
+                name=f"{model_name}-{env}-block-{block}",
+                external_id=marker_xid(model_name, env, block),
+                directory=INDEX_DIRECTORY,
+                metadata={"model_name": model_name, "env": env, "block": str(block),
+                          "covers": f"versions {block * BLOCK} to {block * BLOCK + BLOCK - 1}"},
+                data_set_id=data_set_id,
+                overwrite=False,
+            )
+        except CogniteDuplicatedError:
+            pass
+
+
+# -- the public API -----------------------------------------------------------------------------------------
+@_cdf_errors
+def upload_new_model_version(
+    model_name: str,
+    env: str,
+    folder_path,
+    metadata: dict | None = None,
+    *,
+    client=None,
+    dataset: str = "mlops",
+    allow_prod: bool = False,
+    progress: Progress | None = None,
+) -> dict:
+    """Archive folder_path and store it as the next version of model_name in env; returns the version info.
+
+    prod takes versions only by promotion, except with allow_prod=True (a training service whose deployment
+    condition is met).
+    """
+    _check_model_env(model_name, env)
+    if env == "prod" and not allow_prod:
+        raise UsageError(PROD_UPLOAD_REFUSED)
+    folder = Path(folder_path)
+    if not folder.is_dir():
+        raise UsageError(f"artifact folder {folder} of model {model_name} does not exist or is not a folder")
+    user = _stringify_metadata(metadata, model_name)
+    system = {"version": "9" * 18, "model_name": model_name, "env": env, "sha256": "0" * 64, "size": "9" * 15,
+              "created_by": _created_by(), "git_commit": _git_commit(folder), "framework_version": FRAMEWORK_VERSION}
+    what = f"model {model_name} ({env})"
+    check_metadata_limits({**system, **user}, what)  # worst-case version/size: fails before any archive or request
+    client = _client(client)
+    with tempfile.TemporaryDirectory(prefix="mlops-upload-") as tmp:
+        archive = Path(tmp) / f"{model_name}.tar.gz"
+        _say(progress, f"archiving {folder}")
+        sha256, size, count = archive_folder(folder, archive)
+        data_set_id = _data_set_id(client, dataset)
+
+        def store(number: int):
+            md = {**system, "version": str(number), "sha256": sha256, "size": str(size), **user}
+            _say(progress, f"uploading {count} files ({size} bytes) as {version_xid(model_name, env, number)}", size)
+            return client.files.upload(
+                archive, external_id=version_xid(model_name, env, number), name=f"{model_name}-{env}-{number}.tar.gz",
+                directory=DIRECTORY, metadata=md, data_set_id=data_set_id, mime_type="application/gzip",
+                overwrite=False,
+            )
+
+        top = _highest_marker(client, model_name, env)
+        highest = _scan_down(client, model_name, env, lambda f: True, top) if top >= 0 else None
+        number = _info(highest)["version"] + 1 if highest is not None else 1
+        for _ in range(MAX_CLAIM_ATTEMPTS):
+            if number // BLOCK > top:
+                _ensure_markers(client, model_name, env, top + 1, number // BLOCK, data_set_id)
+                top = number // BLOCK
+            try:
+                created = store(number)
+            except CogniteDuplicatedError:  # claimed concurrently: the next one
+                number += 1
+                continue
+            md = {**system, "version": str(number), "sha256": sha256, "size": str(size), **user}
+            info = _info(created)
+            info.update(sha256=sha256, size=size, uploaded=True, metadata=md, created_by=system["created_by"],
+                        git_commit=system["git_commit"], files=count)
+            return info
+    raise MlopsError(f"{what}: no free version number after {MAX_CLAIM_ATTEMPTS} attempts from {number}")
+
+
+@_cdf_errors
+def list_model_versions(model_name: str | None = None, env: str | None = None, *, client=None) -> list[dict]:
+    """Every usable version (fully uploaded, not deleted), sorted by model, env (dev, test, prod) and version."""
+    if model_name is not None:
+        _check_model_env(model_name, env)
+    elif env is not None and env not in ENVS:
+        raise UsageError(f"environment {env!r} is invalid: use one of {', '.join(ENVS)}")
+    client = _client(client)
+    if model_name is not None:
+        files = client.files.list(external_id_prefix=f"{model_name}/" + (f"{env}/" if env else ""), limit=None)
+    else:
+        files = client.files.list(directory_prefix=DIRECTORY, limit=None)
+    result = []
+    for f in files:
+        match = _XID_RE.match(f.external_id or "")
+        if match and (env is None or match.group(2) == env) and _is_ready(f):
+            result.append(_info(f))
+    result.sort(key=lambda i: (i["model_name"], ENVS.index(i["env"]), i["version"]))
+    return result
+
+
+def _get_file(client, model_name: str, env: str, version):
+    if version is None:
+        found = _latest_file(client, model_name, env)
+        if found is None:
+            raise MlopsError(f"model {model_name} has no version in {env}: {_how_to_get(model_name, env)}")
+        return found
+    number = _check_version(version, model_name)
+    xid = version_xid(model_name, env, number)
+    found = client.files.retrieve(external_id=xid)
+    if found is None:
+        raise MlopsError(f"{xid} does not exist: {_how_to_get(model_name, env)}")
+    if _is_tombstone(found):
+        md = found.metadata
+        raise MlopsError(f"{xid} was deleted ({md.get('deleted_at', '?')} by {md.get('deleted_by', '?')})")
+    if not found.uploaded:
+        raise MlopsError(f"{xid} is not fully uploaded: its upload is running or was interrupted")
+    return found
+
+
+@_cdf_errors
+def get_model_version(model_name: str, env: str, version: int | None = None, *, client=None) -> dict:
+    """One version's info; version None = the latest (highest fully uploaded, not deleted)."""
+    _check_model_env(model_name, env)
+    return _info(_get_file(_client(client), model_name, env, version))
+
+
+def _fetch_verified(client, f, path: Path, progress: Progress | None) -> None:
+    """Stream a version's archive to path and check it against the sha256 recorded at upload."""
+    md = f.metadata or {}
+    _say(progress, f"downloading {f.external_id} ({md.get('size', '?')} bytes)", int(md.get("size") or 0))
+    client.files.download_to_path(path, id=f.id)
+    actual = sha256_file(path)
+    if actual != md.get("sha256"):
+        raise MlopsError(
+            f"checksum mismatch for {f.external_id}: its content has sha256 {actual[:16]}..., its metadata records "
+            f"{(md.get('sha256') or 'none')[:16]}...: the archive was modified after upload. Nothing was extracted; "
+            "upload or promote a new version"
+        )
+
+
+@_cdf_errors
+def download_model_version(
+    model_name: str, env: str, target_folder, version: int | None = None, *, client=None,
+    progress: Progress | None = None,
+) -> dict:
+    """Download, verify and extract a version (default: latest) into target_folder (absent or empty)."""
+    _check_model_env(model_name, env)
+    target = Path(target_folder)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise UsageError(f"target folder {target} exists and is not empty; choose a new or empty folder")
+    client = _client(client)
+    f = _get_file(client, model_name, env, version)
+    with tempfile.TemporaryDirectory(prefix="mlops-download-") as tmp:
+        archive = Path(tmp) / "artifact.tar.gz"
+        _fetch_verified(client, f, archive, progress)
+        _say(progress, f"extracting into {target}")
+        extract_archive(archive, target, label=f.external_id)
+    return {**_info(f), "path": str(target)}
+
+
+def _previous_env(env: str) -> str:
+    index = ENVS.index(env)
+    if index == 0:
+        raise UsageError(f"{env} is the first environment: nothing is promoted into it; upload instead")
+    return ENVS[index - 1]
+
+
+def _settle_existing(existing, source, target_xid: str) -> dict | None:
+    """An existing target: same bytes -> no-op info; an interrupted copy of it -> None (redo); else refuse."""
+    md = existing.metadata or {}
+    if _is_tombstone(existing):
+        raise MlopsError(
+            f"{target_xid} was deleted and version numbers are never reused: upload a new version and promote it"
+        )
+    if md.get("sha256") != source.metadata.get("sha256"):
+        raise MlopsError(
+            f"{target_xid} already holds different bytes (sha256 {md.get('sha256', '')[:16]}...) than "
+            f"{source.external_id} ({source.metadata.get('sha256', '')[:16]}...): refusing to overwrite it"
+        )
+    if existing.uploaded:
+        return {**_info(existing), "unchanged": True}
+    return None
+
+
+@_cdf_errors
+def promote_model(
+    model_name: str, version: int, to_env: str = "prod", *, client=None, from_env: str | None = None,
+    progress: Progress | None = None,
+) -> dict:
+    """Copy version N of from_env (default: the environment before to_env) to version N of to_env.
+
+    Streamed through a temporary file and verified against the source's sha256. Promoting the same bytes again is
+    a no-op (info["unchanged"] is True); different bytes already under the target number are refused.
+    """
+    _check_model_env(model_name, to_env)
+    from_env = from_env or _previous_env(to_env)
+    _check_model_env(model_name, from_env)
+    if ENVS.index(from_env) >= ENVS.index(to_env):
+        raise UsageError(f"promotion goes forward (dev -> test -> prod), not from {from_env} to {to_env}")
+    number = _check_version(version, model_name)
+    client = _client(client)
+    source = _get_file(client, model_name, from_env, number)
+    target_xid = version_xid(model_name, to_env, number)
+    md = {**(source.metadata or {}), "env": to_env, "promoted_from": source.external_id,
+          "promoted_by": _created_by(), "promoted_at": _now()}
+    check_metadata_limits(md, f"promotion of {source.external_id} to {to_env}")
+    existing = client.files.retrieve(external_id=target_xid)
+    if existing is not None:
+        settled = _settle_existing(existing, source, target_xid)
+        if settled is not None:
+            return settled
+    with tempfile.TemporaryDirectory(prefix="mlops-promote-") as tmp:
+        archive = Path(tmp) / "artifact.tar.gz"
+        _fetch_verified(client, source, archive, progress)
+        top = _highest_marker(client, model_name, to_env)
+        if number // BLOCK > top:
+            _ensure_markers(client, model_name, to_env, top + 1, number // BLOCK, source.data_set_id)
+        _say(progress, f"uploading {target_xid}", int(md.get("size") or 0))
+        upload = functools.partial(
+            client.files.upload, archive, external_id=target_xid, name=f"{model_name}-{to_env}-{number}.tar.gz",
+            directory=DIRECTORY, metadata=md, data_set_id=source.data_set_id, mime_type="application/gzip",
+        )
+        try:
+            created = upload(overwrite=existing is not None)  # existing here = our own interrupted copy
+        except CogniteDuplicatedError:  # promoted concurrently
+            existing = client.files.retrieve(external_id=target_xid)
+            settled = _settle_existing(existing, source, target_xid) if existing is not None else None
+            if settled is not None:
+                return settled
+            created = upload(overwrite=True)
+    info = _info(created)
+    info.update(uploaded=True, metadata=md, promoted_from=source.external_id, unchanged=False)
+    return info
+
+
+@_cdf_errors
+def delete_model_version(
+    model_name: str, env: str, version: int, *, client=None, confirm: bool = False, force: bool = False
+) -> dict:
+    """Replace a version by a tombstone: its content is dropped, its number stays taken forever."""
+    _check_model_env(model_name, env)
+    number = _check_version(version, model_name)
+    xid = version_xid(model_name, env, number)
+    if not confirm:
+        raise UsageError(f"deleting {xid} cannot be undone: pass confirm=True (CLI: add --yes)")
+    if env == "prod" and not force:
+        raise UsageError(f"{xid} is a prod version: deleting it needs force=True (CLI: add --force)")
+    client = _client(client)
+    found = client.files.retrieve(external_id=xid)
+    if found is None:
+        raise MlopsError(f"{xid} does not exist")
+    if _is_tombstone(found):
+        raise MlopsError(f"{xid} is already deleted")
+    info = _info(found)
+    tombstone = {"version": str(number), "model_name": model_name, "env": env, "deleted": "true",
+                 "deleted_by": _created_by(), "deleted_at": _now(), "deleted_sha256": info["sha256"]}
+    client.files.upload_bytes(
+        b"", name=found.name or f"{model_name}-{env}-{number}.tar.gz", external_id=xid, directory=DIRECTORY,
+        metadata=tombstone, data_set_id=found.data_set_id, overwrite=True,
+    )
+    return {**info, "deleted": True}
+
+
+__all__ = [
+    "upload_new_model_version", "list_model_versions", "get_model_version", "download_model_version",
+    "promote_model", "delete_model_version", "check_metadata_limits",
+]
