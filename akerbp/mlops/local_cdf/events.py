@@ -1,4 +1,231 @@
-"""Placeholder: routes land in a later commit."""
-from .app import Router
+"""CDF Events: create, byids, filtered and sorted lists, count, update, delete.
+
+The framework writes an audit event per deploy, rollback and promotion and reads them back newest first, so `sort`
+matters here. The store pages in id order only; a sorted list therefore reads every matching event, sorts in Python
+and pages with an offset cursor: O(matching events) per page, fine for audit trails of thousands, not millions.
+"""
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from .app import Ctx, Router
+from .errors import bad_request
+from .resources import Kind, contains_any, data_set_ids, eq, metadata, prefix, time_range
+from .store import public
+from .validation import check, items, limit, metadata_limits, text_limit
 
 routes = Router()
+KIND = "events"
+MAX_TS = 9007199254740991
+
+FIELDS = {
+    "externalId": str, "startTime": int, "endTime": int, "type": str, "subtype": str, "description": str,
+    "metadata": dict, "assetIds": list, "source": str, "dataSetId": int,
+}
+SORTABLE = {"startTime", "endTime", "createdTime", "lastUpdatedTime", "type", "subtype", "externalId",
+            "description", "source", "dataSetId"}
+
+
+def _end_time(value, ctx):
+    """`endTime` takes a range, or `{"isNull": true|false}` for open events."""
+    if isinstance(value, dict) and "isNull" in value:
+        check(value, {"isNull": bool}, "filter.endTime")
+        return f"json_extract(body, '$.endTime') IS {'' if value['isNull'] else 'NOT '}NULL", []
+    return time_range("endTime")(value, ctx)
+
+
+def _active_at(value, ctx):
+    """Active from startTime to endTime inclusive; no startTime = never active; no endTime = active from start on."""
+    check(value, {"min": int, "max": int}, "filter.activeAtTime")
+    clauses, params = ["json_extract(body, '$.startTime') IS NOT NULL"], []
+    if value.get("max") is not None:
+        clauses.append("json_extract(body, '$.startTime') <= ?")
+        params.append(value["max"])
+    if value.get("min") is not None:
+        clauses.append("(json_extract(body, '$.endTime') IS NULL OR json_extract(body, '$.endTime') >= ?)")
+        params.append(value["min"])
+    return " AND ".join(clauses), params
+
+
+EVENTS = Kind(
+    KIND,
+    "Events",
+    filters={
+        "startTime": time_range("startTime"), "endTime": _end_time, "activeAtTime": _active_at,
+        "type": eq("type"), "subtype": eq("subtype"), "metadata": metadata, "assetIds": contains_any("assetIds"),
+        "dataSetIds": data_set_ids, "source": eq("source"), "externalIdPrefix": prefix("externalId"),
+        "createdTime": time_range("createdTime"), "lastUpdatedTime": time_range("lastUpdatedTime"),
+    },
+    updatable={k: v for k, v in FIELDS.items()},
+)
+
+
+def validate_event(body: dict, where: str) -> None:
+    text_limit(body.get("externalId"), f"{where}.externalId", 255)
+    text_limit(body.get("type"), f"{where}.type", 64)
+    text_limit(body.get("subtype"), f"{where}.subtype", 64)
+    text_limit(body.get("description"), f"{where}.description", 500)
+    text_limit(body.get("source"), f"{where}.source", 128)
+    metadata_limits(body.get("metadata"), f"{where}.metadata", 256, 128, 128000, 200000)
+    for name in ("startTime", "endTime"):
+        value = body.get(name)
+        if value is not None and not 0 <= value <= MAX_TS:
+            raise bad_request(f"Field '{where}.{name}' must be a timestamp in ms between 0 and {MAX_TS}, got {value}")
+    start, end = body.get("startTime"), body.get("endTime")
+    if start is not None and end is not None and end < start:
+        raise bad_request(f"Field '{where}.endTime' ({end}) must not be before startTime ({start})")
+    asset_ids = body.get("assetIds")
+    if asset_ids is not None:
+        if len(asset_ids) > 10000 or not all(
+                isinstance(a, int) and not isinstance(a, bool) and a > 0 for a in asset_ids):
+            raise bad_request(f"Field '{where}.assetIds' must be at most 10000 positive integer ids")
+
+
+def check_data_set(ctx: Ctx, body: dict, where: str) -> None:
+    """CDF refuses a dataSetId that does not exist instead of storing a dangling reference."""
+    ds = body.get("dataSetId")
+    if ds is not None and ctx.store.get(ctx.project, "datasets", ds) is None:
+        raise bad_request(f"Field '{where}.dataSetId': data set {ds} does not exist")
+
+
+@routes.post("/events")
+def create(ctx: Ctx) -> dict:
+    bodies = []
+    for i, item in enumerate(items(ctx.body)):
+        where = f"items[{i}]"
+        check(item, FIELDS, where)
+        validate_event(item, where)
+        check_data_set(ctx, item, where)
+        bodies.append({k: v for k, v in item.items() if v is not None})
+    return {"items": ctx.store.insert_many(ctx.project, KIND, bodies, EVENTS.what)}
+
+
+@routes.post("/events/byids")
+def byids(ctx: Ctx) -> dict:
+    return EVENTS.byids(ctx)
+
+
+@routes.get("/events/<int:event_id>")
+def get_one(ctx: Ctx, event_id: int) -> dict:
+    return public(ctx.store.resolve(ctx.project, KIND, [{"id": event_id}], what=EVENTS.what)[0])
+
+
+@routes.post("/events/list")
+def list_events(ctx: Ctx) -> dict:
+    body = ctx.body
+    if body.get("sort") is None:
+        return EVENTS.list(ctx, body={k: v for k, v in body.items() if k != "sort"})
+    return sorted_list(ctx, EVENTS, body, SORTABLE)
+
+
+@routes.get("/events")
+def list_events_get(ctx: Ctx) -> dict:
+    body: dict[str, Any] = {k: ctx.args[k] for k in ("cursor", "partition") if k in ctx.args}
+    if "limit" in ctx.args:
+        try:
+            body["limit"] = int(ctx.args["limit"])
+        except ValueError:
+            raise bad_request(f"Query parameter 'limit' must be an integer, got {ctx.args['limit']!r}") from None
+    flt = {k: ctx.args[k] for k in ("type", "subtype", "source", "externalIdPrefix") if k in ctx.args}
+    if flt:
+        body["filter"] = flt
+    return EVENTS.list(ctx, body=body)
+
+
+def sorted_list(ctx: Ctx, kind: Kind, body: dict, sortable: set[str]) -> dict:
+    """A list with CDF's `sort` (also used by time series): reads all matches, sorts, pages by offset."""
+    check(body, {"filter": dict, "limit": int, "cursor": str, "sort": list, "partition": str}, "")
+    if body.get("partition") is not None:
+        raise bad_request("Fields 'sort' and 'partition' cannot be used together")
+    specs = _sort_specs(body["sort"], sortable)
+    where, params = kind.compile_filter(ctx, body.get("filter"))
+    rows, _ = ctx.store.query(ctx.project, kind.kind, [where] if where else [], params)
+    for prop, desc, nulls_first in reversed(specs):  # stable sorts, least significant key first
+        rows = _sort_by(rows, prop, desc, nulls_first)
+    size, offset = limit(body, maximum=kind.max_limit), _offset(body.get("cursor"))
+    page = rows[offset:offset + size]
+    more = offset + size < len(rows)
+    return {"items": [kind.view(b) for b in page], "nextCursor": _cursor(offset + size) if more else None}
+
+
+def _sort_specs(raw: list, sortable: set[str]) -> list[tuple[list[str], bool, bool]]:
+    if not 1 <= len(raw) <= 2:
+        raise bad_request("Field 'sort' must have 1 or 2 items")
+    specs = []
+    for i, spec in enumerate(raw):
+        where = f"sort[{i}]"
+        check(spec, {"property": list, "order": str, "nulls": str}, where, required=("property",))
+        prop = spec["property"]
+        valid = (len(prop) == 1 and prop[0] in sortable) or (
+            len(prop) == 2 and prop[0] == "metadata" and isinstance(prop[1], str))
+        if not valid:
+            raise bad_request(f"Field '{where}.property' cannot sort on {prop!r} (sortable: "
+                              f"{', '.join(sorted(sortable))}, or ['metadata', key])")
+        order, nulls = spec.get("order") or "asc", spec.get("nulls") or "auto"
+        if order not in ("asc", "desc"):
+            raise bad_request(f"Field '{where}.order' must be 'asc' or 'desc', got {order!r}")
+        if nulls not in ("auto", "first", "last"):
+            raise bad_request(f"Field '{where}.nulls' must be 'auto', 'first' or 'last', got {nulls!r}")
+        desc = order == "desc"
+        # auto: nulls count as the largest value, so they come last ascending and first descending.
+        specs.append((prop, desc, nulls == "first" or (nulls == "auto" and desc)))
+    return specs
+
+
+def _sort_by(rows: list[dict], prop: list[str], desc: bool, nulls_first: bool) -> list[dict]:
+    def value(row):
+        for part in prop:
+            row = row.get(part) if isinstance(row, dict) else None
+        return row
+
+    present = [r for r in rows if value(r) is not None]
+    missing = [r for r in rows if value(r) is None]
+    present.sort(key=value, reverse=desc)
+    return missing + present if nulls_first else present + missing
+
+
+def _cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"sorted:{offset}".encode()).decode()
+
+
+def _offset(cursor: str | None) -> int:
+    if not cursor:
+        return 0
+    try:
+        tag, offset = base64.urlsafe_b64decode(cursor.encode()).decode().split(":")
+        if tag == "sorted":
+            return int(offset)
+    except ValueError:
+        pass
+    raise bad_request(f"Invalid cursor for a sorted list: {cursor!r}")
+
+
+@routes.post("/events/aggregate")
+def aggregate(ctx: Ctx) -> dict:
+    return aggregate_count(ctx, EVENTS)
+
+
+def aggregate_count(ctx: Ctx, kind: Kind) -> dict:
+    """Only `count` with a simple filter (client.<api>.aggregate_count()); no advancedFilter or properties."""
+    check(ctx.body, {"filter": dict, "aggregate": str}, "")
+    if ctx.body.get("aggregate", "count") != "count":
+        raise bad_request(f"The local CDF supports only aggregate 'count', got {ctx.body['aggregate']!r}")
+    where, params = kind.compile_filter(ctx, ctx.body.get("filter"))
+    rows, _ = ctx.store.query(ctx.project, kind.kind, [where] if where else [], params)
+    return {"items": [{"count": len(rows)}]}
+
+
+@routes.post("/events/update")
+def update(ctx: Ctx) -> dict:
+    def validate(body: dict, where: str) -> None:
+        validate_event(body, where)
+        check_data_set(ctx, body, where)
+
+    return EVENTS.update(ctx, validate=validate)
+
+
+@routes.post("/events/delete")
+def delete(ctx: Ctx) -> dict:
+    return EVENTS.delete(ctx)
+

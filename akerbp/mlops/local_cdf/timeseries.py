@@ -1,4 +1,124 @@
-"""Placeholder: routes land in a later commit."""
-from .app import Router
+"""CDF Time series metadata: create, byids, list, count, update, delete (which drops the datapoints too).
+
+The datapoint endpoints live in datapoints.py; their routes are served through this module's router, which is the
+one server.py registers.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from . import datapoints
+from .app import Ctx, Router
+from .errors import bad_request
+from .events import aggregate_count, check_data_set, sorted_list
+from .resources import Kind, data_set_ids, eq, metadata, prefix, time_range
+from .store import public
+from .validation import check, items, metadata_limits, text_limit
 
 routes = Router()
+routes.routes.extend(datapoints.routes.routes)
+KIND = datapoints.KIND
+
+FIELDS = {
+    "externalId": str, "name": str, "legacyName": str, "isString": bool, "metadata": dict, "unit": str,
+    "unitExternalId": str, "assetId": int, "isStep": bool, "description": str, "securityCategories": list,
+    "dataSetId": int,
+}
+UPDATABLE = {k: v for k, v in FIELDS.items() if k not in ("isString", "legacyName")}
+SORTABLE = {"name", "externalId", "description", "unit", "unitExternalId", "createdTime", "lastUpdatedTime",
+            "dataSetId", "assetId", "isString", "isStep"}
+
+
+def _asset_ids(value, ctx):
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise bad_request("Filter 'assetIds' must be an array of integers")
+    marks = ",".join("?" * len(value)) or "NULL"
+    return f"json_extract(body, '$.assetId') IN ({marks})", list(value)
+
+
+TIME_SERIES = Kind(
+    KIND,
+    "Time series",
+    filters={
+        "name": eq("name"), "unit": eq("unit"), "unitExternalId": eq("unitExternalId"), "isString": eq("isString"),
+        "isStep": eq("isStep"), "metadata": metadata, "assetIds": _asset_ids, "dataSetIds": data_set_ids,
+        "externalIdPrefix": prefix("externalId"), "createdTime": time_range("createdTime"),
+        "lastUpdatedTime": time_range("lastUpdatedTime"),
+    },
+    updatable=UPDATABLE,
+)
+
+
+def validate_time_series(body: dict, where: str) -> None:
+    text_limit(body.get("externalId"), f"{where}.externalId", 255)
+    text_limit(body.get("name"), f"{where}.name", 255)
+    text_limit(body.get("legacyName"), f"{where}.legacyName", 255)
+    text_limit(body.get("description"), f"{where}.description", 1000)
+    text_limit(body.get("unit"), f"{where}.unit", 32)
+    text_limit(body.get("unitExternalId"), f"{where}.unitExternalId", 256)
+    metadata_limits(body.get("metadata"), f"{where}.metadata", 256, 128, 10000, 10000)
+    categories = body.get("securityCategories")
+    if categories is not None and (len(categories) > 100 or not all(
+            isinstance(c, int) and not isinstance(c, bool) for c in categories)):
+        raise bad_request(f"Field '{where}.securityCategories' must be at most 100 integer ids")
+
+
+@routes.post("/timeseries")
+def create(ctx: Ctx) -> dict:
+    bodies = []
+    for i, item in enumerate(items(ctx.body)):
+        where = f"items[{i}]"
+        check(item, FIELDS, where)
+        validate_time_series(item, where)
+        check_data_set(ctx, item, where)
+        bodies.append({"isString": False, "isStep": False, "metadata": {},
+                       **{k: v for k, v in item.items() if v is not None}})
+    return {"items": ctx.store.insert_many(ctx.project, KIND, bodies, TIME_SERIES.what)}
+
+
+@routes.post("/timeseries/byids")
+def byids(ctx: Ctx) -> dict:
+    return TIME_SERIES.byids(ctx)
+
+
+@routes.get("/timeseries/<int:ts_id>")
+def get_one(ctx: Ctx, ts_id: int) -> dict:
+    return public(ctx.store.resolve(ctx.project, KIND, [{"id": ts_id}], what=TIME_SERIES.what)[0])
+
+
+@routes.post("/timeseries/list")
+def list_time_series(ctx: Ctx) -> dict:
+    body = ctx.body
+    if body.get("sort") is None:
+        return TIME_SERIES.list(ctx, body={k: v for k, v in body.items() if k != "sort"})
+    return sorted_list(ctx, TIME_SERIES, body, SORTABLE)
+
+
+@routes.get("/timeseries")
+def list_time_series_get(ctx: Ctx) -> dict:
+    body: dict[str, Any] = {k: ctx.args[k] for k in ("cursor", "partition") if k in ctx.args}
+    if "limit" in ctx.args:
+        try:
+            body["limit"] = int(ctx.args["limit"])
+        except ValueError:
+            raise bad_request(f"Query parameter 'limit' must be an integer, got {ctx.args['limit']!r}") from None
+    return TIME_SERIES.list(ctx, body=body)
+
+
+@routes.post("/timeseries/aggregate")
+def aggregate(ctx: Ctx) -> dict:
+    return aggregate_count(ctx, TIME_SERIES)
+
+
+@routes.post("/timeseries/update")
+def update(ctx: Ctx) -> dict:
+    def validate(body: dict, where: str) -> None:
+        validate_time_series(body, where)
+        check_data_set(ctx, body, where)
+
+    return TIME_SERIES.update(ctx, validate=validate)
+
+
+@routes.post("/timeseries/delete")
+def delete(ctx: Ctx) -> dict:
+    return TIME_SERIES.delete(ctx, on_delete=lambda ts: datapoints.drop_all(ctx, ts["id"]))
