@@ -3,24 +3,28 @@
 Bad settings must stop a pipeline with every problem named (file, model, field, line), never a traceback: the
 anchor swallowed validation errors, so broken settings reached CDF. Structure is checked by pydantic; paths and
 uniqueness by the loader, which knows the settings file's folder.
+Reading the file (with the line of every key) and wording pydantic's errors live in settings_files.py.
 """
 from __future__ import annotations
 
-import ast
-import contextvars
-import difflib
 import json
 import os
 import re
-import sys
-import traceback
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, ValidationError, field_validator, model_validator
 
 from akerbp.mlops.errors import UsageError
+from akerbp.mlops.settings_files import (
+    RawModel,
+    UnreadableSettings,
+    display_path,
+    explain,
+    field_name,
+    pending_models,
+    read_models,
+)
 
 SETTINGS_FILES = ("mlops_settings.py", "mlops_settings.yaml")
 PYTHON_VERSIONS = ("py310", "py311", "py312", "py313")
@@ -89,9 +93,6 @@ def _relative_path(value: str) -> str:
     return str(path)
 
 
-_pending: contextvars.ContextVar[dict | None] = contextvars.ContextVar("mlops_settings_pending", default=None)
-
-
 class ModelSettings(_Strict):
     """One model of the repo: its code, artifacts and how its services run in CDF.
 
@@ -151,7 +152,7 @@ class ModelSettings(_Strict):
     _root: Path | None = PrivateAttr(None)
 
     def __init__(self, /, **data: Any):
-        pending = _pending.get()
+        pending = pending_models.get()
         if pending is None:
             super().__init__(**data)
             return
@@ -303,7 +304,7 @@ def settings_json_schema() -> dict:
     }
 
 
-# --- finding and reading the file ----------------------------------------------------------------------------------
+# --- finding the file -------------------------------------------------------------------------------------------
 
 
 def find_settings_file(folder: Path | None = None) -> Path:
@@ -322,143 +323,6 @@ def find_settings_file(folder: Path | None = None) -> Path:
     )
 
 
-def _display(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
-
-
-class _RawModel:
-    """One model's input before validation, with the lines its keys were written on."""
-
-    def __init__(self, data: Any, line: int | None = None, key_lines: dict[tuple, int] | None = None):
-        self.data, self.line, self.key_lines = data, line, key_lines or {}
-
-    def line_of(self, loc: tuple = ()) -> int | None:
-        """Line of the deepest written key on the path `loc`, else of the model."""
-        loc = tuple(p for p in loc if p != "[key]")
-        for n in range(len(loc), 0, -1):
-            if loc[:n] in self.key_lines:
-                return self.key_lines[loc[:n]]
-        return self.line
-
-
-def _read_yaml(path: Path, name: str) -> list[_RawModel]:
-    try:
-        text = path.read_text(encoding="utf-8")
-        nodes = [n for n in yaml.compose_all(text, Loader=yaml.SafeLoader)]
-        values = [yaml.SafeLoader("").construct_document(n) if n is not None else None for n in nodes]
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-        where = f", line {mark.line + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise SettingsError([f"{name}{where}: YAML syntax error: {problem}"], name) from None
-    except UnicodeDecodeError:
-        raise SettingsError([f"{name}: not UTF-8 text"], name) from None
-    docs = [(n, v) for n, v in zip(nodes, values) if v is not None]
-    if not docs:
-        raise SettingsError([f"{name}: no models: add `models:` with a list of model settings"], name)
-    if len(docs) == 1 and isinstance(docs[0][1], dict) and "models" in docs[0][1]:
-        node, value = docs[0]
-        models = value["models"]
-        models_key, models_node = next((k, v) for k, v in node.value if k.value == "models")
-        if not isinstance(models, list) or not models:
-            line = models_key.start_mark.line + 1
-            raise SettingsError(
-                [f"{name}, line {line}: 'models' must be a non-empty list of model settings (one '- model_name: ...' each)"],
-                name,
-            )
-        return [_raw_from_node(item_node, item) for item_node, item in zip(models_node.value, models)]
-    if isinstance(docs[0][1], list):
-        raise SettingsError([f"{name}, line {docs[0][0].start_mark.line + 1}: the top level is a list: put it under "
-                             "`models:`"], name)
-    if len(docs) == 1 and isinstance(docs[0][1], dict) and not set(docs[0][1]) & set(ModelSettings.model_fields):
-        raise SettingsError([f"{name}: no `models:` list (found {', '.join(map(str, docs[0][1]))}): add `models:` "
-                             "with a list of model settings, or write one model per '---' document"], name)
-    if any(isinstance(v, dict) and "models" in v for _, v in docs):
-        raise SettingsError(
-            [f"{name}: mixes a 'models:' list with one-model documents: use one form (a 'models:' list, or one model "
-             "per '---' document)"],
-            name,
-        )
-    return [_raw_from_node(n, v) for n, v in docs]
-
-
-def _raw_from_node(node: yaml.Node, value: Any) -> _RawModel:
-    return _RawModel(value, node.start_mark.line + 1, _node_lines(node))
-
-
-def _node_lines(node: yaml.Node, prefix: tuple = ()) -> dict[tuple, int]:
-    """Line of every key and list item under `node`, by path: ("info", "prediction", "owner") -> 9."""
-    lines = {}
-    children = []
-    if isinstance(node, yaml.MappingNode):
-        children = [(prefix + (str(k.value),), k, v) for k, v in node.value]
-    elif isinstance(node, yaml.SequenceNode):
-        children = [(prefix + (i,), v, v) for i, v in enumerate(node.value)]
-    for path, key, value in children:
-        lines[path] = key.start_mark.line + 1
-        lines.update(_node_lines(value, path))
-    return lines
-
-
-def _read_python(path: Path, name: str) -> list[_RawModel]:
-    try:
-        source = path.read_text(encoding="utf-8")
-        code = compile(source, str(path), "exec")
-    except SyntaxError as e:
-        raise SettingsError([f"{name}, line {e.lineno}: syntax error: {e.msg}"], name) from None
-    namespace = {"__file__": str(path), "__name__": "mlops_settings"}
-    pending: dict[int, dict] = {}
-    token = _pending.set(pending)
-    sys.path.insert(0, str(path.parent))
-    try:
-        exec(code, namespace)
-    except Exception as e:  # noqa: BLE001 -- user code: report where it failed, not a traceback
-        lines = [f.lineno for f in traceback.extract_tb(e.__traceback__) if f.filename == str(path)]
-        where = f", line {lines[-1]}" if lines else ""
-        hint = "; add `from akerbp.mlops import ModelSettings`" if "'ModelSettings'" in str(e) else ""
-        raise SettingsError([f"{name}{where}: {type(e).__name__}: {e}{hint}"], name) from None
-    finally:
-        _pending.reset(token)
-        sys.path.remove(str(path.parent))
-    if "models" not in namespace:
-        raise SettingsError(
-            [f"{name}: defines no `models`: add `models = [ModelSettings(model_name=..., model_file=...), ...]`"], name
-        )
-    models = namespace["models"]
-    if not isinstance(models, (list, tuple)) or not models:
-        raise SettingsError(
-            [f"{name}: `models` must be a non-empty list of ModelSettings(...) or dicts, not {type(models).__name__}"],
-            name,
-        )
-    item_lines = _python_item_lines(source)
-    raws = []
-    for i, item in enumerate(models):
-        data = pending.get(id(item), item.model_dump(exclude_unset=True) if isinstance(item, ModelSettings) else item)
-        line, keys = item_lines[i] if i < len(item_lines) else (None, {})
-        raws.append(_RawModel(data, line, keys))
-    return raws
-
-
-def _python_item_lines(source: str) -> list[tuple[int, dict[tuple, int]]]:
-    """Lines of the items of a literal top-level `models = [...]`, and of their keywords/keys."""
-    for stmt in ast.parse(source).body:
-        targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target] if isinstance(stmt, ast.AnnAssign) else []
-        if any(isinstance(t, ast.Name) and t.id == "models" for t in targets) and isinstance(stmt.value, (ast.List, ast.Tuple)):
-            out = []
-            for elt in stmt.value.elts:
-                keys = {}
-                if isinstance(elt, ast.Call):
-                    keys = {(k.arg,): k.lineno for k in elt.keywords if k.arg}
-                elif isinstance(elt, ast.Dict):
-                    keys = {(k.value,): k.lineno for k in elt.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)}
-                out.append((elt.lineno, keys))
-            return out
-    return []
-
-
 # --- validation ----------------------------------------------------------------------------------------------------
 
 _FIELD_MODELS = {
@@ -471,52 +335,7 @@ _FIELD_MODELS = {
 PATH_FIELDS = ("model_file", "req_file", "test_file", "input_schema")
 
 
-def _field_name(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        if part != "[key]":
-            out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _explain(error: dict) -> str:
-    """One pydantic error as words a data scientist can act on; follows "field 'x'"."""
-    kind, loc, value, ctx = error["type"], error["loc"], error.get("input"), error.get("ctx") or {}
-    if kind == "extra_forbidden":
-        known = list(_FIELD_MODELS.get(tuple(loc[:-1]), ModelSettings).model_fields)
-        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
-        return " is not a known field" + (f"; did you mean '{close[0]}'?" if close else f"; known fields: {', '.join(known)}")
-    if kind == "missing":
-        return " is required"
-    if kind == "literal_error":
-        allowed = re.findall(r"'([^']*)'", ctx.get("expected", ""))
-        return f": {_short(value)} is not allowed; use one of {', '.join(allowed)}"
-    if kind == "string_pattern_mismatch" and loc[-1] == "model_name":
-        return (f": {_short(value)} is not a valid model name: use lowercase letters, digits and '_', starting with a "
-                "letter (it forms CDF function and file external ids)")
-    if kind == "string_pattern_mismatch" and loc[0] == "secrets":
-        return f": {_short(value)} is not a valid secret name: use lowercase letters, digits and '-' (CDF's rule)"
-    if kind == "string_pattern_mismatch" and loc[0] == "env_vars":
-        return f": {_short(value)} is not a valid environment variable name"
-    if kind == "string_too_long":
-        return f": {'key ' if '[key]' in loc else ''}{_short(value)} is longer than {ctx.get('max_length')} characters"
-    if kind == "too_long":
-        return f": has more than {ctx.get('max_length')} items"
-    if kind == "string_type":
-        return f": {_short(value)} is not text; quote it"
-    if kind in ("model_type", "dict_type", "model_attributes_type"):
-        return f": must be a mapping of fields, not {type(value).__name__}"
-    if kind == "value_error":
-        return f": {ctx.get('error', error['msg'])}"
-    return f": {_short(value)}: {error['msg'][0].lower()}{error['msg'][1:]}"
-
-
-def _path_errors(raw: _RawModel, values: dict, root: Path, env: str | None, skip: set[str]) -> list[tuple[tuple, str]]:
+def _path_errors(raw: RawModel, values: dict, root: Path, env: str | None, skip: set[str]) -> list[tuple[tuple, str]]:
     """(loc, problem) for each path that is not where the settings say; runs on raw input too, so a model with
     other errors still gets its missing files reported."""
     errors = []
@@ -529,15 +348,15 @@ def _path_errors(raw: _RawModel, values: dict, root: Path, env: str | None, skip
         if not target.is_file():
             what = "is a folder, not a file" if target.is_dir() else "was not found"
             default = "" if field in values else " (the default; set the field to your file)"
-            errors.append(((field,), f": {_display(target)} {what}{default}"))
+            errors.append(((field,), f": {display_path(target)} {what}{default}"))
         elif field == "input_schema":
             problem = _schema_problem(target)
             if problem:
-                errors.append(((field,), f": {_display(target)}: {problem}"))
+                errors.append(((field,), f": {display_path(target)}: {problem}"))
     folder = values.get("artifact_folder", defaults["artifact_folder"])
     if env == "dev" and values.get("artifact_version") is None and isinstance(folder, str) and "artifact_folder" not in skip \
             and not (root / folder).is_dir():
-        errors.append((("artifact_folder",), f": folder {_display(root / folder)} was not found; with ENV=dev the local artifact "
+        errors.append((("artifact_folder",), f": folder {display_path(root / folder)} was not found; with ENV=dev the local artifact "
                        "folder is deployed: create it, or pin artifact_version to use a version from CDF"))
     return errors
 
@@ -555,7 +374,7 @@ def _schema_problem(path: Path) -> str | None:
     return None
 
 
-def _validate(raw: _RawModel, index: int, name: str, root: Path, env: str | None) -> tuple[ModelSettings | None, list[str]]:
+def _validate(raw: RawModel, index: int, name: str, root: Path, env: str | None) -> tuple[ModelSettings | None, list[str]]:
     data = raw.data
     given = data.get("model_name") if isinstance(data, dict) else None
     label = f"model '{given}'" if isinstance(given, str) and given else f"model #{index + 1}"
@@ -568,14 +387,14 @@ def _validate(raw: _RawModel, index: int, name: str, root: Path, env: str | None
         model = ModelSettings.model_validate(data)
         model._root = root
     except ValidationError as e:
-        found += [(tuple(err["loc"]), _explain(err)) for err in e.errors()]
+        found += [(tuple(err["loc"]), explain(err, _FIELD_MODELS)) for err in e.errors()]
     skip = {str(loc[0]) for loc, _ in found if loc}
     found += _path_errors(raw, model.model_dump(exclude_unset=True) if model else data, root, env, skip)
     found.sort(key=lambda item: raw.line_of(item[0]) or 0)
     messages = []
     for loc, problem in found:
         line = raw.line_of(loc)
-        messages.append(f"{name}: {label}: field '{_field_name(loc)}'{problem}{f' (line {line})' if line else ''}")
+        messages.append(f"{name}: {label}: field '{field_name(loc)}'{problem}{f' (line {line})' if line else ''}")
     return (model if not messages else None), messages
 
 
@@ -586,12 +405,15 @@ def load_settings(path: Path | str | None = None, *, env: str | None = None) -> 
     env: with "dev", a model's artifact_folder must exist unless artifact_version is pinned (dev deploys it as-is).
     """
     path = find_settings_file() if path is None else Path(path)
-    name = _display(path)
+    name = display_path(path)
     if not path.is_file():
         raise UsageError(f"settings file {name} was not found")
     if path.suffix not in (".py", ".yaml", ".yml"):
         raise UsageError(f"{name}: settings must be a .py or .yaml file")
-    raws = _read_python(path, name) if path.suffix == ".py" else _read_yaml(path, name)
+    try:
+        raws = read_models(path, name, ModelSettings)
+    except UnreadableSettings as e:
+        raise SettingsError([str(e)], name) from None
     root = path.resolve().parent
     models, errors, first_seen = [], [], {}
     for i, raw in enumerate(raws):

@@ -1,0 +1,221 @@
+"""Reading mlops_settings.py / mlops_settings.yaml into raw models that remember their lines, and wording errors.
+
+Kept apart from the schema (akerbp.mlops.settings) so that module is about what valid settings are, and this one
+about where a problem was written and how to say it. It does not import the schema: callers pass the model class.
+"""
+from __future__ import annotations
+
+import ast
+import contextvars
+import difflib
+import re
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+from pydantic import BaseModel
+
+# Set while mlops_settings.py runs: ModelSettings(...) records its raw input here under id(instance), so the loader
+# validates every model and reports every error together, instead of stopping at the first one that fails.
+pending_models: contextvars.ContextVar[dict | None] = contextvars.ContextVar("mlops_settings_pending", default=None)
+
+
+class UnreadableSettings(Exception):
+    """The settings file cannot be turned into models at all; the message is the one error to report."""
+
+
+def display_path(path: Path) -> str:
+    """The path relative to the working directory when it is below it, as a user would type it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+class RawModel:
+    """One model's input before validation, with the lines its keys were written on."""
+
+    def __init__(self, data: Any, line: int | None = None, key_lines: dict[tuple, int] | None = None):
+        self.data, self.line, self.key_lines = data, line, key_lines or {}
+
+    def line_of(self, loc: tuple = ()) -> int | None:
+        """Line of the deepest written key on the path `loc`, else of the model."""
+        loc = tuple(p for p in loc if p != "[key]")
+        for n in range(len(loc), 0, -1):
+            if loc[:n] in self.key_lines:
+                return self.key_lines[loc[:n]]
+        return self.line
+
+
+def read_models(path: Path, name: str, model: type[BaseModel]) -> list[RawModel]:
+    """The models written in a .py or .yaml settings file; `model` is the settings class (ModelSettings).
+
+    Raises UnreadableSettings when the file has no models to validate (syntax error, no `models`, ...).
+    """
+    return _read_python(path, name, model) if path.suffix == ".py" else _read_yaml(path, name, model)
+
+
+def _read_yaml(path: Path, name: str, model: type[BaseModel]) -> list[RawModel]:
+    try:
+        text = path.read_text(encoding="utf-8")
+        nodes = [n for n in yaml.compose_all(text, Loader=yaml.SafeLoader)]
+        values = [yaml.SafeLoader("").construct_document(n) if n is not None else None for n in nodes]
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        where = f", line {mark.line + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UnreadableSettings(f"{name}{where}: YAML syntax error: {problem}") from None
+    except UnicodeDecodeError:
+        raise UnreadableSettings(f"{name}: not UTF-8 text") from None
+    docs = [(n, v) for n, v in zip(nodes, values) if v is not None]
+    if not docs:
+        raise UnreadableSettings(f"{name}: no models: add `models:` with a list of model settings")
+    if len(docs) == 1 and isinstance(docs[0][1], dict) and "models" in docs[0][1]:
+        node, value = docs[0]
+        models = value["models"]
+        models_key, models_node = next((k, v) for k, v in node.value if k.value == "models")
+        if not isinstance(models, list) or not models:
+            line = models_key.start_mark.line + 1
+            raise UnreadableSettings(
+                f"{name}, line {line}: 'models' must be a non-empty list of model settings (one '- model_name: ...' each)"
+            )
+        return [_raw_from_node(item_node, item) for item_node, item in zip(models_node.value, models)]
+    if isinstance(docs[0][1], list):
+        raise UnreadableSettings(f"{name}, line {docs[0][0].start_mark.line + 1}: the top level is a list: put it under "
+                                 "`models:`")
+    if len(docs) == 1 and isinstance(docs[0][1], dict) and not set(docs[0][1]) & set(model.model_fields):
+        raise UnreadableSettings(f"{name}: no `models:` list (found {', '.join(map(str, docs[0][1]))}): add `models:` "
+                                 "with a list of model settings, or write one model per '---' document")
+    if any(isinstance(v, dict) and "models" in v for _, v in docs):
+        raise UnreadableSettings(
+            f"{name}: mixes a 'models:' list with one-model documents: use one form (a 'models:' list, or one model "
+            "per '---' document)"
+        )
+    return [_raw_from_node(n, v) for n, v in docs]
+
+
+def _raw_from_node(node: yaml.Node, value: Any) -> RawModel:
+    return RawModel(value, node.start_mark.line + 1, _node_lines(node))
+
+
+def _node_lines(node: yaml.Node, prefix: tuple = ()) -> dict[tuple, int]:
+    """Line of every key and list item under `node`, by path: ("info", "prediction", "owner") -> 9."""
+    lines = {}
+    children = []
+    if isinstance(node, yaml.MappingNode):
+        children = [(prefix + (str(k.value),), k, v) for k, v in node.value]
+    elif isinstance(node, yaml.SequenceNode):
+        children = [(prefix + (i,), v, v) for i, v in enumerate(node.value)]
+    for path, key, value in children:
+        lines[path] = key.start_mark.line + 1
+        lines.update(_node_lines(value, path))
+    return lines
+
+
+def _read_python(path: Path, name: str, model: type[BaseModel]) -> list[RawModel]:
+    try:
+        source = path.read_text(encoding="utf-8")
+        code = compile(source, str(path), "exec")
+    except SyntaxError as e:
+        raise UnreadableSettings(f"{name}, line {e.lineno}: syntax error: {e.msg}") from None
+    namespace = {"__file__": str(path), "__name__": "mlops_settings"}
+    pending: dict[int, dict] = {}
+    token = pending_models.set(pending)
+    sys.path.insert(0, str(path.parent))
+    try:
+        exec(code, namespace)
+    except Exception as e:  # noqa: BLE001 -- user code: report where it failed, not a traceback
+        lines = [f.lineno for f in traceback.extract_tb(e.__traceback__) if f.filename == str(path)]
+        where = f", line {lines[-1]}" if lines else ""
+        hint = "; add `from akerbp.mlops import ModelSettings`" if "'ModelSettings'" in str(e) else ""
+        raise UnreadableSettings(f"{name}{where}: {type(e).__name__}: {e}{hint}") from None
+    finally:
+        pending_models.reset(token)
+        sys.path.remove(str(path.parent))
+    if "models" not in namespace:
+        raise UnreadableSettings(
+            f"{name}: defines no `models`: add `models = [ModelSettings(model_name=..., model_file=...), ...]`"
+        )
+    models = namespace["models"]
+    if not isinstance(models, (list, tuple)) or not models:
+        raise UnreadableSettings(
+            f"{name}: `models` must be a non-empty list of ModelSettings(...) or dicts, not {type(models).__name__}"
+        )
+    item_lines = _python_item_lines(source)
+    raws = []
+    for i, item in enumerate(models):
+        data = pending.get(id(item), item.model_dump(exclude_unset=True) if isinstance(item, model) else item)
+        line, keys = item_lines[i] if i < len(item_lines) else (None, {})
+        raws.append(RawModel(data, line, keys))
+    return raws
+
+
+def _python_item_lines(source: str) -> list[tuple[int, dict[tuple, int]]]:
+    """Lines of the items of a literal top-level `models = [...]`, and of their keywords/keys."""
+    for stmt in ast.parse(source).body:
+        targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target] if isinstance(stmt, ast.AnnAssign) else []
+        if any(isinstance(t, ast.Name) and t.id == "models" for t in targets) and isinstance(stmt.value, (ast.List, ast.Tuple)):
+            out = []
+            for elt in stmt.value.elts:
+                keys = {}
+                if isinstance(elt, ast.Call):
+                    keys = {(k.arg,): k.lineno for k in elt.keywords if k.arg}
+                elif isinstance(elt, ast.Dict):
+                    keys = {(k.value,): k.lineno for k in elt.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)}
+                out.append((elt.lineno, keys))
+            return out
+    return []
+
+
+# --- wording -------------------------------------------------------------------------------------------------------
+
+
+def field_name(loc: tuple) -> str:
+    """A pydantic error location as the user writes the field: ('info', 'prediction', 'owner') -> info.prediction.owner."""
+    out = ""
+    for part in loc:
+        if part != "[key]":
+            out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def explain(error: dict, field_models: Mapping[tuple, type[BaseModel]]) -> str:
+    """One pydantic error as words a data scientist can act on; follows "field 'x'".
+
+    field_models: the model class at each nested location, () for the top one, to suggest known field names.
+    """
+    kind, loc, value, ctx = error["type"], error["loc"], error.get("input"), error.get("ctx") or {}
+    if kind == "extra_forbidden":
+        known = list(field_models.get(tuple(loc[:-1]), field_models[()]).model_fields)
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+        return " is not a known field" + (f"; did you mean '{close[0]}'?" if close else f"; known fields: {', '.join(known)}")
+    if kind == "missing":
+        return " is required"
+    if kind == "literal_error":
+        allowed = re.findall(r"'([^']*)'", ctx.get("expected", ""))
+        return f": {_short(value)} is not allowed; use one of {', '.join(allowed)}"
+    if kind == "string_pattern_mismatch" and loc[-1] == "model_name":
+        return (f": {_short(value)} is not a valid model name: use lowercase letters, digits and '_', starting with a "
+                "letter (it forms CDF function and file external ids)")
+    if kind == "string_pattern_mismatch" and loc[0] == "secrets":
+        return f": {_short(value)} is not a valid secret name: use lowercase letters, digits and '-' (CDF's rule)"
+    if kind == "string_pattern_mismatch" and loc[0] == "env_vars":
+        return f": {_short(value)} is not a valid environment variable name"
+    if kind == "string_too_long":
+        return f": {'key ' if '[key]' in loc else ''}{_short(value)} is longer than {ctx.get('max_length')} characters"
+    if kind == "too_long":
+        return f": has more than {ctx.get('max_length')} items"
+    if kind == "string_type":
+        return f": {_short(value)} is not text; quote it"
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return f": must be a mapping of fields, not {type(value).__name__}"
+    if kind == "value_error":
+        return f": {ctx.get('error', error['msg'])}"
+    return f": {_short(value)}: {error['msg'][0].lower()}{error['msg'][1:]}"
