@@ -1,0 +1,394 @@
+"""`mlops call`, `status`, `logs`, `history`: use and inspect the services deployed as CDF Functions.
+
+The live function of a service is `{model}-{service}-{env}`; during a replacement a standby copy
+`{model}-{service}-{env}-{hash[:10]}` answers instead, so `mlops call` falls back to it rather than failing while a
+deploy runs. Deploys tag functions with mlops_* metadata, which is what `status` reads. Results go to stdout (JSON or
+tables), notes to stderr; errors are MlopsError (exit 1) or UsageError (exit 2), mapped by the root command.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+
+from akerbp.mlops.errors import MlopsError, UsageError
+
+ENVS = ("dev", "test", "prod")
+SERVICES = ("prediction", "training")
+MODEL_NAME = re.compile(r"^[a-z][a-z0-9_]*$")  # settings.MODEL_NAME_PATTERN, without importing pydantic
+LOG_TAIL = 20
+DAY_MS = 24 * 3600 * 1000
+# functions/list has no cursor: one page holds them all. CDF allows far fewer functions per project than this.
+FUNCTIONS_LIMIT = 1000
+
+
+# --- shared helpers --------------------------------------------------------------------------------------------------
+
+def _client():
+    from akerbp.mlops.cdf.client import get_client
+
+    return get_client()
+
+
+def _env(env: str | None) -> str:
+    if env:
+        return env
+    from akerbp.mlops.cdf.client import get_environment
+
+    return get_environment()
+
+
+def _model(model: str) -> str:
+    if not MODEL_NAME.match(model):
+        raise UsageError(f"{model!r} is not a model name: lowercase letters, digits and '_', starting with a letter")
+    return model
+
+
+def _mask(text: str) -> str:
+    from akerbp.mlops.utils.logger import mask
+
+    return mask(text)
+
+
+def _note(text: str) -> None:
+    click.echo(_mask(text), err=True)
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def _when(ms: int | None) -> str:
+    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if ms else "-"
+
+
+def _parse_iso(text: str | None) -> float:
+    try:
+        parsed = datetime.fromisoformat((text or "").replace("Z", "+00:00"))
+    except ValueError:
+        return 0.0
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def _short_iso(text: str | None) -> str:
+    stamp = _parse_iso(text)
+    return datetime.fromtimestamp(stamp, timezone.utc).strftime("%Y-%m-%d %H:%M") if stamp else (text or "-")
+
+
+def live_external_id(model: str, service: str, env: str) -> str:
+    return f"{model}-{service}-{env}"
+
+
+def _meta(fn) -> dict:
+    return dict(fn.metadata or {})
+
+
+def _deployed_at(fn) -> float:
+    return _parse_iso(_meta(fn).get("mlops_deployed_at")) or (fn.created_time or 0) / 1000
+
+
+def service_functions(client, model: str, service: str, env: str):
+    """(live function or None, standby functions newest first) of one service."""
+    base = live_external_id(model, service, env)
+    found = client.functions.list(external_id_prefix=base, limit=FUNCTIONS_LIMIT)
+    live = next((f for f in found if f.external_id == base), None)
+    standbys = []
+    for fn in found:
+        meta = _meta(fn)
+        suffix = (fn.external_id or "")[len(base) + 1:]
+        if (fn.external_id or "").startswith(base + "-") and suffix and meta.get("mlops_hash", "").startswith(suffix) \
+                and (meta.get("mlops_model"), meta.get("mlops_service"), meta.get("mlops_env")) == (model, service, env):
+            standbys.append(fn)
+    standbys.sort(key=_deployed_at, reverse=True)
+    return live, standbys
+
+
+def _not_deployed(model: str, service: str, env: str) -> MlopsError:
+    return MlopsError(f"no {service} service deployed for {model} in {env}: run "
+                      f"`ENV={env} bash deploy_{service}_service.sh`")
+
+
+def _function_error(fn) -> str:
+    error = getattr(fn, "error", None) or {}
+    return f": {error.get('message')}" if isinstance(error, dict) and error.get("message") else ""
+
+
+def callable_function(client, model: str, service: str, env: str):
+    """The function that answers calls now: the live one if Ready, else the newest Ready standby."""
+    live, standbys = service_functions(client, model, service, env)
+    if live is not None and live.status == "Ready":
+        return live
+    ready = [s for s in standbys if s.status == "Ready"]
+    base = live_external_id(model, service, env)
+    if ready:
+        state = "missing" if live is None else live.status
+        _note(f"{base} is {state}; calling its standby {ready[0].external_id} "
+              f"(deployed {_short_iso(_meta(ready[0]).get('mlops_deployed_at'))})")
+        return ready[0]
+    if live is None and not standbys:
+        raise _not_deployed(model, service, env)
+    if live is None:
+        raise MlopsError(f"{base} is missing and its standby {standbys[0].external_id} is {standbys[0].status}: "
+                         f"wait for the deploy in progress, or redeploy with `ENV={env} bash deploy_{service}_service.sh`")
+    raise MlopsError(f"{base} is {live.status}, not Ready{_function_error(live)}: "
+                     + ("redeploy with " if live.status == "Failed" else "wait for the deploy to finish, or redeploy with ")
+                     + f"`ENV={env} bash deploy_{service}_service.sh`")
+
+
+def last_call(client, function_id: int):
+    """The newest call of a function: looks back a day, then a month, then forever, so busy functions stay cheap."""
+    now = int(time.time() * 1000)
+    for window in (DAY_MS, 30 * DAY_MS, None):
+        start = {"min": now - window} if window else None
+        calls = client.functions.calls.list(function_id=function_id, start_time=start, limit=None)
+        if calls:
+            return max(calls, key=lambda c: (c.start_time or 0, c.id))
+    return None
+
+
+def _log_lines(call) -> list[str]:
+    lines = []
+    for entry in call.get_logs():
+        message = (entry.message or "").rstrip("\n")
+        stamp = datetime.fromtimestamp(entry.timestamp / 1000, timezone.utc).strftime("%H:%M:%S.%f")[:-3] \
+            if entry.timestamp else ""
+        lines.append(_mask(f"{stamp}  {message}" if stamp else message))
+    return lines
+
+
+# --- mlops call ------------------------------------------------------------------------------------------------------
+
+def parse_data(value: str | None) -> dict:
+    """--data: inline JSON, @file or @- (stdin); a JSON object, as CDF passes it to the function."""
+    if value is None:
+        return {}
+    source = "--data"
+    text = value
+    if value.startswith("@"):
+        name = value[1:]
+        source = f"--data {value}"
+        try:
+            text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"option --data: cannot read {name}: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"option {source}: not valid JSON: {e.msg} at line {e.lineno} column {e.colno} "
+                         f"(char {e.pos})") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"option {source}: must be a JSON object ({{...}}), got {type(data).__name__}")
+    return data
+
+
+def _wait(call, timeout: float):
+    deadline = time.monotonic() + timeout
+    pause = 0.2
+    while call.status == "Running" and time.monotonic() < deadline:
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))  # polling CDF: no completion push exists
+        pause = min(pause * 1.5, 3.0)
+        call.update()
+    return call
+
+
+def _start_call(client, model, service, env, data):
+    """Call the answering function; if it vanished in between (a deploy swapped it), look again once."""
+    from cognite.client.exceptions import CogniteAPIError
+
+    fn = callable_function(client, model, service, env)
+    try:
+        return fn, client.functions.call(id=fn.id, data=data, wait=False)
+    except CogniteAPIError as first:
+        again = callable_function(client, model, service, env)
+        if again.id == fn.id:
+            raise MlopsError(f"calling {fn.external_id} failed: {first.message}") from None
+        return again, client.functions.call(id=again.id, data=data, wait=False)
+
+
+@click.command()
+@click.argument("model")
+@click.option("--service", type=click.Choice(SERVICES), default="prediction", show_default=True)
+@click.option("--env", type=click.Choice(ENVS), help="Environment (default: ENV, else dev).")
+@click.option("--data", "data_text", metavar="JSON|@FILE",
+              help="Call data: a JSON object, @file.json or @- for stdin (default: {}).")
+@click.option("--timeout", type=click.FloatRange(min=0), default=600, show_default=True,
+              help="Seconds to wait for the call to finish.")
+@click.option("--compact", is_flag=True, help="Print the response on one line.")
+def call(model: str, service: str, env: str | None, data_text: str | None, timeout: float, compact: bool):
+    """Call a deployed service of MODEL and print its JSON response.
+
+    Exits 1 if the call fails or the service answers status "error" (the answer is still printed), 2 for bad
+    input such as --data that is not JSON.
+    """
+    model, env = _model(model), _env(env)
+    data = parse_data(data_text)
+    client = _client()
+    fn, started = _start_call(client, model, service, env, data)
+    done = _wait(started, timeout)
+    hint = f"mlops logs {model} --service {service} --env {env} --call {done.id}"
+    if done.status == "Running":
+        raise MlopsError(f"call {done.id} of {fn.external_id} is still running after {timeout:g} s; "
+                         f"see it later with `{hint}`")
+    if done.status != "Completed":
+        error = done.error or {}
+        tail = _log_lines(done)[-LOG_TAIL:]
+        reason = error.get("message") or ("the function ran out of time" if done.status == "Timeout" else "")
+        raise MlopsError(
+            f"call {done.id} of {fn.external_id} {done.status}" + (f": {_mask(reason)}" if reason else "")
+            + (f"\nlast {len(tail)} log lines:\n" + "\n".join(f"  {line}" for line in tail) if tail else "")
+            + f"\nall logs: `{hint}`"
+        )
+    response = done.get_response()
+    text = json.dumps(response, separators=(",", ":")) if compact else json.dumps(response, indent=2)
+    click.echo(_mask(text))
+    if isinstance(response, dict) and response.get("status") == "error":
+        raise MlopsError(f"{model} {service} in {env} answered status \"error\": {response.get('message', '')}")
+
+
+# --- mlops status ----------------------------------------------------------------------------------------------------
+
+def deployed_services(client, env: str | None = None) -> list[dict]:
+    """One row per deployed service: the live function, or the newest standby when the live one is missing."""
+    groups: dict[tuple, dict] = {}
+    for fn in client.functions.list(limit=FUNCTIONS_LIMIT):
+        meta = _meta(fn)
+        key = (meta.get("mlops_model"), meta.get("mlops_service"), meta.get("mlops_env"))
+        if not all(key) or (env and key[2] != env):
+            continue
+        group = groups.setdefault(key, {"live": None, "standbys": []})
+        base = live_external_id(*key)
+        if fn.external_id == base:
+            group["live"] = fn
+        elif (fn.external_id or "").startswith(base + "-"):
+            group["standbys"].append(fn)
+    rows = []
+    order = {e: i for i, e in enumerate(ENVS)}
+    for (model, service, env_), group in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], order.get(kv[0][2], 9))):
+        standbys = sorted(group["standbys"], key=_deployed_at, reverse=True)
+        fn = group["live"] or (standbys[0] if standbys else None)
+        if fn is None:
+            continue
+        meta = _meta(fn)
+        newest = last_call(client, fn.id)
+        rows.append({
+            "model": model, "service": service, "env": env_, "function": fn.external_id, "function_id": fn.id,
+            "standby": group["live"] is None, "standbys": len(standbys), "status": fn.status,
+            "version": meta.get("mlops_version", ""), "model_id": meta.get("mlops_model_id", ""),
+            "hash": meta.get("mlops_hash", ""), "git_commit": meta.get("mlops_git_commit", ""),
+            "deployed_at": meta.get("mlops_deployed_at", ""), "deployed_by": meta.get("mlops_deployed_by", ""),
+            "last_call": None if newest is None else {
+                "id": newest.id, "time": _when(newest.start_time), "status": newest.status},
+        })
+    return rows
+
+
+@click.command()
+@click.option("--env", type=click.Choice(ENVS), help="Only this environment (default: all).")
+@click.option("--json", "as_json", is_flag=True, help="Print the services as JSON.")
+def status(env: str | None, as_json: bool):
+    """Deployed services: version, code hash, when and by whom deployed, function status and last call."""
+    rows = deployed_services(_client(), env)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo(f"no mlops services deployed{f' in {env}' if env else ''}")
+        return
+    table = [["MODEL", "SERVICE", "ENV", "VERSION", "HASH", "DEPLOYED (UTC)", "BY", "STATUS", "LAST CALL (UTC)"]]
+    for r in rows:
+        last = r["last_call"]
+        table.append([
+            r["model"], r["service"], r["env"], r["model_id"] or r["version"] or "-", r["hash"][:10] or "-",
+            _short_iso(r["deployed_at"]), r["deployed_by"] or "-",
+            r["status"] + (" (standby)" if r["standby"] else ""),
+            f"{last['time']} {last['status']}" if last else "-",
+        ])
+    click.echo(_table(table))
+
+
+# --- mlops logs ------------------------------------------------------------------------------------------------------
+
+@click.command()
+@click.argument("model")
+@click.option("--service", type=click.Choice(SERVICES), default="prediction", show_default=True)
+@click.option("--env", type=click.Choice(ENVS), help="Environment (default: ENV, else dev).")
+@click.option("--call", "call_id", type=int, help="Call id (default: the newest call).")
+@click.option("--json", "as_json", is_flag=True, help="Print the call and its logs as JSON.")
+def logs(model: str, service: str, env: str | None, call_id: int | None, as_json: bool):
+    """Logs of a call of a deployed service: what the model printed, and the error of a failed call."""
+    model, env = _model(model), _env(env)
+    client = _client()
+    live, standbys = service_functions(client, model, service, env)
+    functions = [f for f in (live, *standbys) if f is not None]
+    if not functions:
+        raise _not_deployed(model, service, env)
+    found, owner = None, None
+    if call_id is not None:
+        for fn in functions:
+            found = client.functions.calls.retrieve(call_id=call_id, function_id=fn.id)
+            if found is not None:
+                owner = fn
+                break
+        if found is None:
+            raise MlopsError(f"no call {call_id} of {live_external_id(model, service, env)} or its standbys")
+    else:
+        for fn in functions:
+            newest = last_call(client, fn.id)
+            if newest is not None and (found is None or (newest.start_time or 0) > (found.start_time or 0)):
+                found, owner = newest, fn
+        if found is None:
+            raise MlopsError(f"{functions[0].external_id} has not been called yet: "
+                             f"`mlops call {model} --service {service} --env {env} --data ...`")
+    lines = _log_lines(found)
+    error = found.error or {}
+    if as_json:
+        click.echo(json.dumps({
+            "function": owner.external_id, "call_id": found.id, "status": found.status,
+            "start_time": _when(found.start_time), "end_time": _when(found.end_time),
+            "error": _mask(error.get("message", "")) if error else None, "logs": lines,
+        }, indent=2))
+        return
+    took = f", {(found.end_time - found.start_time) / 1000:.1f} s" if found.end_time and found.start_time else ""
+    _note(f"call {found.id} of {owner.external_id}: {found.status}, started {_when(found.start_time)} UTC{took}")
+    for line in lines:
+        click.echo(line)
+    if error.get("message"):
+        _note(f"error: {error['message']}")
+    if not lines:
+        _note("(no log lines)")
+
+
+# --- mlops history ---------------------------------------------------------------------------------------------------
+
+@click.command()
+@click.argument("model")
+@click.option("--env", type=click.Choice(ENVS), help="Only this environment (default: all).")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True, help="Newest records shown.")
+@click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
+def history(model: str, env: str | None, limit: int, as_json: bool):
+    """The audit trail of MODEL, newest first: deploys, rollbacks, promotions and training runs."""
+    from akerbp.mlops import audit
+
+    records = audit.history(_client(), _model(model), env=env, limit=limit)
+    if as_json:
+        click.echo(json.dumps(records, indent=2))
+        return
+    if not records:
+        click.echo(f"no audit records for {model}{f' in {env}' if env else ''}")
+        return
+    table = [["TIME (UTC)", "ACTION", "SERVICE", "ENV", "VERSION", "HASH", "OUTCOME", "WHO", "TOOK", "MESSAGE"]]
+    for r in records:
+        message = " ".join(r["message"].split())
+        table.append([
+            r["time"].replace("T", " ").rstrip("Z"), r["action"], r["service"] or "-", r["env"],
+            r["model_id"] or r["version"] or "-", r["hash"][:10] or "-", r["outcome"], r["who"] or "-",
+            f"{r['duration_s']} s" if r["duration_s"] else "-",
+            message if len(message) <= 60 else message[:57] + "...",
+        ])
+    click.echo(_table(table))

@@ -1,0 +1,121 @@
+"""`mlops init`: the scaffold is complete, valid, its model tests pass, and it never overwrites silently."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from akerbp.mlops.cli import main
+from akerbp.mlops.cli.init import DEFAULT_MODEL_NAME, MODEL_REPO, TEMPLATE_FILES, TEMPLATES
+from akerbp.mlops.settings import load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPECTED = {
+    "mlops_settings.py", ".gitignore", "README.md", "bitbucket-pipelines.yml", "deploy_prediction_service.sh",
+    "deploy_training_service.sh", "model_code/__init__.py", "model_code/model.py", "model_code/well_logs.py",
+    "model_code/test_model.py", "model_code/requirements.model", "model_artifact/model.json",
+}
+
+
+def run(*args, code=0):
+    result = CliRunner().invoke(main, ["init", *map(str, args)])
+    assert result.exit_code == code, (result.output, result.exception)
+    assert "Traceback" not in result.output
+    return result
+
+
+def files_under(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts and ".pytest_cache" not in p.parts}
+
+
+def test_init_creates_a_valid_repo_whose_model_tests_pass(tmp_path):
+    repo = tmp_path / "new-repo"
+    result = run(repo, "--model-name", "rhob")
+    assert files_under(repo) == EXPECTED
+    assert "cd " in result.stdout and "bash deploy_prediction_service.sh" in result.stdout
+    assert "mlops call rhob --data" in result.stdout
+    assert os.access(repo / "deploy_prediction_service.sh", os.X_OK)
+    assert ".mlops/" in (repo / ".gitignore").read_text().splitlines()
+    assert "mlops call rhob" in (repo / "README.md").read_text()
+
+    models = load_settings(repo / "mlops_settings.py", env="dev")
+    assert [m.model_name for m in models] == ["rhob"]
+    assert models[0].model_path == repo / "model_code" / "model.py" and models[0].has_local_artifacts
+
+    validated = subprocess.run([sys.executable, "-m", "akerbp.mlops.cli", "settings", "validate", "--file",
+                                str(repo / "mlops_settings.py"), "--env", "dev"],
+                               capture_output=True, text=True, cwd=tmp_path)
+    assert validated.returncode == 0, validated.stderr
+    assert "settings are valid" in validated.stdout
+
+    tested = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             "model_code/test_model.py"], capture_output=True, text=True, cwd=repo)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert " passed" in tested.stdout and "skipped" not in tested.stdout  # the artifact check ran too
+
+
+def test_init_defaults_to_the_working_directory_and_the_template_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run()
+    assert files_under(tmp_path) == EXPECTED
+    assert "cd " not in result.stdout
+    assert [m.model_name for m in load_settings(tmp_path / "mlops_settings.py")] == [DEFAULT_MODEL_NAME]
+
+
+def test_init_refuses_to_overwrite_without_force(tmp_path):
+    (tmp_path / "model_code").mkdir()
+    (tmp_path / "model_code" / "model.py").write_text("# mine\n")
+    (tmp_path / "README.md").write_text("mine\n")
+    (tmp_path / "notes.txt").write_text("unrelated\n")
+    refused = run(tmp_path, code=2)
+    assert "model_code/model.py" in refused.stderr and "README.md" in refused.stderr and "--force" in refused.stderr
+    assert "mlops_settings.py" not in refused.stderr
+    assert files_under(tmp_path) == {"model_code/model.py", "README.md", "notes.txt"}  # nothing written
+    assert (tmp_path / "README.md").read_text() == "mine\n"
+
+    forced = run(tmp_path, "--force")
+    assert "overwrote" in forced.stdout and "README.md" in forced.stdout
+    assert files_under(tmp_path) == EXPECTED | {"notes.txt"}
+    assert (tmp_path / "model_code" / "model.py").read_bytes() == (ROOT / "model_code" / "model.py").read_bytes()
+
+
+def test_init_refuses_what_even_force_must_not_touch(tmp_path):
+    (tmp_path / "mlops_settings.yaml").write_text("models: []\n")
+    (tmp_path / "README.md").mkdir()
+    refused = run(tmp_path, "--force", code=2)
+    assert "mlops_settings.yaml" in refused.stderr and "README.md" in refused.stderr
+    assert not (tmp_path / "mlops_settings.py").exists()
+
+
+@pytest.mark.parametrize("name", ["Bad", "1model", "has-dash", "x" * 41])
+def test_init_rejects_a_bad_model_name(tmp_path, name):
+    assert "is not a model name" in run(tmp_path, "--model-name", name, code=2).stderr
+    assert files_under(tmp_path) == set()
+
+
+def test_templates_equal_the_repo_model_files():
+    """The copies shipped in the package are the repo's template model: edit model_code/ and copy it over."""
+    for folder in ("model_code", "model_artifact"):
+        assert files_under(MODEL_REPO / folder) == files_under(ROOT / folder), folder
+        for name in files_under(ROOT / folder):
+            assert (MODEL_REPO / folder / name).read_bytes() == (ROOT / folder / name).read_bytes(), \
+                f"akerbp/mlops/templates/model_repo/{folder}/{name} differs from {folder}/{name}: copy it over"
+    copied = {target for _, target in TEMPLATE_FILES if target.startswith(("model_code/", "model_artifact/"))}
+    assert copied == {f"{folder}/{name}" for folder in ("model_code", "model_artifact")
+                      for name in files_under(ROOT / folder)}
+    for source, _ in TEMPLATE_FILES:
+        assert (TEMPLATES / source).is_file(), source
+
+
+def test_default_model_name_is_the_repo_template_models():
+    """`mlops init` names the template model as the framework repo's own settings do."""
+    root_settings = [ROOT / name for name in ("mlops_settings.py", "mlops_settings.yaml") if (ROOT / name).is_file()]
+    if not root_settings:
+        pytest.skip("the framework repo has no mlops_settings file")
+    names = [m.model_name for m in load_settings(root_settings[0]) if m.model_file == "model_code/model.py"]
+    assert DEFAULT_MODEL_NAME in names, f"root settings name the template model {names}; align DEFAULT_MODEL_NAME"
