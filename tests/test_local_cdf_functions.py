@@ -175,6 +175,13 @@ def test_duplicate_function_external_id_and_limits(tmp_path):
         assert client.functions.status().status == "activated"
 
 
+def test_list_all_functions_and_schedules(client, tmp_path):
+    fn = deploy(client, tmp_path, ECHO)
+    client.functions.schedules.create(name="s", cron_expression="0 * * * *", function_id=fn.id)
+    assert [f.external_id for f in client.functions.list(limit=None)] == ["fn"]
+    assert [s.name for s in client.functions.schedules.list(limit=None)] == ["s"]
+
+
 def test_delete_function(client, tmp_path):
     fn = deploy(client, tmp_path, ECHO)
     client.functions.delete(external_id="fn")

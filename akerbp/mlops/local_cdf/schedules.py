@@ -24,7 +24,7 @@ routes = Router()
 KIND = "schedules"
 FIELDS = {"name": str, "functionId": int, "functionExternalId": str, "cronExpression": str, "description": str,
           "data": (dict, list, str, int, float, bool), "nonce": str}
-SCHEDULES = Kind(KIND, "Function schedules",
+SCHEDULES = Kind(KIND, "Function schedules", max_limit=10_000,
                  filters={"name": eq("name"), "functionId": eq("functionId"), "cronExpression": eq("cronExpression"),
                           "functionExternalId": eq("functionExternalId"), "createdTime": time_range("createdTime")})
 
