@@ -19,7 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from akerbp.mlops import __version__, model_manager as mm
+from akerbp.mlops import __version__, model_manager as mm, registry_index
 from akerbp.mlops.local_cdf import LocalCDF
 
 MODEL, ENV = "bench", "dev"
@@ -54,18 +54,18 @@ def fill(client, n: int) -> float:
     """n uploaded versions plus their block markers, as upload_new_model_version would leave them."""
     content = b"tiny archive"
     sha = hashlib.sha256(content).hexdigest()
-    data_set_id = mm._data_set_id(client, "mlops")
+    data_set_id = registry_index.ensure_data_set(client, "mlops")
 
     def version(v: int):
         client.files.upload_bytes(
-            content, name=f"{MODEL}-{ENV}-{v}.tar.gz", external_id=mm.version_xid(MODEL, ENV, v),
+            content, name=f"{MODEL}-{ENV}-{v}.tar.gz", external_id=registry_index.version_xid(MODEL, ENV, v),
             directory=mm.DIRECTORY, data_set_id=data_set_id,
             metadata={"version": str(v), "model_name": MODEL, "env": ENV, "sha256": sha, "size": str(len(content)),
                       "created_by": "benchmark", "git_commit": "", "framework_version": __version__},
         )
 
     start = time.perf_counter()
-    mm._ensure_markers(client, MODEL, ENV, 0, n // mm.BLOCK, data_set_id)
+    registry_index.ensure_markers(client, MODEL, ENV, 0, n // registry_index.BLOCK, data_set_id)
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(version, range(1, n + 1)))
     return time.perf_counter() - start

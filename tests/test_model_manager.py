@@ -1,6 +1,7 @@
 """The model registry against a real local CDF over HTTP with the real cognite-sdk (fixtures in conftest.py)."""
 from __future__ import annotations
 
+import ast
 import io
 import json
 import os
@@ -381,3 +382,18 @@ def test_model_manager_imports_only_what_a_function_bundle_holds():
             "or m.startswith(('akerbp.mlops.cdf', 'akerbp.mlops.cli', 'akerbp.mlops.settings'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_registry_index_imports_only_the_stdlib_cognite_sdk_and_errors():
+    """model_manager needs it in every function bundle: it must not drag in anything a bundle lacks."""
+    import akerbp.mlops.registry_index as index
+
+    imported = []
+    for node in ast.walk(ast.parse(Path(index.__file__).read_text())):
+        if isinstance(node, ast.Import):
+            imported += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            imported.append("." * node.level + (node.module or ""))
+    others = [name for name in imported if name.split(".")[0] not in sys.stdlib_module_names
+              and name.split(".")[0] not in ("__future__", "cognite") and name != "akerbp.mlops.errors"]
+    assert imported and others == []

@@ -11,9 +11,11 @@ A version is one deterministic tar.gz of an artifact folder, stored as the file 
   `mlops-index/{model}/{env}/{k}` exists for every k <= max_version // 100 (created before a version in block k).
   Latest = find the highest marker by probing ids in one `files/byids` request (exponential/binary search beyond
   256 markers), then probe the 100 ids of that block: 2 requests up to 25,600 versions, whatever the total.
+  The ids, the markers, the data set and that lookup are in registry_index.py; archives in registry_archive.py.
 
 Also bundled into deployed CDF Functions (the training service uploads from there): imports only the stdlib,
-cognite-sdk, akerbp.mlops.errors and registry_archive. Pass `client=`; without one, cdf.client.get_client() is used.
+cognite-sdk, akerbp.mlops.errors, registry_archive and registry_index. Pass `client=`; without one,
+cdf.client.get_client() is used.
 """
 from __future__ import annotations
 
@@ -32,6 +34,18 @@ from cognite.client.exceptions import CogniteDuplicatedError, CogniteException
 
 from akerbp.mlops.errors import MlopsError, UsageError
 from akerbp.mlops.registry_archive import archive_folder, extract_archive, sha256_file
+from akerbp.mlops.registry_index import (
+    BLOCK,
+    ensure_data_set,
+    ensure_markers,
+    highest_marker,
+    is_ready,
+    is_tombstone,
+    latest_file,
+    scan_down,
+    version_xid,
+)
+from akerbp.mlops.registry_index import DENSE_MARKERS, INDEX_DIRECTORY, MAX_PROBE, marker_xid  # noqa: F401 -- re-exported
 
 try:
     from akerbp.mlops import __version__ as FRAMEWORK_VERSION
@@ -40,10 +54,6 @@ except ImportError:  # a function bundle without the package __init__
 
 ENVS = ("dev", "test", "prod")
 DIRECTORY = "/mlops"
-INDEX_DIRECTORY = "/mlops/index"
-BLOCK = 100  # versions per block marker
-DENSE_MARKERS = 256  # markers probed one by one in the first request
-MAX_PROBE = 1000  # ids per files/byids request (the API limit)
 MAX_CLAIM_ATTEMPTS = 1000
 # CDF Files metadata limits (API spec, FilesMetadataField): checked before anything is created.
 MAX_KEYS, MAX_KEY_BYTES, MAX_VALUE_BYTES, MAX_TOTAL_BYTES = 256, 128, 10240, 10240
@@ -56,14 +66,6 @@ Progress = Callable[[str, int], None]  # (message, bytes concerned): the CLI dec
 
 
 # -- names and checks ---------------------------------------------------------------------------------------
-def version_xid(model_name: str, env: str, version: int) -> str:
-    return f"{model_name}/{env}/{version}"
-
-
-def marker_xid(model_name: str, env: str, block: int) -> str:
-    return f"mlops-index/{model_name}/{env}/{block}"  # '-' cannot occur in a model name: no clash with versions
-
-
 def _check_model_env(model_name: str, env: str | None) -> None:
     if not isinstance(model_name, str) or not _MODEL_RE.match(model_name):
         raise UsageError(f"model name {model_name!r} is invalid: use letters, digits and underscores only")
@@ -177,14 +179,6 @@ def _say(progress: Progress | None, message: str, nbytes: int = 0) -> None:
 
 
 # -- file objects -> version info ---------------------------------------------------------------------------
-def _is_tombstone(f) -> bool:
-    return (f.metadata or {}).get("deleted") == "true"
-
-
-def _is_ready(f) -> bool:
-    return bool(f.uploaded) and not _is_tombstone(f)
-
-
 def _info(f) -> dict:
     model_name, env, version = _XID_RE.match(f.external_id).groups()
     md = dict(f.metadata or {})
@@ -217,91 +211,6 @@ def _how_to_get(model_name: str, env: str) -> str:
     previous = ENVS[ENVS.index(env) - 1]
     promote = f"promote one: mlops models promote {model_name} --version N --to {env} (from {previous})"
     return promote if env == "prod" else f"{upload}, or {promote}"
-
-
-# -- finding the highest version without listing them all ---------------------------------------------------
-def _probe(client, xids: list[str]) -> dict[str, Any]:
-    found = {}
-    for i in range(0, len(xids), MAX_PROBE):
-        chunk = xids[i:i + MAX_PROBE]
-        for f in client.files.retrieve_multiple(external_ids=chunk, ignore_unknown_ids=True):
-            found[f.external_id] = f
-    return found
-
-
-def _highest_marker(client, model_name: str, env: str) -> int:
-    """The highest block marker k (markers 0..k all exist), -1 when the model has no version in env."""
-    candidates = list(range(DENSE_MARKERS)) + [DENSE_MARKERS << i for i in range(40)]
-    present, absent = {-1}, set()
-    while True:
-        found = _probe(client, [marker_xid(model_name, env, k) for k in candidates])
-        for k in candidates:
-            (present if marker_xid(model_name, env, k) in found else absent).add(k)
-        lo = max(present)
-        hi = min((k for k in absent if k > lo), default=None)
-        if hi is None:  # every probe so far exists: double beyond the highest
-            candidates = [lo + (1 << i) for i in range(40)]
-        elif hi - lo <= 1:
-            return lo
-        elif hi - lo - 1 <= MAX_PROBE:
-            candidates = list(range(lo + 1, hi))
-        else:
-            step = (hi - lo - 1) / MAX_PROBE
-            candidates = sorted({lo + 1 + int(i * step) for i in range(MAX_PROBE)})
-
-
-def _scan_down(client, model_name: str, env: str, accept: Callable, top_block: int):
-    """The highest version accepted by `accept`, probing block by block downwards from top_block."""
-    block, span = top_block, 1
-    while block >= 0:
-        first = max(1, (block - span + 1) * BLOCK)
-        last = (block + 1) * BLOCK - 1
-        xids = [version_xid(model_name, env, v) for v in range(last, first - 1, -1)]
-        found = _probe(client, xids)
-        for xid in xids:
-            if xid in found and accept(found[xid]):
-                return found[xid]
-        block -= span
-        span = min(span * 2, MAX_PROBE // BLOCK)  # empty blocks below (tombstones, crashes): widen the window
-    return None
-
-
-def _latest_file(client, model_name: str, env: str):
-    top = _highest_marker(client, model_name, env)
-    return _scan_down(client, model_name, env, _is_ready, top) if top >= 0 else None
-
-
-def _data_set_id(client, external_id: str) -> int:
-    """The data set holding the model's files, created on first use (data sets cannot be deleted: no cleanup)."""
-    from cognite.client.data_classes import DataSetWrite
-
-    found = client.data_sets.retrieve(external_id=external_id)
-    if found is None:
-        try:
-            found = client.data_sets.create(
-                DataSetWrite(external_id=external_id, name=external_id, description="akerbp.mlops model artifacts")
-            )
-        except CogniteDuplicatedError:  # created concurrently
-            found = client.data_sets.retrieve(external_id=external_id)
-    return found.id
-
-
-def _ensure_markers(client, model_name: str, env: str, first: int, last: int, data_set_id: int | None) -> None:
-    """Create markers first..last in ascending order (so markers stay dense even if this process dies)."""
-    for block in range(first, last + 1):
-        try:
-            client.files.upload_bytes(
-                b"",
-                name=f"{model_name}-{env}-block-{block}",
-                external_id=marker_xid(model_name, env, block),
-                directory=INDEX_DIRECTORY,
-                metadata={"model_name": model_name, "env": env, "block": str(block),
-                          "covers": f"versions {block * BLOCK} to {block * BLOCK + BLOCK - 1}"},
-                data_set_id=data_set_id,
-                overwrite=False,
-            )
-        except CogniteDuplicatedError:
-            pass
 
 
 # -- the public API -----------------------------------------------------------------------------------------
@@ -338,7 +247,7 @@ def upload_new_model_version(
         archive = Path(tmp) / f"{model_name}.tar.gz"
         _say(progress, f"archiving {folder}")
         sha256, size, count = archive_folder(folder, archive)
-        data_set_id = _data_set_id(client, dataset)
+        data_set_id = ensure_data_set(client, dataset)
 
         def store(number: int):
             md = {**system, "version": str(number), "sha256": sha256, "size": str(size), **user}
@@ -349,12 +258,12 @@ def upload_new_model_version(
                 overwrite=False,
             )
 
-        top = _highest_marker(client, model_name, env)
-        highest = _scan_down(client, model_name, env, lambda f: True, top) if top >= 0 else None
+        top = highest_marker(client, model_name, env)
+        highest = scan_down(client, model_name, env, lambda f: True, top) if top >= 0 else None
         number = _info(highest)["version"] + 1 if highest is not None else 1
         for _ in range(MAX_CLAIM_ATTEMPTS):
             if number // BLOCK > top:
-                _ensure_markers(client, model_name, env, top + 1, number // BLOCK, data_set_id)
+                ensure_markers(client, model_name, env, top + 1, number // BLOCK, data_set_id)
                 top = number // BLOCK
             try:
                 created = store(number)
@@ -384,7 +293,7 @@ def list_model_versions(model_name: str | None = None, env: str | None = None, *
     result = []
     for f in files:
         match = _XID_RE.match(f.external_id or "")
-        if match and (env is None or match.group(2) == env) and _is_ready(f):
+        if match and (env is None or match.group(2) == env) and is_ready(f):
             result.append(_info(f))
     result.sort(key=lambda i: (i["model_name"], ENVS.index(i["env"]), i["version"]))
     return result
@@ -392,7 +301,7 @@ def list_model_versions(model_name: str | None = None, env: str | None = None, *
 
 def _get_file(client, model_name: str, env: str, version):
     if version is None:
-        found = _latest_file(client, model_name, env)
+        found = latest_file(client, model_name, env)
         if found is None:
             raise MlopsError(f"model {model_name} has no version in {env}: {_how_to_get(model_name, env)}")
         return found
@@ -401,7 +310,7 @@ def _get_file(client, model_name: str, env: str, version):
     found = client.files.retrieve(external_id=xid)
     if found is None:
         raise MlopsError(f"{xid} does not exist: {_how_to_get(model_name, env)}")
-    if _is_tombstone(found):
+    if is_tombstone(found):
         md = found.metadata
         raise MlopsError(f"{xid} was deleted ({md.get('deleted_at', '?')} by {md.get('deleted_by', '?')})")
     if not found.uploaded:
@@ -460,7 +369,7 @@ def _previous_env(env: str) -> str:
 def _settle_existing(existing, source, target_xid: str) -> dict | None:
     """An existing target: same bytes -> no-op info; an interrupted copy of it -> None (redo); else refuse."""
     md = existing.metadata or {}
-    if _is_tombstone(existing):
+    if is_tombstone(existing):
         raise MlopsError(
             f"{target_xid} was deleted and version numbers are never reused: upload a new version and promote it"
         )
@@ -504,9 +413,9 @@ def promote_model(
     with tempfile.TemporaryDirectory(prefix="mlops-promote-") as tmp:
         archive = Path(tmp) / "artifact.tar.gz"
         _fetch_verified(client, source, archive, progress)
-        top = _highest_marker(client, model_name, to_env)
+        top = highest_marker(client, model_name, to_env)
         if number // BLOCK > top:
-            _ensure_markers(client, model_name, to_env, top + 1, number // BLOCK, source.data_set_id)
+            ensure_markers(client, model_name, to_env, top + 1, number // BLOCK, source.data_set_id)
         _say(progress, f"uploading {target_xid}", int(md.get("size") or 0))
         upload = functools.partial(
             client.files.upload, archive, external_id=target_xid, name=f"{model_name}-{to_env}-{number}.tar.gz",
@@ -541,7 +450,7 @@ def delete_model_version(
     found = client.files.retrieve(external_id=xid)
     if found is None:
         raise MlopsError(f"{xid} does not exist")
-    if _is_tombstone(found):
+    if is_tombstone(found):
         raise MlopsError(f"{xid} is already deleted")
     info = _info(found)
     tombstone = {"version": str(number), "model_name": model_name, "env": env, "deleted": "true",

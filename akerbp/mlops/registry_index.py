@@ -1,0 +1,125 @@
+"""Where the registry's versions are (ids, markers, data set) and which is the latest, without listing them all.
+
+Version N of a model in an environment is the CDF file with external id `{model}/{env}/{N}`. Numbers can be sparse
+(promotion keeps N), so each (model, env) also keeps dense *block markers*: the file `mlops-index/{model}/{env}/{k}`
+exists for every k <= max_version // BLOCK, created before any version in block k. The latest version is found by
+probing for the highest marker in one `files/byids` request (exponential/binary search beyond DENSE_MARKERS), then
+probing the ids of that block downwards: 2 requests up to 25,600 versions, whatever the total.
+
+Bundled into deployed CDF Functions with model_manager.py: imports only the stdlib and cognite-sdk.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from cognite.client.exceptions import CogniteDuplicatedError
+
+INDEX_DIRECTORY = "/mlops/index"
+BLOCK = 100  # versions per block marker
+DENSE_MARKERS = 256  # markers probed one by one in the first request
+MAX_PROBE = 1000  # ids per files/byids request (the API limit)
+
+
+def version_xid(model_name: str, env: str, version: int) -> str:
+    return f"{model_name}/{env}/{version}"
+
+
+def marker_xid(model_name: str, env: str, block: int) -> str:
+    return f"mlops-index/{model_name}/{env}/{block}"  # '-' cannot occur in a model name: no clash with versions
+
+
+def is_tombstone(f) -> bool:
+    """A deleted version: its number stays taken (metadata deleted="true", no content)."""
+    return (f.metadata or {}).get("deleted") == "true"
+
+
+def is_ready(f) -> bool:
+    """A usable version: fully uploaded and not deleted."""
+    return bool(f.uploaded) and not is_tombstone(f)
+
+
+def probe(client, xids: list[str]) -> dict[str, Any]:
+    """The files among `xids` that exist, by external id, in as few requests as the API allows."""
+    found = {}
+    for i in range(0, len(xids), MAX_PROBE):
+        chunk = xids[i:i + MAX_PROBE]
+        for f in client.files.retrieve_multiple(external_ids=chunk, ignore_unknown_ids=True):
+            found[f.external_id] = f
+    return found
+
+
+def highest_marker(client, model_name: str, env: str) -> int:
+    """The highest block marker k (markers 0..k all exist), -1 when the model has no version in env."""
+    candidates = list(range(DENSE_MARKERS)) + [DENSE_MARKERS << i for i in range(40)]
+    present, absent = {-1}, set()
+    while True:
+        found = probe(client, [marker_xid(model_name, env, k) for k in candidates])
+        for k in candidates:
+            (present if marker_xid(model_name, env, k) in found else absent).add(k)
+        lo = max(present)
+        hi = min((k for k in absent if k > lo), default=None)
+        if hi is None:  # every probe so far exists: double beyond the highest
+            candidates = [lo + (1 << i) for i in range(40)]
+        elif hi - lo <= 1:
+            return lo
+        elif hi - lo - 1 <= MAX_PROBE:
+            candidates = list(range(lo + 1, hi))
+        else:
+            step = (hi - lo - 1) / MAX_PROBE
+            candidates = sorted({lo + 1 + int(i * step) for i in range(MAX_PROBE)})
+
+
+def scan_down(client, model_name: str, env: str, accept: Callable, top_block: int):
+    """The highest version accepted by `accept`, probing block by block downwards from top_block."""
+    block, span = top_block, 1
+    while block >= 0:
+        first = max(1, (block - span + 1) * BLOCK)
+        last = (block + 1) * BLOCK - 1
+        xids = [version_xid(model_name, env, v) for v in range(last, first - 1, -1)]
+        found = probe(client, xids)
+        for xid in xids:
+            if xid in found and accept(found[xid]):
+                return found[xid]
+        block -= span
+        span = min(span * 2, MAX_PROBE // BLOCK)  # empty blocks below (tombstones, crashes): widen the window
+    return None
+
+
+def latest_file(client, model_name: str, env: str):
+    """The file of the latest usable version, None when there is none."""
+    top = highest_marker(client, model_name, env)
+    return scan_down(client, model_name, env, is_ready, top) if top >= 0 else None
+
+
+def ensure_data_set(client, external_id: str) -> int:
+    """The id of the data set holding the model's files, created on first use (data sets cannot be deleted: no
+    cleanup)."""
+    from cognite.client.data_classes import DataSetWrite
+
+    found = client.data_sets.retrieve(external_id=external_id)
+    if found is None:
+        try:
+            found = client.data_sets.create(
+                DataSetWrite(external_id=external_id, name=external_id, description="akerbp.mlops model artifacts")
+            )
+        except CogniteDuplicatedError:  # created concurrently
+            found = client.data_sets.retrieve(external_id=external_id)
+    return found.id
+
+
+def ensure_markers(client, model_name: str, env: str, first: int, last: int, data_set_id: int | None) -> None:
+    """Create markers first..last in ascending order (so markers stay dense even if this process dies)."""
+    for block in range(first, last + 1):
+        try:
+            client.files.upload_bytes(
+                b"",
+                name=f"{model_name}-{env}-block-{block}",
+                external_id=marker_xid(model_name, env, block),
+                directory=INDEX_DIRECTORY,
+                metadata={"model_name": model_name, "env": env, "block": str(block),
+                          "covers": f"versions {block * BLOCK} to {block * BLOCK + BLOCK - 1}"},
+                data_set_id=data_set_id,
+                overwrite=False,
+            )
+        except CogniteDuplicatedError:
+            pass
