@@ -1,10 +1,13 @@
-"""What files, events, time series and data sets share: byids, filtered cursor lists, updates and deletes.
+"""What files, events, time series and data sets share: byids, filtered cursor lists, updates and deletes; and
+what events and time series share: sorted lists, counts and the dataSetId check.
 
 Filters compile to SQL over the stored JSON bodies (SQLite's json_extract), so a list of 10,000 files with a
-metadata filter is one indexed scan, not 10,000 decoded bodies.
+metadata filter is one indexed scan, not 10,000 decoded bodies. The store pages in id order only; a sorted list
+therefore reads every matching body, sorts in Python and pages with an offset cursor: O(matching bodies) per page.
 """
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -196,3 +199,89 @@ class Kind:
                 raise bad_request(f"Field '{where}': add and remove must be arrays")
             current = [v for v in current if v not in remove] + [v for v in add if v not in current]
         body[name] = current
+
+
+# -- shared by events and time series ----------------------------------------------------------------------
+def check_data_set(ctx: Ctx, body: dict, where: str) -> None:
+    """CDF refuses a dataSetId that does not exist instead of storing a dangling reference."""
+    ds = body.get("dataSetId")
+    if ds is not None and ctx.store.get(ctx.project, "datasets", ds) is None:
+        raise bad_request(f"Field '{where}.dataSetId': data set {ds} does not exist")
+
+
+def sorted_list(ctx: Ctx, kind: Kind, body: dict, sortable: set[str]) -> dict:
+    """A list with CDF's `sort` (events, time series): reads all matches, sorts, pages by offset."""
+    check(body, {"filter": dict, "limit": int, "cursor": str, "sort": list, "partition": str}, "")
+    if body.get("partition") is not None:
+        raise bad_request("Fields 'sort' and 'partition' cannot be used together")
+    specs = _sort_specs(body["sort"], sortable)
+    where, params = kind.compile_filter(ctx, body.get("filter"))
+    rows, _ = ctx.store.query(ctx.project, kind.kind, [where] if where else [], params)
+    for prop, desc, nulls_first in reversed(specs):  # stable sorts, least significant key first
+        rows = _sort_by(rows, prop, desc, nulls_first)
+    size, offset = limit(body, maximum=kind.max_limit), _offset(body.get("cursor"))
+    page = rows[offset:offset + size]
+    more = offset + size < len(rows)
+    return {"items": [kind.view(b) for b in page], "nextCursor": _cursor(offset + size) if more else None}
+
+
+def _sort_specs(raw: list, sortable: set[str]) -> list[tuple[list[str], bool, bool]]:
+    if not 1 <= len(raw) <= 2:
+        raise bad_request("Field 'sort' must have 1 or 2 items")
+    specs = []
+    for i, spec in enumerate(raw):
+        where = f"sort[{i}]"
+        check(spec, {"property": list, "order": str, "nulls": str}, where, required=("property",))
+        prop = spec["property"]
+        valid = (len(prop) == 1 and prop[0] in sortable) or (
+            len(prop) == 2 and prop[0] == "metadata" and isinstance(prop[1], str))
+        if not valid:
+            raise bad_request(f"Field '{where}.property' cannot sort on {prop!r} (sortable: "
+                              f"{', '.join(sorted(sortable))}, or ['metadata', key])")
+        order, nulls = spec.get("order") or "asc", spec.get("nulls") or "auto"
+        if order not in ("asc", "desc"):
+            raise bad_request(f"Field '{where}.order' must be 'asc' or 'desc', got {order!r}")
+        if nulls not in ("auto", "first", "last"):
+            raise bad_request(f"Field '{where}.nulls' must be 'auto', 'first' or 'last', got {nulls!r}")
+        desc = order == "desc"
+        # auto: nulls count as the largest value, so they come last ascending and first descending.
+        specs.append((prop, desc, nulls == "first" or (nulls == "auto" and desc)))
+    return specs
+
+
+def _sort_by(rows: list[dict], prop: list[str], desc: bool, nulls_first: bool) -> list[dict]:
+    def value(row):
+        for part in prop:
+            row = row.get(part) if isinstance(row, dict) else None
+        return row
+
+    present = [r for r in rows if value(r) is not None]
+    missing = [r for r in rows if value(r) is None]
+    present.sort(key=value, reverse=desc)
+    return missing + present if nulls_first else present + missing
+
+
+def _cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"sorted:{offset}".encode()).decode()
+
+
+def _offset(cursor: str | None) -> int:
+    if not cursor:
+        return 0
+    try:
+        tag, offset = base64.urlsafe_b64decode(cursor.encode()).decode().split(":")
+        if tag == "sorted":
+            return int(offset)
+    except ValueError:
+        pass
+    raise bad_request(f"Invalid cursor for a sorted list: {cursor!r}")
+
+
+def aggregate_count(ctx: Ctx, kind: Kind) -> dict:
+    """Only `count` with a simple filter (client.<api>.aggregate_count()); no advancedFilter or properties."""
+    check(ctx.body, {"filter": dict, "aggregate": str}, "")
+    if ctx.body.get("aggregate", "count") != "count":
+        raise bad_request(f"The local CDF supports only aggregate 'count', got {ctx.body['aggregate']!r}")
+    where, params = kind.compile_filter(ctx, ctx.body.get("filter"))
+    rows, _ = ctx.store.query(ctx.project, kind.kind, [where] if where else [], params)
+    return {"items": [{"count": len(rows)}]}

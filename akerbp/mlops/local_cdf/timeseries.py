@@ -10,8 +10,8 @@ from typing import Any
 from . import datapoints
 from .app import Ctx, Router
 from .errors import bad_request
-from .events import aggregate_count, check_data_set, sorted_list
-from .resources import Kind, data_set_ids, eq, metadata, prefix, time_range
+from .resources import (Kind, aggregate_count, check_data_set, data_set_ids, eq, metadata, prefix, sorted_list,
+                        time_range)
 from .store import public
 from .validation import check, items, metadata_limits, text_limit
 
