@@ -44,7 +44,7 @@ def build_function_folder(dest: Path, *, service="prediction", settings=None, fi
         shutil.copytree(REPO / "model_artifact", dest / "artifact", ignore=IGNORE)
     bundled = dest / "akerbp" / "mlops"
     bundled.mkdir(parents=True)
-    for name in ("__init__.py", "errors.py", "model_manager.py", "registry_archive.py"):
+    for name in ("__init__.py", "errors.py", "model_manager.py", "registry_archive.py", "registry_index.py"):
         if (MLOPS / name).is_file():
             shutil.copy(MLOPS / name, bundled / name)
     for package in ("services", "utils"):
