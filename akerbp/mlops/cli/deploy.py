@@ -1,0 +1,104 @@
+"""`mlops deploy prediction|training` and `mlops rollback MODEL`.
+
+Progress and test output go to stderr as they happen; the summary table (or, with --json, one JSON document) goes
+to stdout at the end. Exit code 0 only when every model was deployed or unchanged; 1 when one failed; 2 for usage
+and settings errors.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+SERVICES = ("prediction", "training")
+ENVS = ("dev", "test", "prod")
+
+
+def _progress(message: str) -> None:
+    from akerbp.mlops.utils.logger import mask
+
+    click.echo(mask(message), err=True)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("service", type=click.Choice(SERVICES))
+@click.option("--model", "models", multiple=True, metavar="NAME",
+              help="Deploy only this model (repeatable; default: every model in the settings).")
+@click.option("--env", type=click.Choice(ENVS), help="Target environment (default: ENV, else dev).")
+@click.option("--dry-run", is_flag=True,
+              help="Run the model and service tests and print the plan; change nothing in CDF.")
+@click.option("--force", is_flag=True, help="Deploy even when the live function already runs the same content.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=900, show_default=True,
+              help="Seconds a model's deploy may take, waiting for CDF included.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
+def deploy(service, models, env, dry_run, force, timeout, as_json):
+    """Test, build and deploy the SERVICE (prediction or training) of the models in mlops_settings.
+
+    \b
+    Per model: model tests, artifacts (dev: the local artifact folder; test/prod: the pinned or latest registry
+    version), function folder, service test, change detection (unchanged content is not redeployed), then a
+    replacement that removes the live function only once its successor has built, a smoke call (failure rolls
+    back), and an audit event. ENV=dev goes to the local CDF unless LOCAL_DEPLOYMENT=True.
+    """
+    from akerbp.mlops.deployment import deploy as deployment
+
+    results = deployment.deploy(service, env=env, models=models, dry_run=dry_run, force=force, timeout=timeout,
+                                progress=_progress)
+    code = deployment.exit_code(results)
+    if as_json:
+        click.echo(json.dumps({"service": service, "env": results[0].env if results else env, "dry_run": dry_run,
+                               "ok": code == 0, "results": [r.as_dict() for r in results]}, indent=2))
+    else:
+        if dry_run:
+            click.echo(deployment.plan_text(results))
+            click.echo()
+        click.echo(deployment.summary_table(results))
+    sys.exit(code)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model")
+@click.option("--env", type=click.Choice(ENVS), help="Environment (default: ENV, else dev).")
+@click.option("--service", type=click.Choice(SERVICES), default="prediction", show_default=True)
+@click.option("--to-version", type=click.IntRange(min=1), metavar="N",
+              help="Roll back to the most recent kept deployment of artifact version N (default: the previous "
+                   "deployment).")
+@click.option("--list", "list_only", is_flag=True, help="List the kept deployments and change nothing.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=900, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+def rollback(model, env, service, to_version, list_only, timeout, as_json):
+    """Put a previous deployment of MODEL's service back live, from its kept code file (no tests, no rebuild).
+
+    The current deployment and the 2 before it are kept; rolling back twice returns to where you started.
+    """
+    from akerbp.mlops.deployment import rollback as rollbacks
+
+    if list_only:
+        from akerbp.mlops.cdf.client import get_environment
+
+        env = env or get_environment()
+        live, kept = rollbacks.deployments(model, env=env, service=service)
+        current = (live.metadata or {}).get("mlops_code_file") if live is not None else None
+        rows = [{**d.as_dict(), "live": str(d.file_id) == current} for d in kept]
+        if as_json:
+            click.echo(json.dumps(rows, indent=2))
+        elif not rows:
+            click.echo(f"no kept deployments of {rollbacks.model_function(model, service, env)}")
+        else:
+            for row in rows:
+                click.echo(f"{'*' if row['live'] else ' '} version {row['version'] or '-':<4} hash {row['hash'][:10]}  "
+                           f"deployed {row['deployed_at']} by {row['deployed_by'] or '?'}  "
+                           f"commit {row['git_commit'][:12] or '-'}")
+        return
+    result = rollbacks.rollback(model, env=env, service=service, to_version=to_version, timeout=timeout,
+                                progress=_progress)
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=2))
+    else:
+        to = result.to_deployment or {}
+        gap = f"; {result.function} could not be called for {result.gap_seconds:.2f} s" \
+            if result.gap_seconds is not None else ""
+        click.echo(f"{result.function} rolled back to version {to.get('version') or '-'} (hash "
+                   f"{to.get('hash', '')[:10]}, deployed by {to.get('deployed_by') or '?'}) in "
+                   f"{result.seconds:.1f} s{gap}")

@@ -1,0 +1,272 @@
+"""The function folder of one service: what CDF will run, built atomically, hashed and zipped deterministically.
+
+Folder layout (the contract services/runtime.py reads):
+
+    handler.py                    copy of akerbp/mlops/services/function_handler.py
+    mlops_service_settings.json   model name, service, env, model id, module, artifact folder, schema, ...
+    mlops_function.json           the function options (name, description, owner, metadata, env vars, cpu,
+                                  memory, runtime, secret NAMES): rollback recreates the function from it
+    requirements.txt              requirements.model minus akerbp.mlops (the runtime is bundled)
+    akerbp/mlops/...              the bundled runtime
+    <code folder>/...             the model code's top folder, common code included
+    artifact/...                  the model artifact (prediction only)
+
+The content hash covers every file of the folder (so the artifact, the model code, the runtime and the function
+options) plus a slow, salted digest of the secret values (a rotated secret redeploys; the digest stored in
+function metadata cannot be reversed into the secret). Same hash as the live function = nothing to deploy.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import stat
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import akerbp.mlops as mlops_package
+from akerbp.mlops.errors import MlopsError, UsageError
+
+HANDLER_FILE = "handler.py"
+SERVICE_SETTINGS_FILE = "mlops_service_settings.json"
+OPTIONS_FILE = "mlops_function.json"
+ARTIFACT_DIR = "artifact"
+RUNTIME_FILES = ("__init__.py", "errors.py", "model_manager.py", "audit.py")
+RUNTIME_PACKAGES = ("services", "utils")
+# Deploy-time modules a function must never carry (pydantic settings, CLI-side logic), even if named in a lazy import.
+NEVER_BUNDLED = ("settings", "settings_files", "pipeline")
+IGNORED = ("__pycache__", "*.pyc", "*.pyo", ".pytest_cache", ".mypy_cache", ".ipynb_checkpoints", ".DS_Store", ".git")
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+HASH_VERSION = b"akerbp.mlops function v1\0"
+# The mlops_* keys deploy adds to function metadata (see deploy.function_metadata); CDF allows 16 pairs in all.
+MLOPS_METADATA_KEYS = 10
+MAX_FUNCTION_METADATA = 16
+_FRAMEWORK_REQUIREMENT = re.compile(r"^\s*akerbp[._-]mlops\b", re.IGNORECASE)
+_ignore = shutil.ignore_patterns(*IGNORED)
+
+
+@dataclass
+class BuiltFolder:
+    path: Path
+    content_hash: str
+    options: dict
+    files: list[str] = field(default_factory=list)
+
+
+def function_options(settings, service: str, env: str) -> dict:
+    """What CDF needs besides the code: from the settings, never secret values (only their names)."""
+    info = settings.service_info(service)
+    user_metadata = dict(info.metadata)
+    clashing = sorted(k for k in user_metadata if k.startswith("mlops_"))
+    if clashing:
+        raise UsageError(
+            f"model '{settings.model_name}': field 'info.{service}.metadata': key(s) {', '.join(clashing)} start with "
+            "'mlops_', which the deploy step reserves: rename them"
+        )
+    room = MAX_FUNCTION_METADATA - MLOPS_METADATA_KEYS
+    if len(user_metadata) > room:
+        raise UsageError(
+            f"model '{settings.model_name}': field 'info.{service}.metadata' has {len(user_metadata)} pairs; "
+            f"the deploy step adds {MLOPS_METADATA_KEYS} mlops_* keys and CDF allows {MAX_FUNCTION_METADATA} per "
+            f"function: keep at most {room}"
+        )
+    xid = settings.function_external_id(service, env)
+    return {
+        "external_id": xid,
+        "name": f"{settings.human_friendly_model_name} ({service}, {env})"[:140],
+        "description": info.description or f"akerbp.mlops {service} service of {settings.model_name} ({env})",
+        "owner": info.owner,
+        "metadata": user_metadata,
+        "env_vars": dict(settings.env_vars),
+        "cpu": settings.cpu,
+        "memory": settings.memory,
+        "runtime": settings.python_version,
+        "function_path": HANDLER_FILE,
+        "secrets": list(settings.secrets),
+    }
+
+
+def requirements_txt(settings) -> str:
+    """requirements.model without the framework (bundled; pip would fetch another copy), plus jsonschema when an
+    input schema must be checked. cognite-sdk is preinstalled in CDF Functions."""
+    lines = settings.req_path.read_text(encoding="utf-8").splitlines()
+    kept = [line for line in lines if not _FRAMEWORK_REQUIREMENT.match(line)]
+    names = {re.split(r"[\s<>=!~\[;]", line.strip(), maxsplit=1)[0].lower().replace("_", "-")
+             for line in kept if line.strip() and not line.strip().startswith("#")}
+    if settings.input_schema and "jsonschema" not in names:
+        kept.append("jsonschema>=4.18  # added by akerbp.mlops: the input schema is checked in the function")
+    return "\n".join(kept).rstrip() + "\n"
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Top-level akerbp.mlops modules a file imports (at any depth of the code: lazy imports count)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_bytes(), filename=str(path))):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        for name in names:
+            parts = name.split(".")
+            if parts[:2] == ["akerbp", "mlops"] and len(parts) > 2:
+                found.add(parts[2])
+    return found
+
+
+def runtime_files() -> list[Path]:
+    """The bundled runtime: the services and utils packages, RUNTIME_FILES, and every top-level module of
+    akerbp.mlops they import, transitively (model_manager's helpers, audit, ...)."""
+    source = Path(mlops_package.__file__).resolve().parent
+    files = [p for package in RUNTIME_PACKAGES for p in sorted((source / package).rglob("*.py"))
+             if "__pycache__" not in p.parts]
+    queue = [source / name for name in RUNTIME_FILES if (source / name).is_file()] + files
+    seen = set()
+    while queue:
+        path = queue.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for module in _imported_modules(path):
+            candidate = source / f"{module}.py"
+            if candidate.is_file() and module not in NEVER_BUNDLED:
+                queue.append(candidate)
+    return sorted(seen)
+
+
+def _copy_runtime(dest: Path) -> None:
+    source = Path(mlops_package.__file__).resolve().parent
+    for path in runtime_files():
+        target = dest / "akerbp" / "mlops" / path.relative_to(source)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+    shutil.copy2(source / "services" / "function_handler.py", dest / HANDLER_FILE)
+
+
+def _service_settings(settings, service: str, env: str, model_id: str | None, schema: str | None) -> dict:
+    condition = settings.deployment_condition.model_dump() if settings.deployment_condition else None
+    return {
+        "model_name": settings.model_name,
+        "service": service,
+        "env": env,
+        "model_id": model_id,
+        "model_module": settings.module,
+        "artifact_folder": ARTIFACT_DIR if service == "prediction" else None,
+        "input_schema": schema,
+        "deployment_condition": condition,
+        "dataset": settings.dataset,
+        "secrets": list(settings.secrets),
+    }
+
+
+def _populate(dest: Path, settings, service: str, env: str, artifact: Path | None, model_id: str | None,
+              options: dict) -> None:
+    code = settings.code_folder
+    if code in ("akerbp", ARTIFACT_DIR) or code.startswith("mlops_") or code == HANDLER_FILE:
+        raise UsageError(
+            f"model '{settings.model_name}': field 'model_file': its top folder {code!r} clashes with the function "
+            "folder's own layout (akerbp/, artifact/): move the model code to another folder"
+        )
+    shutil.copytree(settings.root / code, dest / code, ignore=_ignore)
+    _copy_runtime(dest)
+    if service == "prediction":
+        if artifact is None or not Path(artifact).is_dir():
+            raise MlopsError(f"model '{settings.model_name}': no artifact folder to deploy ({artifact})")
+        shutil.copytree(artifact, dest / ARTIFACT_DIR, ignore=_ignore)
+    schema = settings.input_schema
+    if schema and not (dest / schema).is_file():
+        (dest / schema).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(settings.input_schema_path, dest / schema)
+    (dest / "requirements.txt").write_text(requirements_txt(settings), encoding="utf-8")
+    service_settings = _service_settings(settings, service, env, model_id, schema)
+    (dest / SERVICE_SETTINGS_FILE).write_text(json.dumps(service_settings, indent=2, sort_keys=True) + "\n")
+    (dest / OPTIONS_FILE).write_text(json.dumps(options, indent=2, sort_keys=True) + "\n")
+
+
+def build_folder(settings, service: str, env: str, *, artifact: Path | None, model_id: str | None,
+                 secrets: dict[str, str], build_root: Path | None = None) -> BuiltFolder:
+    """Build .mlops/build/{model}-{service}-{env}/ (in a temp folder renamed into place) and hash it."""
+    options = function_options(settings, service, env)
+    root = build_root or settings.root / ".mlops" / "build"
+    root.mkdir(parents=True, exist_ok=True)
+    dest = root / options["external_id"]
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=root))
+    try:
+        _populate(tmp, settings, service, env, artifact, model_id, options)
+        files, digest = tree_digest(tmp)
+        os.chmod(tmp, 0o755)
+        if dest.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=root))
+            os.rename(dest, trash / "folder")
+            os.rename(tmp, dest)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.rename(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return BuiltFolder(dest, content_hash(digest, options["external_id"], secrets), options, files)
+
+
+def _files(folder: Path) -> list[tuple[str, Path]]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if d not in ("__pycache__", ".pytest_cache"))
+        for name in filenames:
+            if name.endswith((".pyc", ".pyo")):
+                continue
+            path = Path(dirpath) / name
+            found.append((path.relative_to(folder).as_posix(), path))
+    return sorted(found)
+
+
+def _executable(path: Path) -> bool:
+    return bool(path.stat().st_mode & stat.S_IXUSR)
+
+
+def tree_digest(folder: Path) -> tuple[list[str], str]:
+    """(relative file names, sha256 over every name, executable bit and content): same files -> same digest."""
+    sha = hashlib.sha256()
+    names = []
+    for name, path in _files(folder):
+        content = hashlib.sha256(path.read_bytes()).hexdigest()
+        sha.update(f"{name}\0{int(_executable(path))}\0{content}\n".encode())
+        names.append(name)
+    return names, sha.hexdigest()
+
+
+def content_hash(tree: str, external_id: str, secrets: dict[str, str]) -> str:
+    sha = hashlib.sha256(HASH_VERSION + tree.encode())
+    if secrets:
+        # pbkdf2: the result is public (function metadata); slow and salted so weak secrets cannot be guessed back.
+        packed = json.dumps(secrets, sort_keys=True).encode()
+        sha.update(hashlib.pbkdf2_hmac("sha256", packed, f"akerbp.mlops:{external_id}".encode(), 100_000))
+    return sha.hexdigest()
+
+
+def zip_folder(folder: Path) -> bytes:
+    """The folder as a zip whose bytes depend only on the content: sorted entries, fixed dates and modes."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
+        for name, path in _files(folder):
+            info = zipfile.ZipInfo(name, date_time=ZIP_DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = ((0o100755 if _executable(path) else 0o100644) & 0xFFFF) << 16
+            info.create_system = 3
+            archive.writestr(info, path.read_bytes())
+    return buffer.getvalue()
+
+
+def read_options(zip_bytes: bytes) -> dict:
+    """The function options stored in a code zip (for rollback)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(zip_bytes)) as archive:
+            return json.loads(archive.read(OPTIONS_FILE))
+    except (KeyError, zipfile.BadZipFile, ValueError) as e:
+        raise MlopsError(f"the code file holds no readable {OPTIONS_FILE} ({e}): it was not built by akerbp.mlops")

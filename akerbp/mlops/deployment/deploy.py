@@ -1,0 +1,365 @@
+"""`mlops deploy prediction|training`: test, build and ship every model of the settings, one after another.
+
+Per model (a failure stops that model; the others go on):
+  1. model tests (pytest subprocess, started first, before even cognite-sdk is imported; 2-5 run meanwhile)
+  2. artifacts (artifacts.py)           3. function folder + content hash (build.py)
+  5. change detection: same hash as the live, Ready function -> "unchanged", nothing else runs (--force overrides)
+  4. service test: the built handler called as CDF would, ServiceTest's check asserted (while the tests run)
+  6-7. release (release.py): upload, standby, replace, smoke call, rollback on failure, cleanup
+  8. audit event
+--dry-run runs 1-5 and prints the plan (functions and code files created and removed) without changing CDF.
+ENV=dev deploys to the local CDF even when a project is configured, unless LOCAL_DEPLOYMENT=True (the original
+framework's switch for a dev deploy to the configured project).
+"""
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+from akerbp.mlops.deployment import artifacts, build, service_check
+from akerbp.mlops.deployment.model_tests import ModelTests
+from akerbp.mlops.errors import MlopsError, UsageError
+
+SERVICES = ("prediction", "training")
+DEFAULT_TIMEOUT = 900.0
+OUTCOMES = {"deployed": "success", "unchanged": "unchanged", "rolled_back": "rolled_back", "failed": "failed"}
+
+Progress = Callable[[str], None]
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+class Target:
+    """The CDF a deploy goes to, connected on first use (a dry run in dev may never need it)."""
+
+    def __init__(self, env: str):
+        self.env = env
+        self.local = env == "dev" and not _truthy(os.environ.get("LOCAL_DEPLOYMENT"))
+        self._client = None
+
+    def client(self):
+        if self._client is None:
+            from akerbp.mlops.cdf.client import get_client
+
+            self._client = get_client(force_local=self.local)
+        return self._client
+
+    def readable(self) -> bool:
+        """False when reading would mean creating an empty local CDF (a dry run on a fresh checkout)."""
+        if self._client is not None or not self.local:
+            return True
+        from akerbp.mlops.cdf.client import local_cdf_dir
+
+        return local_cdf_dir().is_dir()
+
+
+@dataclass
+class ModelResult:
+    model: str
+    service: str
+    env: str
+    function: str
+    result: str = "failed"  # deployed | unchanged | failed | rolled_back | would deploy (dry run)
+    version: int | None = None
+    model_id: str | None = None
+    hash: str | None = None
+    code_file: int | None = None
+    seconds: float = 0.0
+    gap_seconds: float | None = None
+    message: str = ""
+    phases: dict = field(default_factory=dict)
+    plan: dict | None = None
+    exit_code: int = 1
+
+    @property
+    def ok(self) -> bool:
+        return self.result in ("deployed", "unchanged", "would deploy")
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        out.pop("exit_code")
+        out["seconds"] = round(self.seconds, 3)
+        out["phases"] = {k: round(v, 3) for k, v in self.phases.items()}
+        if self.gap_seconds is not None:
+            out["gap_seconds"] = round(self.gap_seconds, 3)
+        return out
+
+
+def select_models(all_models: list, names: tuple[str, ...] | list[str] | None) -> list:
+    if not names:
+        return list(all_models)
+    known = {m.model_name: m for m in all_models}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UsageError(f"--model {', '.join(unknown)}: not in the settings; the models are: {', '.join(known)}")
+    return [known[n] for n in dict.fromkeys(names)]
+
+
+def deploy(service: str, *, env: str | None = None, models: tuple[str, ...] | None = None, dry_run: bool = False,
+           force: bool = False, timeout: float = DEFAULT_TIMEOUT, settings_path=None,
+           progress: Progress | None = None) -> list[ModelResult]:
+    """Deploy `service` of the selected models (default: all); one result per model, failures included."""
+    from akerbp.mlops.cdf.client import ENVIRONMENTS, get_environment
+    from akerbp.mlops.settings import load_settings
+
+    if service not in SERVICES:
+        raise UsageError(f"service {service!r} is unknown: use prediction or training")
+    env = env or get_environment()
+    if env not in ENVIRONMENTS:
+        raise UsageError(f"environment {env!r} is unknown: use one of {', '.join(ENVIRONMENTS)}")
+    selected = select_models(load_settings(settings_path), models)
+    target = Target(env)
+    say = progress or (lambda message: None)
+    return [deploy_model(m, service, env, target, dry_run=dry_run, force=force, timeout=timeout, progress=say)
+            for m in selected]
+
+
+def deploy_model(settings, service: str, env: str, target: Target, *, dry_run: bool, force: bool, timeout: float,
+                 progress: Progress) -> ModelResult:
+    xid = settings.function_external_id(service, env)
+    result = ModelResult(settings.model_name, service, env, xid)
+    started_wall, started = time.time(), time.monotonic()
+    deadline = started + timeout
+
+    def say(message: str) -> None:
+        progress(f"[{xid}] {message}")
+
+    tests = ModelTests(settings.root, settings.test_path)
+    tester = service_check.ServiceTest(settings.root, settings.test_path, f"model '{settings.model_name}'")
+    from cognite.client.exceptions import CogniteException  # ~1 s to import: while the tests run
+
+    try:
+        _run(settings, service, env, target, result, tests, tester, say, dry_run, force, deadline)
+    except MlopsError as e:
+        from akerbp.mlops.deployment.release import SmokeFailed
+
+        result.result = "rolled_back" if isinstance(e, SmokeFailed) and e.rolled_back_to else "failed"
+        result.message, result.exit_code = str(e), e.exit_code
+        if isinstance(e, SmokeFailed):
+            result.gap_seconds = e.gap
+    except CogniteException as e:
+        result.message = f"a CDF request failed: {e}"
+    except OSError as e:  # a file of the model that cannot be read or copied
+        result.message = f"{type(e).__name__}: {e}"
+    finally:
+        tests.stop()
+        tester.close()
+        result.seconds = time.monotonic() - started
+    if result.ok:
+        say(f"{result.result} in {result.seconds:.1f} s")
+    else:
+        say(f"FAILED: {result.message}")
+    if not dry_run:
+        _audit(target, settings, result, started_wall)
+    return result
+
+
+def _timed(result: ModelResult, phase: str, started: float) -> float:
+    now = time.monotonic()
+    result.phases[phase] = result.phases.get(phase, 0.0) + now - started
+    return now
+
+
+@dataclass
+class _Prepared:
+    """Steps 2-5 of one model, done while its tests run."""
+
+    secrets: dict = field(default_factory=dict)
+    built: build.BuiltFolder | None = None
+    live: object = None
+    unchanged: bool = False
+    zip_bytes: bytes | None = None
+    service_test: Future | None = None
+    failure: MlopsError | None = None
+    finished: float = 0.0  # when preparing ended: from then on the deploy only waits for the tests
+
+
+def _run(settings, service, env, target, result, tests, tester, say, dry_run, force, deadline) -> None:
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        prepared = _prepare(settings, service, env, target, result, tester, say, dry_run, force, deadline, pool)
+        outcome = tests.wait()
+        result.phases["model tests (run)"] = outcome.seconds
+        _timed(result, "model tests (wait)", prepared.finished)
+        if not outcome.passed:
+            say(f"model tests failed ({outcome.summary}); the end of pytest's output:\n{outcome.tail()}")
+            also = f"; also: {prepared.failure}" if prepared.failure else ""
+            raise MlopsError(f"model tests failed: {outcome.summary}; see the pytest output above{also}")
+        say(f"model tests passed ({outcome.summary}, {outcome.seconds:.1f} s)")
+        if prepared.failure is not None:
+            raise prepared.failure
+        if prepared.service_test is None:
+            result.result = "unchanged"
+            say(f"unchanged: {result.function} already runs hash {result.hash[:10]} (use --force to redeploy)")
+            return
+        t = time.monotonic()
+        check = prepared.service_test.result()
+        _timed(result, "service test (wait)", t)
+    if not check.passed:
+        raise MlopsError(f"service test failed: {check.detail}")
+    say("service test passed")
+    if dry_run:
+        result.result = "would deploy" if not prepared.unchanged or force else "unchanged"
+        result.plan = _plan(target, result, prepared.live, prepared.unchanged and not force)
+        return
+    _ship(settings, service, env, target, result, tester, prepared, say, deadline)
+
+
+def _prepare(settings, service, env, target, result, tester, say, dry_run, force, deadline, pool) -> _Prepared:
+    """Artifacts, folder, hash, live lookup; then the service test starts in `pool`. Errors are kept in
+    .failure, to be reported after the model tests (step 1's verdict comes first)."""
+    from akerbp.mlops.deployment import functions
+
+    out = _Prepared()
+    t = time.monotonic()
+    try:
+        out.secrets = settings.secret_values()
+        artifact = None
+        if service == "prediction":
+            artifact = artifacts.resolve(settings, env, target.client, settings.root / ".mlops" / "cache" / "artifacts")
+            result.version, result.model_id = artifact.version, artifact.model_id
+            say(f"artifact {artifact.model_id} from {artifact.source}")
+        t = _timed(result, "artifacts", t)
+        out.built = build.build_folder(settings, service, env, artifact=artifact.path if artifact else None,
+                                       model_id=result.model_id, secrets=out.secrets)
+        result.hash = out.built.content_hash
+        t = _timed(result, "build + hash", t)
+        if target.readable():
+            out.live = functions.retrieve(target.client(), result.function)
+        t = _timed(result, "change detection", t)
+        live_hash = (out.live.metadata or {}).get("mlops_hash") if out.live is not None else None
+        out.unchanged = out.live is not None and out.live.status == "Ready" and live_hash == result.hash
+        if not out.unchanged or force or dry_run:
+            out.zip_bytes = None if dry_run else build.zip_folder(out.built.path)  # before the service test runs
+            t = _timed(result, "zip", t)
+            out.service_test = pool.submit(service_check.run_service_test, out.built.path, service, tester,
+                                           out.secrets, result.model_id, max(1.0, deadline - time.monotonic()))
+    except MlopsError as e:
+        out.failure = e
+    out.finished = time.monotonic()
+    return out
+
+
+def _ship(settings, service, env, target, result, tester, prepared: _Prepared, say, deadline) -> None:
+    """Steps 6-7: release the folder, with a smoke call that checks the live function's answer."""
+    from akerbp.mlops.deployment import functions, release
+
+    client = target.client()
+    mlops_md = release.mlops_metadata(
+        model=settings.model_name, service=service, env=env, version=result.version, model_id=result.model_id,
+        content_hash=result.hash, commit=release.git_commit(settings.root), deployed_at=release.now_iso(),
+        by=release.deployed_by())
+    t = time.monotonic()
+    data_set = functions.data_set_id(client, settings.dataset)
+    _timed(result, "data set", t)
+    smoke_input = tester.input(service)
+
+    def smoke() -> tuple[bool, str]:
+        say("smoke call" + (" (trains and uploads a new version)" if service == "training" else ""))
+        call = functions.call(client, result.function, smoke_input, deadline, say)
+        if call.status != "Completed":
+            logs = f"\nthe end of its logs:\n{call.logs}" if call.logs else ""
+            return False, f"the smoke call of {result.function} ended {call.status}: {call.error}{logs}"
+        verdict = service_check.verify(tester, service, call.response, result.model_id)
+        if not verdict.passed:
+            return False, (f"the smoke call of {result.function} failed the {service} check: {verdict.detail}; "
+                           f"the response was {service_check.show(call.response, prepared.secrets)}")
+        return True, ""
+
+    done = release.release(client, live=result.function, content_hash=result.hash, zip_bytes=prepared.zip_bytes,
+                           options=prepared.built.options, secrets=prepared.secrets, mlops_md=mlops_md,
+                           data_set=data_set, deadline=deadline, progress=say, smoke=smoke)
+    result.code_file, result.gap_seconds = done.code_file, done.switch.gap
+    result.phases.update(done.phases)
+    result.result = "deployed"
+    if done.switch.gap is not None:
+        say(f"live again after a gap of {done.switch.gap:.2f} s (the standby {done.switch.standby} answered meanwhile)")
+
+
+def _plan(target, result: ModelResult, live, unchanged: bool) -> dict:
+    """What a deploy would create and remove (read-only)."""
+    from akerbp.mlops.deployment import functions, release
+
+    xid, content_hash = result.function, result.hash
+    plan = {"artifact": result.model_id, "hash": content_hash, "live_hash": (live.metadata or {}).get("mlops_hash")
+            if live is not None else None, "changed": not unchanged, "create": [], "remove": [],
+            "upload": None, "delete_code_files": []}
+    if unchanged:
+        return plan
+    standby = functions.standby_xid(xid, content_hash)
+    if live is not None and live.status == "Ready":
+        plan["create"].append(standby)
+    plan["create"].append(xid)
+    if live is not None:
+        plan["remove"].append(f"{xid} (replaced)")
+    plan["upload"] = functions.code_xid(xid, content_hash)
+    if target.readable() and live is not None:
+        client = target.client()
+        keep = standby if live.status == "Ready" else None
+        plan["remove"] += [f.external_id for f in functions.standbys(client, xid) if f.external_id != keep]
+        kept = release.history(client, xid)[: release.KEEP_DEPLOYMENTS - 1]
+        known = {d.file_id for d in kept}
+        plan["delete_code_files"] = [f.external_id for f in functions.code_files(client, xid)
+                                     if f.id not in known and f.external_id != plan["upload"]]
+    return plan
+
+
+def _audit(target: Target, settings, result: ModelResult, started: float) -> None:
+    from akerbp.mlops import audit
+
+    try:
+        client = target.client()
+    except MlopsError:
+        return  # no CDF to record in (e.g. credentials missing): the error is in the result already
+    extra = {"function": result.function, "result": result.result, "seconds": f"{result.seconds:.1f}"}
+    if result.gap_seconds is not None:
+        extra["gap_s"] = f"{result.gap_seconds:.3f}"
+    if result.code_file:
+        extra["code_file"] = result.code_file
+    audit.record(client, "deploy", model=settings.model_name, env=result.env, outcome=OUTCOMES[result.result],
+                 started=started, service=result.service, version=result.version, model_id=result.model_id,
+                 code_hash=result.hash, message=result.message, dataset=settings.dataset, extra=extra)
+
+
+def exit_code(results: list[ModelResult]) -> int:
+    failed = [r.exit_code for r in results if not r.ok]
+    return max(failed) if failed else 0
+
+
+def summary_table(results: list[ModelResult]) -> str:
+    rows = [["model", "service", "env", "version", "result", "seconds"]]
+    for r in results:
+        rows.append([r.model, r.service, r.env, "-" if r.version is None else str(r.version), r.result,
+                     f"{r.seconds:.1f}"])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    for r in results:
+        if not r.ok:
+            lines.append(f"{r.model} ({r.service}, {r.env}): {r.message}")
+    return "\n".join(lines)
+
+
+def plan_text(results: list[ModelResult]) -> str:
+    lines = ["Plan (dry run: nothing in CDF was changed):"]
+    for r in results:
+        if r.plan is None:
+            lines.append(f"  {r.function}: not deployable: {r.message.splitlines()[0] if r.message else r.result}")
+            continue
+        p = r.plan
+        what = f"artifact {p['artifact']}" if p["artifact"] else "no artifact (training)"
+        if not p["changed"]:
+            lines.append(f"  {r.function}: {what}; unchanged (hash {p['hash'][:10]} is live): nothing to do")
+            continue
+        was = f", live has {p['live_hash'][:10]}" if p["live_hash"] else ", nothing live"
+        lines.append(f"  {r.function}: {what}; changed (hash {p['hash'][:10]}{was})")
+        lines.append(f"    upload code file {p['upload']}")
+        lines.append(f"    create: {', '.join(p['create'])}")
+        if p["remove"]:
+            lines.append(f"    remove: {', '.join(p['remove'])}")
+        if p["delete_code_files"]:
+            lines.append(f"    delete code files: {', '.join(p['delete_code_files'])}")
+    return "\n".join(lines)

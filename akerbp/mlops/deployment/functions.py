@@ -1,0 +1,246 @@
+"""CDF primitives of a deploy: code files, functions, waiting for Ready, calls. No policy here (see release.py).
+
+Naming:
+    live function      {model}-{service}-{env}
+    standby function   {model}-{service}-{env}-{hash[:10]}   (same code; proof it builds, and what `mlops call`
+                                                            falls back to while the live one is being replaced)
+    code file          mlops-code/{live xid}/{hash[:16]} in /mlops/code, in the model's data set
+
+Functions cannot be updated in CDF: a change is delete + create. Waiting is polling functions.retrieve, as CDF
+offers no notification: every 0.2 s against the local CDF, backing off to 2 s against a real project.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+from urllib.parse import urlparse
+
+from cognite.client.exceptions import CogniteAPIError, CogniteDuplicatedError, CogniteNotFoundError
+
+from akerbp.mlops.errors import MlopsError
+
+CODE_DIRECTORY = "/mlops/code"
+CODE_PREFIX = "mlops-code/"
+FUNCTIONS_LIMIT = 1000  # functions/list has no cursor; CDF allows 100 functions per project
+PROGRESS_EVERY = 5.0
+TRACE_LINES = 15
+
+Progress = Callable[[str], None]
+
+
+class BuildFailed(MlopsError):
+    """CDF could not build a function from the code (e.g. pip could not install a requirement)."""
+
+
+class DeployTimeout(MlopsError):
+    """A function was not Ready (or a call did not end) before the deadline."""
+
+
+def standby_xid(live_xid: str, content_hash: str) -> str:
+    return f"{live_xid}-{content_hash[:10]}"
+
+
+def code_xid(live_xid: str, content_hash: str) -> str:
+    return f"{CODE_PREFIX}{live_xid}/{content_hash[:16]}"
+
+
+def is_local(client) -> bool:
+    host = urlparse(client.config.base_url).hostname or ""
+    return host in ("127.0.0.1", "localhost", "::1")
+
+
+def _poll_intervals(client):
+    interval = 0.2
+    while True:
+        yield interval
+        if not is_local(client):
+            interval = min(interval * 1.5, 2.0)
+
+
+def data_set_id(client, external_id: str) -> int:
+    """The model's data set (created on first use, as the registry does)."""
+    from cognite.client.data_classes import DataSetWrite
+
+    found = client.data_sets.retrieve(external_id=external_id)
+    if found is None:
+        try:
+            found = client.data_sets.create(
+                DataSetWrite(external_id=external_id, name=external_id, description="akerbp.mlops model artifacts")
+            )
+        except CogniteDuplicatedError:
+            found = client.data_sets.retrieve(external_id=external_id)
+    return found.id
+
+
+# -- code files -------------------------------------------------------------------------------------------------
+def upload_code(client, live: str, content_hash: str, content: bytes, metadata: dict, data_set: int | None):
+    """Upload the code zip; a file with the same hash already there (a redeploy) is reused, its metadata updated."""
+    xid = code_xid(live, content_hash)
+    existing = client.files.retrieve(external_id=xid)
+    if existing is not None and existing.uploaded and (existing.metadata or {}).get("mlops_hash") == content_hash:
+        update_code_metadata(client, existing.id, metadata)
+        return client.files.retrieve(id=existing.id)
+    client.files.upload_bytes(content, name=f"{live}-{content_hash[:16]}.zip", external_id=xid,
+                              directory=CODE_DIRECTORY, metadata=metadata, data_set_id=data_set,
+                              mime_type="application/zip", overwrite=True)
+    return client.files.retrieve(external_id=xid)
+
+
+def update_code_metadata(client, file_id: int, changes: dict) -> None:
+    from cognite.client.data_classes import FileMetadataUpdate
+
+    client.files.update(FileMetadataUpdate(id=file_id).metadata.add(changes))
+
+
+def code_files(client, live: str) -> list:
+    return list(client.files.list(external_id_prefix=f"{CODE_PREFIX}{live}/", limit=None))
+
+
+def download_code(client, file_id: int) -> bytes:
+    return client.files.download_bytes(id=file_id)
+
+
+def delete_files(client, ids: list[int]) -> None:
+    if ids:
+        try:
+            client.files.delete(id=ids)
+        except CogniteNotFoundError:
+            for one in ids:
+                try:
+                    client.files.delete(id=one)
+                except CogniteNotFoundError:
+                    pass
+
+
+# -- functions --------------------------------------------------------------------------------------------------
+def retrieve(client, xid: str):
+    return client.functions.retrieve(external_id=xid)
+
+
+def standbys(client, live: str) -> list:
+    """The standby functions of a live function (external id `{live}-<hash>`)."""
+    return [f for f in client.functions.list(external_id_prefix=f"{live}-", limit=FUNCTIONS_LIMIT)
+            if (f.external_id or "")[len(live) + 1:].isalnum()]
+
+
+def create(client, xid: str, name: str, file_id: int, options: dict, secrets: dict, metadata: dict,
+           deadline: float | None = None):
+    """Create a function; with a deadline, an external id still held by a just-deleted function is retried."""
+    kwargs = dict(
+        name=name[:140], file_id=file_id, external_id=xid, function_path=options.get("function_path") or "handler.py",
+        description=options.get("description"), owner=options.get("owner"), secrets=secrets or None,
+        env_vars=options.get("env_vars") or None, runtime=options.get("runtime"), metadata=metadata,
+    )
+    for key in ("cpu", "memory"):
+        if options.get(key) is not None:
+            kwargs[key] = float(options[key])
+    intervals = _poll_intervals(client)
+    while True:
+        try:
+            return client.functions.create(**kwargs)
+        except CogniteDuplicatedError:
+            if deadline is None or time.monotonic() >= deadline:
+                raise MlopsError(f"function {xid} already exists: delete it, or deploy again") from None
+            time.sleep(next(intervals))
+        except CogniteAPIError as e:
+            raise MlopsError(f"CDF refused to create function {xid}: {e.message}") from None
+
+
+def delete(client, xids: list[str]) -> None:
+    """Delete functions by external id; ones already gone are fine."""
+    for xid in xids:
+        try:
+            client.functions.delete(external_id=xid)
+        except CogniteNotFoundError:
+            pass
+
+
+def schedules_of(client, function_id: int) -> list[dict]:
+    """A function's schedules, with their input data: deleting the function deletes them in CDF."""
+    kept = []
+    for schedule in client.functions.schedules.list(function_id=function_id, limit=FUNCTIONS_LIMIT):
+        data = client.functions.schedules.get_input_data(id=schedule.id) if schedule.id is not None else None
+        kept.append({"name": schedule.name, "cron_expression": schedule.cron_expression,
+                     "description": schedule.description, "data": data or None})
+    return kept
+
+
+def recreate_schedules(client, function_id: int, schedules: list[dict]) -> None:
+    """The schedules again, on the function that replaced theirs (new sessions, from this deploy's credentials)."""
+    for schedule in schedules:
+        client.functions.schedules.create(name=schedule["name"], cron_expression=schedule["cron_expression"],
+                                          function_id=function_id, description=schedule["description"],
+                                          data=schedule["data"])
+
+
+def _build_error(fn) -> str:
+    error = fn.error or {}
+    message = error.get("message") or "no error message"
+    trace = "\n".join((error.get("trace") or "").rstrip().splitlines()[-TRACE_LINES:])
+    return message + (f"\nthe end of the build log:\n{trace}" if trace else "")
+
+
+def wait_ready(client, xid: str, deadline: float, progress: Progress | None = None):
+    """Poll until the function is Ready; BuildFailed if it failed, DeployTimeout past the deadline."""
+    started = last_report = time.monotonic()
+    for interval in _poll_intervals(client):
+        fn = client.functions.retrieve(external_id=xid)
+        if fn is None:
+            raise MlopsError(f"function {xid} disappeared while waiting for it to be Ready: deleted by someone else?")
+        if fn.status == "Ready":
+            return fn
+        if fn.status == "Failed":
+            raise BuildFailed(f"CDF could not build function {xid}: {_build_error(fn)}")
+        now = time.monotonic()
+        if now >= deadline:
+            raise DeployTimeout(
+                f"function {xid} was still {fn.status} after {now - started:.0f} s, past the deploy timeout "
+                "(--timeout): it was left in place; check it in CDF and deploy again"
+            )
+        if progress is not None and now - last_report >= PROGRESS_EVERY:
+            last_report = now
+            progress(f"waiting for {xid} to be Ready: {fn.status}, {now - started:.0f} s")
+        time.sleep(min(interval, max(0.0, deadline - now)))
+    raise AssertionError("unreachable")
+
+
+@dataclass
+class CallOutcome:
+    status: str  # Completed | Failed | Timeout
+    response: object
+    error: str
+    logs: str
+    seconds: float
+
+
+def call(client, xid: str, data, deadline: float, progress: Progress | None = None) -> CallOutcome:
+    """Call a function with data and wait for the call to end (polling, bounded by the deadline)."""
+    started = last_report = time.monotonic()
+    fn = client.functions.retrieve(external_id=xid)
+    if fn is None:
+        raise MlopsError(f"function {xid} does not exist")
+    handle = client.functions.call(id=fn.id, data=data, wait=False)
+    for interval in _poll_intervals(client):
+        if handle.status != "Running":
+            break
+        now = time.monotonic()
+        if now >= deadline:
+            raise DeployTimeout(f"the call {handle.id} of {xid} was still running after {now - started:.0f} s")
+        if progress is not None and now - last_report >= PROGRESS_EVERY:
+            last_report = now
+            progress(f"waiting for the call of {xid}: {now - started:.0f} s")
+        time.sleep(min(interval, max(0.0, deadline - now)))
+        handle = client.functions.calls.retrieve(call_id=handle.id, function_id=fn.id)
+    response = None
+    if handle.status == "Completed":
+        response = client.functions.calls.get_response(call_id=handle.id, function_id=fn.id)
+    logs = ""
+    if handle.status != "Completed":
+        try:
+            entries = client.functions.calls.get_logs(call_id=handle.id, function_id=fn.id)
+            logs = "\n".join(e.message for e in entries if e.message)[-3000:]
+        except CogniteAPIError:
+            logs = ""
+    error = (handle.error or {}).get("message", "") if isinstance(handle.error, dict) else str(handle.error or "")
+    return CallOutcome(handle.status, response, error, logs, time.monotonic() - started)

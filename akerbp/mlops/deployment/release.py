@@ -1,0 +1,304 @@
+"""Putting code live without downtime-before-proof, rolling back, and keeping what rollback needs.
+
+Replacing a live function `{xid}` with new code (CDF cannot update a function in place):
+  a) upload the code zip (a file, kept for rollback);
+  b) if a live function answers: create the standby `{xid}-{hash[:10]}` from it and wait until Ready: proof the
+     code builds, while the live function is untouched (Failed -> stop here, report the build error);
+  c) delete the live function and create it again from the same file, wait Ready. The time between the delete
+     and Ready is the *gap*, measured and reported; `mlops call` falls back to the standby meanwhile. The live
+     function's schedules (which CDF deletes with it) are created again on its replacement;
+  d) smoke call (by the caller); a failure rolls back to the previous deployment's code file and fails;
+  e) clean up: the standby of the current deployment stays (the fallback of the next replacement's gap), other
+     standbys go; the code files of the current and the 2 previous deployments stay, older ones go.
+
+A first deploy (no live function) skips (b): there is nothing to protect and no gap, so one build instead of two.
+An automatic rollback skips (b) too: the previous code built before, and the standby of the failing code is
+deleted first so no caller is sent to it.
+
+Deployments are remembered by their code files' metadata (mlops_status deployed|failed|uploaded, and
+mlops_deployed_at, updated whenever the file goes live): "previous deployment" = the most recent other file.
+"""
+from __future__ import annotations
+
+import datetime
+import getpass
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from cognite.client.exceptions import CogniteException
+
+from akerbp.mlops.deployment import functions
+from akerbp.mlops.deployment.build import read_options
+from akerbp.mlops.deployment.functions import BuildFailed, Progress
+from akerbp.mlops.errors import MlopsError, UsageError
+from akerbp.mlops.settings import secret_env_var
+from akerbp.mlops.utils.logger import register_secret
+
+KEEP_DEPLOYMENTS = 3  # the current one and the 2 before it
+MAX_METADATA_VALUE = 512
+
+
+class SmokeFailed(MlopsError):
+    """The live function did not pass its smoke check; `rolled_back_to` says what answers now."""
+
+    def __init__(self, message: str, rolled_back_to: "Deployment | None", gap: float | None):
+        super().__init__(message)
+        self.rolled_back_to = rolled_back_to
+        self.gap = gap
+
+
+def now_iso() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def deployed_by() -> str:
+    if os.environ.get("BITBUCKET_BUILD_NUMBER"):
+        repo = os.environ.get("BITBUCKET_REPO_FULL_NAME", "")
+        return f"bitbucket-pipelines:{repo}#{os.environ['BITBUCKET_BUILD_NUMBER']}"
+    for var in ("USER", "LOGNAME", "USERNAME"):
+        if os.environ.get(var):
+            return os.environ[var]
+    try:
+        return getpass.getuser()
+    except Exception:  # no user database entry (containers)
+        return "unknown"
+
+
+def git_commit(root: Path) -> str:
+    """The commit being deployed, '+dirty' when the working tree has uncommitted changes; '' outside git."""
+    if os.environ.get("BITBUCKET_COMMIT"):
+        return os.environ["BITBUCKET_COMMIT"]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return ""
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def mlops_metadata(*, model: str, service: str, env: str, version, model_id: str | None, content_hash: str,
+                   commit: str, deployed_at: str, by: str) -> dict[str, str]:
+    """The mlops_* keys of a function and of its code file (the function adds mlops_code_file)."""
+    values = {
+        "mlops_model": model, "mlops_service": service, "mlops_env": env,
+        "mlops_version": "" if version is None else str(version), "mlops_model_id": model_id or "",
+        "mlops_hash": content_hash, "mlops_git_commit": commit, "mlops_deployed_at": deployed_at,
+        "mlops_deployed_by": by,
+    }
+    return {k: v[:MAX_METADATA_VALUE] for k, v in values.items() if v}
+
+
+@dataclass
+class Deployment:
+    """One kept deployment: a code file and what its metadata says."""
+
+    file_id: int
+    content_hash: str
+    version: str
+    model_id: str
+    git_commit: str
+    deployed_at: str
+    deployed_by: str
+    status: str
+    metadata: dict
+
+    @classmethod
+    def from_file(cls, f) -> "Deployment":
+        md = dict(f.metadata or {})
+        return cls(f.id, md.get("mlops_hash", ""), md.get("mlops_version", ""), md.get("mlops_model_id", ""),
+                   md.get("mlops_git_commit", ""), md.get("mlops_deployed_at", ""), md.get("mlops_deployed_by", ""),
+                   md.get("mlops_status", ""), md)
+
+    def describe(self) -> str:
+        version = f"version {self.version}" if self.version else "no artifact"
+        return f"{version}, hash {self.content_hash[:10]}, deployed {self.deployed_at or '?'}"
+
+    def as_dict(self) -> dict:
+        return {"file_id": self.file_id, "hash": self.content_hash, "version": self.version,
+                "model_id": self.model_id, "git_commit": self.git_commit, "deployed_at": self.deployed_at,
+                "deployed_by": self.deployed_by}
+
+
+def history(client, live: str) -> list[Deployment]:
+    """Deployments that went live (and passed their smoke check), newest first."""
+    kept = [Deployment.from_file(f) for f in functions.code_files(client, live)]
+    return sorted((d for d in kept if d.status == "deployed"), key=lambda d: d.deployed_at, reverse=True)
+
+
+@dataclass
+class Switch:
+    gap: float | None = None  # seconds the live external id could not be called; None if nothing was live
+    standby_seconds: float = 0.0
+    replace_seconds: float = 0.0
+    standby: str | None = None
+
+
+def ensure_standby(client, xid: str, file_id: int, name: str, options: dict, secrets: dict, metadata: dict,
+                   deadline: float, progress: Progress | None) -> None:
+    """A Ready standby function built from file_id; a failed build removes it and raises BuildFailed."""
+    existing = functions.retrieve(client, xid)
+    if existing is not None and (existing.file_id != file_id or existing.status == "Failed"):
+        functions.delete(client, [xid])
+        existing = None
+    if existing is None:
+        functions.create(client, xid, name, file_id, options, secrets, metadata)
+    try:
+        functions.wait_ready(client, xid, deadline, progress)
+    except BuildFailed:
+        functions.delete(client, [xid])
+        raise
+
+
+def switch(client, live: str, file_id: int, content_hash: str, options: dict, secrets: dict, metadata: dict,
+           deadline: float, progress: Progress | None, *, use_standby: bool) -> Switch:
+    """Make `live` run file_id: steps (b) and (c) above. The live function is deleted only after the standby is
+    Ready; BuildFailed from the standby leaves the live function untouched."""
+    result = Switch()
+    current = functions.retrieve(client, live)
+    if use_standby and current is not None and current.status == "Ready":
+        started = time.monotonic()
+        result.standby = functions.standby_xid(live, content_hash)
+        if progress:
+            progress(f"building standby {result.standby} (the live function keeps answering)")
+        standby_name = f"{options['name']} standby {content_hash[:10]}"
+        ensure_standby(client, result.standby, file_id, standby_name, options, secrets, metadata, deadline, progress)
+        result.standby_seconds = time.monotonic() - started
+    schedules = functions.schedules_of(client, current.id) if current is not None else []
+    started = time.monotonic()
+    if current is not None:
+        functions.delete(client, [live])
+    created = functions.create(client, live, options["name"], file_id, options, secrets, metadata, deadline)
+    if progress:
+        progress(f"replacing {live}" if current is not None else f"creating {live}")
+    functions.wait_ready(client, live, deadline, progress)
+    result.replace_seconds = time.monotonic() - started
+    if schedules:
+        functions.recreate_schedules(client, created.id, schedules)
+        if progress:
+            progress(f"kept {len(schedules)} schedule(s) of {live}: {', '.join(s['name'] for s in schedules)}")
+    result.gap = result.replace_seconds if current is not None and current.status == "Ready" else None
+    return result
+
+
+def cleanup(client, live: str, keep_standby: str | None) -> dict:
+    """Delete standbys other than keep_standby, and code files beyond the newest KEEP_DEPLOYMENTS deployed ones
+    (failed and abandoned uploads too), except files a remaining function still runs."""
+    removed_functions = [f.external_id for f in functions.standbys(client, live) if f.external_id != keep_standby]
+    functions.delete(client, removed_functions)
+    in_use = set()
+    for xid in (live, keep_standby):
+        fn = functions.retrieve(client, xid) if xid else None
+        if fn is not None:
+            in_use.add(fn.file_id)
+    files = [Deployment.from_file(f) for f in functions.code_files(client, live)]
+    deployed = sorted((d for d in files if d.status == "deployed"), key=lambda d: d.deployed_at, reverse=True)
+    keep = {d.file_id for d in deployed[:KEEP_DEPLOYMENTS]} | in_use
+    removed_files = [d.file_id for d in files if d.file_id not in keep]
+    functions.delete_files(client, removed_files)
+    return {"functions": removed_functions, "code_files": removed_files}
+
+
+def mark(client, file_id: int, status: str, **metadata: str) -> None:
+    functions.update_code_metadata(client, file_id, {"mlops_status": status, **metadata})
+
+
+@dataclass
+class Release:
+    code_file: int = 0
+    switch: Switch = field(default_factory=Switch)
+    removed: dict = field(default_factory=dict)
+    phases: dict = field(default_factory=dict)
+
+
+def release(client, *, live: str, content_hash: str, zip_bytes: bytes, options: dict, secrets: dict,
+            mlops_md: dict, data_set: int | None, deadline: float, progress: Progress | None,
+            smoke: Callable[[], tuple[bool, str]]) -> Release:
+    """Steps (a)-(e) for new code. Raises BuildFailed (live untouched), SmokeFailed (rolled back), DeployTimeout."""
+    out = Release()
+    started = time.monotonic()
+    code = functions.upload_code(client, live, content_hash, zip_bytes, {**mlops_md, "mlops_status": "uploaded"},
+                                 data_set)
+    out.code_file = code.id
+    out.phases["upload"] = time.monotonic() - started
+    metadata = {**options["metadata"], **mlops_md, "mlops_code_file": str(code.id)}
+    try:
+        out.switch = switch(client, live, code.id, content_hash, options, secrets, metadata, deadline, progress,
+                            use_standby=True)
+    except BuildFailed as e:
+        mark(client, code.id, "failed")
+        current = functions.retrieve(client, live)
+        if current is None or current.status == "Failed":  # the live one was replaced: put the previous back
+            previous, _ = _restore_previous(client, live, code.id, deadline, progress)
+            e.args = (f"{e}; " + (f"rolled back to {previous.describe()}" if previous else "nothing was live before"),)
+            cleanup(client, live, None)
+        else:  # the standby failed to build: the live function was never touched
+            functions.delete_files(client, [code.id])
+        raise
+    out.phases["standby build"] = out.switch.standby_seconds
+    out.phases["replace"] = out.switch.replace_seconds
+    started = time.monotonic()
+    try:
+        passed, detail = smoke()
+    except (MlopsError, CogniteException) as e:  # the new code is live but unproven: treat it as failing
+        passed, detail = False, f"the smoke call of {live} could not be completed: {e}"
+    out.phases["smoke"] = time.monotonic() - started
+    if not passed:
+        mark(client, code.id, "failed")
+        if out.switch.standby:  # never send a caller to the failing code
+            functions.delete(client, [out.switch.standby])
+        try:
+            previous, gap = _restore_previous(client, live, code.id, deadline, progress)
+        except MlopsError as e:
+            raise SmokeFailed(f"{detail}; rolling back to the previous deployment failed too: {e}", None, None) from e
+        # The previous deployment's standby, if it is still there, stays: it runs the code that is live again.
+        cleanup(client, live, functions.standby_xid(live, previous.content_hash) if previous else None)
+        what = (f"rolled back to the previous deployment ({previous.describe()})" if previous
+                else "there was no previous deployment to roll back to: the new function was removed")
+        raise SmokeFailed(f"{detail}; {what}", previous, gap)
+    mark(client, code.id, "deployed", mlops_deployed_at=now_iso(),
+         mlops_deployed_by=mlops_md.get("mlops_deployed_by", ""))
+    started = time.monotonic()
+    out.removed = cleanup(client, live, out.switch.standby)
+    out.phases["cleanup"] = time.monotonic() - started
+    return out
+
+
+def _restore_previous(client, live: str, failed_file: int, deadline: float, progress: Progress | None):
+    """Put the most recent other deployment back live (no standby: it built before); none -> remove live."""
+    candidates = [d for d in history(client, live) if d.file_id != failed_file]
+    if not candidates:
+        functions.delete(client, [live])
+        return None, None
+    previous = candidates[0]
+    if progress:
+        progress(f"rolling {live} back to {previous.describe()}")
+    switched = restore(client, live, previous, deadline, progress, use_standby=False)
+    return previous, switched.gap
+
+
+def restore(client, live: str, target: Deployment, deadline: float, progress: Progress | None, *,
+            use_standby: bool) -> Switch:
+    """Make a kept deployment live again from its code file: no tests, no build of the folder."""
+    options = read_options(functions.download_code(client, target.file_id))
+    missing = [secret_env_var(n) for n in options.get("secrets") or [] if not os.environ.get(secret_env_var(n))]
+    if missing:
+        raise UsageError(f"rolling back {live} needs its secrets: set {', '.join(missing)}")
+    secrets = {n: os.environ[secret_env_var(n)] for n in options.get("secrets") or []}
+    for value in secrets.values():
+        register_secret(value)
+    md = {k: v for k, v in target.metadata.items() if k.startswith("mlops_") and k != "mlops_status"}
+    md.update(mlops_deployed_at=now_iso(), mlops_deployed_by=deployed_by()[:MAX_METADATA_VALUE],
+              mlops_code_file=str(target.file_id))
+    metadata = {**options.get("metadata", {}), **md}
+    switched = switch(client, live, target.file_id, target.content_hash, options, secrets, metadata, deadline,
+                      progress, use_standby=use_standby)
+    mark(client, target.file_id, "deployed", mlops_deployed_at=md["mlops_deployed_at"],
+         mlops_deployed_by=md["mlops_deployed_by"])
+    return switched

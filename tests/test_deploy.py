@@ -1,0 +1,409 @@
+"""`mlops deploy` end to end: the deploy scripts run in a subprocess from a copy of a model repo, against a local CDF
+served by this test process (real cognite-sdk over HTTP, real function builds and calls, no mocks).
+
+Tests in a module share one repo copy and one local CDF (module-scoped, for speed) and run in file order: each test
+says what state it starts from.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from akerbp.mlops import audit, model_manager
+from akerbp.mlops.local_cdf import Limits, LocalCDF
+from model_code.test_model import ServiceTest
+
+REPO = Path(__file__).resolve().parents[1]
+CLEARED = ("CI", "BITBUCKET_BUILD_NUMBER", "MLOPS_LOCAL_CDF", "MLOPS_LOCAL_CDF_DIR", "ENV", "LOCAL_DEPLOYMENT")
+
+TEMPLATE_SETTINGS = '''
+from akerbp.mlops import ModelSettings
+
+models = [
+    ModelSettings(
+        model_name="well_density",
+        model_file="model_code/model.py",
+        req_file="model_code/requirements.model",
+        test_file="model_code/test_model.py",
+        artifact_folder="model_artifact",
+        info={"prediction": {"description": "RHOB from logs", "owner": "ds@example.com", "metadata": {"team": "ds"}}},
+    ),
+]
+'''
+
+
+@dataclass
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def json(self) -> dict:
+        return json.loads(self.stdout)
+
+    def result(self, model: str | None = None) -> dict:
+        results = self.json["results"]
+        return results[0] if model is None else next(r for r in results if r["model"] == model)
+
+
+class Repo:
+    """A model repo copy with its own local CDF, served here so the CLI subprocesses find it."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.cdf = LocalCDF(root.parent / "cdf", limits=Limits(call_timeout_s=60)).start()
+        self.cdf.announce()
+        self.client = self.cdf.client(project="local")  # the project get_client() uses for the local CDF
+
+    def close(self) -> None:
+        self.cdf.withdraw()
+        self.cdf.stop()
+
+    def env(self, **extra) -> dict:
+        env = {k: v for k, v in os.environ.items()
+               if k not in CLEARED and not k.startswith(("COGNITE_", "MLOPS_SECRET_"))}
+        env.update(MLOPS_LOCAL_CDF_DIR=str(self.cdf.data_dir), PYTHONDONTWRITEBYTECODE="1")
+        env.update(extra)
+        return env
+
+    def run(self, *args: str, **env) -> Run:
+        done = subprocess.run(list(args), cwd=self.root, env=self.env(**env), capture_output=True, text=True,
+                              timeout=300)
+        return Run(done.returncode, done.stdout, done.stderr)
+
+    def deploy(self, *args: str, service: str = "prediction", **env) -> Run:
+        return self.run("bash", f"deploy_{service}_service.sh", *args, **env)
+
+    def call(self, xid: str, data):
+        call = self.client.functions.call(external_id=xid, data=data)
+        assert call.status == "Completed", call.error
+        return call.get_response()
+
+    def functions(self) -> dict[str, object]:
+        return {f.external_id: f for f in self.client.functions.list(limit=1000)}
+
+    def code_files(self, xid: str) -> list:
+        return list(self.client.files.list(external_id_prefix=f"mlops-code/{xid}/", limit=None))
+
+    def snapshot(self) -> tuple:
+        """Everything a deploy could change in CDF."""
+        functions = sorted((f.external_id, f.id, f.file_id, f.status) for f in self.functions().values())
+        files = sorted((f.id, f.external_id, json.dumps(f.metadata, sort_keys=True))
+                       for f in self.client.files.list(limit=None))
+        events = sorted(e.id for e in self.client.events.list(limit=None))
+        return functions, files, events
+
+
+def copy_template(root: Path) -> Path:
+    root.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for folder in ("model_code", "model_artifact"):
+        shutil.copytree(REPO / folder, root / folder, ignore=ignore)
+    for script in ("deploy_prediction_service.sh", "deploy_training_service.sh"):
+        shutil.copy(REPO / script, root / script)
+    (root / "mlops_settings.py").write_text(TEMPLATE_SETTINGS)
+    return root
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    repo = Repo(copy_template(tmp_path_factory.mktemp("template") / "repo"))
+    yield repo
+    repo.close()
+
+
+# --- the template model in dev ------------------------------------------------------------------------------------
+
+def test_dev_deploy_to_a_fresh_local_cdf_serves_the_local_artifact(template):
+    run = template.deploy("--json")
+    assert run.code == 0, run.stderr
+    result = run.result()
+    assert result["result"] == "deployed" and result["model_id"] == "well_density/dev/1"
+    assert result["gap_seconds"] is None  # nothing was live: created, not replaced
+    response = template.call("well_density-prediction-dev", ServiceTest.prediction_input)
+    assert response["model_id"] == "well_density/dev/1" and ServiceTest.prediction_check(response)
+
+    fn = template.client.functions.retrieve(external_id="well_density-prediction-dev")
+    md = fn.metadata
+    assert md["team"] == "ds" and fn.owner == "ds@example.com" and fn.description == "RHOB from logs"
+    assert (md["mlops_model"], md["mlops_service"], md["mlops_env"]) == ("well_density", "prediction", "dev")
+    assert md["mlops_version"] == "1" and md["mlops_model_id"] == "well_density/dev/1"
+    assert md["mlops_hash"] == result["hash"] and md["mlops_code_file"] == str(result["code_file"])
+    assert md["mlops_deployed_at"].endswith("+00:00") and md["mlops_deployed_by"]
+    code = template.client.files.retrieve(id=fn.file_id)
+    assert code.external_id == f"mlops-code/well_density-prediction-dev/{result['hash'][:16]}"
+    assert code.directory == "/mlops/code" and code.metadata["mlops_status"] == "deployed"
+    record = audit.history(template.client, "well_density", "dev")[0]
+    assert (record["action"], record["outcome"], record["hash"]) == ("deploy", "success", result["hash"])
+    assert "model tests passed" in run.stderr and "service test passed" in run.stderr
+
+
+def test_the_same_content_again_is_unchanged_and_force_redeploys(template):
+    before = template.functions()["well_density-prediction-dev"]
+    # A configured project does not matter: ENV=dev goes to the local CDF (LOCAL_DEPLOYMENT=True would not).
+    project = {"COGNITE_PROJECT": "elsewhere", "COGNITE_BASE_URL": "http://127.0.0.1:9", "COGNITE_CLIENT_ID": "id",
+               "COGNITE_CLIENT_SECRET": "not-used-secret", "COGNITE_TOKEN_URL": "http://127.0.0.1:9/token"}
+    run = template.deploy(**project)
+    assert run.code == 0, run.stderr
+    row = next(line.split() for line in run.stdout.splitlines() if line.startswith("well_density"))
+    assert row[:5] == ["well_density", "prediction", "dev", "1", "unchanged"]
+    after = template.functions()["well_density-prediction-dev"]
+    assert after.id == before.id  # not recreated
+    assert len(template.code_files("well_density-prediction-dev")) == 1
+
+    template.client.functions.schedules.create(name="keep-warm", cron_expression="*/15 * * * *",
+                                               function_id=after.id, data={"data": []})
+    forced = template.deploy("--force", "--json")
+    assert forced.code == 0, forced.stderr
+    assert forced.result()["result"] == "deployed" and forced.result()["gap_seconds"] > 0
+    replaced = template.functions()["well_density-prediction-dev"]
+    assert replaced.id != before.id
+    # CDF deletes a function's schedules with it: the deploy puts them on the replacement.
+    schedules = template.client.functions.schedules.list(function_id=replaced.id)
+    assert [(s.name, s.cron_expression) for s in schedules] == [("keep-warm", "*/15 * * * *")]
+    assert template.client.functions.schedules.get_input_data(id=schedules[0].id) == {"data": []}
+    assert audit.history(template.client, "well_density", "dev")[1]["outcome"] == "unchanged"
+
+
+def test_dry_run_runs_the_tests_prints_the_plan_and_changes_nothing(template):
+    model_file = template.root / "model_code" / "model.py"
+    original = model_file.read_text()
+    model_file.write_text(original + "\n# a change\n")
+    try:
+        before = template.snapshot()
+        run = template.deploy("--dry-run", "--json")
+        assert run.code == 0, run.stderr
+        result = run.result()
+        live = template.functions()["well_density-prediction-dev"]
+        assert result["result"] == "would deploy" and result["plan"]["changed"]
+        assert result["plan"]["live_hash"] == live.metadata["mlops_hash"] != result["hash"]
+        assert result["plan"]["create"] == [f"well_density-prediction-dev-{result['hash'][:10]}",
+                                            "well_density-prediction-dev"]
+        assert "model tests passed" in run.stderr and "service test passed" in run.stderr
+        assert template.snapshot() == before
+    finally:
+        model_file.write_text(original)
+
+
+def test_local_deployment_true_sends_a_dev_deploy_to_the_configured_project(template, tmp_path):
+    with LocalCDF(tmp_path / "project") as project:  # stands in for a real CDF project, reached with OIDC
+        env = {"COGNITE_PROJECT": "remote", "COGNITE_BASE_URL": project.base_url, "COGNITE_CLIENT_ID": "ci",
+               "COGNITE_CLIENT_SECRET": "ci-secret-value", "COGNITE_TOKEN_URL": project.token_url}
+        run = template.deploy("--json", LOCAL_DEPLOYMENT="True", **env)
+        assert run.code == 0, run.stderr
+        remote = project.client(project="remote")
+        fn = remote.functions.retrieve(external_id="well_density-prediction-dev")
+        assert fn is not None and fn.metadata["mlops_hash"] == run.result()["hash"]
+        assert "ci-secret-value" not in run.stdout + run.stderr
+
+
+def test_a_model_id_that_is_not_in_the_settings_is_a_usage_error(template):
+    run = template.run("mlops", "deploy", "prediction", "--model", "nope")
+    assert run.code == 2
+    assert "nope" in run.stderr and "well_density" in run.stderr and "Traceback" not in run.stderr
+
+
+# --- the template model in test: artifacts from the registry --------------------------------------------------------
+
+def test_test_deploys_the_latest_registry_version_replacing_the_live_one(template):
+    missing = template.deploy("--json", ENV="test")
+    assert missing.code == 1
+    assert "no artifact to deploy for model well_density in test" in missing.result()["message"]
+    assert "mlops models upload well_density --env test" in missing.result()["message"]
+    assert "well_density-prediction-test" not in template.functions()
+
+    model_manager.upload_new_model_version("well_density", "test", REPO / "model_artifact", {"note": "v1"},
+                                           client=template.client)
+    first = template.deploy("--json", ENV="test")
+    assert first.code == 0, first.stderr
+    assert template.call("well_density-prediction-test", ServiceTest.prediction_input)["model_id"] == \
+        "well_density/test/1"
+
+    model_manager.upload_new_model_version("well_density", "test", REPO / "model_artifact", {"note": "v2"},
+                                           client=template.client)
+    second = template.deploy("--json", ENV="test")
+    assert second.code == 0, second.stderr
+    result = second.result()
+    assert result["model_id"] == "well_density/test/2" and result["gap_seconds"] > 0
+    response = template.call("well_density-prediction-test", ServiceTest.prediction_input)
+    assert response["model_id"] == "well_density/test/2" and ServiceTest.prediction_check(response)
+    standbys = [x for x in template.functions() if x.startswith("well_density-prediction-test-")]
+    assert standbys == [f"well_density-prediction-test-{result['hash'][:10]}"]
+    assert len(template.code_files("well_density-prediction-test")) == 2
+    assert "live again after a gap of" in second.stderr
+
+
+def test_training_deploy_then_call_makes_a_version_that_prediction_deploys(template):
+    def latest() -> int:
+        return model_manager.get_model_version("well_density", "test", client=template.client)["version"]
+
+    before = latest()
+    run = template.deploy("--json", service="training", ENV="test")
+    assert run.code == 0, run.stderr
+    assert run.result()["version"] is None and run.result()["result"] == "deployed"
+    assert latest() == before + 1  # the smoke call trains and uploads (documented)
+
+    answer = template.call("well_density-training-test", ServiceTest.training_input)
+    assert ServiceTest.training_check(answer) and answer["training"]["version"] == before + 2
+    assert latest() == before + 2
+
+    prediction = template.deploy("--json", ENV="test")
+    assert prediction.code == 0, prediction.stderr
+    assert prediction.result()["model_id"] == f"well_density/test/{before + 2}"
+    assert template.call("well_density-prediction-test", ServiceTest.prediction_input)["model_id"] == \
+        f"well_density/test/{before + 2}"
+
+
+# --- a two-model repo with common code ------------------------------------------------------------------------------
+
+TWO_MODEL_SETTINGS = '''
+from akerbp.mlops import ModelSettings
+
+models = [
+    ModelSettings(model_name="model1", model_file="models/model1/model.py", req_file="models/model1/requirements.model",
+                  test_file="models/model1/test_model.py", artifact_folder="artifacts/model1"{model1_extra}),
+    ModelSettings(model_name="model2", model_file="models/model2/model.py", req_file="models/model2/requirements.model",
+                  test_file="models/model2/test_model.py", artifact_folder="artifacts/model2"),
+]
+'''
+MODEL = '''
+import json
+import os
+from pathlib import Path
+
+from models.common_code.scale import scale
+
+
+class ModelException(Exception):
+    pass
+
+
+def initialization(folder, secrets):
+    return json.loads((Path(folder) / "factor.json").read_text())["factor"]
+
+
+def predict(data, factor, secrets):
+    if os.environ.get("MODEL_BROKEN_IN_CDF"):  # set only in the deployed function (settings env_vars)
+        return [0 for _ in data["x"]]
+    return [scale(x, factor) for x in data["x"]]
+
+
+def train(data, folder, secrets):
+    Path(folder, "factor.json").write_text(json.dumps({"factor": data.get("factor", 2)}))
+    return {"factor": data.get("factor", 2)}
+'''
+TESTS = '''
+from models.{name} import model
+
+
+class ServiceTest:
+    prediction_input = {{"x": [1, 2, 3]}}
+    training_input = {{"factor": 2}}
+
+    @staticmethod
+    def prediction_check(output):
+        return output["status"] == "ok" and output["prediction"] == [2, 4, 6]
+
+    @staticmethod
+    def training_check(output):
+        return output["status"] == "ok"
+
+
+def test_predict_scales():
+    assert model.predict({{"x": [1]}}, 2, {{}}) == [2]
+{extra}
+'''
+
+
+def write_two_model_repo(root: Path, model2_test: str = "\ndef test_model2_is_broken():\n    assert 1 == 2\n") -> Path:
+    files = {
+        "mlops_settings.py": TWO_MODEL_SETTINGS.format(model1_extra=""),
+        "models/__init__.py": "",
+        "models/common_code/__init__.py": "",
+        "models/common_code/scale.py": "def scale(x, factor):\n    return x * factor\n",
+        "artifacts/model1/factor.json": '{"factor": 2}',
+        "artifacts/model2/factor.json": '{"factor": 2}',
+    }
+    for name, extra in (("model1", ""), ("model2", model2_test)):
+        files[f"models/{name}/__init__.py"] = ""
+        files[f"models/{name}/model.py"] = MODEL
+        files[f"models/{name}/test_model.py"] = TESTS.format(name=name, extra=extra)
+        files[f"models/{name}/requirements.model"] = "# no requirements\n"
+    for relative, text in files.items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_text(textwrap.dedent(text))
+    for script in ("deploy_prediction_service.sh", "deploy_training_service.sh"):
+        shutil.copy(REPO / script, root / script)
+    return root
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory):
+    repo = Repo(write_two_model_repo(tmp_path_factory.mktemp("two") / "repo"))
+    yield repo
+    repo.close()
+
+
+def test_one_model_failing_its_tests_does_not_stop_the_other(two_models):
+    run = two_models.deploy("--json")
+    assert run.code == 1
+    assert run.result("model1")["result"] == "deployed"
+    failed = run.result("model2")
+    assert failed["result"] == "failed" and failed["message"].startswith("model tests failed: 1 failed, 1 passed")
+    assert "test_model2_is_broken" in run.stderr and "assert 1 == 2" in run.stderr  # the data scientist sees why
+    assert "model2-prediction-dev" not in two_models.functions()
+    response = two_models.call("model1-prediction-dev", {"x": [1, 2, 3]})
+    assert response == {"status": "ok", "prediction": [2, 4, 6], "model_id": "model1/dev/1"}
+    before = two_models.snapshot()
+    plan = two_models.deploy("--dry-run")
+    assert plan.code == 1 and two_models.snapshot() == before
+    assert "Plan (dry run: nothing in CDF was changed)" in plan.stdout
+    assert "model1-prediction-dev: artifact model1/dev/1; unchanged" in plan.stdout
+    assert "model2-prediction-dev: not deployable: model tests failed" in plan.stdout
+    assert "model2 (prediction, dev): model tests failed" in plan.stdout  # under the summary table
+
+
+def test_failing_tests_leave_the_live_version_answering(two_models):
+    live = two_models.functions()["model1-prediction-dev"]  # deployed by the test above
+    test_file = two_models.root / "models" / "model1" / "test_model.py"
+    artifact = two_models.root / "artifacts" / "model1" / "factor.json"
+    original = test_file.read_text()
+    test_file.write_text(original + "\ndef test_new_is_broken():\n    assert False\n")
+    artifact.write_text('{"factor": 3}')
+    try:
+        run = two_models.deploy("--model", "model1", "--json")
+        assert run.code == 1 and run.result()["message"].startswith("model tests failed")
+        assert two_models.functions()["model1-prediction-dev"].id == live.id
+        assert two_models.call("model1-prediction-dev", {"x": [1]})["prediction"] == [2]
+    finally:
+        test_file.write_text(original)
+        artifact.write_text('{"factor": 2}')
+
+
+def test_a_failing_smoke_check_rolls_back_automatically(two_models):
+    settings = two_models.root / "mlops_settings.py"
+    live = two_models.functions()["model1-prediction-dev"]  # deployed, answering [2, 4, 6]
+    settings.write_text(TWO_MODEL_SETTINGS.format(model1_extra=', env_vars={"MODEL_BROKEN_IN_CDF": "1"}'))
+    try:
+        run = two_models.deploy("--model", "model1", "--json")
+    finally:
+        settings.write_text(TWO_MODEL_SETTINGS.format(model1_extra=""))
+    assert run.code == 1, run.stderr
+    result = run.result()
+    assert result["result"] == "rolled_back"
+    assert "the smoke call of model1-prediction-dev failed the prediction check" in result["message"]
+    assert "rolled back to the previous deployment" in result["message"]
+    now = two_models.functions()
+    assert now["model1-prediction-dev"].metadata["mlops_hash"] == live.metadata["mlops_hash"]
+    assert not any(x.startswith(f"model1-prediction-dev-{result['hash'][:10]}") for x in now)
+    assert all(f.metadata["mlops_hash"] != result["hash"] for f in two_models.code_files("model1-prediction-dev"))
+    assert two_models.call("model1-prediction-dev", {"x": [1, 2, 3]})["prediction"] == [2, 4, 6]
+    assert audit.history(two_models.client, "model1", "dev")[0]["outcome"] == "rolled_back"
