@@ -17,7 +17,10 @@ from pathlib import Path
 import pytest
 
 from akerbp.mlops import audit, model_manager
+from akerbp.mlops.deployment import build
+from akerbp.mlops.errors import UsageError
 from akerbp.mlops.local_cdf import Limits, LocalCDF
+from akerbp.mlops.settings import load_settings
 from model_code.test_model import ServiceTest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -118,6 +121,55 @@ def template(tmp_path_factory):
     repo = Repo(copy_template(tmp_path_factory.mktemp("template") / "repo"))
     yield repo
     repo.close()
+
+
+# --- the function folder (no CDF needed) --------------------------------------------------------------------------
+
+def test_the_function_folder_is_complete_deterministic_and_hashes_what_matters(tmp_path):
+    root = copy_template(tmp_path / "repo")
+    (root / "schema.json").write_text('{"type": "object", "required": ["data"]}')
+    (root / "model_code" / "requirements.model").write_text("numpy>=1.24\nakerbp.mlops==0.1.0\n")
+    (root / "model_code" / "__pycache__").mkdir(exist_ok=True)
+    (root / "model_code" / "__pycache__" / "stale.cpython-311.pyc").write_bytes(b"stale")
+    (root / "mlops_settings.py").write_text(TEMPLATE_SETTINGS.replace(
+        'artifact_folder="model_artifact",', 'artifact_folder="model_artifact", input_schema="schema.json", '
+        'secrets=["api-key"],'))
+    model = load_settings(root / "mlops_settings.py")[0]
+
+    def make(service="prediction", model_id="well_density/dev/1", secret="first-secret"):
+        artifact = model.artifact_path if service == "prediction" else None
+        return build.build_folder(model, service, "dev", artifact=artifact, model_id=model_id,
+                                  secrets={"api-key": secret})
+
+    built = make()
+    assert built.path == root / ".mlops" / "build" / "well_density-prediction-dev"
+    for name in ("handler.py", "requirements.txt", "mlops_service_settings.json", "mlops_function.json", "schema.json",
+                 "artifact/model.json", "model_code/model.py", "model_code/test_model.py",
+                 "akerbp/mlops/services/runtime.py", "akerbp/mlops/model_manager.py", "akerbp/mlops/audit.py"):
+        assert name in built.files, name
+    assert not [n for n in built.files if "__pycache__" in n or n.endswith(".pyc")]
+    assert not [n for n in built.files if n.startswith(("akerbp/mlops/cli/", "akerbp/mlops/deployment/",
+                                                        "akerbp/mlops/local_cdf/", "akerbp/mlops/settings"))]
+    assert (built.path / "requirements.txt").read_text().splitlines()[0] == "numpy>=1.24"
+    assert "akerbp.mlops==" not in (built.path / "requirements.txt").read_text()
+    assert "jsonschema" in (built.path / "requirements.txt").read_text()
+    service = json.loads((built.path / "mlops_service_settings.json").read_text())
+    assert (service["model_id"], service["artifact_folder"], service["input_schema"], service["model_module"]) == \
+        ("well_density/dev/1", "artifact", "schema.json", "model_code.model")
+    assert json.loads((built.path / "mlops_function.json").read_text())["secrets"] == ["api-key"]
+    assert not [n for n in built.files if b"first-secret" in (built.path / n).read_bytes()]
+
+    again = make()
+    assert again.content_hash == built.content_hash and build.zip_folder(again.path) == build.zip_folder(built.path)
+    assert make(model_id="well_density/dev/2").content_hash != built.content_hash
+    assert make(secret="rotated-secret").content_hash != built.content_hash  # a rotated secret redeploys
+    training = make(service="training", model_id=None)
+    assert not [n for n in training.files if n.startswith("artifact/")]
+
+    (root / "mlops_settings.py").write_text(TEMPLATE_SETTINGS.replace(
+        '"metadata": {"team": "ds"}', '"metadata": {f"k{i}": "v" for i in range(7)}'))
+    with pytest.raises(UsageError, match=r"field 'info.prediction.metadata' has 7 pairs.*keep at most 6"):
+        build.function_options(load_settings(root / "mlops_settings.py")[0], "prediction", "dev")
 
 
 # --- the template model in dev ------------------------------------------------------------------------------------
@@ -386,6 +438,26 @@ def test_failing_tests_leave_the_live_version_answering(two_models):
     finally:
         test_file.write_text(original)
         artifact.write_text('{"factor": 2}')
+
+
+def test_code_that_does_not_build_in_cdf_never_touches_the_live_function(two_models):
+    live = two_models.functions()["model1-prediction-dev"]  # deployed, answering [2, 4, 6]
+    settings = two_models.root / "mlops_settings.py"
+    # Fine in the local service test, fatal for the function's Python in CDF: its build fails.
+    settings.write_text(TWO_MODEL_SETTINGS.format(model1_extra=', env_vars={"PYTHONHOME": "/nonexistent"}'))
+    try:
+        run = two_models.deploy("--model", "model1", "--json")
+    finally:
+        settings.write_text(TWO_MODEL_SETTINGS.format(model1_extra=""))
+    assert run.code == 1
+    result = run.result()
+    assert result["result"] == "failed" and "service test passed" in run.stderr
+    assert result["message"].startswith(f"CDF could not build function model1-prediction-dev-{result['hash'][:10]}")
+    now = two_models.functions()
+    assert now["model1-prediction-dev"].id == live.id and now["model1-prediction-dev"].status == "Ready"
+    assert not any(x.startswith(f"model1-prediction-dev-{result['hash'][:10]}") for x in now)
+    assert all(f.metadata["mlops_hash"] != result["hash"] for f in two_models.code_files("model1-prediction-dev"))
+    assert two_models.call("model1-prediction-dev", {"x": [1, 2, 3]})["prediction"] == [2, 4, 6]
 
 
 def test_a_failing_smoke_check_rolls_back_automatically(two_models):

@@ -339,7 +339,8 @@ def summary_table(results: list[ModelResult]) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     for r in results:
         if not r.ok:
-            lines.append(f"{r.model} ({r.service}, {r.env}): {r.message}")
+            first, *more = r.message.splitlines() or [""]
+            lines.append(f"{r.model} ({r.service}, {r.env}): {first}" + (" (details above)" if more else ""))
     return "\n".join(lines)
 
 

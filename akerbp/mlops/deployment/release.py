@@ -240,6 +240,7 @@ def release(client, *, live: str, content_hash: str, zip_bytes: bytes, options: 
             cleanup(client, live, None)
         else:  # the standby failed to build: the live function was never touched
             functions.delete_files(client, [code.id])
+            e.args = (f"{e}\n{live} was not touched: it still runs what it ran before",)
         raise
     out.phases["standby build"] = out.switch.standby_seconds
     out.phases["replace"] = out.switch.replace_seconds
