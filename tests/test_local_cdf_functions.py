@@ -12,6 +12,7 @@ import requests
 from cognite.client.exceptions import CogniteAPIError
 
 from akerbp.mlops.local_cdf import Limits, LocalCDF
+from test_local_cdf_runtime import make_index
 
 
 def make_folder(tmp_path, source: str, name: str = "fn", extra: dict | None = None):
@@ -213,18 +214,23 @@ def test_due_schedule_fires_exactly_once(local_cdf, client, tmp_path):
 
 
 def test_venv_isolation_installs_requirements_once(tmp_path):
+    index = make_index(tmp_path)  # an on-disk package index: offline, and the package exists nowhere else
     source = """
-        import six
+        import localcdf_probe
         def handle(data):
-            return {"six": six.__version__}
+            return {"probe": localcdf_probe.__name__}
     """
+    # skip_folder_validation: the SDK would import the handler here, where the package is not installed.
+    options = dict(index_url=index, skip_folder_validation=True)
     with LocalCDF(tmp_path / "cdf", isolation="venv") as cdf:
         client = cdf.client(project="t")
-        fn = deploy(client, tmp_path, source, extra={"requirements.txt": "six==1.16.0\n"})
+        fn = deploy(client, tmp_path, source, extra={"requirements.txt": "localcdf_probe==1.0\n"}, **options)
         assert fn.status == "Ready", fn.error
-        assert fn.call({}).get_response() == {"six": "1.16.0"}
+        assert fn.call({}).get_response() == {"probe": "localcdf_probe"}
         venvs = list((cdf.data_dir / "venvs").iterdir())
-        again = deploy(client, tmp_path, source, xid="fn2", extra={"requirements.txt": "six==1.16.0\n"})
+        again = deploy(client, tmp_path, source, xid="fn2", extra={"requirements.txt": "localcdf_probe==1.0\n"},
+                       **options)
         assert again.status == "Ready" and list((cdf.data_dir / "venvs").iterdir()) == venvs
-        bad = deploy(client, tmp_path, source, xid="bad", extra={"requirements.txt": "no-such-package-xyz==9.9\n"})
+        bad = deploy(client, tmp_path, source, xid="bad", extra={"requirements.txt": "no-such-package-xyz==9.9\n"},
+                     **options)
         assert bad.status == "Failed" and "no-such-package-xyz" in bad.error["trace"]
