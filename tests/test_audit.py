@@ -79,3 +79,22 @@ def test_secrets_never_reach_the_record(client, monkeypatch):
     [row] = audit.history(client, "m")
     assert "hunter2" not in row["message"] and "***" in row["message"]
     assert "hunter2" not in row["extra"]["dsn"]
+
+
+def test_promotions_are_audited_with_their_outcome(client, tmp_path):
+    from akerbp.mlops import model_manager
+    from akerbp.mlops.errors import MlopsError
+
+    (tmp_path / "art").mkdir()
+    (tmp_path / "art" / "w.json").write_text("{}")
+    model_manager.upload_new_model_version("m", "test", tmp_path / "art", client=client)
+    model_manager.promote_model("m", 1, to_env="prod", client=client)
+    model_manager.promote_model("m", 1, to_env="prod", client=client)
+    try:
+        model_manager.promote_model("m", 7, to_env="prod", client=client)
+    except MlopsError:
+        pass
+    rows = audit.history(client, "m", env="prod")
+    assert [(r["action"], r["outcome"], r["model_id"]) for r in rows] == [
+        ("promotion", "failed", "m/prod/7"), ("promotion", "unchanged", "m/prod/1"), ("promotion", "success", "m/prod/1")]
+    assert rows[-1]["message"] == "from m/test/1"

@@ -27,11 +27,13 @@ import os
 import re
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
 
 from cognite.client.exceptions import CogniteDuplicatedError, CogniteException
 
+from akerbp.mlops import audit
 from akerbp.mlops.errors import MlopsError, UsageError
 from akerbp.mlops.registry_archive import archive_folder, extract_archive, sha256_file
 from akerbp.mlops.registry_index import (
@@ -400,6 +402,20 @@ def promote_model(
         raise UsageError(f"promotion goes forward (dev -> test -> prod), not from {from_env} to {to_env}")
     number = _check_version(version, model_name)
     client = _client(client)
+    started, model_id = time.time(), f"{model_name}/{to_env}/{number}"
+    try:
+        info = _promote(client, model_name, number, from_env, to_env, progress)
+    except MlopsError as e:
+        audit.record(client, "promotion", model=model_name, env=to_env, outcome="failed", started=started,
+                     version=number, model_id=model_id, message=str(e))
+        raise
+    audit.record(client, "promotion", model=model_name, env=to_env, started=started, version=number,
+                 model_id=model_id, outcome="unchanged" if info.get("unchanged") else "success",
+                 message=f"from {info.get('promoted_from') or f'{model_name}/{from_env}/{number}'}")
+    return info
+
+
+def _promote(client, model_name: str, number: int, from_env: str, to_env: str, progress: Progress | None) -> dict:
     source = _get_file(client, model_name, from_env, number)
     target_xid = version_xid(model_name, to_env, number)
     md = {**(source.metadata or {}), "env": to_env, "promoted_from": source.external_id,
