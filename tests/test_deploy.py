@@ -60,9 +60,9 @@ class Run:
 class Repo:
     """A model repo copy with its own local CDF, served here so the CLI subprocesses find it."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, isolation: str = "shared"):
         self.root = root
-        self.cdf = LocalCDF(root.parent / "cdf", limits=Limits(call_timeout_s=60)).start()
+        self.cdf = LocalCDF(root.parent / "cdf", limits=Limits(call_timeout_s=60), isolation=isolation).start()
         self.cdf.announce()
         self.client = self.cdf.client(project="local")  # the project get_client() uses for the local CDF
 
@@ -333,6 +333,10 @@ from pathlib import Path
 
 from models.common_code.scale import scale
 
+# The deploy's own service test runs the built folder under .mlops/build/; a CDF function runs elsewhere. This
+# switch (set through the settings' env_vars, which reach both) makes the model work locally and fail in CDF.
+IN_CDF = ".mlops" not in Path(__file__).resolve().parts
+
 
 class ModelException(Exception):
     pass
@@ -343,7 +347,7 @@ def initialization(folder, secrets):
 
 
 def predict(data, factor, secrets):
-    if os.environ.get("MODEL_BROKEN_IN_CDF"):  # set only in the deployed function (settings env_vars)
+    if os.environ.get("MODEL_BROKEN_IN_CDF") and IN_CDF:
         return [0 for _ in data["x"]]
     return [scale(x, factor) for x in data["x"]]
 
@@ -399,7 +403,9 @@ def write_two_model_repo(root: Path, model2_test: str = "\ndef test_model2_is_br
 
 @pytest.fixture(scope="module")
 def two_models(tmp_path_factory):
-    repo = Repo(write_two_model_repo(tmp_path_factory.mktemp("two") / "repo"))
+    # venv isolation: each function's requirements are installed as CDF installs them, so a requirement that
+    # cannot be installed fails the function's build, as it would in CDF.
+    repo = Repo(write_two_model_repo(tmp_path_factory.mktemp("two") / "repo"), isolation="venv")
     yield repo
     repo.close()
 
@@ -440,15 +446,16 @@ def test_failing_tests_leave_the_live_version_answering(two_models):
         artifact.write_text('{"factor": 2}')
 
 
-def test_code_that_does_not_build_in_cdf_never_touches_the_live_function(two_models):
+def test_code_that_does_not_build_in_cdf_never_touches_the_live_function(two_models, monkeypatch):
     live = two_models.functions()["model1-prediction-dev"]  # deployed, answering [2, 4, 6]
-    settings = two_models.root / "mlops_settings.py"
-    # Fine in the local service test, fatal for the function's Python in CDF: its build fails.
-    settings.write_text(TWO_MODEL_SETTINGS.format(model1_extra=', env_vars={"PYTHONHOME": "/nonexistent"}'))
+    requirements = two_models.root / "models" / "model1" / "requirements.model"
+    # The local service test runs in this environment; CDF must install the requirement, and cannot.
+    requirements.write_text("no-such-package-anywhere==9.9\n")
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # the local CDF's pip fails at once, offline
     try:
         run = two_models.deploy("--model", "model1", "--json")
     finally:
-        settings.write_text(TWO_MODEL_SETTINGS.format(model1_extra=""))
+        requirements.write_text("# no requirements\n")
     assert run.code == 1
     result = run.result()
     assert result["result"] == "failed" and "service test passed" in run.stderr

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from akerbp.mlops.deployment import build
 from akerbp.mlops.services import runtime, training
 from akerbp.mlops.services.local_call import LocalCallError, call_handler, run_handler
 from model_code import model as template_model
@@ -42,14 +43,7 @@ def build_function_folder(dest: Path, *, service="prediction", settings=None, fi
     shutil.copytree(REPO / "model_code", dest / "model_code", ignore=IGNORE)
     if artifact:
         shutil.copytree(REPO / "model_artifact", dest / "artifact", ignore=IGNORE)
-    bundled = dest / "akerbp" / "mlops"
-    bundled.mkdir(parents=True)
-    for name in ("__init__.py", "errors.py", "model_manager.py", "registry_archive.py", "registry_index.py"):
-        if (MLOPS / name).is_file():
-            shutil.copy(MLOPS / name, bundled / name)
-    for package in ("services", "utils"):
-        shutil.copytree(MLOPS / package, bundled / package, ignore=IGNORE)
-    shutil.copy(MLOPS / "services" / "function_handler.py", dest / "handler.py")
+    build.copy_runtime(dest)  # the bundled framework + handler.py, exactly as the deploy step bundles them
     (dest / "requirements.txt").write_text((REPO / "model_code" / "requirements.model").read_text())
     service_settings = {
         "model_name": "rhob",
@@ -231,10 +225,17 @@ def test_a_folder_without_service_settings_is_an_error_answer(tmp_path):
 # --- local_call: crashes and timeouts -----------------------------------------------------------------------------
 
 
-def test_a_crashing_handler_raises_with_the_end_of_its_stderr(tmp_path):
+def handler_folder(tmp_path: Path, source: str) -> Path:
+    """A minimal function folder: just a handler.py."""
     folder = tmp_path / "fn"
     folder.mkdir()
-    (folder / "handler.py").write_text(
+    (folder / "handler.py").write_text(source)
+    return folder
+
+
+def test_a_crashing_handler_raises_with_the_end_of_its_stderr(tmp_path):
+    folder = handler_folder(
+        tmp_path,
         "import os, sys\n"
         "def handle(data):\n"
         "    print('out of memory, pretend', file=sys.stderr, flush=True)\n"
@@ -245,17 +246,24 @@ def test_a_crashing_handler_raises_with_the_end_of_its_stderr(tmp_path):
 
 
 def test_a_response_cdf_could_not_send_raises(tmp_path):
-    folder = tmp_path / "fn"
-    folder.mkdir()
-    (folder / "handler.py").write_text("def handle(data, secrets):\n    return {'values': {1, 2}}\n")
+    folder = handler_folder(tmp_path, "def handle(data, secrets):\n    return {'values': {1, 2}}\n")
     with pytest.raises(LocalCallError, match="Object of type set is not JSON serializable"):
         run_handler(folder, {})
 
 
+def test_the_function_env_vars_reach_the_handler_as_in_cdf(tmp_path):
+    folder = handler_folder(
+        tmp_path,
+        "import os\n"
+        "def handle(data):\n"
+        "    return [os.environ.get('WELL_FIELD'), os.environ.get('COGNITE_FUNCTION_RUNTIME')]\n"
+    )
+    assert run_handler(folder, {}, env_vars={"WELL_FIELD": "north"}) == ["north", "true"]
+
+
 def test_a_handler_that_never_answers_times_out(tmp_path):
-    folder = tmp_path / "fn"
-    folder.mkdir()
-    (folder / "handler.py").write_text(
+    folder = handler_folder(
+        tmp_path,
         "import sys, threading\n"
         "def handle(data):\n"
         "    print('waiting for nothing', file=sys.stderr, flush=True)\n"

@@ -140,7 +140,8 @@ def runtime_files() -> list[Path]:
     return sorted(seen)
 
 
-def _copy_runtime(dest: Path) -> None:
+def copy_runtime(dest: Path) -> None:
+    """The bundled framework and handler.py, as every function folder holds them."""
     source = Path(mlops_package.__file__).resolve().parent
     for path in runtime_files():
         target = dest / "akerbp" / "mlops" / path.relative_to(source)
@@ -174,7 +175,7 @@ def _populate(dest: Path, settings, service: str, env: str, artifact: Path | Non
             "folder's own layout (akerbp/, artifact/): move the model code to another folder"
         )
     shutil.copytree(settings.root / code, dest / code, ignore=_ignore)
-    _copy_runtime(dest)
+    copy_runtime(dest)
     if service == "prediction":
         if artifact is None or not Path(artifact).is_dir():
             raise MlopsError(f"model '{settings.model_name}': no artifact folder to deploy ({artifact})")

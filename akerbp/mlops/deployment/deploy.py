@@ -237,7 +237,8 @@ def _prepare(settings, service, env, target, result, tester, say, dry_run, force
             out.zip_bytes = None if dry_run else build.zip_folder(out.built.path)  # before the service test runs
             t = _timed(result, "zip", t)
             out.service_test = pool.submit(service_check.run_service_test, out.built.path, service, tester,
-                                           out.secrets, result.model_id, max(1.0, deadline - time.monotonic()))
+                                           out.secrets, result.model_id, max(1.0, deadline - time.monotonic()),
+                                           out.built.options.get("env_vars"))
     except MlopsError as e:
         out.failure = e
     out.finished = time.monotonic()

@@ -178,11 +178,12 @@ def verify(tester: ServiceTest, service: str, response, expected_model_id: str |
 
 
 def run_service_test(folder: Path, service: str, tester: ServiceTest, secrets: dict, expected_model_id: str | None,
-                     timeout: float = 600.0) -> CheckResult:
-    """Call the built folder's handler in a subprocess exactly as CDF would (client=None), then check the answer."""
+                     timeout: float = 600.0, env_vars: dict | None = None) -> CheckResult:
+    """Call the built folder's handler in a subprocess exactly as CDF would (client=None, the function's env vars),
+    then check the answer."""
     data = tester.input(service)
     try:
-        call = call_handler(folder, data, secrets, timeout=timeout)
+        call = call_handler(folder, data, secrets, timeout=timeout, env_vars=env_vars)
     except LocalCallError as e:
         return CheckResult(False, str(e))
     result = verify(tester, service, call.response, expected_model_id)

@@ -85,14 +85,15 @@ class LocalCall:
 
 
 def run_handler(folder: Path, data, secrets: dict | None = None, timeout: float = 600.0,
-                function_path: str = "handler.py") -> dict:
+                function_path: str = "handler.py", env_vars: dict | None = None) -> dict:
     """The JSON response of the folder's handler for `data`; LocalCallError if it crashes or times out."""
-    return call_handler(folder, data, secrets, timeout, function_path).response
+    return call_handler(folder, data, secrets, timeout, function_path, env_vars).response
 
 
 def call_handler(folder: Path, data, secrets: dict | None = None, timeout: float = 600.0,
-                 function_path: str = "handler.py") -> LocalCall:
-    """Like run_handler, with the call's logs (stdout, stderr: secrets masked) and duration."""
+                 function_path: str = "handler.py", env_vars: dict | None = None) -> LocalCall:
+    """Like run_handler, with the call's logs (stdout, stderr: secrets masked) and duration. `env_vars` are the
+    function's envVars, set as CDF sets them."""
     folder = Path(folder).resolve()
     if not (folder / function_path).is_file():
         raise LocalCallError(f"no {function_path} in {folder}: not a function folder")
@@ -105,6 +106,7 @@ def call_handler(folder: Path, data, secrets: dict | None = None, timeout: float
             "response_path": str(response_file),
         }))
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")}
+        env.update(env_vars or {})
         env["COGNITE_FUNCTION_RUNTIME"] = "true"
         env["PYTHONDONTWRITEBYTECODE"] = "1"  # keep __pycache__ out of the folder that gets zipped
         started = time.monotonic()
