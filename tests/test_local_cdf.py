@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 from cognite.client.data_classes import DataSetWrite, FileMetadataUpdate, FileMetadataWrite as FileMetadata
-from cognite.client.exceptions import CogniteAPIError, CogniteDuplicatedError, CogniteNotFoundError
+from cognite.client.exceptions import CogniteDuplicatedError, CogniteNotFoundError
 
 from akerbp.mlops.local_cdf import LocalCDF
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
-import os
 import stat
 import sys
 import textwrap

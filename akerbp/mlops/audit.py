@@ -2,18 +2,18 @@
 
 Events rather than a file in the repo, so the trail lives where the services live, survives the CI runner, and is
 shared by every machine deploying to the project. Also bundled into deployed functions (the training service records
-its runs), hence stdlib and cognite-sdk only. Writing a record must never fail the operation it describes.
+its runs), hence stdlib, cognite-sdk and the bundled utils only. Writing a record must never fail the operation it
+describes.
 """
 from __future__ import annotations
 
-import getpass
 import json
-import os
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from typing import Any
+
+from akerbp.mlops.utils.provenance import git_commit, who
 
 EVENT_TYPE = "mlops"
 SOURCE = "akerbp.mlops"
@@ -32,30 +32,6 @@ def _mask(text: str) -> str:
     except Exception:  # noqa: BLE001
         return text
     return mask(text)
-
-
-def git_commit() -> str:
-    """The commit being deployed: Bitbucket's, else the working copy's, else "" (e.g. inside a CDF Function)."""
-    commit = os.environ.get("BITBUCKET_COMMIT", "").strip()
-    if commit:
-        return commit
-    try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return done.stdout.strip() if done.returncode == 0 else ""
-
-
-def who() -> str:
-    """Who triggered the operation: the Bitbucket user who ran the step, else the local user, else ""."""
-    for var in ("BITBUCKET_STEP_TRIGGERER_UUID", "USER", "USERNAME"):
-        value = os.environ.get(var, "").strip()
-        if value:
-            return value
-    try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001 -- no user database entry (containers): not worth failing over
-        return ""
 
 
 def _text(value: Any) -> str:

@@ -21,11 +21,8 @@ from __future__ import annotations
 
 import datetime
 import functools
-import getpass
 import json
-import os
 import re
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -35,6 +32,7 @@ from cognite.client.exceptions import CogniteDuplicatedError, CogniteException
 
 from akerbp.mlops import audit
 from akerbp.mlops.errors import MlopsError, UsageError
+from akerbp.mlops.utils.provenance import git_commit, who
 from akerbp.mlops.registry_archive import archive_folder, extract_archive, sha256_file
 from akerbp.mlops.registry_index import (
     BLOCK,
@@ -122,32 +120,6 @@ def check_metadata_limits(metadata: dict[str, str], what: str) -> None:
             f"{what}: metadata keys and values total {total} bytes, CDF allows {MAX_TOTAL_BYTES} "
             f"(largest: {largest!r}); shorten it or store it in the artifact folder"
         )
-
-
-def _created_by() -> str:
-    if os.environ.get("BITBUCKET_BUILD_NUMBER"):
-        repo = os.environ.get("BITBUCKET_REPO_FULL_NAME", "")
-        return f"bitbucket-pipelines:{repo}#{os.environ['BITBUCKET_BUILD_NUMBER']}"
-    for var in ("USER", "LOGNAME", "USERNAME"):
-        if os.environ.get(var):
-            return os.environ[var]
-    try:
-        return getpass.getuser()
-    except Exception:  # no user database entry (containers, CDF Functions)
-        return "unknown"
-
-
-def _git_commit(folder: Path) -> str:
-    if os.environ.get("BITBUCKET_COMMIT"):
-        return os.environ["BITBUCKET_COMMIT"]
-    for cwd in (folder, Path.cwd()):
-        try:
-            out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.SubprocessError):
-            return ""
-        if out.returncode == 0 and out.stdout.strip():
-            return out.stdout.strip()
-    return ""
 
 
 def _now() -> str:
@@ -241,7 +213,7 @@ def upload_new_model_version(
         raise UsageError(f"artifact folder {folder} of model {model_name} does not exist or is not a folder")
     user = _stringify_metadata(metadata, model_name)
     system = {"version": "9" * 18, "model_name": model_name, "env": env, "sha256": "0" * 64, "size": "9" * 15,
-              "created_by": _created_by(), "git_commit": _git_commit(folder), "framework_version": FRAMEWORK_VERSION}
+              "created_by": who(), "git_commit": git_commit(folder), "framework_version": FRAMEWORK_VERSION}
     what = f"model {model_name} ({env})"
     check_metadata_limits({**system, **user}, what)  # worst-case version/size: fails before any archive or request
     client = _client(client)
@@ -419,7 +391,7 @@ def _promote(client, model_name: str, number: int, from_env: str, to_env: str, p
     source = _get_file(client, model_name, from_env, number)
     target_xid = version_xid(model_name, to_env, number)
     md = {**(source.metadata or {}), "env": to_env, "promoted_from": source.external_id,
-          "promoted_by": _created_by(), "promoted_at": _now()}
+          "promoted_by": who(), "promoted_at": _now()}
     check_metadata_limits(md, f"promotion of {source.external_id} to {to_env}")
     existing = client.files.retrieve(external_id=target_xid)
     if existing is not None:
@@ -470,7 +442,7 @@ def delete_model_version(
         raise MlopsError(f"{xid} is already deleted")
     info = _info(found)
     tombstone = {"version": str(number), "model_name": model_name, "env": env, "deleted": "true",
-                 "deleted_by": _created_by(), "deleted_at": _now(), "deleted_sha256": info["sha256"]}
+                 "deleted_by": who(), "deleted_at": _now(), "deleted_sha256": info["sha256"]}
     client.files.upload_bytes(
         b"", name=found.name or f"{model_name}-{env}-{number}.tar.gz", external_id=xid, directory=DIRECTORY,
         metadata=tombstone, data_set_id=found.data_set_id, overwrite=True,

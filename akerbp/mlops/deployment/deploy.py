@@ -22,6 +22,7 @@ from typing import Callable
 from akerbp.mlops.deployment import artifacts, build, service_check
 from akerbp.mlops.deployment.model_tests import ModelTests
 from akerbp.mlops.errors import MlopsError, UsageError
+from akerbp.mlops.utils import provenance
 
 SERVICES = ("prediction", "training")
 DEFAULT_TIMEOUT = 900.0
@@ -252,8 +253,8 @@ def _ship(settings, service, env, target, result, tester, prepared: _Prepared, s
     client = target.client()
     mlops_md = release.mlops_metadata(
         model=settings.model_name, service=service, env=env, version=result.version, model_id=result.model_id,
-        content_hash=result.hash, commit=release.git_commit(settings.root), deployed_at=release.now_iso(),
-        by=release.deployed_by())
+        content_hash=result.hash, commit=provenance.git_commit(settings.root, mark_dirty=True), deployed_at=release.now_iso(),
+        by=provenance.who())
     t = time.monotonic()
     data_set = functions.data_set_id(client, settings.dataset)
     _timed(result, "data set", t)

@@ -21,12 +21,9 @@ mlops_deployed_at, updated whenever the file goes live): "previous deployment" =
 from __future__ import annotations
 
 import datetime
-import getpass
 import os
-import subprocess
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 from cognite.client.exceptions import CogniteException
@@ -37,6 +34,7 @@ from akerbp.mlops.deployment.functions import BuildFailed, Progress
 from akerbp.mlops.errors import MlopsError, UsageError
 from akerbp.mlops.settings import secret_env_var
 from akerbp.mlops.utils.logger import register_secret
+from akerbp.mlops.utils.provenance import who
 
 KEEP_DEPLOYMENTS = 3  # the current one and the 2 before it
 MAX_METADATA_VALUE = 512
@@ -53,34 +51,6 @@ class SmokeFailed(MlopsError):
 
 def now_iso() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
-
-
-def deployed_by() -> str:
-    if os.environ.get("BITBUCKET_BUILD_NUMBER"):
-        repo = os.environ.get("BITBUCKET_REPO_FULL_NAME", "")
-        return f"bitbucket-pipelines:{repo}#{os.environ['BITBUCKET_BUILD_NUMBER']}"
-    for var in ("USER", "LOGNAME", "USERNAME"):
-        if os.environ.get(var):
-            return os.environ[var]
-    try:
-        return getpass.getuser()
-    except Exception:  # no user database entry (containers)
-        return "unknown"
-
-
-def git_commit(root: Path) -> str:
-    """The commit being deployed, '+dirty' when the working tree has uncommitted changes; '' outside git."""
-    if os.environ.get("BITBUCKET_COMMIT"):
-        return os.environ["BITBUCKET_COMMIT"]
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        if head.returncode != 0:
-            return ""
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def mlops_metadata(*, model: str, service: str, env: str, version, model_id: str | None, content_hash: str,
@@ -295,7 +265,7 @@ def restore(client, live: str, target: Deployment, deadline: float, progress: Pr
     for value in secrets.values():
         register_secret(value)
     md = {k: v for k, v in target.metadata.items() if k.startswith("mlops_") and k != "mlops_status"}
-    md.update(mlops_deployed_at=now_iso(), mlops_deployed_by=deployed_by()[:MAX_METADATA_VALUE],
+    md.update(mlops_deployed_at=now_iso(), mlops_deployed_by=who()[:MAX_METADATA_VALUE],
               mlops_code_file=str(target.file_id))
     metadata = {**options.get("metadata", {}), **md}
     switched = switch(client, live, target.file_id, target.content_hash, options, secrets, metadata, deadline,

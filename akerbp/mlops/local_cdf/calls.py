@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from .app import Ctx, Router
 from .errors import bad_request
 from .functions import KIND as FUNCTIONS, ready_function, worker_key
-from .resources import Kind, eq, time_range
+from .resources import Kind, eq, query_args, time_range
 from .sessions import consume_nonce
 from .store import now_ms, public
 from .validation import check
@@ -114,10 +114,7 @@ def list_calls(ctx: Ctx, function_id: int) -> dict:
 
 @routes.get("/functions/<int:function_id>/calls")
 def list_calls_get(ctx: Ctx, function_id: int) -> dict:
-    body = {"limit": int(ctx.args["limit"])} if "limit" in ctx.args else {}
-    if "cursor" in ctx.args:
-        body["cursor"] = ctx.args["cursor"]
-    return CALLS.list(ctx, extra=_function_calls(ctx, function_id), body=body)
+    return CALLS.list(ctx, extra=_function_calls(ctx, function_id), body=query_args(ctx))
 
 
 @routes.get("/functions/<int:function_id>/calls/<int:call_id>")

@@ -5,13 +5,11 @@ matters here (resources.sorted_list: O(matching events) per page, fine for audit
 """
 from __future__ import annotations
 
-from typing import Any
 
 from .app import Ctx, Router
 from .errors import bad_request
 from .resources import (Kind, aggregate_count, check_data_set, contains_any, data_set_ids, eq, metadata, prefix,
-                        sorted_list, time_range)
-from .store import public
+                        query_args, time_range)
 from .validation import check, items, metadata_limits, text_limit
 
 routes = Router()
@@ -22,8 +20,8 @@ FIELDS = {
     "externalId": str, "startTime": int, "endTime": int, "type": str, "subtype": str, "description": str,
     "metadata": dict, "assetIds": list, "source": str, "dataSetId": int,
 }
-SORTABLE = {"startTime", "endTime", "createdTime", "lastUpdatedTime", "type", "subtype", "externalId",
-            "description", "source", "dataSetId"}
+SORTABLE = frozenset({"startTime", "endTime", "createdTime", "lastUpdatedTime", "type", "subtype", "externalId",
+                      "description", "source", "dataSetId"})
 
 
 def _end_time(value, ctx):
@@ -57,6 +55,7 @@ EVENTS = Kind(
         "createdTime": time_range("createdTime"), "lastUpdatedTime": time_range("lastUpdatedTime"),
     },
     updatable={k: v for k, v in FIELDS.items()},
+    sortable=SORTABLE,
 )
 
 
@@ -100,29 +99,17 @@ def byids(ctx: Ctx) -> dict:
 
 @routes.get("/events/<int:event_id>")
 def get_one(ctx: Ctx, event_id: int) -> dict:
-    return public(ctx.store.resolve(ctx.project, KIND, [{"id": event_id}], what=EVENTS.what)[0])
+    return EVENTS.one(ctx, event_id)
 
 
 @routes.post("/events/list")
 def list_events(ctx: Ctx) -> dict:
-    body = ctx.body
-    if body.get("sort") is None:
-        return EVENTS.list(ctx, body={k: v for k, v in body.items() if k != "sort"})
-    return sorted_list(ctx, EVENTS, body, SORTABLE)
+    return EVENTS.list(ctx)
 
 
 @routes.get("/events")
 def list_events_get(ctx: Ctx) -> dict:
-    body: dict[str, Any] = {k: ctx.args[k] for k in ("cursor", "partition") if k in ctx.args}
-    if "limit" in ctx.args:
-        try:
-            body["limit"] = int(ctx.args["limit"])
-        except ValueError:
-            raise bad_request(f"Query parameter 'limit' must be an integer, got {ctx.args['limit']!r}") from None
-    flt = {k: ctx.args[k] for k in ("type", "subtype", "source", "externalIdPrefix") if k in ctx.args}
-    if flt:
-        body["filter"] = flt
-    return EVENTS.list(ctx, body=body)
+    return EVENTS.list(ctx, body=query_args(ctx, ("type", "subtype", "source", "externalIdPrefix")))
 
 
 @routes.post("/events/aggregate")

@@ -16,7 +16,7 @@ from werkzeug.wrappers import Response
 
 from .app import Ctx, Router
 from .errors import CDFError, bad_request, duplicated
-from .resources import Kind, contains_any, data_set_ids, eq, metadata, prefix, time_range
+from .resources import Kind, contains_any, query_args, data_set_ids, eq, metadata, prefix, time_range
 from .store import now_ms, public
 from .validation import check, identifiers, metadata_limits, text_limit
 
@@ -208,15 +208,12 @@ def list_files(ctx: Ctx) -> dict:
 
 @routes.get("/files")
 def list_files_get(ctx: Ctx) -> dict:
-    body = {k: ctx.args[k] for k in ("cursor", "partition") if k in ctx.args}
-    if "limit" in ctx.args:
-        body["limit"] = int(ctx.args["limit"])
-    return FILES.list(ctx, body=body)
+    return FILES.list(ctx, body=query_args(ctx))
 
 
 @routes.get("/files/<int:file_id>")
 def get_one(ctx: Ctx, file_id: int) -> dict:
-    return public(ctx.store.resolve(ctx.project, KIND, [{"id": file_id}], what="Files")[0])
+    return FILES.one(ctx, file_id)
 
 
 @routes.post("/files/downloadlink")

@@ -97,6 +97,7 @@ class Kind:
     updatable: dict[str, Any] = field(default_factory=dict)  # field -> type; dict/list fields also take add/remove
     max_limit: int = 1000
     view: Callable[[dict], dict] = public
+    sortable: frozenset[str] = frozenset()  # properties CDF's `sort` accepts on this kind's list; empty: no sort
 
     def compile_filter(self, ctx: Ctx, flt: Any) -> Clause:
         if flt is None:
@@ -122,8 +123,14 @@ class Kind:
                                   ignore_unknown=bool(ctx.body.get("ignoreUnknownIds")), what=self.what)
         return {"items": [self.view(b) for b in found]}
 
+    def one(self, ctx: Ctx, resource_id: int) -> dict:
+        return self.view(ctx.store.resolve(ctx.project, self.kind, [{"id": resource_id}], what=self.what)[0])
+
     def list(self, ctx: Ctx, extra: Clause | None = None, body: dict | None = None) -> dict:
         body = ctx.body if body is None else body
+        if self.sortable and body.get("sort") is not None:
+            return sorted_list(ctx, self, body, self.sortable)
+        body = {k: v for k, v in body.items() if k != "sort" or not self.sortable}
         check(body, {"filter": dict, "limit": int, "cursor": str, "partition": str}, "")
         where, params = self.compile_filter(ctx, body.get("filter"))
         clauses = [w for w in (where, extra[0] if extra else "") if w]
@@ -202,6 +209,20 @@ class Kind:
 
 
 # -- shared by events and time series ----------------------------------------------------------------------
+def query_args(ctx: Ctx, filter_keys: tuple[str, ...] = ()) -> dict:
+    """A GET list's query string as the body of the matching POST list."""
+    body: dict[str, Any] = {k: ctx.args[k] for k in ("cursor", "partition") if k in ctx.args}
+    if "limit" in ctx.args:
+        try:
+            body["limit"] = int(ctx.args["limit"])
+        except ValueError:
+            raise bad_request(f"Query parameter 'limit' must be an integer, got {ctx.args['limit']!r}") from None
+    flt = {k: ctx.args[k] for k in filter_keys if k in ctx.args}
+    if flt:
+        body["filter"] = flt
+    return body
+
+
 def check_data_set(ctx: Ctx, body: dict, where: str) -> None:
     """CDF refuses a dataSetId that does not exist instead of storing a dangling reference."""
     ds = body.get("dataSetId")

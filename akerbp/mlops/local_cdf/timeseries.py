@@ -5,14 +5,12 @@ one server.py registers.
 """
 from __future__ import annotations
 
-from typing import Any
 
 from . import datapoints
 from .app import Ctx, Router
 from .errors import bad_request
-from .resources import (Kind, aggregate_count, check_data_set, data_set_ids, eq, metadata, prefix, sorted_list,
+from .resources import (Kind, aggregate_count, check_data_set, data_set_ids, eq, metadata, prefix, query_args,
                         time_range)
-from .store import public
 from .validation import check, items, metadata_limits, text_limit
 
 routes = Router()
@@ -25,8 +23,8 @@ FIELDS = {
     "dataSetId": int,
 }
 UPDATABLE = {k: v for k, v in FIELDS.items() if k not in ("isString", "legacyName")}
-SORTABLE = {"name", "externalId", "description", "unit", "unitExternalId", "createdTime", "lastUpdatedTime",
-            "dataSetId", "assetId", "isString", "isStep"}
+SORTABLE = frozenset({"name", "externalId", "description", "unit", "unitExternalId", "createdTime",
+                      "lastUpdatedTime", "dataSetId", "assetId", "isString", "isStep"})
 
 
 def _asset_ids(value, ctx):
@@ -46,6 +44,7 @@ TIME_SERIES = Kind(
         "lastUpdatedTime": time_range("lastUpdatedTime"),
     },
     updatable=UPDATABLE,
+    sortable=SORTABLE,
 )
 
 
@@ -83,26 +82,17 @@ def byids(ctx: Ctx) -> dict:
 
 @routes.get("/timeseries/<int:ts_id>")
 def get_one(ctx: Ctx, ts_id: int) -> dict:
-    return public(ctx.store.resolve(ctx.project, KIND, [{"id": ts_id}], what=TIME_SERIES.what)[0])
+    return TIME_SERIES.one(ctx, ts_id)
 
 
 @routes.post("/timeseries/list")
 def list_time_series(ctx: Ctx) -> dict:
-    body = ctx.body
-    if body.get("sort") is None:
-        return TIME_SERIES.list(ctx, body={k: v for k, v in body.items() if k != "sort"})
-    return sorted_list(ctx, TIME_SERIES, body, SORTABLE)
+    return TIME_SERIES.list(ctx)
 
 
 @routes.get("/timeseries")
 def list_time_series_get(ctx: Ctx) -> dict:
-    body: dict[str, Any] = {k: ctx.args[k] for k in ("cursor", "partition") if k in ctx.args}
-    if "limit" in ctx.args:
-        try:
-            body["limit"] = int(ctx.args["limit"])
-        except ValueError:
-            raise bad_request(f"Query parameter 'limit' must be an integer, got {ctx.args['limit']!r}") from None
-    return TIME_SERIES.list(ctx, body=body)
+    return TIME_SERIES.list(ctx, body=query_args(ctx))
 
 
 @routes.post("/timeseries/aggregate")
