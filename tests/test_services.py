@@ -468,6 +468,12 @@ def test_training_uploads_new_versions_that_a_prediction_service_can_serve(tmp_p
         "metrics"
     ]
 
+    from akerbp.mlops import audit
+
+    runs = audit.history(cdf_client, "rhob", env="test")
+    assert [(r["action"], r["outcome"], r["model_id"]) for r in runs] == [
+        ("training", "success", "rhob/test/2"), ("training", "success", "rhob/test/1")]
+
     # The uploaded artifact is a working model: serve version 2 from a prediction folder.
     serving = build_function_folder(tmp_path / "serve", artifact=False, settings={"model_id": "rhob/test/2"})
     model_manager.download_model_version("rhob", "test", serving / "artifact", client=cdf_client)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from akerbp.mlops.services import responses
@@ -61,6 +62,28 @@ def _condition_problem(condition) -> str | None:
 
 
 def serve(data, client, settings: dict, root: Path, secrets: dict) -> dict:
+    """Train, check the deployment condition, upload; with a client, the run is recorded in the audit trail."""
+    started = time.time()
+    answer = _train_and_upload(data, client, settings, root, secrets)
+    if client is not None:
+        _record(client, settings, started, answer)
+    return answer
+
+
+def _record(client, settings: dict, started: float, answer: dict) -> None:
+    try:
+        from akerbp.mlops import audit
+    except Exception:  # an old bundle without the audit module: training itself went fine
+        return
+    training = answer.get("training") or {}
+    ok = answer.get("status") == "ok" and training.get("uploaded")
+    audit.record(client, "training", model=settings["model_name"], env=settings["env"], service="training",
+                 outcome="success" if ok else "failed", started=started, version=training.get("version"),
+                 model_id=training.get("model_id"), dataset=settings.get("dataset") or "mlops",
+                 message="" if ok else str(answer.get("message", "")))
+
+
+def _train_and_upload(data, client, settings: dict, root: Path, secrets: dict) -> dict:
     model_name, env = settings["model_name"], settings["env"]
     condition = settings.get("deployment_condition")
     log = responses.get_log()
