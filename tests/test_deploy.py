@@ -197,6 +197,11 @@ def test_dev_deploy_to_a_fresh_local_cdf_serves_the_local_artifact(template):
     assert (record["action"], record["outcome"], record["hash"]) == ("deploy", "success", result["hash"])
     assert "model tests passed" in run.stderr and "service test passed" in run.stderr
 
+    called = template.run("mlops", "call", "well_density", "--data", json.dumps(ServiceTest.prediction_input))
+    assert called.code == 0, called.stderr
+    answer = json.loads(called.stdout)
+    assert answer["model_id"] == "well_density/dev/1" and ServiceTest.prediction_check(answer)
+
 
 def test_the_same_content_again_is_unchanged_and_force_redeploys(template):
     before = template.functions()["well_density-prediction-dev"]
