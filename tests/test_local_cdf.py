@@ -279,3 +279,17 @@ def test_upload_url_needs_its_signature(local_cdf, client):
     assert requests.put(tampered, data=b"x").status_code == 403
     assert requests.put(url, data=b"x").status_code == 200
     assert client.files.download_bytes(external_id="a") == b"x"
+
+
+OPENER = "import sys; from akerbp.mlops.local_cdf.store import Store; print(Store(sys.argv[1]).secret)"
+
+
+def test_processes_opening_a_new_data_dir_at_once_all_succeed(tmp_path):
+    """Each CLI call may start its own embedded server: the first opening of a data dir must not race."""
+    for round_ in range(3):
+        data_dir = tmp_path / f"cdf{round_}"
+        procs = [subprocess.Popen([sys.executable, "-c", OPENER, str(data_dir)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(8)]
+        outputs = [p.communicate(timeout=120) for p in procs]
+        assert [p.returncode for p in procs] == [0] * 8, [err for _, err in outputs if err]
+        assert len({out.strip() for out, _ in outputs}) == 1  # one signing secret, created once

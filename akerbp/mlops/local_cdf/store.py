@@ -8,6 +8,7 @@ lost and no reader sees half a file.
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import secrets
@@ -72,15 +73,23 @@ class Store:
         self.blob_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.data_dir / "cdf.sqlite3"
         self._local = threading.local()
-        self.conn().executescript(SCHEMA)
-        self.secret = self._meta_secret()
+        # Switching a new database to WAL needs an exclusive lock that SQLite does not wait for: processes opening
+        # one data dir at once take turns on a file lock while they set it up.
+        with open(self.data_dir / "cdf.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                conn = self.conn()
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.executescript(SCHEMA)
+                self.secret = self._meta_secret()
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     # -- connections and transactions -------------------------------------------------------------------------
     def conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=60000")
             self._local.conn = conn
