@@ -1,8 +1,14 @@
+import re
+from pathlib import Path
+
 from setuptools import find_namespace_packages, setup
+
+# One version: the package's own __version__ (bundled into every function, recorded on every model version).
+VERSION = re.search(r'__version__ = "([^"]+)"', (Path(__file__).parent / "akerbp/mlops/__init__.py").read_text())[1]
 
 setup(
     name="akerbp.mlops",
-    version="0.1.0",
+    version=VERSION,
     description="Ship ML models to Cognite Data Fusion: versioned artifacts, tested and verified CDF Functions, "
     "and an offline local CDF",
     packages=find_namespace_packages(include=["akerbp.*"]),
