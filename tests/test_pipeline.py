@@ -313,7 +313,9 @@ pipelines:
       - step: {name: never, script: ["echo never ran"]}
       - final: {name: cleanup, script: ["echo cleanup ran"]}
     leaky:
-      - step: {name: leak, script: ['echo "secret is $COGNITE_CLIENT_SECRET"']}
+      - step: {name: leak, script: ['echo "secret is $MLOPS_SECRET_API_KEY"']}
+    project:
+      - step: {name: upload, script: ["mlops models upload m --folder artifact"]}
 """
 
 
@@ -374,7 +376,7 @@ def test_install_lines_run_only_with_install(runnable):
 
 
 def test_run_masks_secrets_in_step_output(runnable, monkeypatch):
-    monkeypatch.setenv("COGNITE_CLIENT_SECRET", "s3cr3t-value-xyz")
+    monkeypatch.setenv("MLOPS_SECRET_API_KEY", "s3cr3t-value-xyz")
     result = invoke("pipeline", "run", "--branch", "leaky", "--file", str(runnable))
     assert result.exit_code == 0
     assert "secret is ***" in result.stderr and "s3cr3t-value-xyz" not in result.output
@@ -393,3 +395,24 @@ def test_run_branch_without_pipeline_runs_nothing(runnable):
     result = invoke("pipeline", "run", "--branch", "feature/x", "--file", str(runnable))
     assert result.exit_code == 0
     assert "No pipeline runs for a push to 'feature/x'" in result.stderr
+
+
+def test_run_never_reaches_the_configured_project(runnable, monkeypatch, tmp_path):
+    """A rehearsal runs against the local CDF even when COGNITE_* name a project (maybe prod) in this shell."""
+    from akerbp.mlops import model_manager
+    from akerbp.mlops.local_cdf import LocalCDF
+
+    (runnable.parent / "artifact").mkdir()
+    (runnable.parent / "artifact" / "weights.txt").write_text("w")
+    local_dir = tmp_path / "local-cdf"
+    monkeypatch.setenv("MLOPS_LOCAL_CDF_DIR", str(local_dir))
+    with LocalCDF(tmp_path / "project", clients={"ci": "ci-secret-value"}) as project:
+        for name, value in {"COGNITE_PROJECT": "prod-project", "COGNITE_BASE_URL": project.base_url,
+                            "COGNITE_CLIENT_ID": "ci", "COGNITE_CLIENT_SECRET": "ci-secret-value",
+                            "COGNITE_TOKEN_URL": project.token_url}.items():
+            monkeypatch.setenv(name, value)
+        result = invoke("pipeline", "run", "--branch", "project", "--file", str(runnable))
+        assert result.exit_code == 0, result.output
+        assert project.client(project="prod-project").files.list(limit=5) == []
+    with LocalCDF(local_dir) as local:
+        assert model_manager.get_model_version("m", "dev", client=local.client(project="local"))["version"] == 1

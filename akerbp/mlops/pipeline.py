@@ -9,9 +9,9 @@ A push that matches no `branches` pattern runs `default`, if any; a pull request
 against its source branch and has no fallback. (Bitbucket has a reported bug where a multi-pattern `{a,b}` glob
 beats an exact name; we implement the documented rule.)
 
-Running locally is for rehearsing a pipeline against the local CDF: MLOPS_LOCAL_CDF=1 is set so that a CI-looking
-environment (CI=true) still talks to the local CDF, and `pip install` lines are skipped by default because the
-environment is already set up.
+Running locally is for rehearsing a pipeline against the local CDF: the steps do not inherit COGNITE_* (so a project
+configured in the shell is never touched), MLOPS_LOCAL_CDF=1 is set so that a CI-looking environment (CI=true) still
+talks to the local CDF, and `pip install` lines are skipped by default because the environment is already set up.
 """
 from __future__ import annotations
 
@@ -34,6 +34,9 @@ PIPELINE_FILE = "bitbucket-pipelines.yml"
 # `mlops init` copies these into a new model repo; tests keep them equal to this repo's own files.
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 TEMPLATE_FILES = (PIPELINE_FILE, "deploy_prediction_service.sh", "deploy_training_service.sh")
+# Every variable naming a CDF project or its credentials (COGNITE_PROJECT, COGNITE_CLIENT_SECRET, COGNITE_API_KEY_*):
+# steps run here do not inherit them.
+PROJECT_VAR_PREFIX = "COGNITE_"
 
 # Bitbucket deployment environments are typed Test, Staging or Production; the name's first word tells which.
 # Staging deploys to our test environment: there is no separate staging CDF environment.
@@ -292,8 +295,10 @@ def _bash_script(step: Step, install: bool) -> tuple[str, list[str]]:
 
 
 def step_environment(step: Step, env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """os.environ, then MLOPS_LOCAL_CDF=1, then the deployment's ENV, then the caller's `env` (which wins)."""
-    return {**os.environ, "MLOPS_LOCAL_CDF": "1", **step.env, **(env or {})}
+    """os.environ less COGNITE_* (a rehearsal must never reach the project, maybe prod, configured in this shell),
+    then MLOPS_LOCAL_CDF=1, then the deployment's ENV, then the caller's `env` (which wins)."""
+    inherited = {name: value for name, value in os.environ.items() if not name.startswith(PROJECT_VAR_PREFIX)}
+    return {**inherited, "MLOPS_LOCAL_CDF": "1", **step.env, **(env or {})}
 
 
 def run_steps(steps: list[Step], repo: Path | str, include_manual: bool = False,

@@ -108,7 +108,8 @@ def show(branch, pull_request, file_, as_json):
 @click.option("--dry-run", is_flag=True, help="Print what would run, run nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def run(branch, pull_request, file_, include_manual, install, dry_run, as_json):
-    """Run the steps for BRANCH in this checkout against the local CDF (MLOPS_LOCAL_CDF=1).
+    """Run the steps for BRANCH in this checkout against the local CDF (MLOPS_LOCAL_CDF=1; COGNITE_* are not
+    passed to the steps, so a project configured in this shell is never touched).
 
     Stops at the first failing step (exit 1) and before the first manual step unless --include-manual.
     """
