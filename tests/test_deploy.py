@@ -11,13 +11,15 @@ import os
 import shutil
 import subprocess
 import textwrap
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 
 from akerbp.mlops import audit, model_manager
-from akerbp.mlops.deployment import build
+from akerbp.mlops.deployment import build, functions, release
 from akerbp.mlops.errors import UsageError
 from akerbp.mlops.local_cdf import Limits, LocalCDF
 from akerbp.mlops.settings import load_settings
@@ -491,3 +493,103 @@ def test_a_failing_smoke_check_rolls_back_automatically(two_models):
     assert all(f.metadata["mlops_hash"] != result["hash"] for f in two_models.code_files("model1-prediction-dev"))
     assert two_models.call("model1-prediction-dev", {"x": [1, 2, 3]})["prediction"] == [2, 4, 6]
     assert audit.history(two_models.client, "model1", "dev")[0]["outcome"] == "rolled_back"
+
+
+# --- release: replacing, rolling back, keeping code (in-process, a fresh local CDF per test, no deploy script) -----
+
+LIVE = "scaled-prediction-dev"
+
+
+def ship(client, tmp_path: Path, answer: int, *, smoke=lambda: (True, ""), keep: int = release.KEEP_DEPLOYMENTS):
+    """Release a minimal function answering {"answer": answer}, as a deploy releases its built folder."""
+    folder = tmp_path / f"code-{answer}"
+    folder.mkdir(exist_ok=True)
+    (folder / "handler.py").write_text(f"def handle(data):\n    return {{'answer': {answer}}}\n")
+    options = {"name": LIVE, "metadata": {"team": "ds"}, "function_path": "handler.py", "secrets": []}
+    (folder / build.OPTIONS_FILE).write_text(json.dumps(options))
+    content_hash = build.tree_digest(folder)[1]
+    md = release.mlops_metadata(model="scaled", service="prediction", env="dev", version=answer, model_id=None,
+                                content_hash=content_hash, commit="", deployed_at=release.now_iso(), by="tests")
+    return release.release(client, live=LIVE, content_hash=content_hash, zip_bytes=build.zip_folder(folder),
+                           options=options, secrets={}, mlops_md=md, data_set=None, deadline=time.monotonic() + 120,
+                           progress=None, smoke=smoke, keep=keep)
+
+
+def answer(client, xid: str = LIVE) -> int:
+    call = client.functions.call(external_id=xid, data={})
+    assert call.status == "Completed", call.error
+    return call.get_response()["answer"]
+
+
+def kept_code(client) -> dict[str, str]:
+    """Artifact version -> status of the code files kept for LIVE."""
+    return {f.metadata["mlops_version"]: f.metadata["mlops_status"] for f in functions.code_files(client, LIVE)}
+
+
+def inject(cdf, *rules: dict) -> None:
+    requests.post(f"{cdf.base_url}/_local/faults", json={"rules": list(rules)}, timeout=10).raise_for_status()
+
+
+# A function create is a POST to .../functions; the other function requests' paths go on (/byids, /list, /call).
+CREATE = {"path": "re:/functions$", "method": "POST"}
+LET_ONE_THROUGH = {**CREATE, "delay": 0.001, "count": 1}  # a rule with a delay and no status serves the request
+
+
+def test_a_replacement_that_cannot_be_created_puts_the_live_function_back(local_cdf, client, tmp_path):
+    ship(client, tmp_path, 1)
+    before = client.functions.retrieve(external_id=LIVE)
+    client.functions.schedules.create(name="nightly", cron_expression="0 3 * * *", function_id=before.id,
+                                      data={"x": 1})
+    inject(local_cdf, LET_ONE_THROUGH, {**CREATE, "status": 400})  # the standby is created; the live one is not
+    with pytest.raises(release.ReplaceFailed) as failed:
+        ship(client, tmp_path, 2)
+    message = str(failed.value)
+    assert failed.value.restored and f"CDF refused to create function {LIVE}" in message
+    assert f"it was created again from the code it ran before (code file {before.file_id})" in message
+    assert all(rule["count"] == 0 for rule in requests.get(f"{local_cdf.base_url}/_local/faults").json()["rules"])
+
+    back = client.functions.retrieve(external_id=LIVE)
+    assert back.status == "Ready" and back.file_id == before.file_id and back.metadata == before.metadata
+    assert answer(client) == 1
+    schedules = client.functions.schedules.list(function_id=back.id)
+    assert [(s.name, s.cron_expression) for s in schedules] == [("nightly", "0 3 * * *")]
+    assert client.functions.schedules.get_input_data(id=schedules[0].id) == {"x": 1}
+    assert [f.external_id for f in functions.standbys(client, LIVE)] == []  # the new code answers nowhere
+    assert kept_code(client) == {"1": "deployed"}  # the new code's file, uploaded by this deploy, is gone
+
+
+def test_a_replacement_nothing_can_put_back_says_the_function_is_gone(local_cdf, client, tmp_path):
+    ship(client, tmp_path, 1)
+    inject(local_cdf, LET_ONE_THROUGH, {**CREATE, "status": 400, "count": 2})
+    with pytest.raises(release.ReplaceFailed) as failed:
+        ship(client, tmp_path, 2)
+    assert not failed.value.restored
+    assert "failed too" in str(failed.value) and f"{LIVE} does not exist now" in str(failed.value)
+    standby = [f.external_id for f in functions.standbys(client, LIVE)]
+    assert len(standby) == 1 and answer(client, standby[0]) == 2  # what `mlops call` falls back to meanwhile
+
+
+def test_redeploying_code_that_went_live_before_keeps_it_a_rollback_target(client, tmp_path):
+    ship(client, tmp_path, 1)
+    ship(client, tmp_path, 2)
+    first = next(d for d in release.history(client, LIVE) if d.version == "1")
+    switched = release.restore(client, LIVE, first, time.monotonic() + 120, None, use_standby=True)  # mlops rollback
+    release.cleanup(client, LIVE, switched.standby)
+    assert answer(client) == 1
+
+    with pytest.raises(release.SmokeFailed) as failed:  # the same code as version 2 again; its smoke call fails
+        ship(client, tmp_path, 2, smoke=lambda: (False, "the smoke check failed"))
+    assert failed.value.rolled_back_to.version == "1" and answer(client) == 1
+    assert kept_code(client) == {"1": "deployed", "2": "deployed"}  # 2 went live once: still a rollback target
+    second = next(d for d in release.history(client, LIVE) if d.version == "2")
+    release.restore(client, LIVE, second, time.monotonic() + 120, None, use_standby=True)
+    assert answer(client) == 2
+
+
+def test_keep_sets_how_many_deployments_keep_their_code(client, tmp_path):
+    for version in (1, 2, 3):
+        ship(client, tmp_path, version, keep=2)
+    assert kept_code(client) == {"3": "deployed", "2": "deployed"}
+    assert [d.version for d in release.history(client, LIVE)] == ["3", "2"]
+    ship(client, tmp_path, 4, keep=1)
+    assert kept_code(client) == {"4": "deployed"}

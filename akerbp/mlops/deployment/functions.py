@@ -59,32 +59,30 @@ def _poll_intervals(client):
 
 
 def data_set_id(client, external_id: str) -> int:
-    """The model's data set (created on first use, as the registry does)."""
-    from cognite.client.data_classes import DataSetWrite
+    """The model's data set (created on first use): the registry's, so code files and artifacts share it."""
+    from akerbp.mlops.registry_index import ensure_data_set
 
-    found = client.data_sets.retrieve(external_id=external_id)
-    if found is None:
-        try:
-            found = client.data_sets.create(
-                DataSetWrite(external_id=external_id, name=external_id, description="akerbp.mlops model artifacts")
-            )
-        except CogniteDuplicatedError:
-            found = client.data_sets.retrieve(external_id=external_id)
-    return found.id
+    return ensure_data_set(client, external_id)
 
 
 # -- code files -------------------------------------------------------------------------------------------------
-def upload_code(client, live: str, content_hash: str, content: bytes, metadata: dict, data_set: int | None):
-    """Upload the code zip; a file with the same hash already there (a redeploy) is reused, its metadata updated."""
+def upload_code(client, live: str, content_hash: str, content: bytes, metadata: dict,
+                data_set: int | None) -> tuple[object, bool]:
+    """Upload the code zip: (the file, whether this deploy owns it). A file with the same hash already there (a
+    redeploy, e.g. after a rollback, or --force) is reused. One that went live before stays as it is (its status
+    and deployment time are a rollback target's) and is not this deploy's to delete or mark failed; an unproven one
+    (uploaded or failed) gets the new metadata and is owned."""
     xid = code_xid(live, content_hash)
     existing = client.files.retrieve(external_id=xid)
     if existing is not None and existing.uploaded and (existing.metadata or {}).get("mlops_hash") == content_hash:
+        if (existing.metadata or {}).get("mlops_status") == "deployed":
+            return existing, False
         update_code_metadata(client, existing.id, metadata)
-        return client.files.retrieve(id=existing.id)
+        return client.files.retrieve(id=existing.id), True
     client.files.upload_bytes(content, name=f"{live}-{content_hash[:16]}.zip", external_id=xid,
                               directory=CODE_DIRECTORY, metadata=metadata, data_set_id=data_set,
                               mime_type="application/zip", overwrite=True)
-    return client.files.retrieve(external_id=xid)
+    return client.files.retrieve(external_id=xid), True
 
 
 def update_code_metadata(client, file_id: int, changes: dict) -> None:
@@ -196,7 +194,7 @@ def wait_ready(client, xid: str, deadline: float, progress: Progress | None = No
         if now >= deadline:
             raise DeployTimeout(
                 f"function {xid} was still {fn.status} after {now - started:.0f} s, past the deploy timeout "
-                "(--timeout): it was left in place; check it in CDF and deploy again"
+                "(--timeout): check it in CDF and deploy again"
             )
         if progress is not None and now - last_report >= PROGRESS_EVERY:
             last_report = now

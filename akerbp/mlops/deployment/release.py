@@ -6,10 +6,14 @@ Replacing a live function `{xid}` with new code (CDF cannot update a function in
      code builds, while the live function is untouched (Failed -> stop here, report the build error);
   c) delete the live function and create it again from the same file, wait Ready. The time between the delete
      and Ready is the *gap*, measured and reported; `mlops call` falls back to the standby meanwhile. The live
-     function's schedules (which CDF deletes with it) are created again on its replacement;
+     function's schedules (which CDF deletes with it) are created again on its replacement. If the replacement
+     cannot be created or does not get Ready, the function is created again from the code it ran before (its
+     code file, name, metadata and schedules) and the deploy fails saying so: a deploy never leaves a function
+     that answered missing;
   d) smoke call (by the caller); a failure rolls back to the previous deployment's code file and fails;
   e) clean up: the standby of the current deployment stays (the fallback of the next replacement's gap), other
-     standbys go; the code files of the current and the 2 previous deployments stay, older ones go.
+     standbys go; the code files of the newest `keep` deployments (settings.models_to_keep, default 3: the current
+     one and the 2 before it) stay, older ones go.
 
 A first deploy (no live function) skips (b): there is nothing to protect and no gap, so one build instead of two.
 An automatic rollback skips (b) too: the previous code built before, and the standby of the failing code is
@@ -17,6 +21,8 @@ deleted first so no caller is sent to it.
 
 Deployments are remembered by their code files' metadata (mlops_status deployed|failed|uploaded, and
 mlops_deployed_at, updated whenever the file goes live): "previous deployment" = the most recent other file.
+A deploy that reuses a file which went live before (same content again, after a rollback or with --force) leaves
+its status alone and never deletes it or marks it failed: it is somebody's rollback target.
 """
 from __future__ import annotations
 
@@ -36,8 +42,9 @@ from akerbp.mlops.settings import secret_env_var
 from akerbp.mlops.utils.logger import register_secret
 from akerbp.mlops.utils.provenance import who
 
-KEEP_DEPLOYMENTS = 3  # the current one and the 2 before it
+KEEP_DEPLOYMENTS = 3  # default of settings.models_to_keep: the current one and the 2 before it
 MAX_METADATA_VALUE = 512
+RECOVERY_SECONDS = 600.0  # to put a deleted live function back, even past the deploy's deadline
 
 
 class SmokeFailed(MlopsError):
@@ -47,6 +54,15 @@ class SmokeFailed(MlopsError):
         super().__init__(message)
         self.rolled_back_to = rolled_back_to
         self.gap = gap
+
+
+class ReplaceFailed(MlopsError):
+    """The live function was deleted and its replacement failed; `restored` says whether the code it ran before
+    answers again."""
+
+    def __init__(self, message: str, restored: bool):
+        super().__init__(message)
+        self.restored = restored
 
 
 def now_iso() -> str:
@@ -127,9 +143,11 @@ def ensure_standby(client, xid: str, file_id: int, name: str, options: dict, sec
 
 
 def switch(client, live: str, file_id: int, content_hash: str, options: dict, secrets: dict, metadata: dict,
-           deadline: float, progress: Progress | None, *, use_standby: bool) -> Switch:
+           deadline: float, progress: Progress | None, *, use_standby: bool, recover: bool = True) -> Switch:
     """Make `live` run file_id: steps (b) and (c) above. The live function is deleted only after the standby is
-    Ready; BuildFailed from the standby leaves the live function untouched."""
+    Ready; BuildFailed from the standby leaves the live function untouched. Once it is deleted, any failure to
+    replace it puts a function that was Ready back (recover=False: not when it ran code being rolled away from)
+    and raises ReplaceFailed."""
     result = Switch()
     current = functions.retrieve(client, live)
     if use_standby and current is not None and current.status == "Ready":
@@ -144,10 +162,15 @@ def switch(client, live: str, file_id: int, content_hash: str, options: dict, se
     started = time.monotonic()
     if current is not None:
         functions.delete(client, [live])
-    created = functions.create(client, live, options["name"], file_id, options, secrets, metadata, deadline)
-    if progress:
-        progress(f"replacing {live}" if current is not None else f"creating {live}")
-    functions.wait_ready(client, live, deadline, progress)
+    try:
+        created = functions.create(client, live, options["name"], file_id, options, secrets, metadata, deadline)
+        if progress:
+            progress(f"replacing {live}" if current is not None else f"creating {live}")
+        functions.wait_ready(client, live, deadline, progress)
+    except Exception as e:
+        if not recover or current is None or current.status != "Ready":
+            raise
+        raise _put_back(client, live, current, schedules, secrets, e, progress) from e
     result.replace_seconds = time.monotonic() - started
     if schedules:
         functions.recreate_schedules(client, created.id, schedules)
@@ -157,9 +180,39 @@ def switch(client, live: str, file_id: int, content_hash: str, options: dict, se
     return result
 
 
-def cleanup(client, live: str, keep_standby: str | None) -> dict:
-    """Delete standbys other than keep_standby, and code files beyond the newest KEEP_DEPLOYMENTS deployed ones
-    (failed and abandoned uploads too), except files a remaining function still runs."""
+def _put_back(client, live: str, before, schedules: list[dict], secrets: dict, error: Exception,
+              progress: Progress | None) -> ReplaceFailed:
+    """Create `live` again as it was before it was deleted (code file, name, metadata, schedules): the error to
+    raise says whether that worked."""
+    if progress:
+        progress(f"replacing {live} failed: creating it again from the code it ran before (file {before.file_id})")
+    deadline = time.monotonic() + RECOVERY_SECONDS
+    try:
+        functions.delete(client, [live])  # a replacement that was created but did not get Ready
+        options = read_options(functions.download_code(client, before.file_id))
+        values = {n: secrets.get(n) or os.environ.get(secret_env_var(n), "") for n in options.get("secrets") or []}
+        missing = [secret_env_var(n) for n, v in values.items() if not v]
+        if missing:
+            raise UsageError(f"it needs its secrets: set {', '.join(missing)}")
+        for value in values.values():
+            register_secret(value)
+        restored = functions.create(client, live, before.name or options["name"], before.file_id, options, values,
+                                    dict(before.metadata or {}), deadline)
+        functions.wait_ready(client, live, deadline, progress)
+        if schedules:
+            functions.recreate_schedules(client, restored.id, schedules)
+    except Exception as again:  # noqa: BLE001 - reported with the first error
+        return ReplaceFailed(
+            f"{error}\n{live} had been deleted to be replaced, and creating it again from the code it ran before "
+            f"(code file {before.file_id}) failed too: {again}\n{live} does not exist now: deploy again, or run "
+            "`mlops rollback`", restored=False)
+    return ReplaceFailed(f"{error}\n{live} had been deleted to be replaced: it was created again from the code it "
+                         f"ran before (code file {before.file_id}) and answers as before", restored=True)
+
+
+def cleanup(client, live: str, keep_standby: str | None, keep: int = KEEP_DEPLOYMENTS) -> dict:
+    """Delete standbys other than keep_standby, and code files beyond the newest `keep` deployed ones (failed and
+    abandoned uploads too), except files a remaining function still runs."""
     removed_functions = [f.external_id for f in functions.standbys(client, live) if f.external_id != keep_standby]
     functions.delete(client, removed_functions)
     in_use = set()
@@ -169,8 +222,8 @@ def cleanup(client, live: str, keep_standby: str | None) -> dict:
             in_use.add(fn.file_id)
     files = [Deployment.from_file(f) for f in functions.code_files(client, live)]
     deployed = sorted((d for d in files if d.status == "deployed"), key=lambda d: d.deployed_at, reverse=True)
-    keep = {d.file_id for d in deployed[:KEEP_DEPLOYMENTS]} | in_use
-    removed_files = [d.file_id for d in files if d.file_id not in keep]
+    kept = {d.file_id for d in deployed[:max(1, keep)]} | in_use
+    removed_files = [d.file_id for d in files if d.file_id not in kept]
     functions.delete_files(client, removed_files)
     return {"functions": removed_functions, "code_files": removed_files}
 
@@ -189,12 +242,13 @@ class Release:
 
 def release(client, *, live: str, content_hash: str, zip_bytes: bytes, options: dict, secrets: dict,
             mlops_md: dict, data_set: int | None, deadline: float, progress: Progress | None,
-            smoke: Callable[[], tuple[bool, str]]) -> Release:
-    """Steps (a)-(e) for new code. Raises BuildFailed (live untouched), SmokeFailed (rolled back), DeployTimeout."""
+            smoke: Callable[[], tuple[bool, str]], keep: int = KEEP_DEPLOYMENTS) -> Release:
+    """Steps (a)-(e) for new code. Raises BuildFailed (live untouched), ReplaceFailed (live put back, or not),
+    SmokeFailed (rolled back), DeployTimeout. `keep`: deployments whose code files stay (settings.models_to_keep)."""
     out = Release()
     started = time.monotonic()
-    code = functions.upload_code(client, live, content_hash, zip_bytes, {**mlops_md, "mlops_status": "uploaded"},
-                                 data_set)
+    code, owned = functions.upload_code(client, live, content_hash, zip_bytes,
+                                        {**mlops_md, "mlops_status": "uploaded"}, data_set)
     out.code_file = code.id
     out.phases["upload"] = time.monotonic() - started
     metadata = {**options["metadata"], **mlops_md, "mlops_code_file": str(code.id)}
@@ -202,16 +256,30 @@ def release(client, *, live: str, content_hash: str, zip_bytes: bytes, options: 
         out.switch = switch(client, live, code.id, content_hash, options, secrets, metadata, deadline, progress,
                             use_standby=True)
     except BuildFailed as e:
-        mark(client, code.id, "failed")
+        if owned:
+            mark(client, code.id, "failed")
         current = functions.retrieve(client, live)
         if current is None or current.status == "Failed":  # the live one was replaced: put the previous back
             previous, _ = _restore_previous(client, live, code.id, deadline, progress)
             e.args = (f"{e}; " + (f"rolled back to {previous.describe()}" if previous else "nothing was live before"),)
-            cleanup(client, live, None)
+            cleanup(client, live, None, keep)
         else:  # the standby failed to build: the live function was never touched
-            functions.delete_files(client, [code.id])
+            if owned:
+                functions.delete_files(client, [code.id])
             e.args = (f"{e}\n{live} was not touched: it still runs what it ran before",)
         raise
+    except ReplaceFailed as e:
+        if owned:
+            mark(client, code.id, "failed")
+        if e.restored:  # the new code answers nowhere: its standby and (if this deploy's) its file go
+            back = functions.retrieve(client, live)
+            back_hash = (back.metadata or {}).get("mlops_hash", "") if back is not None else ""
+            standby = functions.standby_xid(live, content_hash)
+            if back_hash != content_hash:
+                functions.delete(client, [standby])
+            if owned and (back is None or back.file_id != code.id):
+                functions.delete_files(client, [code.id])
+        raise  # not restored: the standby (if any) stays, the fallback of `mlops call`
     out.phases["standby build"] = out.switch.standby_seconds
     out.phases["replace"] = out.switch.replace_seconds
     started = time.monotonic()
@@ -221,7 +289,8 @@ def release(client, *, live: str, content_hash: str, zip_bytes: bytes, options: 
         passed, detail = False, f"the smoke call of {live} could not be completed: {e}"
     out.phases["smoke"] = time.monotonic() - started
     if not passed:
-        mark(client, code.id, "failed")
+        if owned:  # a file that went live before stays a rollback target: the failure may be of the moment
+            mark(client, code.id, "failed")
         if out.switch.standby:  # never send a caller to the failing code
             functions.delete(client, [out.switch.standby])
         try:
@@ -229,14 +298,14 @@ def release(client, *, live: str, content_hash: str, zip_bytes: bytes, options: 
         except MlopsError as e:
             raise SmokeFailed(f"{detail}; rolling back to the previous deployment failed too: {e}", None, None) from e
         # The previous deployment's standby, if it is still there, stays: it runs the code that is live again.
-        cleanup(client, live, functions.standby_xid(live, previous.content_hash) if previous else None)
+        cleanup(client, live, functions.standby_xid(live, previous.content_hash) if previous else None, keep)
         what = (f"rolled back to the previous deployment ({previous.describe()})" if previous
                 else "there was no previous deployment to roll back to: the new function was removed")
         raise SmokeFailed(f"{detail}; {what}", previous, gap)
     mark(client, code.id, "deployed", mlops_deployed_at=now_iso(),
          mlops_deployed_by=mlops_md.get("mlops_deployed_by", ""))
     started = time.monotonic()
-    out.removed = cleanup(client, live, out.switch.standby)
+    out.removed = cleanup(client, live, out.switch.standby, keep)
     out.phases["cleanup"] = time.monotonic() - started
     return out
 
@@ -250,12 +319,13 @@ def _restore_previous(client, live: str, failed_file: int, deadline: float, prog
     previous = candidates[0]
     if progress:
         progress(f"rolling {live} back to {previous.describe()}")
-    switched = restore(client, live, previous, deadline, progress, use_standby=False)
+    # recover=False: if this fails, the code being rolled away from must not be put back
+    switched = restore(client, live, previous, deadline, progress, use_standby=False, recover=False)
     return previous, switched.gap
 
 
 def restore(client, live: str, target: Deployment, deadline: float, progress: Progress | None, *,
-            use_standby: bool) -> Switch:
+            use_standby: bool, recover: bool = True) -> Switch:
     """Make a kept deployment live again from its code file: no tests, no build of the folder."""
     options = read_options(functions.download_code(client, target.file_id))
     missing = [secret_env_var(n) for n in options.get("secrets") or [] if not os.environ.get(secret_env_var(n))]
@@ -269,7 +339,7 @@ def restore(client, live: str, target: Deployment, deadline: float, progress: Pr
               mlops_code_file=str(target.file_id))
     metadata = {**options.get("metadata", {}), **md}
     switched = switch(client, live, target.file_id, target.content_hash, options, secrets, metadata, deadline,
-                      progress, use_standby=use_standby)
+                      progress, use_standby=use_standby, recover=recover)
     mark(client, target.file_id, "deployed", mlops_deployed_at=md["mlops_deployed_at"],
          mlops_deployed_by=md["mlops_deployed_by"])
     return switched
