@@ -261,6 +261,23 @@ def test_the_function_env_vars_reach_the_handler_as_in_cdf(tmp_path):
     assert run_handler(folder, {}, env_vars={"WELL_FIELD": "north"}) == ["north", "true"]
 
 
+def test_the_deployers_credentials_and_secrets_do_not_reach_the_handler(tmp_path, monkeypatch):
+    monkeypatch.setenv("COGNITE_CLIENT_SECRET", "deployer-client-secret")
+    monkeypatch.setenv("COGNITE_PROJECT", "prod-project")
+    monkeypatch.setenv("MLOPS_SECRET_OTHER_MODEL_KEY", "other-models-secret")
+    monkeypatch.setenv("WELL_REGION", "kept: not a credential")
+    folder = handler_folder(
+        tmp_path,
+        "import os\n"
+        "def handle(data):\n"
+        "    return sorted(k for k in os.environ if k.startswith(('COGNITE_', 'MLOPS_SECRET_', 'WELL_')))\n"
+    )
+    # Env vars the function is given explicitly reach it, whatever their names (CDF sets them all).
+    given = {"COGNITE_EXTRA": "given", "MLOPS_SECRET_STYLE_NAME": "given"}
+    assert run_handler(folder, {}, env_vars=given) == ["COGNITE_EXTRA", "COGNITE_FUNCTION_RUNTIME",
+                                                       "MLOPS_SECRET_STYLE_NAME", "WELL_REGION"]
+
+
 def test_a_handler_that_never_answers_times_out(tmp_path):
     folder = handler_folder(
         tmp_path,

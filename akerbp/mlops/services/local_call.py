@@ -22,6 +22,9 @@ from akerbp.mlops.errors import MlopsError
 from akerbp.mlops.services.responses import mask
 
 TAIL_CHARS = 4000
+# Never in a CDF function's environment: the deployer's CDF credentials, and secrets (every model's MLOPS_SECRET_*).
+# A function gets its own secrets through `secrets` and its env vars through `env_vars`, as in CDF.
+WITHHELD = ("COGNITE_", "MLOPS_SECRET_")
 
 # Runs in the subprocess: stdlib only, nothing from the caller's environment.
 BOOTSTRAP = r'''
@@ -93,7 +96,8 @@ def run_handler(folder: Path, data, secrets: dict | None = None, timeout: float 
 def call_handler(folder: Path, data, secrets: dict | None = None, timeout: float = 600.0,
                  function_path: str = "handler.py", env_vars: dict | None = None) -> LocalCall:
     """Like run_handler, with the call's logs (stdout, stderr: secrets masked) and duration. `env_vars` are the
-    function's envVars, set as CDF sets them."""
+    function's envVars, set as CDF sets them; COGNITE_* and MLOPS_SECRET_* of this process are withheld, so a
+    model that reads them fails here as it would in CDF."""
     folder = Path(folder).resolve()
     if not (folder / function_path).is_file():
         raise LocalCallError(f"no {function_path} in {folder}: not a function folder")
@@ -105,7 +109,8 @@ def call_handler(folder: Path, data, secrets: dict | None = None, timeout: float
             "function_path": function_path,
             "response_path": str(response_file),
         }))
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")}
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP") and not k.startswith(WITHHELD)}
         env.update(env_vars or {})
         env["COGNITE_FUNCTION_RUNTIME"] = "true"
         env["PYTHONDONTWRITEBYTECODE"] = "1"  # keep __pycache__ out of the folder that gets zipped
