@@ -6,12 +6,15 @@ says what state it starts from.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import subprocess
 import textwrap
+import threading
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,7 +147,7 @@ def test_the_function_folder_is_complete_deterministic_and_hashes_what_matters(t
                                   secrets={"api-key": secret})
 
     built = make()
-    assert built.path == root / ".mlops" / "build" / "well_density-prediction-dev"
+    assert (root / ".mlops" / "build" / "well_density-prediction-dev").resolve() == built.path.resolve()  # latest
     for name in ("handler.py", "requirements.txt", "mlops_service_settings.json", "mlops_function.json", "schema.json",
                  "artifact/model.json", "model_code/model.py", "model_code/test_model.py",
                  "akerbp/mlops/services/runtime.py", "akerbp/mlops/model_manager.py", "akerbp/mlops/audit.py"):
@@ -172,6 +175,48 @@ def test_the_function_folder_is_complete_deterministic_and_hashes_what_matters(t
         '"metadata": {"team": "ds"}', '"metadata": {f"k{i}": "v" for i in range(7)}'))
     with pytest.raises(UsageError, match=r"field 'info.prediction.metadata' has 7 pairs.*keep at most 6"):
         build.function_options(load_settings(root / "mlops_settings.py")[0], "prediction", "dev")
+
+
+def test_concurrent_builds_of_one_model_each_zip_their_own_content(tmp_path):
+    root = copy_template(tmp_path / "repo")
+    model = load_settings(root / "mlops_settings.py")[0]
+    both = threading.Barrier(2)
+    built: dict[int, tuple] = {}
+
+    def deploy_build(version: int) -> None:  # what a deploy does with its folder: build, then zip (and test) it
+        artifact = tmp_path / f"artifact-{version}"
+        shutil.copytree(REPO / "model_artifact", artifact)
+        (artifact / "version.txt").write_text(str(version))
+        both.wait()
+        folder = build.build_folder(model, "prediction", "dev", artifact=artifact,
+                                    model_id=f"well_density/dev/{version}", secrets={})
+        both.wait()  # both folders are built before either is zipped
+        built[version] = (folder, build.zip_folder(folder.path))
+
+    threads = [threading.Thread(target=deploy_build, args=(version,)) for version in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert built[1][0].content_hash != built[2][0].content_hash
+    for version, (folder, zipped) in built.items():
+        unzipped = tmp_path / f"unzipped-{version}"
+        with zipfile.ZipFile(io.BytesIO(zipped)) as archive:
+            archive.extractall(unzipped)
+            for info in archive.infolist():
+                os.chmod(unzipped / info.filename, (info.external_attr >> 16) & 0o777)
+        assert (unzipped / "artifact" / "version.txt").read_text() == str(version)
+        assert build.content_hash(build.tree_digest(unzipped)[1], "well_density-prediction-dev", {}) == \
+            folder.content_hash
+
+    build_root = root / ".mlops" / "build"
+    latest = (build_root / "well_density-prediction-dev").resolve()
+    assert latest in {built[1][0].path.resolve(), built[2][0].path.resolve()}
+    built.clear()  # the deploys are over: the next build sweeps their folders, except the latest
+    third = build.build_folder(model, "prediction", "dev", artifact=REPO / "model_artifact",
+                               model_id="well_density/dev/3", secrets={})
+    assert sorted(p.name for p in build_root.iterdir()) == sorted(
+        ["well_density-prediction-dev", latest.name, third.path.name])
 
 
 # --- the template model in dev ------------------------------------------------------------------------------------

@@ -11,6 +11,12 @@ Folder layout (the contract services/runtime.py reads):
     <code folder>/...             the model code's top folder, common code included
     artifact/...                  the model artifact (prediction only)
 
+Each build gets a folder of its own (.mlops/build/.{xid}.{pid}.{random}), which the deploy zips and service-tests:
+two deploys of the same model at once (two terminals, two threads) never read each other's files, so the zip
+shipped is always the content its hash names. .mlops/build/{xid} is a symlink to the latest build, to look at.
+A build sweeps the folders of earlier builds of the same function that nobody uses any more (their process ended,
+or, in this process, their BuiltFolder is gone); the latest build stays.
+
 The content hash covers every file of the folder (so the artifact, the model code, the runtime and the function
 options) plus a slow, salted digest of the secret values (a rotated secret redeploys; the digest stored in
 function metadata cannot be reversed into the secret). Same hash as the live function = nothing to deploy.
@@ -26,6 +32,9 @@ import re
 import shutil
 import stat
 import tempfile
+import threading
+import uuid
+import weakref
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,27 +201,79 @@ def _populate(dest: Path, settings, service: str, env: str, artifact: Path | Non
 
 def build_folder(settings, service: str, env: str, *, artifact: Path | None, model_id: str | None,
                  secrets: dict[str, str], build_root: Path | None = None) -> BuiltFolder:
-    """Build .mlops/build/{model}-{service}-{env}/ (in a temp folder renamed into place) and hash it."""
+    """Build the function folder in a folder of this build's own under .mlops/build/, hash it, and point
+    .mlops/build/{model}-{service}-{env} at it. The folder stays as long as the BuiltFolder is referenced."""
     options = function_options(settings, service, env)
     root = build_root or settings.root / ".mlops" / "build"
     root.mkdir(parents=True, exist_ok=True)
-    dest = root / options["external_id"]
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=root))
+    xid = options["external_id"]
+    _sweep(root, xid)
+    with _lock:  # created and claimed at once: a sweep in another thread never sees it unclaimed
+        folder = Path(tempfile.mkdtemp(prefix=f".{xid}.{os.getpid()}.", dir=root))
+        _in_use.add(str(folder))
     try:
-        _populate(tmp, settings, service, env, artifact, model_id, options)
-        files, digest = tree_digest(tmp)
-        os.chmod(tmp, 0o755)
-        if dest.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=root))
-            os.rename(dest, trash / "folder")
-            os.rename(tmp, dest)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.rename(tmp, dest)
+        _populate(folder, settings, service, env, artifact, model_id, options)
+        files, digest = tree_digest(folder)
+        os.chmod(folder, 0o755)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _release(str(folder))
+        shutil.rmtree(folder, ignore_errors=True)
         raise
-    return BuiltFolder(dest, content_hash(digest, options["external_id"], secrets), options, files)
+    built = BuiltFolder(folder, content_hash(digest, xid, secrets), options, files)
+    weakref.finalize(built, _release, str(folder))
+    _point(root / xid, folder)
+    return built
+
+
+# Folders of this process's builds still in use (their BuiltFolder is alive): a sweep keeps them.
+_in_use: set[str] = set()
+_lock = threading.Lock()
+
+
+def _release(folder: str) -> None:
+    with _lock:
+        _in_use.discard(folder)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. PermissionError: it exists, run by someone else
+        return True
+    return True
+
+
+def _sweep(root: Path, xid: str) -> None:
+    """Delete the build folders of xid that no build uses: of ended processes, or of this process and released;
+    leftovers of older akerbp.mlops versions too. The latest build (the symlink's target) stays."""
+    latest = (root / xid).resolve() if (root / xid).is_symlink() else None
+    found = [p for p in root.glob(f".{xid}.*") if p.is_dir() and not p.is_symlink()]
+    with _lock:  # after the glob: every folder found was claimed before this snapshot
+        claimed = set(_in_use)
+    for path in found:
+        owner = path.name[len(xid) + 2:].split(".", 1)[0]
+        pid = int(owner) if owner.isdigit() else None
+        if path.resolve() == latest or str(path) in claimed:
+            continue
+        if pid is not None and pid != os.getpid() and _alive(pid):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _point(link: Path, folder: Path) -> None:
+    """Make `link` a symlink to folder, atomically; where symlinks cannot be made, there is no link."""
+    staged = link.parent / f".link.{link.name}.{uuid.uuid4().hex}"
+    try:
+        os.symlink(folder.name, staged)  # relative: the repo may move
+        if link.is_dir() and not link.is_symlink():  # the folder an older akerbp.mlops built in place
+            trash = Path(tempfile.mkdtemp(prefix=f".{link.name}.old.", dir=link.parent))
+            os.rename(link, trash / "folder")
+            shutil.rmtree(trash, ignore_errors=True)
+        os.replace(staged, link)
+    except OSError:
+        staged.unlink(missing_ok=True)
 
 
 def _files(folder: Path) -> list[tuple[str, Path]]:
