@@ -12,9 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import requests
 from cognite.client.data_classes import FileMetadataWrite
 
 from akerbp.mlops import model_manager as mm
+from akerbp.mlops import registry_transfer
 from akerbp.mlops.errors import MlopsError, UsageError
 from akerbp.mlops.registry_archive import archive_folder, extract_archive, sha256_file
 
@@ -134,12 +136,51 @@ def test_extract_refuses_a_non_empty_target(tmp_path, folder):
     ({"notes": "x" * 10241}, "'notes' is 10241 bytes"),
     ({"a": "x" * 6000, "b": "y" * 6000}, "total"),
     ({"sha256": "mine"}, "'sha256' .* reserved"),
+    ({"created_by": "someone else"}, "'created_by' .* reserved"),
+    ({"git_commit": "f" * 40}, "'git_commit' .* reserved"),
 ])
 def test_metadata_over_limits_fails_before_anything_is_created(client, folder, metadata, needle):
     with pytest.raises(UsageError, match=needle):
         mm.upload_new_model_version("m", "dev", folder, metadata, client=client)
     assert len(client.files.list(limit=None)) == 0
     assert client.data_sets.retrieve(external_id="mlops") is None
+
+
+@pytest.mark.parametrize("key", mm.RESERVED_KEYS)
+def test_every_key_the_registry_stamps_is_reserved(client, folder, key):
+    with pytest.raises(UsageError, match=f"metadata key '{key}' of model m is reserved by the registry"):
+        mm.upload_new_model_version("m", "dev", folder, {key: "mine"}, client=client)
+    assert len(client.files.list(limit=None)) == 0
+
+
+def test_every_key_the_registry_writes_is_reserved(client, folder):
+    """Keys stamped on a version, its promoted copy or its tombstone: user or training metadata must not set them."""
+    mm.upload_new_model_version("m", "test", folder, {"note": "mine"}, client=client)
+    written = set(client.files.retrieve(external_id="m/test/1").metadata)
+    mm.promote_model("m", 1, client=client)
+    written |= set(client.files.retrieve(external_id="m/prod/1").metadata)
+    mm.delete_model_version("m", "test", 1, client=client, confirm=True)
+    written |= set(client.files.retrieve(external_id="m/test/1").metadata)
+    assert {"created_by", "git_commit", "promoted_by", "deleted_by"} <= written
+    assert written - {"note"} <= set(mm.RESERVED_KEYS)
+
+
+@pytest.mark.parametrize("name", ["MyModel", "m-1", "1model", "_m", "m" * 41])
+def test_model_names_follow_the_settings_rule(client, folder, name):
+    with pytest.raises(UsageError, match=r"model name .* is invalid: use lowercase letters, digits and '_', starting "
+                                         r"with a letter, at most 40 characters \(\^\[a-z\]\[a-z0-9_\]\*\$\)"):
+        mm.upload_new_model_version(name, "dev", folder, client=client)
+    assert len(client.files.list(limit=None)) == 0
+
+
+def test_the_model_name_rule_is_the_settings_rule(client, folder):
+    from akerbp.mlops.settings import MODEL_NAME_PATTERN, ModelSettings
+
+    assert mm.MODEL_NAME_PATTERN == MODEL_NAME_PATTERN
+    max_length = [m.max_length for m in ModelSettings.model_fields["model_name"].metadata if hasattr(m, "max_length")]
+    assert max_length == [mm.MODEL_NAME_MAX]
+    longest = "m" * mm.MODEL_NAME_MAX
+    assert mm.upload_new_model_version(longest, "dev", folder, client=client)["model_id"] == f"{longest}/dev/1"
 
 
 def test_arguments_are_checked(client, folder, tmp_path):
@@ -271,6 +312,113 @@ def test_latest_ignores_an_unfinished_upload(client, folder):
     assert mm.upload_new_model_version("m", "dev", folder, client=client)["version"] == 3
 
 
+def add_faults(local_cdf, *rules: dict) -> None:
+    requests.post(f"{local_cdf.base_url}/_local/faults", json={"rules": list(rules)}).raise_for_status()
+
+
+def clear_faults(local_cdf) -> None:
+    requests.delete(f"{local_cdf.base_url}/_local/faults").raise_for_status()
+
+
+# More than the SDK's retries: whatever the status, the content never arrives.
+CONTENT_PUT_FAILS = {"path": "/content", "method": "PUT", "status": 500, "count": 20}
+
+
+def test_a_failed_content_upload_leaves_a_tombstone_with_the_reason(local_cdf, client, folder):
+    mm.upload_new_model_version("m", "dev", folder, client=client)
+    add_faults(local_cdf, CONTENT_PUT_FAILS)
+    with pytest.raises(MlopsError, match=r"uploading m/dev/2 failed: .*Injected fault.*; m/dev/2 is now a tombstone "
+                                         r"\(deleted_reason says why\).*Upload again: it takes the next number"):
+        mm.upload_new_model_version("m", "dev", folder, client=client)
+    clear_faults(local_cdf)
+
+    md = client.files.retrieve(external_id="m/dev/2").metadata
+    assert md["deleted"] == "true" and md["deleted_reason"].startswith("upload failed: ")
+    assert "Injected fault" in md["deleted_reason"]
+    assert set(md) <= set(mm.RESERVED_KEYS)
+    with pytest.raises(MlopsError, match="m/dev/2 was deleted"):
+        mm.get_model_version("m", "dev", 2, client=client)
+    assert mm.upload_new_model_version("m", "dev", folder, client=client)["version"] == 3
+    assert [v["version"] for v in mm.list_model_versions("m", "dev", client=client)] == [1, 3]
+    assert mm.get_model_version("m", "dev", client=client)["version"] == 3
+
+
+def test_a_failed_upload_whose_tombstone_fails_too_stays_hidden_and_its_number_taken(local_cdf, client, folder):
+    mm.upload_new_model_version("m", "dev", folder, client=client)
+    add_faults(local_cdf, CONTENT_PUT_FAILS, {"path": "/files/update", "status": 500, "count": 20})
+    with pytest.raises(MlopsError, match="uploading m/dev/2 failed: .*m/dev/2 is left unfinished .*writing its "
+                                         "tombstone failed too"):
+        mm.upload_new_model_version("m", "dev", folder, client=client)
+    clear_faults(local_cdf)
+    assert client.files.retrieve(external_id="m/dev/2").uploaded is False
+    assert mm.upload_new_model_version("m", "dev", folder, client=client)["version"] == 3
+    assert [v["version"] for v in mm.list_model_versions("m", client=client)] == [1, 3]
+
+
+class Recorder:
+    """A Progress callback keeping every report; SDK threads report too, hence the lock."""
+
+    def __init__(self):
+        import threading
+
+        self.reports, self._lock = [], threading.Lock()
+
+    def __call__(self, what, done, total, finished):
+        with self._lock:
+            self.reports.append((what, done, total, finished))
+
+    def steps(self):
+        return list(dict.fromkeys(r[0] for r in self.reports))
+
+    def last(self, what):
+        return [r for r in self.reports if r[0] == what][-1]
+
+
+def test_progress_reports_bytes_of_every_step(client, folder, tmp_path):
+    upload = Recorder()
+    info = mm.upload_new_model_version("m", "test", folder, client=client, progress=upload)
+    source_bytes = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    assert upload.steps() == [f"archiving {folder}", "uploading m/test/1 (3 files)"]
+    assert upload.last(f"archiving {folder}") == (f"archiving {folder}", source_bytes, source_bytes, True)
+    assert upload.last("uploading m/test/1 (3 files)")[1:] == (info["size"], info["size"], True)
+    assert [r[3] for r in upload.reports].count(True) == 2, "each step finishes once"
+
+    download = Recorder()
+    mm.download_model_version("m", "test", tmp_path / "out", client=client, progress=download)
+    assert download.steps() == ["downloading m/test/1", f"extracting into {tmp_path / 'out'}"]
+    assert download.last("downloading m/test/1")[1:] == (info["size"], info["size"], True)
+
+    promotion = Recorder()
+    mm.promote_model("m", 1, client=client, progress=promotion)
+    assert promotion.steps() == ["downloading m/test/1", "uploading m/prod/1"]
+    assert promotion.last("uploading m/prod/1")[1:] == (info["size"], info["size"], True)
+
+
+def test_archives_larger_than_a_part_upload_in_several_parts(client, tmp_path, monkeypatch):
+    """Parts are windows of the archive file read by the SDK: small parts exercise the same code as 50 MiB ones."""
+    monkeypatch.setattr(registry_transfer, "PART_SIZE", 1000)
+    folder = tmp_path / "art"
+    folder.mkdir()
+    (folder / "weights.bin").write_bytes(os.urandom(4500))  # incompressible: the archive spans 5 parts
+    recorder = Recorder()
+    info = mm.upload_new_model_version("m", "dev", folder, client=client, progress=recorder)
+    assert 4500 < info["size"] < 6000
+    assert recorder.last("uploading m/dev/1 (1 files)")[1] == info["size"]
+    mm.download_model_version("m", "dev", tmp_path / "out", client=client)
+    assert (tmp_path / "out" / "weights.bin").read_bytes() == (folder / "weights.bin").read_bytes()
+
+
+def test_part_sizes_follow_the_files_api_limits():
+    mib = 1024 * 1024
+    assert registry_transfer._parts(0) == (50 * mib, 1)
+    assert registry_transfer._parts(50 * mib) == (50 * mib, 1)
+    assert registry_transfer._parts(50 * mib + 1) == (50 * mib, 2)
+    part_size, parts = registry_transfer._parts(250 * 50 * mib + 1)  # more than 250 parts of 50 MiB
+    assert parts == 250 and part_size * 250 >= 250 * 50 * mib + 1
+    with pytest.raises(MlopsError, match="at most"):
+        registry_transfer._parts(250 * 4000 * mib + 1)
+
+
 def test_missing_versions_say_how_to_get_one(client, folder):
     with pytest.raises(MlopsError, match="no version in dev: upload one: mlops models upload m --env dev"):
         mm.get_model_version("m", "dev", client=client)
@@ -384,16 +532,24 @@ def test_model_manager_imports_only_what_a_function_bundle_holds():
     assert out.strip() == "[]"
 
 
-def test_registry_index_imports_only_the_stdlib_cognite_sdk_and_errors():
-    """model_manager needs it in every function bundle: it must not drag in anything a bundle lacks."""
-    import akerbp.mlops.registry_index as index
-
+@pytest.mark.parametrize("module", sorted(p.stem for p in Path(mm.__file__).parent.glob("registry_*.py")))
+def test_registry_modules_import_only_the_stdlib_cognite_sdk_errors_and_each_other(module):
+    """model_manager needs them in every function bundle: they must not drag in anything a bundle lacks."""
     imported = []
-    for node in ast.walk(ast.parse(Path(index.__file__).read_text())):
+    source = Path(mm.__file__).parent / f"{module}.py"
+    for node in ast.walk(ast.parse(source.read_text())):
         if isinstance(node, ast.Import):
             imported += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             imported.append("." * node.level + (node.module or ""))
     others = [name for name in imported if name.split(".")[0] not in sys.stdlib_module_names
-              and name.split(".")[0] not in ("__future__", "cognite") and name != "akerbp.mlops.errors"]
+              and name.split(".")[0] not in ("__future__", "cognite") and name != "akerbp.mlops.errors"
+              and not name.startswith("akerbp.mlops.registry_")]
     assert imported and others == []
+
+
+def test_function_bundles_hold_the_registry_modules():
+    from akerbp.mlops.deployment.build import runtime_files
+
+    bundled = {p.name for p in runtime_files()}
+    assert {p.name for p in Path(mm.__file__).parent.glob("registry_*.py")} | {"model_manager.py"} <= bundled

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
+import requests
 from click.testing import CliRunner
 
 from akerbp.mlops.cdf import client as cdf_client
@@ -79,3 +81,34 @@ def test_errors_and_exit_codes(mlops, tmp_path):
     assert "no version in dev: upload one" in missing.output and "Traceback" not in missing.output
     assert "no model versions" in mlops("list").stdout
     assert mlops("list", "--json").stdout.strip() == "[]"
+
+
+def test_model_names_follow_the_settings_rule(mlops, tmp_path):
+    folder = make_folder(tmp_path / "artifacts")
+    refused = mlops("upload", "MyModel", "--folder", folder, code=2).output
+    assert "model name 'MyModel' is invalid: use lowercase letters" in refused and "^[a-z][a-z0-9_]*$" in refused
+    assert "Traceback" not in refused
+
+
+def test_slow_transfers_show_progress_on_stderr_and_fast_ones_do_not(mlops, tmp_path, monkeypatch):
+    folder = make_folder(tmp_path / "artifacts")
+    fast = mlops("upload", "m", "--folder", folder, "--json")
+    assert json.loads(fast.stdout)["model_id"] == "m/dev/1"
+    assert "uploading" not in fast.stderr and "iB" not in fast.stderr
+
+    monkeypatch.setenv("MLOPS_LOCAL_CDF_DIR", str(tmp_path / "cdf"))  # the local CDF the commands use
+    base_url = cdf_client.get_client().config.base_url
+    # The content PUT of the upload and the GET of the download each wait 1.2 s in the local CDF.
+    rules = [{"path": "/content", "delay": 1.2, "count": 2}]
+    requests.post(f"{base_url}/_local/faults", json={"rules": rules}).raise_for_status()
+
+    slow = mlops("upload", "m", "--folder", folder, "--json")
+    assert json.loads(slow.stdout)["model_id"] == "m/dev/2", "stdout holds the JSON document only"
+    assert re.search(r"^uploading m/dev/2 \(2 files\): [0-9.]+ KiB in [0-9.]+ s \([0-9.]+ MiB/s\)$", slow.stderr,
+                     re.MULTILINE), slow.stderr
+    assert "archiving" not in slow.stderr, "a fast step stays quiet"
+
+    downloaded = mlops("download", "m", "--version", 2, "--to", tmp_path / "out")
+    assert downloaded.stdout.startswith("extracted m/dev/2 into") and "iB" not in downloaded.stdout
+    assert re.search(r"^downloading m/dev/2: [0-9.]+ KiB in [0-9.]+ s", downloaded.stderr, re.MULTILINE)
+    assert requests.get(f"{base_url}/_local/faults").json()["rules"][0]["count"] == 0

@@ -19,6 +19,7 @@ import tempfile
 import time
 import zlib
 from pathlib import Path, PureWindowsPath
+from typing import Callable
 
 from akerbp.mlops.errors import MlopsError, UsageError
 
@@ -45,6 +46,18 @@ class _HashingWriter:
         self.raw.flush()
 
 
+class _CountingReader:
+    """Source file wrapper reporting each read, so archiving a large folder can show progress."""
+
+    def __init__(self, raw, counted: Callable[[int], None]):
+        self.raw, self.counted = raw, counted
+
+    def read(self, size=-1):
+        data = self.raw.read(size)
+        self.counted(len(data))
+        return data
+
+
 def sha256_file(path) -> str:
     sha = hashlib.sha256()
     with open(path, "rb") as f:
@@ -53,8 +66,9 @@ def sha256_file(path) -> str:
     return sha.hexdigest()
 
 
-def _collect(folder: Path) -> list[tuple[str, Path, bool]]:
-    """(archive name, path, is_dir) for every entry, sorted by name; file symlinks are stored as their content."""
+def _collect(folder: Path) -> list[tuple[str, Path, bool, int]]:
+    """(archive name, path, is_dir, size) for every entry, sorted by name; file symlinks are stored as their
+    content."""
     entries = []
     for dirpath, dirnames, filenames in os.walk(folder):
         here = Path(dirpath)
@@ -65,38 +79,47 @@ def _collect(folder: Path) -> list[tuple[str, Path, bool]]:
                     f"artifact folder {folder}: {path} is a symbolic link to a folder; copy the folder instead "
                     "(links are not archived)"
                 )
-            entries.append((path.relative_to(folder).as_posix(), path, True))
+            entries.append((path.relative_to(folder).as_posix(), path, True, 0))
         for name in filenames:
             path = here / name
             try:
-                mode = path.stat().st_mode  # follows file symlinks: their content is archived
+                st = path.stat()  # follows file symlinks: their content is archived
             except OSError as e:
                 raise UsageError(f"artifact folder {folder}: cannot read {path}: {e.strerror}") from e
-            if not stat.S_ISREG(mode):
+            if not stat.S_ISREG(st.st_mode):
                 raise UsageError(
                     f"artifact folder {folder}: {path} is not a regular file (socket, pipe or device); remove it"
                 )
-            entries.append((path.relative_to(folder).as_posix(), path, False))
+            entries.append((path.relative_to(folder).as_posix(), path, False, st.st_size))
     entries.sort(key=lambda e: e[0])
     return entries
 
 
-def archive_folder(folder, archive_path) -> tuple[str, int, int]:
+def archive_folder(folder, archive_path, progress: Callable[[int, int], None] | None = None) -> tuple[str, int, int]:
     """Write folder as a deterministic tar.gz; return (sha256, size in bytes, number of files).
 
     Sorted entries, mtime 0, uid/gid 0 without names, modes 0644/0755 (only the executable bit is kept), gzip
     header without file name or time: the bytes depend on names, contents and executable bits only.
+    progress(done, total) is told the bytes of the folder's files read so far, out of their total.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise UsageError(f"artifact folder {folder} does not exist or is not a folder")
     entries = _collect(folder)
-    files = 0
+    files, done, total = 0, 0, sum(e[3] for e in entries)
+
+    def counted(nbytes: int) -> None:
+        nonlocal done
+        done += nbytes
+        if progress is not None:
+            progress(done, total)
+
+    counted(0)
     with open(archive_path, "wb") as raw:
         writer = _HashingWriter(raw)
         with gzip.GzipFile(filename="", mode="wb", fileobj=writer, mtime=0, compresslevel=6) as gz:
             with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
-                for name, path, is_dir in entries:
+                for name, path, is_dir, _ in entries:
                     info = tarfile.TarInfo(name)
                     info.mtime = 0
                     info.uid = info.gid = 0
@@ -110,7 +133,7 @@ def archive_folder(folder, archive_path) -> tuple[str, int, int]:
                         st = os.fstat(f.fileno())
                         info.size = st.st_size
                         info.mode = EXEC_MODE if st.st_mode & 0o111 else FILE_MODE
-                        tar.addfile(info, f)
+                        tar.addfile(info, _CountingReader(f, counted))
                     files += 1
     return writer.sha.hexdigest(), writer.size, files
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
+import time
 from pathlib import Path
 
 import click
@@ -14,7 +16,10 @@ import click
 from akerbp.mlops.errors import UsageError
 
 ENVS = ("dev", "test", "prod")
-LARGE_TRANSFER = 8 * 1024 * 1024  # above this a transfer likely takes more than a second: say what is going on
+PROGRESS_AFTER = 1.0  # seconds a step (archiving, uploading, downloading, ...) runs before its progress shows
+PROGRESS_TICK = 0.5  # on a terminal the progress line is rewritten at most this often
+PROGRESS_LOG_EVERY = 5.0  # into a file or CI log: a line this often
+MIB = 1024 * 1024
 
 
 @click.group()
@@ -36,9 +41,103 @@ def _default_env(env: str | None) -> str:
     return get_environment()
 
 
-def _progress(message: str, nbytes: int) -> None:
-    if sys.stderr.isatty() or nbytes >= LARGE_TRANSFER:
-        click.echo(f"{message} ...", err=True)
+class _TransferDisplay:
+    """The current step's progress (bytes done / total, MiB/s) on stderr once it has run for PROGRESS_AFTER:
+    rewritten in place on a terminal, a line every PROGRESS_LOG_EVERY seconds otherwise, and a last line when a
+    step that showed ends. Reports may come from SDK threads; a ticker thread prints, so a transfer stalled on the
+    network still shows."""
+
+    def __init__(self, stream):
+        self._stream, self._tty = stream, stream.isatty()
+        self._lock, self._stop = threading.Lock(), threading.Event()
+        self._ticker: threading.Thread | None = None
+        self._step: dict | None = None
+        self._open = 0  # length of the line being rewritten in place (terminal only)
+
+    def report(self, what: str, done: int, total: int, finished: bool) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if self._step is None or self._step["what"] != what:
+                self._end_line()
+                self._step = {"what": what, "started": now, "shown": None}
+            step = self._step
+            step.update(done=done, total=total)
+            if finished:
+                if now - step["started"] >= PROGRESS_AFTER:
+                    self._show(step, now, final=True)
+                self._step = None
+            elif self._ticker is None:
+                self._ticker = threading.Thread(target=self._tick, name="mlops-progress", daemon=True)
+                self._ticker.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+        with self._lock:
+            self._end_line()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(PROGRESS_TICK):
+            with self._lock:
+                step, now = self._step, time.monotonic()
+                if step is None or now - step["started"] < PROGRESS_AFTER:
+                    continue
+                if not self._tty and step["shown"] is not None and now - step["shown"] < PROGRESS_LOG_EVERY:
+                    continue
+                self._show(step, now)
+
+    def _show(self, step: dict, now: float, final: bool = False) -> None:
+        line = _progress_line(step["what"], step["done"], step["total"], now - step["started"], final)
+        step["shown"] = now
+        if self._tty:
+            self._stream.write("\r" + line.ljust(self._open) + ("\n" if final else ""))
+            self._open = 0 if final else len(line)
+        else:
+            self._stream.write(line + "\n")
+        self._stream.flush()
+
+    def _end_line(self) -> None:
+        if self._open:
+            self._stream.write("\n")
+            self._stream.flush()
+            self._open = 0
+
+
+def _progress_line(what: str, done: int, total: int, elapsed: float, final: bool) -> str:
+    done = min(done, total) if total else done
+    rate = f"{done / MIB / elapsed:.1f} MiB/s" if elapsed > 0 else "-"
+    if final:
+        return f"{what}: {_bytes(done)} in {elapsed:.1f} s ({rate})" if done else f"{what}: {elapsed:.1f} s"
+    if total:
+        return f"{what}: {_bytes(done)} of {_bytes(total)} ({100 * done // total}%), {rate}"
+    return f"{what}: {_bytes(done)}, {rate}" if done else f"{what}: {elapsed:.0f} s"
+
+
+def _bytes(n: int) -> str:
+    return f"{n / MIB:.1f} MiB" if n >= MIB else f"{n / 1024:.1f} KiB"
+
+
+class _CommandProgress:
+    """The registry's Progress callback the commands pass: one display per command, closed (its line ended, its
+    ticker stopped) with the command's click context, also when the command fails."""
+
+    def __init__(self):
+        self._display: _TransferDisplay | None = None
+
+    def __call__(self, what: str, done: int, total: int, finished: bool) -> None:
+        if self._display is None:  # a step's first report comes from the command's own thread
+            self._display = _TransferDisplay(sys.stderr)
+            click.get_current_context().call_on_close(self._close)
+        self._display.report(what, done, total, finished)
+
+    def _close(self) -> None:
+        display, self._display = self._display, None
+        if display is not None:
+            display.close()
+
+
+_progress = _CommandProgress()
 
 
 def _size(n: int) -> str:

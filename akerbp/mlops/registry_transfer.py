@@ -1,0 +1,171 @@
+"""Moving a version's archive between disk and CDF Files with progress reports, never holding it in memory.
+
+cognite-sdk's files.upload and files.download_to_path report no progress, so:
+- Upload goes through the SDK's public multipart API, as files.upload itself does (files.multipart_upload_session,
+  parts sized as files.upload sizes them, up to 1000 GiB), sending one part after the other. Each part is handed to
+  the SDK as a buffered reader over its window of the archive file (a binary file handle is what upload_part
+  accepts); the SDK reads it in 64 KiB chunks and each read is counted. Creating the session is the claim of the
+  external id: CogniteDuplicatedError comes from upload_session(), before any content moves.
+- Download is files.download_to_path, which streams chunks to the target file; while it runs, a watcher thread
+  reports the size of that file every WATCH_EVERY seconds (display only: the download itself is not timed).
+
+Bundled into deployed CDF Functions with model_manager.py: stdlib, cognite-sdk, akerbp.mlops.errors and
+registry_archive only.
+"""
+from __future__ import annotations
+
+import io
+import os
+import threading
+from pathlib import Path
+from typing import Callable
+
+from akerbp.mlops.errors import MlopsError
+from akerbp.mlops.registry_archive import sha256_file
+
+WATCH_EVERY = 0.25  # seconds between two reports of a download's size on disk
+# Multipart limits of the Files API (initmultipartupload): 1 to 250 parts, each but the last of 5 MiB to 4000 MiB.
+# Parts of PART_SIZE unless that needs more than MAX_PARTS, as cognite-sdk's files.upload does.
+MIB = 1024 * 1024
+PART_SIZE, MAX_PART_SIZE, MAX_PARTS = 50 * MIB, 4000 * MIB, 250
+
+Progress = Callable[[str, int, int, bool], None]
+"""progress(what, done, total, finished): `what` names the step ("uploading m/dev/3"); done and total count bytes
+(total 0 when unknown). Called with done 0 when a step starts, as bytes move -- possibly from an SDK thread, so the
+receiver must be thread safe --, and once with finished=True when the step ends, successfully or not."""
+
+
+class Step:
+    """One step reported to a Progress callback (none: nothing is reported): started on enter, finished on exit."""
+
+    def __init__(self, progress: Progress | None, what: str, total: int = 0):
+        self.progress, self.what, self.total, self.done = progress, what, total, 0
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> Step:
+        self._report(False)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._report(True)
+
+    def add(self, nbytes: int) -> None:
+        with self._lock:
+            self.done += nbytes
+        self._report(False)
+
+    def update(self, done: int, total: int | None = None) -> None:
+        with self._lock:
+            self.done = done
+            self.total = self.total if total is None else total
+        self._report(False)
+
+    def _report(self, finished: bool) -> None:
+        if self.progress is not None:
+            self.progress(self.what, self.done, self.total, finished)
+
+
+class _Window(io.RawIOBase):
+    """Bytes offset..offset+size of a file, each read counted; seekable within the window so the SDK can size it."""
+
+    def __init__(self, path: Path, offset: int, size: int, counted: Callable[[int], None]):
+        super().__init__()
+        self._file = open(path, "rb")
+        self._offset, self._size, self._pos, self._counted = offset, size, 0, counted
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        wanted = min(len(buffer), self._size - self._pos)
+        if wanted <= 0:
+            return 0
+        self._file.seek(self._offset + self._pos)
+        got = self._file.readinto(memoryview(buffer)[:wanted])
+        self._pos += got
+        self._counted(got)
+        return got
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._size}[whence]
+        self._pos = min(max(0, base + offset), self._size)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def _parts(size: int) -> tuple[int, int]:
+    """(part size, number of parts) for a file of `size` bytes."""
+    part_size = max(PART_SIZE, -(-size // MAX_PARTS))
+    if part_size > MAX_PART_SIZE:
+        raise MlopsError(f"the archive is {size} bytes: CDF Files takes at most {MAX_PARTS * MAX_PART_SIZE} bytes")
+    return part_size, max(1, -(-size // part_size))
+
+
+def upload_session(client, path: Path, *, overwrite: bool, **fields):
+    """Create the file (fields as files.multipart_upload_session takes them): with overwrite=False this claims its
+    external id or raises CogniteDuplicatedError. No content moves yet: send() does that."""
+    _, parts = _parts(Path(path).stat().st_size)
+    return client.files.multipart_upload_session(parts=parts, overwrite=overwrite, **fields)
+
+
+def send(session, path: Path, what: str, progress: Progress | None):
+    """Stream path into the file of an upload_session, part by part; returns its FileMetadata (as created)."""
+    size = Path(path).stat().st_size
+    part_size, parts = _parts(size)
+    with Step(progress, what, size) as step, session:
+        for part in range(parts):
+            offset = part * part_size
+            window = _Window(Path(path), offset, min(part_size, size - offset), step.add)
+            with io.BufferedReader(window) as reader:
+                session.upload_part(part, reader)
+    return session.file_metadata
+
+
+def download_verified(client, f, path: Path, progress: Progress | None) -> None:
+    """Stream a version's archive to path and check it against the sha256 recorded at upload."""
+    md = f.metadata or {}
+    with Step(progress, f"downloading {f.external_id}", int(md.get("size") or 0)) as step:
+        _download(client, f.id, Path(path), step)
+    actual = sha256_file(path)
+    if actual != md.get("sha256"):
+        raise MlopsError(
+            f"checksum mismatch for {f.external_id}: its content has sha256 {actual[:16]}..., its metadata records "
+            f"{(md.get('sha256') or 'none')[:16]}...: the archive was modified after upload. Nothing was extracted; "
+            "upload or promote a new version"
+        )
+
+
+def _download(client, file_id: int, path: Path, step: Step) -> None:
+    if step.progress is None:
+        client.files.download_to_path(path, id=file_id)
+        return
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(WATCH_EVERY):
+            step.update(_size_on_disk(path))
+
+    watcher = threading.Thread(target=watch, name="mlops-download-progress", daemon=True)
+    watcher.start()
+    try:
+        client.files.download_to_path(path, id=file_id)
+    finally:
+        stop.set()
+        watcher.join()
+        step.update(_size_on_disk(path))
+
+
+def _size_on_disk(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:  # not created yet
+        return 0
