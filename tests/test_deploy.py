@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import select
 import shutil
 import subprocess
 import textwrap
@@ -23,6 +24,9 @@ import requests
 
 from akerbp.mlops import audit, model_manager
 from akerbp.mlops.deployment import build, functions, release
+from akerbp.mlops.deployment.model_tests import ModelTests, ModelTestsTimeout
+from akerbp.mlops.deployment.service_check import ServiceTest as ServiceTestProcess
+from akerbp.mlops.deployment.service_check import ServiceTestError
 from akerbp.mlops.errors import UsageError
 from akerbp.mlops.local_cdf import Limits, LocalCDF
 from akerbp.mlops.settings import load_settings
@@ -217,6 +221,69 @@ def test_concurrent_builds_of_one_model_each_zip_their_own_content(tmp_path):
                                model_id="well_density/dev/3", secrets={})
     assert sorted(p.name for p in build_root.iterdir()) == sorted(
         ["well_density-prediction-dev", latest.name, third.path.name])
+
+
+# --- model tests and the ServiceTest honour the deploy's timeout (no CDF needed) -----------------------------------
+
+def ended(pid: int, within: float = 10.0) -> bool:
+    """Whether process pid ends (or has ended) within `within` seconds: waits on a pidfd, no polling."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([fd], [], [], within)[0])
+    finally:
+        os.close(fd)
+
+
+def test_model_tests_that_hang_are_stopped_with_what_they_started_at_the_timeout(tmp_path):
+    started = tmp_path / "started.pid"
+    test_file = tmp_path / "test_hangs.py"
+    test_file.write_text(textwrap.dedent(f'''
+        import subprocess, sys, threading
+        from pathlib import Path
+
+
+        def test_waits_forever():
+            child = subprocess.Popen([sys.executable, "-c", "import threading; threading.Event().wait()"])
+            Path({str(started)!r}).write_text(str(child.pid))
+            threading.Event().wait()
+    '''))
+    tests = ModelTests(tmp_path, test_file, timeout=3)
+    with pytest.raises(ModelTestsTimeout, match=r"^model tests did not finish within 3 s \(--timeout\)"):
+        tests.wait()
+    assert tests._process.poll() is not None
+    assert started.exists(), "the hanging test did not start within the 3 s: the machine is too slow for this test"
+    assert ended(int(started.read_text())), "a process the tests started survived them"
+    with pytest.raises(ModelTestsTimeout):  # asked again, the same answer
+        tests.wait()
+
+
+def test_a_service_test_that_does_not_answer_is_stopped_at_the_timeout(tmp_path):
+    (tmp_path / "hangs_on_import.py").write_text("import threading\nthreading.Event().wait()\n")
+    with ServiceTestProcess(tmp_path, tmp_path / "hangs_on_import.py", "model 'slow'", timeout=1) as tester:
+        with pytest.raises(ServiceTestError,
+                           match=r"^model 'slow': ServiceTest did not answer within 1 s \(--timeout\)"):
+            tester.input("prediction")
+        assert ended(tester._process.pid, within=0)
+        with pytest.raises(ServiceTestError, match="did not answer within 1 s"):
+            tester.input("prediction")
+
+    (tmp_path / "hangs_in_check.py").write_text(textwrap.dedent('''
+        import threading
+
+
+        class ServiceTest:
+            prediction_input = {"x": [1]}
+
+            def prediction_check(self, response):
+                threading.Event().wait()
+    '''))
+    with ServiceTestProcess(tmp_path, tmp_path / "hangs_in_check.py", "model 'slow'", timeout=2) as tester:
+        assert tester.input("prediction") == {"x": [1]}
+        with pytest.raises(ServiceTestError, match="ServiceTest did not answer within 2 s"):
+            tester.check("prediction", {"status": "ok"})
 
 
 # --- the template model in dev ------------------------------------------------------------------------------------

@@ -3,11 +3,14 @@
 A subprocess so one model's modules (and its test fixtures' side effects) never leak into another model's tests
 or into the deploy process. It starts at once and runs while the deploy step fetches artifacts and builds the
 folder; `wait()` joins it. Output goes to a temporary file (a pipe could fill up and stall the tests).
+With a timeout (the deploy's --timeout), tests still running when it passes are killed, with every process they
+started (their own process group), and wait() raises ModelTestsTimeout.
 """
 from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -15,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from akerbp.mlops.errors import MlopsError
 from akerbp.mlops.utils.logger import mask
 
 TAIL_LINES = 60
@@ -28,36 +32,54 @@ class ModelTestResult:
     summary: str  # e.g. "22 passed", "1 failed, 21 passed", "no tests collected"
     output: str
     seconds: float
-    returncode: int
+    returncode: int | None  # None: killed at the timeout
 
     def tail(self, lines: int = TAIL_LINES) -> str:
         kept = self.output.rstrip().splitlines()[-lines:]
         return "\n".join(kept)
 
 
-class ModelTests:
-    """`python -m pytest <test_file> -q` with cwd and PYTHONPATH = the repo root."""
+class ModelTestsTimeout(MlopsError):
+    """The model tests were still running when the deploy's time was up."""
 
-    def __init__(self, root: Path, test_file: Path):
-        self.root, self.test_file = Path(root), Path(test_file)
+
+class ModelTests:
+    """`python -m pytest <test_file> -q` with cwd and PYTHONPATH = the repo root; `timeout` (seconds from now,
+    None: no limit) bounds them."""
+
+    def __init__(self, root: Path, test_file: Path, timeout: float | None = None):
+        self.root, self.test_file, self.timeout = Path(root), Path(test_file), timeout
         self._output = tempfile.TemporaryFile(mode="w+b")
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(self.root)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
         env["PYTHONDONTWRITEBYTECODE"] = "1"  # no __pycache__ in the model code that gets deployed
+        env["PYTHONUNBUFFERED"] = "1"  # tests that get killed still show how far they got
         command = [sys.executable, "-m", "pytest", str(self.test_file), "-q", "-p", "no:cacheprovider"]
         self._started = time.monotonic()
+        self._deadline = None if timeout is None else self._started + timeout
         self._process = subprocess.Popen(command, cwd=self.root, env=env, stdout=self._output,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         self._result: ModelTestResult | None = None
 
     def wait(self) -> ModelTestResult:
+        """The tests' result; ModelTestsTimeout (the tests killed) if they do not end within the timeout."""
         if self._result is not None:
+            if self._result.returncode is None:
+                raise ModelTestsTimeout(self._result.summary)
             return self._result
-        code = self._process.wait()
+        try:
+            remaining = None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+            code = self._process.wait(timeout=remaining)
+        except subprocess.TimeoutExpired:
+            self._kill()
+            output = self._read_output()
+            tail = "\n".join(output.rstrip().splitlines()[-TAIL_LINES:])
+            summary = (f"model tests did not finish within {self.timeout:g} s (--timeout): they were stopped"
+                       + (f"; the end of pytest's output:\n{tail}" if tail.strip() else ""))
+            self._result = ModelTestResult(False, summary, output, time.monotonic() - self._started, None)
+            raise ModelTestsTimeout(summary) from None
         seconds = time.monotonic() - self._started
-        self._output.seek(0)
-        output = mask(self._output.read().decode("utf-8", "replace"))
-        self._output.close()
+        output = self._read_output()
         summary = _summary(output) or f"pytest exited with code {code}"
         if code == NO_TESTS_COLLECTED:
             summary = "no tests collected"
@@ -67,10 +89,23 @@ class ModelTests:
     def stop(self) -> None:
         """Stop the tests if they still run (the deploy of this model failed for another reason)."""
         if self._result is None and self._process.poll() is None:
-            self._process.kill()
-            self._process.wait()
+            self._kill()
         if not self._output.closed:
             self._output.close()
+
+    def _kill(self) -> None:
+        """pytest and whatever the tests started: its session was made for this."""
+        try:
+            os.killpg(self._process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self._process.wait()
+
+    def _read_output(self) -> str:
+        self._output.seek(0)
+        output = mask(self._output.read().decode("utf-8", "replace"))
+        self._output.close()
+        return output
 
 
 def _summary(output: str) -> str | None:

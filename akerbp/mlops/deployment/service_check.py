@@ -4,13 +4,19 @@ The test file is imported in a subprocess per model (so one model's modules neve
 stays up for that model's deploy: it hands out `<service>_input` and runs `<service>_check(response)` on
 request, over stdin/stdout, one JSON line each. A check passes when it returns a truthy value or None without
 raising (assert-style checks); it fails when it returns a falsy value other than None or raises.
+With a timeout (the deploy's --timeout), an answer that does not come before it passes (a test file that hangs
+on import, a check that never returns) stops the process and everything it started (its own process group).
 """
 from __future__ import annotations
 
 import json
 import os
+import queue
+import signal
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,23 +89,54 @@ class CheckResult:
 
 
 class ServiceTest:
-    """The model's ServiceTest, living in its own process; close() it (or use `with`)."""
+    """The model's ServiceTest, living in its own process; close() it (or use `with`). `timeout` (seconds from now,
+    None: no limit) bounds every answer."""
 
-    def __init__(self, root: Path, test_file: Path, label: str):
-        self.test_file, self.label = Path(test_file), label
+    def __init__(self, root: Path, test_file: Path, label: str, timeout: float | None = None):
+        self.test_file, self.label, self.timeout = Path(test_file), label, timeout
+        self._deadline = None if timeout is None else time.monotonic() + timeout
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONSTARTUP")}
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         self._process = subprocess.Popen(
             [sys.executable, "-c", RUNNER, str(root), str(test_file)], cwd=root, env=env, text=True,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
         )
+        # A thread reads the answers, so waiting for one can time out (a blocking readline cannot).
+        self._lines: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._reader = threading.Thread(target=self._read, name=f"ServiceTest {label}", daemon=True)
+        self._reader.start()
         self._ready: dict | None = None
+        self._stopped: str | None = None  # why the process was stopped
+
+    def _read(self) -> None:
+        try:
+            for line in self._process.stdout:
+                self._lines.put(line)
+        except (OSError, ValueError):  # closed
+            pass
+        self._lines.put("")
 
     def _receive(self) -> dict:
-        line = self._process.stdout.readline()
+        if self._stopped:
+            raise ServiceTestError(self._stopped)
+        remaining = None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+        try:
+            line = self._lines.get(timeout=remaining)
+        except queue.Empty:
+            self._stopped = (f"{self.label}: ServiceTest did not answer within {self.timeout:g} s (--timeout): the "
+                             f"process running the ServiceTest of {self.test_file} was stopped")
+            self._kill()
+            raise ServiceTestError(self._stopped) from None
         if not line:
             raise ServiceTestError(f"{self.label}: the ServiceTest process of {self.test_file} exited unexpectedly")
         return json.loads(line)
+
+    def _kill(self) -> None:
+        try:
+            os.killpg(self._process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self._process.wait()
 
     def _ensure_ready(self) -> None:
         if self._ready is None:
@@ -111,6 +148,8 @@ class ServiceTest:
             )
 
     def _ask(self, message: dict) -> dict:
+        if self._stopped:
+            raise ServiceTestError(self._stopped)
         self._ensure_ready()
         try:
             self._process.stdin.write(json.dumps(message) + "\n")
@@ -142,9 +181,13 @@ class ServiceTest:
             try:
                 self._process.wait(timeout=5)
             except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-        self._process.stdout.close()
+                self._kill()
+        self._reader.join(timeout=5)  # EOF once the process is gone
+        if self._reader.is_alive():  # something the test file started still holds the pipe
+            self._kill()
+            self._reader.join(timeout=5)
+        if not self._reader.is_alive():
+            self._process.stdout.close()
 
     def __enter__(self) -> "ServiceTest":
         return self
