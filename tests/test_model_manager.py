@@ -395,26 +395,37 @@ def test_progress_reports_bytes_of_every_step(client, folder, tmp_path):
 
 
 def test_archives_larger_than_a_part_upload_in_several_parts(client, tmp_path, monkeypatch):
-    """Parts are windows of the archive file read by the SDK: small parts exercise the same code as 50 MiB ones."""
+    """Small parts exercise the same code as 8 MiB ones; progress counts each part CDF took."""
     monkeypatch.setattr(registry_transfer, "PART_SIZE", 1000)
     folder = tmp_path / "art"
     folder.mkdir()
-    (folder / "weights.bin").write_bytes(os.urandom(4500))  # incompressible: the archive spans 5 parts
+    (folder / "weights.bin").write_bytes(os.urandom(4500))  # incompressible: the archive spans 5 or 6 parts
     recorder = Recorder()
     info = mm.upload_new_model_version("m", "dev", folder, client=client, progress=recorder)
     assert 4500 < info["size"] < 6000
-    assert recorder.last("uploading m/dev/1 (1 files)")[1] == info["size"]
+    uploaded = [r[1] for r in recorder.reports if r[0] == "uploading m/dev/1 (1 files)" and not r[3]]
+    assert uploaded == [0] + list(range(1000, info["size"], 1000)) + [info["size"]]
     mm.download_model_version("m", "dev", tmp_path / "out", client=client)
     assert (tmp_path / "out" / "weights.bin").read_bytes() == (folder / "weights.bin").read_bytes()
 
 
+def test_a_part_answered_with_a_retryable_status_is_resent(local_cdf, client, folder, tmp_path):
+    """A file handle cannot be resent (cognite-sdk's files.upload fails so): parts go as bytes."""
+    add_faults(local_cdf, {"path": "/content", "method": "PUT", "status": 503, "count": 1})
+    info = mm.upload_new_model_version("m", "dev", folder, client=client)
+    assert requests.get(f"{local_cdf.base_url}/_local/faults").json()["rules"][0]["hits"] == 1
+    assert client.files.retrieve(external_id="m/dev/1").uploaded
+    assert mm.download_model_version("m", "dev", tmp_path / "out", client=client)["sha256"] == info["sha256"]
+
+
 def test_part_sizes_follow_the_files_api_limits():
     mib = 1024 * 1024
-    assert registry_transfer._parts(0) == (50 * mib, 1)
-    assert registry_transfer._parts(50 * mib) == (50 * mib, 1)
-    assert registry_transfer._parts(50 * mib + 1) == (50 * mib, 2)
-    part_size, parts = registry_transfer._parts(250 * 50 * mib + 1)  # more than 250 parts of 50 MiB
-    assert parts == 250 and part_size * 250 >= 250 * 50 * mib + 1
+    assert registry_transfer._parts(0) == (8 * mib, 1)
+    assert registry_transfer._parts(8 * mib) == (8 * mib, 1)
+    assert registry_transfer._parts(8 * mib + 1) == (8 * mib, 2)
+    assert registry_transfer._parts(250 * 8 * mib) == (8 * mib, 250)
+    part_size, parts = registry_transfer._parts(250 * 8 * mib + 1)  # more than 250 parts of 8 MiB
+    assert parts == 250 and part_size * 250 >= 250 * 8 * mib + 1
     with pytest.raises(MlopsError, match="at most"):
         registry_transfer._parts(250 * 4000 * mib + 1)
 

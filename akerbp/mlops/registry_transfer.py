@@ -1,11 +1,12 @@
-"""Moving a version's archive between disk and CDF Files with progress reports, never holding it in memory.
+"""Moving a version's archive between disk and CDF Files with progress reports, one part of it in memory at most.
 
 cognite-sdk's files.upload and files.download_to_path report no progress, so:
-- Upload goes through the SDK's public multipart API, as files.upload itself does (files.multipart_upload_session,
-  parts sized as files.upload sizes them, up to 1000 GiB), sending one part after the other. Each part is handed to
-  the SDK as a buffered reader over its window of the archive file (a binary file handle is what upload_part
-  accepts); the SDK reads it in 64 KiB chunks and each read is counted. Creating the session is the claim of the
-  external id: CogniteDuplicatedError comes from upload_session(), before any content moves.
+- Upload goes through the SDK's public multipart API (files.multipart_upload_session), one part after the other,
+  each read from the archive and handed over as bytes, and counted once CDF has taken it. Bytes, not a file
+  handle: the SDK resends a part whose PUT got a retryable status (429, 502, 503, 504), which it cannot do with a
+  file handle (its own files.upload then fails with "Too little data for declared Content-Length"). Memory holds
+  one part: PART_SIZE up to 250 parts (2 GiB), size / 250 above. Creating the session is the claim of the external
+  id: CogniteDuplicatedError comes from upload_session(), before any content moves.
 - Download is files.download_to_path, which streams chunks to the target file; while it runs, a watcher thread
   reports the size of that file every WATCH_EVERY seconds (display only: the download itself is not timed).
 
@@ -14,8 +15,6 @@ registry_archive only.
 """
 from __future__ import annotations
 
-import io
-import os
 import threading
 from pathlib import Path
 from typing import Callable
@@ -25,14 +24,15 @@ from akerbp.mlops.registry_archive import sha256_file
 
 WATCH_EVERY = 0.25  # seconds between two reports of a download's size on disk
 # Multipart limits of the Files API (initmultipartupload): 1 to 250 parts, each but the last of 5 MiB to 4000 MiB.
-# Parts of PART_SIZE unless that needs more than MAX_PARTS, as cognite-sdk's files.upload does.
+# Parts of PART_SIZE (small enough for progress every few seconds on a slow link) unless that needs more than
+# MAX_PARTS.
 MIB = 1024 * 1024
-PART_SIZE, MAX_PART_SIZE, MAX_PARTS = 50 * MIB, 4000 * MIB, 250
+PART_SIZE, MAX_PART_SIZE, MAX_PARTS = 8 * MIB, 4000 * MIB, 250
 
 Progress = Callable[[str, int, int, bool], None]
 """progress(what, done, total, finished): `what` names the step ("uploading m/dev/3"); done and total count bytes
-(total 0 when unknown). Called with done 0 when a step starts, as bytes move -- possibly from an SDK thread, so the
-receiver must be thread safe --, and once with finished=True when the step ends, successfully or not."""
+(total 0 when unknown). Called with done 0 when a step starts, as bytes move -- possibly from another thread, so
+the receiver must be thread safe --, and once with finished=True when the step ends, successfully or not."""
 
 
 class Step:
@@ -65,43 +65,6 @@ class Step:
             self.progress(self.what, self.done, self.total, finished)
 
 
-class _Window(io.RawIOBase):
-    """Bytes offset..offset+size of a file, each read counted; seekable within the window so the SDK can size it."""
-
-    def __init__(self, path: Path, offset: int, size: int, counted: Callable[[int], None]):
-        super().__init__()
-        self._file = open(path, "rb")
-        self._offset, self._size, self._pos, self._counted = offset, size, 0, counted
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        wanted = min(len(buffer), self._size - self._pos)
-        if wanted <= 0:
-            return 0
-        self._file.seek(self._offset + self._pos)
-        got = self._file.readinto(memoryview(buffer)[:wanted])
-        self._pos += got
-        self._counted(got)
-        return got
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._size}[whence]
-        self._pos = min(max(0, base + offset), self._size)
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
-
-    def close(self) -> None:
-        self._file.close()
-        super().close()
-
-
 def _parts(size: int) -> tuple[int, int]:
     """(part size, number of parts) for a file of `size` bytes."""
     part_size = max(PART_SIZE, -(-size // MAX_PARTS))
@@ -121,12 +84,11 @@ def send(session, path: Path, what: str, progress: Progress | None):
     """Stream path into the file of an upload_session, part by part; returns its FileMetadata (as created)."""
     size = Path(path).stat().st_size
     part_size, parts = _parts(size)
-    with Step(progress, what, size) as step, session:
+    with Step(progress, what, size) as step, session, open(path, "rb") as archive:
         for part in range(parts):
-            offset = part * part_size
-            window = _Window(Path(path), offset, min(part_size, size - offset), step.add)
-            with io.BufferedReader(window) as reader:
-                session.upload_part(part, reader)
+            content = archive.read(part_size)
+            session.upload_part(part, content)
+            step.add(len(content))
     return session.file_metadata
 
 
