@@ -1,8 +1,9 @@
 """`mlops deploy` end to end: the deploy scripts run in a subprocess from a copy of a model repo, against a local CDF
 served by this test process (real cognite-sdk over HTTP, real function builds and calls, no mocks).
 
-Tests in a module share one repo copy and one local CDF (module-scoped, for speed) and run in file order: each test
-says what state it starts from.
+Tests in a module share one repo copy and one local CDF (module-scoped, for speed). A test that needs an earlier
+state (a model deployed, a registry version) asks for it through a fixture that makes it when it is missing, so any
+test also runs alone (`pytest -k NAME`).
 """
 from __future__ import annotations
 
@@ -130,6 +131,22 @@ def template(tmp_path_factory):
     repo = Repo(copy_template(tmp_path_factory.mktemp("template") / "repo"))
     yield repo
     repo.close()
+
+
+def ensure_deployed(repo: Repo, xid: str, *args: str, **env) -> object:
+    """The live function xid, deployed now (with the deploy script's args) if it is not live and Ready."""
+    live = repo.functions().get(xid)
+    if live is None or live.status != "Ready":
+        run = repo.deploy(*args, **env)
+        assert run.code == 0, run.stderr
+        live = repo.functions()[xid]
+    return live
+
+
+@pytest.fixture
+def dev_deployed(template):
+    """The template model's prediction service live in dev."""
+    return ensure_deployed(template, "well_density-prediction-dev")
 
 
 # --- the function folder (no CDF needed) --------------------------------------------------------------------------
@@ -317,8 +334,8 @@ def test_dev_deploy_to_a_fresh_local_cdf_serves_the_local_artifact(template):
     assert answer["model_id"] == "well_density/dev/1" and ServiceTest.prediction_check(answer)
 
 
-def test_the_same_content_again_is_unchanged_and_force_redeploys(template):
-    before = template.functions()["well_density-prediction-dev"]
+def test_the_same_content_again_is_unchanged_and_force_redeploys(template, dev_deployed):
+    before = dev_deployed
     # A configured project does not matter: ENV=dev goes to the local CDF (LOCAL_DEPLOYMENT=True would not).
     project = {"COGNITE_PROJECT": "elsewhere", "COGNITE_BASE_URL": "http://127.0.0.1:9", "COGNITE_CLIENT_ID": "id",
                "COGNITE_CLIENT_SECRET": "not-used-secret", "COGNITE_TOKEN_URL": "http://127.0.0.1:9/token"}
@@ -344,7 +361,7 @@ def test_the_same_content_again_is_unchanged_and_force_redeploys(template):
     assert audit.history(template.client, "well_density", "dev")[1]["outcome"] == "unchanged"
 
 
-def test_dry_run_runs_the_tests_prints_the_plan_and_changes_nothing(template):
+def test_dry_run_runs_the_tests_prints_the_plan_and_changes_nothing(template, dev_deployed):
     model_file = template.root / "model_code" / "model.py"
     original = model_file.read_text()
     model_file.write_text(original + "\n# a change\n")
@@ -416,6 +433,9 @@ def test_training_deploy_then_call_makes_a_version_that_prediction_deploys(templ
     def latest() -> int:
         return model_manager.get_model_version("well_density", "test", client=template.client)["version"]
 
+    if not model_manager.list_model_versions("well_density", "test", client=template.client):
+        model_manager.upload_new_model_version("well_density", "test", REPO / "model_artifact", {"note": "v1"},
+                                               client=template.client)
     before = latest()
     run = template.deploy("--json", service="training", ENV="test")
     assert run.code == 0, run.stderr
@@ -529,6 +549,12 @@ def two_models(tmp_path_factory):
     repo.close()
 
 
+@pytest.fixture
+def model1_deployed(two_models):
+    """model1 live in dev, answering [2, 4, 6] for x = [1, 2, 3] (model2 fails its tests: never deployed)."""
+    return ensure_deployed(two_models, "model1-prediction-dev", "--model", "model1")
+
+
 def test_one_model_failing_its_tests_does_not_stop_the_other(two_models):
     run = two_models.deploy("--json")
     assert run.code == 1
@@ -548,8 +574,8 @@ def test_one_model_failing_its_tests_does_not_stop_the_other(two_models):
     assert "model2 (prediction, dev): model tests failed" in plan.stdout  # under the summary table
 
 
-def test_failing_tests_leave_the_live_version_answering(two_models):
-    live = two_models.functions()["model1-prediction-dev"]  # deployed by the test above
+def test_failing_tests_leave_the_live_version_answering(two_models, model1_deployed):
+    live = model1_deployed
     test_file = two_models.root / "models" / "model1" / "test_model.py"
     artifact = two_models.root / "artifacts" / "model1" / "factor.json"
     original = test_file.read_text()
@@ -565,8 +591,8 @@ def test_failing_tests_leave_the_live_version_answering(two_models):
         artifact.write_text('{"factor": 2}')
 
 
-def test_code_that_does_not_build_in_cdf_never_touches_the_live_function(two_models, monkeypatch):
-    live = two_models.functions()["model1-prediction-dev"]  # deployed, answering [2, 4, 6]
+def test_code_that_does_not_build_in_cdf_never_touches_the_live_function(two_models, model1_deployed, monkeypatch):
+    live = model1_deployed
     requirements = two_models.root / "models" / "model1" / "requirements.model"
     # The local service test runs in this environment; CDF must install the requirement, and cannot.
     requirements.write_text("no-such-package-anywhere==9.9\n")
@@ -586,9 +612,9 @@ def test_code_that_does_not_build_in_cdf_never_touches_the_live_function(two_mod
     assert two_models.call("model1-prediction-dev", {"x": [1, 2, 3]})["prediction"] == [2, 4, 6]
 
 
-def test_a_failing_smoke_check_rolls_back_automatically(two_models):
+def test_a_failing_smoke_check_rolls_back_automatically(two_models, model1_deployed):
     settings = two_models.root / "mlops_settings.py"
-    live = two_models.functions()["model1-prediction-dev"]  # deployed, answering [2, 4, 6]
+    live = model1_deployed
     settings.write_text(TWO_MODEL_SETTINGS.format(model1_extra=', env_vars={"MODEL_BROKEN_IN_CDF": "1"}'))
     try:
         run = two_models.deploy("--model", "model1", "--json")
