@@ -88,7 +88,3 @@ def consume_nonce(ctx: Ctx, nonce: str | None) -> dict:
         ctx.store.save(db, ctx.project, KIND, session)
     return session
 
-
-def session_is_live(ctx_store, project: str, session_id: int) -> bool:
-    session = ctx_store.get(project, KIND, session_id)
-    return session is not None and session["status"] in ("READY", "ACTIVE")
