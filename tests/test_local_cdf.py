@@ -293,3 +293,17 @@ def test_processes_opening_a_new_data_dir_at_once_all_succeed(tmp_path):
         outputs = [p.communicate(timeout=120) for p in procs]
         assert [p.returncode for p in procs] == [0] * 8, [err for _, err in outputs if err]
         assert len({out.strip() for out, _ in outputs}) == 1  # one signing secret, created once
+
+
+def test_announce_records_restricted_and_server_info_returns_the_record(tmp_path):
+    with LocalCDF(tmp_path / "open") as open_cdf, LocalCDF(tmp_path / "closed", clients={"app": "s"}) as closed:
+        open_cdf.announce()
+        closed.announce(note="extra keys are kept")
+        assert LocalCDF.server_info(tmp_path / "open")["restricted"] is False
+        info = LocalCDF.server_info(tmp_path / "closed")
+        assert (info["restricted"], info["note"], info["base_url"], info["pid"]) == (
+            True, "extra keys are kept", closed.base_url, os.getpid())
+        assert LocalCDF.running(tmp_path / "closed") == closed.base_url
+        closed.withdraw()
+        assert LocalCDF.server_info(tmp_path / "closed") is None and LocalCDF.running(tmp_path / "closed") is None
+    assert LocalCDF.server_info(tmp_path / "open") is None  # announced but no longer answering

@@ -140,10 +140,15 @@ class LocalCDF:
         return schedules.run_due(self, now, wait)
 
     # -- a long-running server that other processes can find ---------------------------------------------------
-    def announce(self) -> None:
-        (self.data_dir / SERVER_FILE).write_text(
-            json.dumps({"pid": os.getpid(), "base_url": self.base_url, "started": time.time()})
-        )
+    def announce(self, **extra) -> None:
+        """Tell other processes where this server is (server.json); `restricted` says whether it accepts only the
+        configured clients, so they know an ordinary token will be refused."""
+        record = {"pid": os.getpid(), "base_url": self.base_url, "started": time.time(),
+                  "restricted": self.auth.restricted, **extra}
+        path = self.data_dir / SERVER_FILE
+        tmp = path.with_name(f".{SERVER_FILE}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, path)  # readers never see half a record
 
     def withdraw(self) -> None:
         path = self.data_dir / SERVER_FILE
@@ -154,8 +159,9 @@ class LocalCDF:
             pass
 
     @staticmethod
-    def running(data_dir: str | Path) -> str | None:
-        """The base_url of a live `mlops local-cdf serve` for this data dir, if one answers."""
+    def server_info(data_dir: str | Path) -> dict | None:
+        """The announced record (pid, base_url, started, restricted, ...) of a live server for this data dir, if one
+        answers."""
         import urllib.request
 
         try:
@@ -163,10 +169,16 @@ class LocalCDF:
             os.kill(int(info["pid"]), 0)
             with urllib.request.urlopen(info["base_url"] + "/_local/health", timeout=1) as response:
                 if response.status == 200:
-                    return info["base_url"]
+                    return info
         except (OSError, ValueError, KeyError, TypeError):
             return None
         return None
+
+    @staticmethod
+    def running(data_dir: str | Path) -> str | None:
+        """The base_url of a live `mlops local-cdf serve` for this data dir, if one answers."""
+        info = LocalCDF.server_info(data_dir)
+        return info["base_url"] if info else None
 
 
 def _bypass_proxy() -> None:
