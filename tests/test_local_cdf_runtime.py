@@ -6,7 +6,9 @@ Real processes throughout: each test writes a function folder and runs it in run
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
+import socket
 import stat
 import sys
 import textwrap
@@ -18,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from akerbp.mlops.local_cdf import cron
-from akerbp.mlops.local_cdf.builder import BuildError, extract_code, prepare_python, validate_handler
-from akerbp.mlops.local_cdf.workers import CallResult, WorkerPool
+from akerbp.mlops.local_cdf.builder import (BuildCancelled, BuildError, _venv_key, extract_code, prepare_python,
+                                            validate_handler)
+from akerbp.mlops.local_cdf.workers import INTERRUPTED, CallResult, WorkerPool
 
 PY = sys.executable
 
@@ -321,21 +324,55 @@ def test_crashing_handler_fails_and_worker_is_replaced(pool, tmp_path, crash, ex
 
 
 def test_environment_of_the_function(pool, tmp_path, monkeypatch):
-    monkeypatch.setenv("COGNITE_CLIENT_SECRET", "deployer-secret")  # the server's own credentials stay out
+    # Like a CDF container: the basics a process needs and the function's env vars, nothing of the server's shell.
+    monkeypatch.setenv("COGNITE_CLIENT_SECRET", "deployer-secret")
+    monkeypatch.setenv("MLOPS_SECRET_OTHER_MODEL", "not-yours")
+    monkeypatch.setenv("SOME_SECRET", "shell-only")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
     own = WorkerPool()
     try:
         folder = make_function(tmp_path, """
             import os
             AT_IMPORT = os.environ.get("MY_SETTING")
             def handle():
-                return {k: os.environ.get(k) for k in ("COGNITE_FUNCTION_RUNTIME", "MY_SETTING",
-                                                       "COGNITE_CLIENT_SECRET")} | {"import": AT_IMPORT}
+                return {k: os.environ.get(k) for k in (
+                    "COGNITE_FUNCTION_RUNTIME", "MY_SETTING", "COGNITE_CLIENT_SECRET", "MLOPS_SECRET_OTHER_MODEL",
+                    "SOME_SECRET", "PYTHONPATH", "LANG", "LC_ALL")} | {"import": AT_IMPORT, "path": "PATH" in os.environ}
         """)
         result = run(own, folder, env={"MY_SETTING": "42"})
     finally:
         own.close()
-    assert result.response == {"COGNITE_FUNCTION_RUNTIME": "true", "MY_SETTING": "42",
-                               "COGNITE_CLIENT_SECRET": None, "import": "42"}
+    assert result.response == {"COGNITE_FUNCTION_RUNTIME": "true", "MY_SETTING": "42", "COGNITE_CLIENT_SECRET": None,
+                               "MLOPS_SECRET_OTHER_MODEL": None, "SOME_SECRET": None, "PYTHONPATH": None,
+                               "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "import": "42", "path": True}
+
+
+def test_close_interrupts_a_running_call_and_says_so(tmp_path):
+    started = tmp_path / "started"
+    folder = make_function(tmp_path, f"""
+        import time
+        from pathlib import Path
+        def handle():
+            print("working")
+            Path({str(started)!r}).touch()
+            time.sleep(600)
+    """)
+    own = WorkerPool()
+    outcome = {}
+    caller = threading.Thread(target=lambda: outcome.update(result=run(own, folder, timeout=600)))
+    caller.start()
+    try:
+        while not started.exists():  # the call is running (the handler said so)
+            caller.join(0.01)
+            assert caller.is_alive(), outcome
+    finally:
+        own.close()
+        caller.join()
+    result = outcome["result"]
+    assert result.status == "Failed" and result.error["message"] == INTERRUPTED
+    assert messages(result) == ["working"]
 
 
 def test_concurrent_calls_run_in_parallel_workers(pool, tmp_path):
@@ -447,6 +484,61 @@ def test_venv_with_a_bad_requirement_fails_with_pip_output(tmp_path):
         prepare_python(folder, tmp_path / "venvs", "venv", index, [])
     assert err.value.message == "Failed to install requirements"
     assert "localcdf-probe==9.9" in err.value.trace and "No matching distribution" in err.value.trace
+    assert [p.suffix for p in (tmp_path / "venvs").iterdir()] == [".lock"]  # no half-built venv left
+
+
+def test_cancel_stops_waiting_for_a_venv_lock(tmp_path):
+    folder = make_function(tmp_path, "def handle():\n    return 1\n", files={"requirements.txt": "anything==1\n"})
+    cache = tmp_path / "venvs"
+    cache.mkdir()
+    cancel = threading.Event()
+    outcome = {}
+
+    def build():
+        try:
+            prepare_python(folder, cache, "venv", None, None, cancel)
+        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+            outcome["error"] = exc
+
+    lock = cache / f"{_venv_key((folder / 'requirements.txt').read_text(), None, None)}.lock"
+    with open(lock, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another build of the same requirements holds the lock
+        builder = threading.Thread(target=build)
+        builder.start()
+        cancel.set()
+        builder.join()
+    assert isinstance(outcome["error"], BuildCancelled)
+    assert [p.suffix for p in cache.iterdir()] == [".lock"]
+
+
+def test_cancel_kills_a_running_pip_install(tmp_path, monkeypatch):
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    index = socket.create_server(("127.0.0.1", 0))  # an index that accepts connections and never answers
+    index.settimeout(120)
+    folder = make_function(tmp_path, "def handle():\n    return 1\n", files={"requirements.txt": "localcdf-probe\n"})
+    cancel = threading.Event()
+    outcome = {}
+
+    def build():
+        try:
+            prepare_python(folder, tmp_path / "venvs", "venv", f"http://127.0.0.1:{index.getsockname()[1]}/", None,
+                           cancel)
+        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+            outcome["error"] = exc
+
+    builder = threading.Thread(target=build)
+    builder.start()
+    try:
+        connection, _ = index.accept()  # pip is waiting for the index
+    finally:
+        cancel.set()
+        builder.join()
+    with connection:  # pip's end is closed already: it was killed (and reaped) before the build gave up
+        connection.setblocking(False)
+        while connection.recv(1 << 16):  # its request, then end of stream; BlockingIOError if pip still waited
+            pass
+    index.close()
+    assert isinstance(outcome["error"], BuildCancelled)
     assert [p.suffix for p in (tmp_path / "venvs").iterdir()] == [".lock"]  # no half-built venv left
 
 

@@ -12,10 +12,12 @@ import fcntl
 import hashlib
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import venv
 import zipfile
 from pathlib import Path, PurePosixPath
@@ -31,6 +33,21 @@ class BuildError(Exception):
         super().__init__(message)
         self.message = message
         self.trace = trace
+
+
+class BuildCancelled(BuildError):
+    """The server is stopping: the build gave up, which says nothing about the function's code."""
+
+    def __init__(self) -> None:
+        super().__init__("The build was cancelled: the local CDF is stopping")
+
+
+_CANCEL_POLL_S = 0.1  # how quickly a waiting lock or a running pip notices that the server is stopping
+
+
+def _check(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise BuildCancelled()
 
 
 def _inside(root: Path, candidate: Path) -> bool:
@@ -159,6 +176,7 @@ def prepare_python(
     mode: str,
     index_url: str | None = None,
     extra_index_urls: list[str] | None = None,
+    cancel: threading.Event | None = None,
 ) -> str:
     """Return the interpreter that runs the function.
 
@@ -167,6 +185,7 @@ def prepare_python(
     The venv is built at its final path (venvs and pip's console scripts embed absolute paths, so a
     build-then-rename would leave broken scripts); it becomes visible only when the ready marker is written
     last, so no process ever uses a half-built venv, and a leftover failed build is wiped before rebuilding.
+    Setting `cancel` makes a build waiting for the lock or running pip stop with BuildCancelled.
     """
     if mode not in ("shared", "venv"):
         raise ValueError(f"Unknown python mode {mode!r}; expected 'shared' or 'venv'")
@@ -180,14 +199,14 @@ def prepare_python(
     if (env_dir / READY_MARKER).is_file():
         return str(_venv_python(env_dir))
     with open(cache_root / f"{env_dir.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        _lock(lock, cancel)
         try:
             if (env_dir / READY_MARKER).is_file():
                 return str(_venv_python(env_dir))
             if env_dir.exists():
                 shutil.rmtree(env_dir)
             try:
-                _build_venv(env_dir, req, index_url, extra_index_urls)
+                _build_venv(env_dir, req, index_url, extra_index_urls, cancel)
             except BaseException:
                 shutil.rmtree(env_dir, ignore_errors=True)
                 raise
@@ -197,7 +216,22 @@ def prepare_python(
     return str(_venv_python(env_dir))
 
 
-def _build_venv(env_dir: Path, req: Path, index_url: str | None, extra_index_urls: list[str] | None) -> None:
+def _lock(lock, cancel: threading.Event | None) -> None:
+    """Wait for the venv's file lock (another build of the same requirements holds it), giving up on `cancel`."""
+    if cancel is None:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if cancel.wait(_CANCEL_POLL_S):
+                raise BuildCancelled() from None
+
+
+def _build_venv(env_dir: Path, req: Path, index_url: str | None, extra_index_urls: list[str] | None,
+                cancel: threading.Event | None = None) -> None:
     # Without its own pip (fast): the venv sees the server's pip through --system-site-packages.
     venv.EnvBuilder(system_site_packages=True, with_pip=False, symlinks=True).create(env_dir)
     python = str(_venv_python(env_dir))
@@ -209,8 +243,20 @@ def _build_venv(env_dir: Path, req: Path, index_url: str | None, extra_index_url
         cmd += ["--index-url", index_url]
     for url in extra_index_urls or []:
         cmd += ["--extra-index-url", url]
-    proc = subprocess.run(
-        cmd, cwd=req.parent, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    if proc.returncode != 0:
-        raise BuildError("Failed to install requirements", trace=proc.stdout)
+    _check(cancel)
+    with tempfile.TemporaryFile() as output:  # a file, not a pipe: nobody reads while pip runs
+        proc = subprocess.Popen(cmd, cwd=req.parent, stdin=subprocess.DEVNULL, stdout=output,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        while True:
+            try:
+                proc.wait(timeout=_CANCEL_POLL_S if cancel is not None else None)
+                break
+            except subprocess.TimeoutExpired:
+                if cancel.is_set():
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                    raise BuildCancelled() from None
+        output.seek(0)
+        if proc.returncode != 0:
+            raise BuildError("Failed to install requirements",
+                             trace=output.read().decode("utf-8", "replace"))
