@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import io
+import os
+import signal
+import subprocess
+import sys
 import textwrap
 import time
 import zipfile
@@ -12,6 +16,8 @@ import requests
 from cognite.client.exceptions import CogniteAPIError
 
 from akerbp.mlops.local_cdf import Limits, LocalCDF
+from akerbp.mlops.local_cdf.store import Store
+from akerbp.mlops.local_cdf.workers import INTERRUPTED
 from test_local_cdf_runtime import make_index
 
 
@@ -234,3 +240,197 @@ def test_venv_isolation_installs_requirements_once(tmp_path):
         bad = deploy(client, tmp_path, source, xid="bad", extra={"requirements.txt": "no-such-package-xyz==9.9\n"},
                      **options)
         assert bad.status == "Failed" and "no-such-package-xyz" in bad.error["trace"]
+
+
+# -- stopping, crashing and sharing a data dir ------------------------------------------------------------
+# A handler whose import blocks until the test creates `go`: the build is provably in progress while the test acts.
+# Each import appends its process id to `imports`, so the test can count builds.
+BLOCKING_IMPORT = """
+    import os, time
+    from pathlib import Path
+    MARKS = Path({marks!r})
+    with open(MARKS / "imports", "a") as f:
+        f.write(f"{{os.getpid()}}\\n")
+    while not (MARKS / "go").exists():
+        time.sleep(0.01)
+    def handle(data):
+        return {{"ok": True}}
+"""
+
+
+def wait_for_file(path, timeout: float = 60):
+    """Wait for another process to create `path` (the event the test synchronises on)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} did not appear within {timeout}s")
+        time.sleep(0.01)
+
+
+def start_blocking_build(client, tmp_path, xid="slow"):
+    """Create a function whose build then hangs in the handler import; returns the marks folder."""
+    marks = tmp_path / f"marks-{xid}"
+    marks.mkdir()
+    folder = make_folder(tmp_path, BLOCKING_IMPORT.format(marks=str(marks)), xid)
+    # skip_folder_validation: the SDK would import (and block on) the handler here.
+    client.functions.create(name=xid, external_id=xid, folder=str(folder), skip_folder_validation=True)
+    wait_for_file(marks / "imports")
+    return marks
+
+
+def imports(marks) -> list[str]:
+    return (marks / "imports").read_text().split()
+
+
+def stored(data_dir, project, kind, xid_or_id) -> dict:
+    """The stored record, hidden fields included, read without starting a server (which would resume builds)."""
+    store = Store(data_dir)
+    try:
+        if isinstance(xid_or_id, int):
+            return store.get(project, kind, xid_or_id)
+        return store.get_xid(project, kind, xid_or_id)
+    finally:
+        store.close()
+
+
+def test_stop_during_a_build_hands_it_to_the_next_start(tmp_path):
+    data_dir = tmp_path / "cdf"
+    with LocalCDF(data_dir) as cdf:
+        marks = start_blocking_build(cdf.client(project="t"), tmp_path)
+    fn = stored(data_dir, "t", "functions", "slow")
+    assert fn["status"] == "Queued" and fn.get("_builderPid") is None and "error" not in fn  # not Failed
+    (marks / "go").touch()
+    with LocalCDF(data_dir) as cdf:
+        client = cdf.client(project="t")
+        built = wait_built(client, "slow")
+        assert built.status == "Ready", built.error
+        assert built.call({}).get_response() == {"ok": True}
+    assert len(imports(marks)) == 2
+
+
+SLOW_CALL = """
+    import os, time
+    from pathlib import Path
+    def handle(data):
+        Path(data["started"]).write_text(str(os.getpid()))
+        time.sleep(600)
+"""
+
+
+def test_stop_while_a_call_runs_records_the_call_failed(tmp_path):
+    data_dir, started = tmp_path / "cdf", tmp_path / "started"
+    with LocalCDF(data_dir, limits=Limits(sync_call_wait_s=0)) as cdf:
+        fn = deploy(cdf.client(project="t"), tmp_path, SLOW_CALL)
+        call = fn.call({"started": str(started)}, wait=False)
+        wait_for_file(started)
+    worker = int(started.read_text())
+    assert not os.path.exists(f"/proc/{worker}")  # the worker is gone with the server
+    with LocalCDF(data_dir) as cdf:  # same process: only stop() can have recorded the outcome
+        got = cdf.client(project="t").functions.calls.retrieve(call_id=call.id, function_id=fn.id)
+    assert got.status == "Failed" and got.error["message"] == INTERRUPTED
+
+
+CALL_AND_HANG = """
+import sys, threading
+from akerbp.mlops.local_cdf import Limits, LocalCDF
+cdf = LocalCDF(sys.argv[1], limits=Limits(sync_call_wait_s=0)).start()
+cdf.client(project="t").functions.call(external_id="fn", data={"started": sys.argv[2]}, wait=False)
+threading.Event().wait()  # until killed
+"""
+
+
+def test_calls_of_a_killed_process_are_failed_at_the_next_start(tmp_path):
+    data_dir, started = tmp_path / "cdf", tmp_path / "started"
+    with LocalCDF(data_dir) as cdf:
+        fn = deploy(cdf.client(project="t"), tmp_path, SLOW_CALL)
+    proc = subprocess.Popen([sys.executable, "-c", CALL_AND_HANG, str(data_dir), str(started)])
+    try:
+        wait_for_file(started)
+    finally:
+        proc.kill()
+        proc.wait()
+    worker = int(started.read_text())
+    os.killpg(worker, signal.SIGKILL)  # the worker runs in its own session: it outlives a SIGKILLed server
+    with LocalCDF(data_dir) as cdf:
+        [call] = cdf.client(project="t").functions.calls.list(function_id=fn.id)
+    assert call.status == "Failed" and call.error["message"] == INTERRUPTED
+
+
+OPEN_AND_STOP = """
+import sys
+from akerbp.mlops.local_cdf import LocalCDF
+LocalCDF(sys.argv[1]).start().stop()
+"""
+
+
+def test_another_process_opening_the_data_dir_leaves_a_running_build_alone(tmp_path):
+    data_dir = tmp_path / "cdf"
+    with LocalCDF(data_dir) as cdf:
+        client = cdf.client(project="t")
+        marks = start_blocking_build(client, tmp_path)
+        before = stored(data_dir, "t", "functions", "slow")
+        assert before["_builderPid"] == os.getpid()
+        subprocess.run([sys.executable, "-c", OPEN_AND_STOP, str(data_dir)], check=True)
+        after = stored(data_dir, "t", "functions", "slow")
+        assert (after["status"], after["_buildClaim"]) == ("Deploying", before["_buildClaim"])
+        (marks / "go").touch()
+        assert wait_built(client, "slow").status == "Ready"
+    assert len(imports(marks)) == 1  # built once, by this process
+
+
+RESUME_AND_WAIT = """
+import sys, time
+from akerbp.mlops.local_cdf import LocalCDF
+cdf = LocalCDF(sys.argv[1]).start()
+client = cdf.client(project="t")
+while client.functions.retrieve(external_id="slow").status not in ("Ready", "Failed"):
+    time.sleep(0.05)
+cdf.stop()
+"""
+
+
+def test_two_processes_resuming_a_build_at_once_build_it_once(tmp_path):
+    data_dir = tmp_path / "cdf"
+    with LocalCDF(data_dir) as cdf:
+        marks = start_blocking_build(cdf.client(project="t"), tmp_path)
+    (marks / "go").touch()
+    procs = [subprocess.Popen([sys.executable, "-c", RESUME_AND_WAIT, str(data_dir)]) for _ in range(2)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    fn = stored(data_dir, "t", "functions", "slow")
+    assert fn["status"] == "Ready" and fn["_builderPid"] in [p.pid for p in procs]
+    assert len(imports(marks)) == 2  # the interrupted build here, then one of the two processes
+
+
+def test_instances_in_one_process_stop_independently_despite_colliding_ids(tmp_path):
+    other = LocalCDF(tmp_path / "other").start()
+    # The import timeout bounds how long the blocked build can wait: shorter than an old-style 30 s wait for it.
+    cdf = LocalCDF(tmp_path / "cdf", limits=Limits(call_timeout_s=20)).start()
+    try:
+        ready = deploy(other.client(project="t"), tmp_path, ECHO)
+        marks = start_blocking_build(cdf.client(project="t"), tmp_path)
+        assert cdf.client(project="t").functions.retrieve(external_id="slow").id == ready.id  # same id, two dirs
+        other.stop()  # must neither wait for nor cut short the other instance's build
+        assert stored(cdf.data_dir, "t", "functions", "slow")["status"] == "Deploying"
+        assert len(imports(marks)) == 1
+    finally:
+        cdf.stop()
+        other.stop()
+    assert stored(cdf.data_dir, "t", "functions", "slow")["status"] == "Queued"  # its own stop found its build
+
+
+ENVIRONMENT = """
+    import os
+    NAMES = ("SOME_SECRET", "MLOPS_SECRET_MODEL1", "COGNITE_CLIENT_SECRET", "MY_VAR", "COGNITE_FUNCTION_RUNTIME")
+    def handle(data):
+        return {"seen": {n: os.environ.get(n) for n in NAMES}, "has_path": bool(os.environ.get("PATH"))}
+"""
+
+
+def test_a_function_sees_its_env_vars_but_not_the_servers_environment(tmp_path, monkeypatch):
+    for name in ("SOME_SECRET", "MLOPS_SECRET_MODEL1", "COGNITE_CLIENT_SECRET"):
+        monkeypatch.setenv(name, "server-side-value")
+    with LocalCDF(tmp_path / "cdf") as cdf:
+        fn = deploy(cdf.client(project="t"), tmp_path, ENVIRONMENT, env_vars={"MY_VAR": "given"})
+        response = fn.call({}).get_response()
+    assert response == {"seen": {"SOME_SECRET": None, "MLOPS_SECRET_MODEL1": None, "COGNITE_CLIENT_SECRET": None,
+                                 "MY_VAR": "given", "COGNITE_FUNCTION_RUNTIME": "true"}, "has_path": True}

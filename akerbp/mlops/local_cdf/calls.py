@@ -6,17 +6,20 @@ at this server. A crashing or hanging handler only ever costs its worker process
 from __future__ import annotations
 
 import json
+import os
 import threading
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .app import Ctx, Router
 from .errors import bad_request
-from .functions import KIND as FUNCTIONS, ready_function, worker_key
+from .functions import KIND as FUNCTIONS, alive, ready_function, worker_key
 from .resources import Kind, eq, query_args, time_range
 from .sessions import consume_nonce
 from .store import now_ms, public
 from .validation import check
+from .workers import INTERRUPTED
 
 if TYPE_CHECKING:
     from .server import LocalCDF
@@ -30,16 +33,18 @@ CALLS = Kind(KIND, "Function calls",
 
 def start_call(cdf: "LocalCDF", project: str, fn: dict, data, session: dict, schedule_id: int | None = None,
                scheduled_time: int | None = None) -> tuple[dict, threading.Event]:
-    """Record a Running call and execute it on a thread; the event is set when the call has ended."""
-    body = {"functionId": fn["id"], "status": "Running", "startTime": now_ms(), "_sessionId": session["id"]}
+    """Record a Running call and execute it on a thread; the event is set when the call has ended.
+
+    The call records the pid running it: if that process dies mid-call, the next start marks the call Failed."""
+    body = {"functionId": fn["id"], "status": "Running", "startTime": now_ms(), "_sessionId": session["id"],
+            "_runnerPid": os.getpid()}
     if schedule_id is not None:
         body.update(scheduleId=schedule_id, scheduledTime=scheduled_time)
     with cdf.store.write() as db:
         call = cdf.store.insert(db, project, KIND, body)
     done = threading.Event()
-    thread = threading.Thread(target=_execute, args=(cdf, project, fn, call, data, session, done), daemon=True,
-                              name=f"local-cdf-call-{call['id']}")
-    thread.start()
+    cdf.call_threads.start(f"local-cdf-call-{project}-{call['id']}", _execute, cdf, project, fn, call, data, session,
+                           done)
     return call, done
 
 
@@ -50,8 +55,6 @@ def _execute(cdf, project, fn, call, data, session, done) -> None:
             call_info["schedule_id"] = call["scheduleId"]
             call_info["scheduled_time"] = datetime.fromtimestamp(call["scheduledTime"] / 1000, timezone.utc).isoformat()
         client = {"base_url": cdf.base_url, "project": project, "token": cdf.auth.session_token(project, session["id"])}
-        from pathlib import Path
-
         result = cdf.workers.call(
             worker_key(project, fn["id"]), Path(fn["_folder"]), fn["functionPath"], fn["_python"],
             fn.get("envVars") or {}, data, fn.get("_secrets") or {}, call_info, client,
@@ -61,13 +64,30 @@ def _execute(cdf, project, fn, call, data, session, done) -> None:
         if result.error:
             changes["error"] = result.error
     except Exception as e:  # record the failure; never leave a call Running forever
-        changes = {"status": "Failed", "endTime": now_ms(), "error": {"message": f"Local CDF error: {e!r}"}}
+        message = INTERRUPTED if cdf.stopping else f"Local CDF error: {e!r}"
+        changes = {"status": "Failed", "endTime": now_ms(), "error": {"message": message, "trace": ""}}
+    try:
+        _finish(cdf, project, call["id"], changes)
+    finally:
+        done.set()
+
+
+def _finish(cdf: "LocalCDF", project: str, call_id: int, changes: dict) -> None:
     with cdf.store.write() as db:
-        current = cdf.store.get(project, KIND, call["id"], db)
-        if current is not None:
+        current = cdf.store.get(project, KIND, call_id, db)
+        if current is not None and current.get("status") == "Running":
             current.update(changes)
             cdf.store.save(db, project, KIND, current)
-    done.set()
+
+
+def fail_orphans(cdf: "LocalCDF") -> None:
+    """Calls still Running whose process has exited never finish: record them Failed, as CDF would."""
+    for project in cdf.store.projects():
+        rows, _ = cdf.store.query(project, KIND, ["json_extract(body, '$.status') = 'Running'"])
+        for found in rows:
+            if not alive(found.get("_runnerPid")):
+                _finish(cdf, project, found["id"], {"status": "Failed", "endTime": now_ms(),
+                                                    "error": {"message": INTERRUPTED, "trace": ""}})
 
 
 @routes.post("/functions/<int:function_id>/call")

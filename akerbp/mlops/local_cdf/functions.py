@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import threading
 import traceback
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,8 +50,7 @@ FUNCTIONS = Kind(
              "externalIdPrefix": prefix("externalId"), "createdTime": time_range("createdTime"),
              "metadata": metadata},
 )
-_builds: dict[int, threading.Thread] = {}
-_builds_lock = threading.Lock()
+BUILDING = ("Queued", "Deploying")
 
 
 def _validate(item: dict, where: str, limits) -> dict:
@@ -97,6 +97,8 @@ def create(ctx: Ctx) -> dict:
         "memory": item.get("memory") or MEMORY["default"], "runtime": item.get("runtime") or "py311",
         "metadata": item.get("metadata") or {}, "status": "Queued", "_secrets": item.get("secrets") or {},
         "_indexUrl": item.get("indexUrl"), "_extraIndexUrls": item.get("extraIndexUrls") or [],
+        # Claimed by this process from the start, so another process resuming builds never takes it over.
+        "_builderPid": os.getpid(), "_buildClaim": uuid.uuid4().hex,
     }
     body = {k: v for k, v in body.items() if v is not None}
     with ctx.store.write() as db:
@@ -106,7 +108,7 @@ def create(ctx: Ctx) -> dict:
             raise bad_request(f"This project already has {ctx.cdf.limits.max_functions} functions, the limit: "
                               "delete one first")
         fn = ctx.store.insert(db, ctx.project, KIND, body)
-    start_build(ctx.cdf, ctx.project, fn["id"])
+    start_build(ctx.cdf, ctx.project, fn["id"], fn["_buildClaim"])
     return {"items": [_view(fn)]}
 
 
@@ -134,7 +136,8 @@ def get_one(ctx: Ctx, function_id: int) -> dict:
 @routes.post("/functions/delete")
 def delete(ctx: Ctx) -> dict:
     def cleanup(fn: dict) -> None:
-        ctx.cdf.workers.evict(worker_key(ctx.project, fn["id"]))
+        if ctx.cdf.started_workers is not None:
+            ctx.cdf.started_workers.evict(worker_key(ctx.project, fn["id"]))
         shutil.rmtree(code_dir(ctx.cdf, ctx.project, fn["id"]), ignore_errors=True)
         with ctx.store.write() as db:
             rows = db.execute("SELECT id FROM resources WHERE project=? AND kind='schedules' AND "
@@ -169,55 +172,64 @@ def code_dir(cdf: "LocalCDF", project: str, function_id: int) -> Path:
     return cdf.data_dir / "functions" / "".join(c if c.isalnum() or c in "-_" else "_" for c in project) / str(function_id)
 
 
-def start_build(cdf: "LocalCDF", project: str, function_id: int) -> None:
-    thread = threading.Thread(target=_build, args=(cdf, project, function_id), daemon=True,
-                              name=f"local-cdf-build-{function_id}")
-    with _builds_lock:
-        _builds[function_id] = thread
-    thread.start()
-
-
-def wait_for_builds(cdf: "LocalCDF", timeout: float = 30) -> None:
-    with _builds_lock:
-        threads = list(_builds.values())
-    for thread in threads:
-        thread.join(timeout)
+def start_build(cdf: "LocalCDF", project: str, function_id: int, claim: str) -> None:
+    cdf.builds.start(f"local-cdf-build-{project}-{function_id}", _build, cdf, project, function_id, claim,
+                     cdf.stopping_event)
 
 
 def resume_builds(cdf: "LocalCDF") -> None:
-    """Builds left Queued/Deploying by a process that has exited are taken over, so no function hangs forever."""
+    """Builds left Queued/Deploying by a process that has exited (or that stopped mid-build) are taken over, so
+    no function hangs forever; the claim makes sure only one process takes each over."""
     for project in cdf.store.projects():
         rows, _ = cdf.store.query(project, KIND, ["json_extract(body, '$.status') IN ('Queued', 'Deploying')"])
         for fn in rows:
-            if not _alive(fn.get("_builderPid")):
-                start_build(cdf, project, fn["id"])
+            claim = _claim(cdf, project, fn["id"])
+            if claim:
+                start_build(cdf, project, fn["id"], claim)
 
 
-def _alive(pid) -> bool:
+def _claim(cdf: "LocalCDF", project: str, function_id: int) -> str | None:
+    """Compare-and-set in one write transaction: take the build only if nobody alive holds it."""
+    with cdf.store.write() as db:
+        fn = cdf.store.get(project, KIND, function_id, db)
+        if fn is None or fn.get("status") not in BUILDING or alive(fn.get("_builderPid")):
+            return None
+        fn.update(status="Queued", _builderPid=os.getpid(), _buildClaim=uuid.uuid4().hex)
+        cdf.store.save(db, project, KIND, fn)
+        return fn["_buildClaim"]
+
+
+def alive(pid) -> bool:
+    """Whether a process with this pid exists (on this machine: the data dir is local)."""
     if not pid:
         return False
     try:
         os.kill(int(pid), 0)
         return True
+    except PermissionError:  # exists, owned by someone else
+        return True
     except (OSError, ValueError):
         return False
 
 
-def _set(cdf: "LocalCDF", project: str, function_id: int, **changes) -> dict | None:
+def _set(cdf: "LocalCDF", project: str, function_id: int, claim: str, **changes) -> dict | None:
+    """Apply a build's outcome only while the build still holds its claim (not deleted, not taken over)."""
     with cdf.store.write() as db:
         fn = cdf.store.get(project, KIND, function_id, db)
-        if fn is None:
+        if fn is None or fn.get("_buildClaim") != claim:
             return None
         fn.update(changes)
         return cdf.store.save(db, project, KIND, fn)
 
 
-def _build(cdf: "LocalCDF", project: str, function_id: int) -> None:
-    from .builder import BuildError, extract_code, prepare_python, validate_handler
+def _build(cdf: "LocalCDF", project: str, function_id: int, claim: str, cancel: threading.Event) -> None:
+    from .builder import BuildCancelled, BuildError, extract_code, prepare_python, validate_handler
     from .files import content_paths
 
     try:
-        fn = _set(cdf, project, function_id, status="Deploying", _builderPid=os.getpid())
+        if cancel.is_set():
+            raise BuildCancelled()
+        fn = _set(cdf, project, function_id, claim, status="Deploying")
         if fn is None:
             return
         target = code_dir(cdf, project, function_id)
@@ -234,20 +246,23 @@ def _build(cdf: "LocalCDF", project: str, function_id: int) -> None:
             extract_code(zip_path, target)
         validate_handler(target, fn["functionPath"])
         python = prepare_python(target, cdf.data_dir / "venvs", cdf.isolation, fn.get("_indexUrl"),
-                                fn.get("_extraIndexUrls"))
+                                fn.get("_extraIndexUrls"), cancel)
         error = cdf.workers.check_import(worker_key(project, function_id), target, fn["functionPath"], python,
-                                         fn.get("envVars") or {}, timeout=cdf.limits.call_timeout_s)
+                                         fn.get("envVars") or {}, timeout=cdf.limits.call_timeout_s, cancel=cancel)
+        if cancel.is_set():  # the import was cut short: no verdict on the code
+            raise BuildCancelled()
         if error:
             raise BuildError(error["message"], error.get("trace", ""))
-        _set(cdf, project, function_id, status="Ready", _python=python, _folder=str(target))
-    except BuildError as e:
-        _set(cdf, project, function_id, status="Failed", error={"message": e.message, "trace": e.trace})
-    except Exception as e:  # the build must end Failed, never stuck in Deploying
-        _set(cdf, project, function_id, status="Failed",
-             error={"message": f"Local CDF build error: {e!r}", "trace": traceback.format_exc()})
-    finally:
-        with _builds_lock:
-            _builds.pop(function_id, None)
+        _set(cdf, project, function_id, claim, status="Ready", _python=python, _folder=str(target))
+    except Exception as e:
+        if cancel.is_set():
+            # Stopped mid-build: hand the build back (Queued, unclaimed) for the next start's resume_builds.
+            _set(cdf, project, function_id, claim, status="Queued", _builderPid=None, _buildClaim=None)
+        elif isinstance(e, BuildError):
+            _set(cdf, project, function_id, claim, status="Failed", error={"message": e.message, "trace": e.trace})
+        else:  # the build must end Failed, never stuck in Deploying
+            _set(cdf, project, function_id, claim, status="Failed",
+                 error={"message": f"Local CDF build error: {e!r}", "trace": traceback.format_exc()})
 
 
 def ready_function(ctx: Ctx, function_id: int) -> dict:

@@ -42,6 +42,37 @@ class _QuietHandler(WSGIRequestHandler):
             super().log_request(code, size)
 
 
+class _Threads:
+    """Background work (builds, calls) of one LocalCDF, so its stop() waits for its own work and nobody else's."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: set[threading.Thread] = set()
+
+    def start(self, name: str, target, *args) -> threading.Thread:
+        def run() -> None:
+            try:
+                target(*args)
+            finally:
+                with self._lock:
+                    self._running.discard(threading.current_thread())
+
+        thread = threading.Thread(target=run, name=name, daemon=True)
+        with self._lock:
+            self._running.add(thread)
+        thread.start()
+        return thread
+
+    def join(self, timeout: float) -> list[str]:
+        """Wait for the threads running now, at most `timeout` seconds in all; the names of those still running."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            threads = list(self._running)
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return [t.name for t in threads if t.is_alive()]
+
+
 class LocalCDF:
     """A CDF on this machine. `with LocalCDF(dir) as cdf: client = cdf.client(project="test")`."""
 
@@ -65,9 +96,13 @@ class LocalCDF:
         self._thread: threading.Thread | None = None
         self._workers = None
         self._workers_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self.builds = _Threads()
+        self.call_threads = _Threads()
 
     # -- lifecycle --------------------------------------------------------------------------------------------
     def start(self) -> "LocalCDF":
+        self._stopping = threading.Event()  # a fresh one: builds of an earlier run keep seeing theirs set
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(self.data_dir)
         self.auth = auth.Auth(self.store, self._clients)
@@ -84,18 +119,26 @@ class LocalCDF:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="local-cdf-http", daemon=True)
         self._thread.start()
+        calls.fail_orphans(self)
         functions.resume_builds(self)
         return self
 
     def stop(self) -> None:
+        """Stop serving, give unfinished builds back (Queued, resumed at the next start, never Failed by the
+        shutdown), then stop the function workers and wait until each interrupted call is recorded Failed."""
+        self._stopping.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
-        if self._workers is not None:
-            self._workers.close()
-            self._workers = None
-        functions.wait_for_builds(self)
+        left = self.builds.join(timeout=30)  # a cancelled build notices within a fraction of a second
+        with self._workers_lock:
+            workers, self._workers = self._workers, None
+        if workers is not None:
+            workers.close()
+        left += self.call_threads.join(timeout=self.limits.call_timeout_s)
+        if left:
+            log.warning("Local CDF stopped with work still running: %s", ", ".join(left))
 
     def __enter__(self) -> "LocalCDF":
         return self.start() if self._server is None else self
@@ -112,13 +155,30 @@ class LocalCDF:
         return f"{self.base_url}/oauth2/token"
 
     @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    @property
+    def stopping_event(self) -> threading.Event:
+        """Set by stop(): long build steps watch it to give up."""
+        return self._stopping
+
+    @property
     def workers(self):
+        """The warm function workers, started on first use; refused once stop() began (it would leak)."""
         with self._workers_lock:
             if self._workers is None:
+                if self._stopping.is_set():
+                    raise RuntimeError("The local CDF is stopping: no function can start")
                 from .workers import WorkerPool
 
                 self._workers = WorkerPool()
             return self._workers
+
+    @property
+    def started_workers(self):
+        """The worker pool if one runs, without starting one."""
+        return self._workers
 
     # -- conveniences -----------------------------------------------------------------------------------------
     def client(self, project: str = "local", client_name: str = "akerbp-mlops-local", token: str = "local-token"):
