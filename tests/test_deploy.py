@@ -233,7 +233,8 @@ def test_concurrent_builds_of_one_model_each_zip_their_own_content(tmp_path):
     build_root = root / ".mlops" / "build"
     latest = (build_root / "well_density-prediction-dev").resolve()
     assert latest in {built[1][0].path.resolve(), built[2][0].path.resolve()}
-    built.clear()  # the deploys are over: the next build sweeps their folders, except the latest
+    del folder
+    built.clear()  # the deploys are over (nothing refers to their folders): the next build sweeps all but the latest
     third = build.build_folder(model, "prediction", "dev", artifact=REPO / "model_artifact",
                                model_id="well_density/dev/3", secrets={})
     assert sorted(p.name for p in build_root.iterdir()) == sorted(
