@@ -252,7 +252,9 @@ class ModelSettings(_Strict):
         return self.artifact_path.is_dir()
 
     def function_external_id(self, service: str, env: str) -> str:
-        return f"{self.model_name}-{service}-{env}"
+        from akerbp.mlops.cdf.naming import function_external_id
+
+        return function_external_id(self.model_name, service, env)
 
     def service_info(self, service: str) -> ServiceInfo:
         return getattr(self.info, service, None) or ServiceInfo()

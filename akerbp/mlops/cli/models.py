@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from akerbp.mlops.cli.output import echo, print_json, print_table
 from akerbp.mlops.errors import UsageError
 
 ENVS = ("dev", "test", "prod")
@@ -148,13 +149,11 @@ def _size(n: int) -> str:
     return str(n)
 
 
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
-
-
 def _emit(info, as_json: bool, summary: str) -> None:
-    click.echo(json.dumps(info, indent=2) if as_json else summary)
+    if as_json:
+        print_json(info)
+    else:
+        echo(summary)
 
 
 def _parse_metadata(pairs: tuple[str, ...], metadata_file: Path | None) -> dict:
@@ -208,7 +207,7 @@ def list_(model, env, as_json):
 
     versions = list_model_versions(model, env, client=_client())
     if as_json:
-        click.echo(json.dumps(versions, indent=2))
+        print_json(versions)
         return
     if not versions:
         click.echo("no model versions" + (f" of {model}" if model else "") + (f" in {env}" if env else ""))
@@ -217,7 +216,7 @@ def list_(model, env, as_json):
     for v in versions:
         rows.append([v["model_name"], v["env"], str(v["version"]), _size(v["size"]), v["sha256"][:12],
                      v["created_time"], v["created_by"], v["promoted_from"] or "-"])
-    click.echo(_table(rows))
+    print_table(rows)
 
 
 @models.command()

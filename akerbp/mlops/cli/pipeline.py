@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from akerbp.mlops import pipeline as pl
+from akerbp.mlops.cli.output import table
 from akerbp.mlops.errors import MlopsError
 
 _file_option = click.option(
@@ -20,12 +21,6 @@ _file_option = click.option(
 _branch_option = click.option("--branch", required=True, help="Branch name, e.g. master or deploy/new-model.")
 _pr_option = click.option("--pull-request", is_flag=True,
                           help="Select as for a pull request from BRANCH (pipelines.pull-requests).")
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
-    lines = ["  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip() for row in [headers, *rows]]
-    return "\n".join(lines)
 
 
 def _select(file_: Path, branch: str, pull_request: bool) -> pl.Selection:
@@ -91,7 +86,7 @@ def show(branch, pull_request, file_, as_json):
         return
     rows = [[str(i), s.name, s.deployment or "-", s.effective_env or "(inherited)",
              "manual" if s.manual else ("final" if s.final else "automatic")] for i, s in enumerate(sel.steps, 1)]
-    click.echo(_table(["#", "step", "deployment", "ENV", "trigger"], rows))
+    click.echo(table(rows, ["#", "step", "deployment", "ENV", "trigger"]))
     for i, s in enumerate(sel.steps, 1):
         click.echo(f"\n{i}. {s.name}")
         for line in s.script:
@@ -137,7 +132,7 @@ def run(branch, pull_request, file_, include_manual, install, dry_run, as_json):
     else:
         rows = [[r.name, r.status, "-" if r.exit_code is None else str(r.exit_code),
                  f"{r.seconds:.1f}" if r.exit_code is not None else "-", r.reason] for r in results]
-        click.echo(_table(["step", "status", "exit", "seconds", "note"], rows))
+        click.echo(table(rows, ["step", "status", "exit", "seconds", "note"]))
     failed = [r for r in results if r.status == "failed"]
     if failed:
         raise MlopsError(f"pipeline step '{failed[0].name}' failed with exit code {failed[0].exit_code}")

@@ -6,17 +6,13 @@ from pathlib import Path
 
 import click
 
+from akerbp.mlops.cli.output import print_table
 from akerbp.mlops.settings import ENVIRONMENTS, SettingsError, load_settings, settings_json_schema
 
 
 @click.group()
 def settings():
     """Validate mlops_settings.py/.yaml and print its JSON Schema."""
-
-
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 
 
 @settings.command()
@@ -53,7 +49,7 @@ def validate(path: Path | None, env: str | None, as_json: bool):
             artifacts = f"latest; local {m.artifact_folder}{'' if m.has_local_artifacts else ' (absent)'}"
         rows.append([m.model_name, m.python_version, m.code_folder + "/", m.model_file, artifacts, m.dataset,
                      ",".join(m.secrets) or "-"])
-    click.echo(_table(rows))
+    print_table(rows)
     click.echo(f"\n{len(models)} model{'s' if len(models) != 1 else ''}: settings are valid.")
 
 
