@@ -13,10 +13,15 @@ from cognite.client.credentials import OAuthClientCredentials
 from akerbp.mlops.cdf import client as cdf_client
 from akerbp.mlops.cdf.client import (
     cdf_config_from_env,
+    client_for_env,
+    clients_for_envs,
+    describe_env_target,
+    describe_failure,
     describe_target,
     get_client,
     get_environment,
     local_cdf_dir,
+    network_failure,
     repo_root,
 )
 from akerbp.mlops.errors import UsageError
@@ -258,3 +263,81 @@ def test_the_log_level_comes_from_mlops_log_level(level, debug_shown, warning):
     assert "info-line" in proc.stderr
     assert ("dbg-line" in proc.stderr) == debug_shown
     assert ("is not a log level" in proc.stderr) == warning
+
+
+# --- where the services of an environment live -------------------------------------------------------------------
+
+
+def test_dev_services_live_in_the_local_cdf_even_with_a_project(monkeypatch):
+    set_env(monkeypatch, FULL_CONFIG)
+    assert client_for_env("dev").config.project == "local"
+    assert client_for_env("test").config.project == client_for_env("prod").config.project == "my-proj"
+    assert describe_env_target("dev") == "local CDF at .mlops/local-cdf"
+    assert describe_env_target("test") == "project my-proj at https://westeurope-1.cognitedata.com"
+    monkeypatch.setenv("LOCAL_DEPLOYMENT", "True")
+    assert client_for_env("dev").config.project == "my-proj"
+    with pytest.raises(UsageError, match="environment 'staging' is unknown"):
+        client_for_env("staging")
+
+
+@pytest.mark.parametrize("configured", [False, True])
+def test_ci_refuses_the_dev_local_cdf_unless_opted_in_or_dry_run(monkeypatch, configured):
+    monkeypatch.setenv("CI", "true")
+    if configured:
+        set_env(monkeypatch, FULL_CONFIG)
+    with pytest.raises(UsageError) as caught:
+        client_for_env("dev")
+    message = str(caught.value)
+    assert "ENV=test" in message and "MLOPS_LOCAL_CDF=1" in message
+    assert ("LOCAL_DEPLOYMENT=True" in message) is configured  # offered only when there is a project to go to
+    assert client_for_env("dev", dry_run=True).config.project == "local"
+    monkeypatch.setenv("MLOPS_LOCAL_CDF", "1")
+    assert client_for_env("dev").config.project == "local"
+
+
+def test_listing_every_environment_groups_them_by_cdf(clean_env, monkeypatch):
+    assert [envs for _, envs in clients_for_envs(["dev", "test", "prod"])] == [["dev", "test", "prod"]]
+    cdf_client.reset_clients()
+    set_env(monkeypatch, FULL_CONFIG)
+    # The dev local CDF exists (created above): read it too, beside the project.
+    assert [envs for _, envs in clients_for_envs(["dev", "test", "prod"])] == [["dev"], ["test", "prod"]]
+    monkeypatch.setenv("MLOPS_LOCAL_CDF_DIR", str(clean_env / "never-created"))
+    assert [envs for _, envs in clients_for_envs(["dev", "test", "prod"])] == [["test", "prod"]]
+    assert not (clean_env / "never-created").exists()
+
+
+def test_mlops_cdf_max_retries_caps_the_sdk_retries(monkeypatch):
+    from cognite.client import global_config
+
+    saved = global_config.max_retries, global_config.max_retries_connect
+    try:
+        monkeypatch.setenv("MLOPS_CDF_MAX_RETRIES", "0")
+        get_client()
+        assert (global_config.max_retries, global_config.max_retries_connect) == (0, 0)
+        monkeypatch.setenv("MLOPS_CDF_MAX_RETRIES", "many")
+        cdf_client.reset_clients()
+        with pytest.raises(UsageError, match="MLOPS_CDF_MAX_RETRIES='many'"):
+            get_client()
+    finally:
+        global_config.max_retries, global_config.max_retries_connect = saved
+
+
+def test_failures_are_described_in_one_line(monkeypatch):
+    import httpx2
+    from cognite.client.exceptions import CogniteAPIError, CogniteConnectionRefused
+
+    monkeypatch.setenv("COGNITE_CLIENT_SECRET", SECRET)
+    request = httpx2.Request("POST", "https://idp.example.com/token")
+    try:
+        try:
+            raise httpx2.ConnectError("[Errno 111] Connection refused", request=request)
+        except httpx2.ConnectError as inner:
+            raise CogniteConnectionRefused from inner
+    except CogniteConnectionRefused as e:
+        refused = e
+    line = describe_failure(refused)
+    assert line.startswith("cannot reach CDF at https://idp.example.com/token: ConnectError: [Errno 111]")
+    assert network_failure(ValueError("x")) is None
+    api = describe_failure(CogniteAPIError(f"denied for {SECRET}", code=403))
+    assert api.startswith("a CDF request to the local CDF failed: CogniteAPIError") and SECRET not in api
+    assert describe_failure(KeyError("id")).startswith("unexpected error: KeyError('id') (set MLOPS_LOG_LEVEL=DEBUG")

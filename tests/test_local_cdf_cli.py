@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import requests
 
@@ -78,3 +80,49 @@ def test_status_reset_and_usage_errors(tmp_path):
     assert bad_time.returncode == 2 and "--now" in bad_time.stderr and "Traceback" not in bad_time.stderr
     bad_client = mlops("local-cdf", "serve", "--data-dir", str(data_dir), "--client", "no-colon")
     assert bad_client.returncode == 2 and "ID:SECRET" in bad_client.stderr
+
+
+def test_other_commands_explain_a_server_restricted_to_some_clients(tmp_path):
+    data_dir = tmp_path / "cdf"
+    proc = subprocess.Popen([sys.executable, "-m", "akerbp.mlops.cli", "local-cdf", "serve", "--port", "0",
+                             "--data-dir", str(data_dir), "--client", "app:secret-1"],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        base_url = proc.stderr.readline().split(" at ")[1].split()[0]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("COGNITE_")}
+        refused = subprocess.run([sys.executable, "-m", "akerbp.mlops.cli", "models", "list"], capture_output=True,
+                                 text=True, timeout=120, env={**env, "MLOPS_LOCAL_CDF_DIR": str(data_dir)})
+        assert refused.returncode == 2, refused.stderr
+        assert "Traceback" not in refused.stderr and "--client" in refused.stderr
+        for hint in (f"COGNITE_BASE_URL={base_url}", f"COGNITE_TOKEN_URL={base_url}/oauth2/token",
+                     "COGNITE_CLIENT_ID", "COGNITE_CLIENT_SECRET"):
+            assert hint in refused.stderr
+        configured = {**env, "MLOPS_LOCAL_CDF_DIR": str(data_dir), "COGNITE_PROJECT": "p",
+                      "COGNITE_BASE_URL": base_url, "COGNITE_TOKEN_URL": f"{base_url}/oauth2/token",
+                      "COGNITE_CLIENT_ID": "app", "COGNITE_CLIENT_SECRET": "secret-1"}
+        for args in (["models", "list"], ["status", "--env", "dev"]):  # dev services: the local CDF, as configured
+            done = subprocess.run([sys.executable, "-m", "akerbp.mlops.cli", *args], capture_output=True, text=True,
+                                  timeout=120, env=configured)
+            assert done.returncode == 0, done.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+
+
+def test_status_and_reset_from_a_subfolder_use_the_repo_data_dir(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    (repo / "model_code").mkdir()
+    data_dir = repo / ".mlops" / "local-cdf"
+    with LocalCDF(data_dir) as cdf:
+        cdf.client(project="local").files.upload_bytes(b"x", name="x", external_id="x")
+    env = {k: v for k, v in os.environ.items() if k != "MLOPS_LOCAL_CDF_DIR"}
+
+    def here(*args):
+        return subprocess.run([sys.executable, "-m", "akerbp.mlops.cli", "local-cdf", *args], capture_output=True,
+                              text=True, timeout=120, cwd=repo / "model_code", env=env)
+
+    status = json.loads(here("status", "--json").stdout)
+    assert Path(status["dataDir"]) == data_dir and status["exists"] and status["resources"]["local/files"] == 1
+    assert here("reset", "--yes").returncode == 0
+    assert not data_dir.exists() and not (repo / "model_code" / ".mlops").exists()

@@ -1,11 +1,21 @@
 """Where the CDF is: a real project from COGNITE_* variables, or else the local CDF of this repo.
 
-One rule for every command: a project configured in the environment wins; with none, the local CDF under
-.mlops/local-cdf is used, except in CI, where a missing project is a mistake to report, not to paper over.
+get_client(), for the registry and everything per project: a project configured in the environment wins; with none,
+the local CDF under .mlops/local-cdf is used, except in CI, where a missing project is a mistake to report, not to
+paper over.
+
+client_for_env(env), for deployed services (deploy, rollback, call, status, logs, history): ENV=dev services live
+in the local CDF even when a project is configured, unless LOCAL_DEPLOYMENT=True (the original framework's switch);
+test and prod live where get_client() goes. In CI the dev local CDF would be thrown away with the build, so using
+it is refused unless MLOPS_LOCAL_CDF=1 (or for a dry run, which changes nothing).
+
+MLOPS_CDF_MAX_RETRIES (default: the SDK's) caps the SDK's retries of failed requests, e.g. 0 to fail fast when CDF
+cannot be reached. describe_failure() turns any error into the one line the CLI prints.
 """
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import re
 import sys
@@ -14,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from akerbp.mlops.errors import UsageError
-from akerbp.mlops.utils.logger import mask, register_secret  # noqa: F401 -- re-exported for callers of this module
+from akerbp.mlops.utils.logger import get_logger, mask, register_secret  # noqa: F401 -- mask, register_secret: re-exported
 
 if TYPE_CHECKING:
     from cognite.client import CogniteClient
@@ -145,6 +155,11 @@ def _sdk_ready() -> None:
 
     # Before any ClientConfig: otherwise a thread asks PyPI for a newer SDK on first use (offline CI, local CDF).
     global_config.disable_pypi_version_check = True
+    retries = _env("MLOPS_CDF_MAX_RETRIES")
+    if retries:
+        if not retries.isdigit():
+            raise UsageError(f"MLOPS_CDF_MAX_RETRIES={retries!r} is not a number of retries: use e.g. 0 or 3")
+        global_config.max_retries = global_config.max_retries_connect = int(retries)
 
 
 def _bypass_proxy_for_loopback() -> None:
@@ -182,17 +197,33 @@ def _client_for_url(base_url: str) -> "CogniteClient":
     )
 
 
+def _why_local() -> str:
+    if cdf_config_from_env() is None:
+        return "(no CDF project configured)"
+    return "(ENV=dev services live there; LOCAL_DEPLOYMENT=True puts them in the configured project)"
+
+
 def _local_client(data_dir: Path) -> "CogniteClient":
     from akerbp.mlops.local_cdf import LocalCDF
 
     _bypass_proxy_for_loopback()
     _sdk_ready()
-    served = LocalCDF.running(data_dir)
+    info = LocalCDF.server_info(data_dir)
+    served = info["base_url"] if info else None
+    if info and info.get("restricted"):  # `mlops local-cdf serve --client ...`: our local token would get 401
+        config = cdf_config_from_env()
+        if config is not None and config["base_url"] == served.rstrip("/"):
+            return _real_client(config)  # the user configured this server as their project: use their client
+        raise UsageError(
+            f"the local CDF served at {served} for {_display(data_dir)} accepts only the clients given to "
+            f"`mlops local-cdf serve --client ID:SECRET`: set COGNITE_PROJECT (any name), COGNITE_BASE_URL={served}, "
+            f"COGNITE_TOKEN_URL={served}/oauth2/token, and COGNITE_CLIENT_ID and COGNITE_CLIENT_SECRET to one of "
+            "those clients; or serve without --client"
+        )
     if served:
         if data_dir not in _announced:
             _announced.add(data_dir)
-            print(f"Using the local CDF served at {served} for {_display(data_dir)} (no CDF project configured)",
-                  file=sys.stderr)
+            print(f"Using the local CDF served at {served} for {_display(data_dir)} {_why_local()}", file=sys.stderr)
         return _client_for_url(served)
     cdf = _embedded.get(data_dir)
     if cdf is None:
@@ -201,7 +232,7 @@ def _local_client(data_dir: Path) -> "CogniteClient":
         atexit.register(cdf.stop)
     if data_dir not in _announced:
         _announced.add(data_dir)
-        print(f"Using the local CDF at {_display(data_dir)} (no CDF project configured)", file=sys.stderr)
+        print(f"Using the local CDF at {_display(data_dir)} {_why_local()}", file=sys.stderr)
     return cdf.client(project=LOCAL_PROJECT)
 
 
@@ -238,3 +269,128 @@ def reset_clients() -> None:
             cdf.stop()
         _embedded.clear()
         _announced.clear()
+
+
+# --- where the services of an environment live ---------------------------------------------------------------------
+
+def _truthy(value: str) -> bool:
+    return value.lower() in ("1", "true", "yes", "on")
+
+
+def _check_env(env: str) -> str:
+    if env not in ENVIRONMENTS:
+        raise UsageError(f"environment {env!r} is unknown: use one of {', '.join(ENVIRONMENTS)}")
+    return env
+
+
+def env_uses_local_cdf(env: str) -> bool:
+    """True when the services of `env` live in the local CDF whatever is configured: dev, unless LOCAL_DEPLOYMENT."""
+    return _check_env(env) == "dev" and not _truthy(_env("LOCAL_DEPLOYMENT"))
+
+
+def client_for_env(env: str, *, dry_run: bool = False) -> "CogniteClient":
+    """The CDF where the services of ENV live: what deploy and rollback write to and call/status/logs/history read.
+
+    dev: the local CDF (even with a project configured) unless LOCAL_DEPLOYMENT=True; test/prod: get_client().
+    In CI the dev local CDF is refused unless MLOPS_LOCAL_CDF=1 or dry_run: a deploy there vanishes with the build.
+    """
+    if not env_uses_local_cdf(env):
+        return get_client()
+    if in_ci() and not dry_run and _env("MLOPS_LOCAL_CDF") != "1":
+        switch = (" LOCAL_DEPLOYMENT=True to deploy dev to the configured project,"
+                  if cdf_config_from_env() is not None else "")
+        raise UsageError(
+            "ENV=dev services live in the local CDF, which in CI is thrown away with the build: set ENV=test or "
+            f"ENV=prod in the step (a Bitbucket deployment's variables),{switch} or MLOPS_LOCAL_CDF=1 to use a "
+            "throwaway local CDF on purpose"
+        )
+    return get_client(force_local=True)
+
+
+def describe_env_target(env: str) -> str:
+    """Where client_for_env(env) goes, for humans and audit records; never a secret."""
+    if env_uses_local_cdf(env):
+        return f"local CDF at {_display(local_cdf_dir())}"
+    return describe_target()
+
+
+def clients_for_envs(envs) -> list[tuple["CogniteClient", list[str]]]:
+    """The distinct CDFs holding the services of `envs`, each with its envs, for commands reading several
+    environments at once. When a project is configured, the dev local CDF is read only if it exists (no empty one is
+    created to say it is empty) and, in CI, only with MLOPS_LOCAL_CDF=1."""
+    envs = [_check_env(e) for e in envs]
+    groups: list[tuple["CogniteClient", list[str]]] = []
+    for env in envs:
+        if len(envs) > 1 and env_uses_local_cdf(env) and cdf_config_from_env() is not None and (
+                not local_cdf_dir().is_dir() or (in_ci() and _env("MLOPS_LOCAL_CDF") != "1")):
+            continue
+        client = client_for_env(env)
+        for known, members in groups:
+            if known is client:
+                members.append(env)
+                break
+        else:
+            groups.append((client, [env]))
+    return groups
+
+
+# --- one line for any failure ----------------------------------------------------------------------------------------
+
+# Classes (by name, so nothing heavy is imported) of errors that mean CDF could not be reached: httpx's transport
+# errors, the SDK's wrappers of them, requests' and the OS's connection errors.
+NETWORK_ERRORS = frozenset({"TransportError", "CogniteConnectionError", "CogniteReadTimeout", "ConnectionError",
+                            "Timeout"})
+DEBUG_HINT = "set MLOPS_LOG_LEVEL=DEBUG to see the traceback"
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    while exc is not None and all(exc is not seen for seen in chain):
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return chain
+
+
+def _request_url(exc: BaseException) -> str | None:
+    try:
+        request = getattr(exc, "request", None)  # httpx raises when an error carries no request
+        url = getattr(request, "url", None)
+    except Exception:  # noqa: BLE001
+        return None
+    return str(url) if url else None
+
+
+def _configured_url() -> str:
+    try:
+        config = cdf_config_from_env()
+    except UsageError:
+        config = None
+    return config["base_url"] if config else "the local CDF"
+
+
+def network_failure(exc: BaseException) -> str | None:
+    """One line (masked) naming the URL that could not be reached, if `exc` is or wraps a network failure."""
+    chain = _causes(exc)
+    network = [e for e in chain if any(cls.__name__ in NETWORK_ERRORS for cls in type(e).__mro__)]
+    if not network:
+        return None
+    url = next((u for u in map(_request_url, chain) if u), None) or _configured_url()
+    detail = next((e for e in network if _request_url(e)), network[-1])
+    reason = f"{type(detail).__name__}: {detail}" if str(detail) else type(detail).__name__
+    return mask(f"cannot reach CDF at {url}: {reason}; check COGNITE_BASE_URL and COGNITE_TOKEN_URL (or "
+                "COGNITE_CLUSTER and COGNITE_TENANT_ID) and the network")
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line (secrets masked) for an error no caller expected: which URL could not be reached and what to check
+    for network errors; the exception and how to see its traceback for anything else."""
+    network = network_failure(exc)
+    if network:
+        return network
+    if any(cls.__name__ == "CogniteException" for cls in type(exc).__mro__):
+        text = f"a CDF request to {_configured_url()} failed: {type(exc).__name__}: {exc}"
+    else:
+        text = f"unexpected error: {exc!r}"
+    if not get_logger().isEnabledFor(logging.DEBUG):
+        text += f" ({DEBUG_HINT})"
+    return mask(text)

@@ -12,17 +12,18 @@ import click
 
 from akerbp.mlops.errors import UsageError
 
-DEFAULT_DIR = ".mlops/local-cdf"
 data_dir_option = click.option(
     "--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-    help=f"Where the local CDF keeps its state (default: $MLOPS_LOCAL_CDF_DIR or {DEFAULT_DIR}).",
+    help="Where the local CDF keeps its state (default: $MLOPS_LOCAL_CDF_DIR, else .mlops/local-cdf in the repo "
+         "root, the folder every other mlops command uses).",
 )
 
 
 def _data_dir(value: Path | None) -> Path:
-    import os
+    """--data-dir, else the data dir of every other command (found from the repo root, not the working dir)."""
+    from akerbp.mlops.cdf.client import local_cdf_dir
 
-    return value or Path(os.environ.get("MLOPS_LOCAL_CDF_DIR", DEFAULT_DIR))
+    return value or local_cdf_dir()
 
 
 def _parse_clients(values: tuple[str, ...]) -> dict[str, str] | None:
@@ -64,7 +65,7 @@ def serve(host, port, data_dir, clients, isolation, call_timeout):
     except OSError as e:
         raise UsageError(f"Cannot listen on {host}:{port}: {e.strerror}. Is another local CDF running? "
                          "Try --port 0 for a free port.") from None
-    cdf.announce()
+    cdf.announce()  # with "restricted": other mlops commands then ask for COGNITE_* instead of failing with 401
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     click.echo(f"Local CDF serving {cdf.data_dir} at {cdf.base_url} (token URL {cdf.token_url}). Ctrl-C stops.",
