@@ -24,15 +24,10 @@ class Artifact:
     source: str  # for humans: "local folder model_artifact" or "registry (sha256 1a2b...)"
 
 
-def _how_to_get(model: str, env: str) -> str:
-    steps = []
-    if env != "prod":
-        steps.append(f"upload one (mlops models upload {model} --env {env} --folder PATH)")
-    if env != "dev":
-        steps.append(f"promote one (mlops models promote {model} --version N --to {env})")
-    steps.append(f"or train one: ENV={env} bash deploy_training_service.sh, then call the training service "
-                 f"(mlops call {model} --service training --env {env})")
-    return ", ".join(steps)
+def _how_to_train(model: str, env: str) -> str:
+    """The way to a version that the registry's own advice (upload, promote) leaves out."""
+    return (f"or train one: ENV={env} bash deploy_training_service.sh, then call the training service "
+            f"(mlops call {model} --service training --env {env})")
 
 
 def resolve(settings, env: str, client: Callable[[], object], cache_root: Path) -> Artifact:
@@ -47,10 +42,13 @@ def resolve(settings, env: str, client: Callable[[], object], cache_root: Path) 
     try:
         info = model_manager.get_model_version(model, env, pinned, client=cdf)
     except MlopsError as e:
-        where = f"version {pinned} (artifact_version)" if pinned else f"no version in {env}"
-        raise MlopsError(
-            f"no artifact to deploy for model {model} in {env} ({where}): {e}. To get one: {_how_to_get(model, env)}"
-        ) from None
+        if e.__cause__ is not None:  # CDF failed to answer: nothing to advise about versions
+            raise
+        # The registry's message says what is missing and how to upload or promote a version: only add training.
+        if pinned is not None:
+            raise MlopsError(f"no artifact to deploy for model {model} in {env} (artifact_version {pinned}): {e}; "
+                             "or pin another version, or remove artifact_version to deploy the latest") from None
+        raise MlopsError(f"no artifact to deploy for model {model} in {env}: {e}; {_how_to_train(model, env)}") from None
     version, sha = info["version"], info["sha256"] or "unknown"
     target = cache_root / model / env / f"{version}-{sha[:16]}"
     if not target.is_dir():
