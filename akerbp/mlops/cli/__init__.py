@@ -1,8 +1,9 @@
 """The `mlops` command: one click group, one module per noun, loaded only when used.
 
 Commands import lazily so `mlops --help` and `mlops settings validate` stay fast (cognite-sdk takes ~1 s to import).
-Every MlopsError becomes a one-line message on stderr and its exit code (1 failed, 2 usage/settings), never a
-traceback.
+Every MlopsError becomes a one-line message on stderr and its exit code (1 failed, 2 usage/settings); any other
+error (CDF unreachable, a bug) one line and exit 1, its traceback only with MLOPS_LOG_LEVEL=DEBUG. Secrets are
+masked in all of them.
 """
 from __future__ import annotations
 
@@ -47,11 +48,25 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
     def invoke(self, ctx):
+        from akerbp.mlops.utils.logger import mask
+
         try:
             return super().invoke(ctx)
         except MlopsError as e:
-            click.echo(f"Error: {e}", err=True)
+            from akerbp.mlops.cdf.client import network_failure
+
+            # An error wrapping a network failure says which URL could not be reached instead.
+            click.echo(f"Error: {network_failure(e) or mask(str(e))}", err=True)
             sys.exit(e.exit_code)
+        except (click.exceptions.ClickException, click.exceptions.Abort, click.exceptions.Exit):
+            raise  # click's own: usage errors, Ctrl-C, ctx.exit()
+        except Exception as e:  # noqa: BLE001 - whatever it is, the user gets one line, not a traceback
+            from akerbp.mlops.cdf.client import describe_failure
+            from akerbp.mlops.utils.logger import get_logger
+
+            get_logger("cli").debug("the traceback of the error below", exc_info=e)  # shown at DEBUG, masked
+            click.echo(f"Error: {describe_failure(e)}", err=True)
+            sys.exit(1)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

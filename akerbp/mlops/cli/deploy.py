@@ -1,24 +1,23 @@
 """`mlops deploy prediction|training` and `mlops rollback MODEL`.
 
 Progress and test output go to stderr as they happen; the summary table (or, with --json, one JSON document) goes
-to stdout at the end. Exit code 0 only when every model was deployed or unchanged; 1 when one failed; 2 for usage
-and settings errors.
+to stdout at the end, secrets masked in all of it. Exit code 0 only when every model was deployed or unchanged; 1
+when one failed; 2 for usage and settings errors.
 """
 from __future__ import annotations
 
-import json
 import sys
 
 import click
+
+from akerbp.mlops.cli.output import echo, note, print_json
 
 SERVICES = ("prediction", "training")
 ENVS = ("dev", "test", "prod")
 
 
 def _progress(message: str) -> None:
-    from akerbp.mlops.utils.logger import mask
-
-    click.echo(mask(message), err=True)
+    note(message)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -39,7 +38,8 @@ def deploy(service, models, env, dry_run, force, timeout, as_json):
     Per model: model tests, artifacts (dev: the local artifact folder; test/prod: the pinned or latest registry
     version), function folder, service test, change detection (unchanged content is not redeployed), then a
     replacement that removes the live function only once its successor has built, a smoke call (failure rolls
-    back), and an audit event. ENV=dev goes to the local CDF unless LOCAL_DEPLOYMENT=True.
+    back), and an audit event. ENV=dev goes to the local CDF unless LOCAL_DEPLOYMENT=True (in CI only with
+    MLOPS_LOCAL_CDF=1 or --dry-run); `mlops call/status/logs/history` read the same CDF.
     """
     from akerbp.mlops.deployment import deploy as deployment
 
@@ -47,13 +47,13 @@ def deploy(service, models, env, dry_run, force, timeout, as_json):
                                 progress=_progress)
     code = deployment.exit_code(results)
     if as_json:
-        click.echo(json.dumps({"service": service, "env": results[0].env if results else env, "dry_run": dry_run,
-                               "ok": code == 0, "results": [r.as_dict() for r in results]}, indent=2))
+        print_json({"service": service, "env": results[0].env if results else env, "dry_run": dry_run,
+                    "ok": code == 0, "results": [r.as_dict() for r in results]})
     else:
         if dry_run:
-            click.echo(deployment.plan_text(results))
-            click.echo()
-        click.echo(deployment.summary_table(results))
+            echo(deployment.plan_text(results))
+            echo()
+        echo(deployment.summary_table(results))
     sys.exit(code)
 
 
@@ -72,6 +72,7 @@ def rollback(model, env, service, to_version, list_only, timeout, as_json):
 
     The current deployment and the 2 before it are kept; rolling back twice returns to where you started.
     """
+    from akerbp.mlops.cdf.naming import function_external_id
     from akerbp.mlops.deployment import rollback as rollbacks
 
     if list_only:
@@ -82,23 +83,23 @@ def rollback(model, env, service, to_version, list_only, timeout, as_json):
         current = (live.metadata or {}).get("mlops_code_file") if live is not None else None
         rows = [{**d.as_dict(), "live": str(d.file_id) == current} for d in kept]
         if as_json:
-            click.echo(json.dumps(rows, indent=2))
+            print_json(rows)
         elif not rows:
-            click.echo(f"no kept deployments of {rollbacks.model_function(model, service, env)}")
+            echo(f"no kept deployments of {function_external_id(model, service, env)}")
         else:
             for row in rows:
-                click.echo(f"{'*' if row['live'] else ' '} version {row['version'] or '-':<4} hash {row['hash'][:10]}  "
-                           f"deployed {row['deployed_at']} by {row['deployed_by'] or '?'}  "
-                           f"commit {row['git_commit'][:12] or '-'}")
+                echo(f"{'*' if row['live'] else ' '} version {row['version'] or '-':<4} hash {row['hash'][:10]}  "
+                     f"deployed {row['deployed_at']} by {row['deployed_by'] or '?'}  "
+                     f"commit {row['git_commit'][:12] or '-'}")
         return
     result = rollbacks.rollback(model, env=env, service=service, to_version=to_version, timeout=timeout,
                                 progress=_progress)
     if as_json:
-        click.echo(json.dumps(result.as_dict(), indent=2))
+        print_json(result.as_dict())
     else:
         to = result.to_deployment or {}
         gap = f"; {result.function} could not be called for {result.gap_seconds:.2f} s" \
             if result.gap_seconds is not None else ""
-        click.echo(f"{result.function} rolled back to version {to.get('version') or '-'} (hash "
-                   f"{to.get('hash', '')[:10]}, deployed by {to.get('deployed_by') or '?'}) in "
-                   f"{result.seconds:.1f} s{gap}")
+        echo(f"{result.function} rolled back to version {to.get('version') or '-'} (hash "
+             f"{to.get('hash', '')[:10]}, deployed by {to.get('deployed_by') or '?'}) in "
+             f"{result.seconds:.1f} s{gap}")

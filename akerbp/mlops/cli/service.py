@@ -2,8 +2,10 @@
 
 The live function of a service is `{model}-{service}-{env}`; during a replacement a standby copy
 `{model}-{service}-{env}-{hash[:10]}` answers instead, so `mlops call` falls back to it rather than failing while a
-deploy runs. Deploys tag functions with mlops_* metadata, which is what `status` reads. Results go to stdout (JSON or
-tables), notes to stderr; errors are MlopsError (exit 1) or UsageError (exit 2), mapped by the root command.
+deploy runs (cdf/naming.py). Deploys tag functions with mlops_* metadata, which is what `status` reads. Every command
+reads the CDF the deploy of that environment wrote to (cdf.client.client_for_env: ENV=dev is the local CDF unless
+LOCAL_DEPLOYMENT=True). Results go to stdout (JSON or tables), notes to stderr; errors are MlopsError (exit 1) or
+UsageError (exit 2), mapped by the root command.
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from pathlib import Path
 
 import click
 
+from akerbp.mlops.cdf.naming import function_external_id, is_standby
+from akerbp.mlops.cli.output import note, print_json, print_table
 from akerbp.mlops.errors import MlopsError, UsageError
 
 ENVS = ("dev", "test", "prod")
@@ -29,10 +33,18 @@ FUNCTIONS_LIMIT = 1000
 
 # --- shared helpers --------------------------------------------------------------------------------------------------
 
-def _client():
-    from akerbp.mlops.cdf.client import get_client
+def _client(env: str):
+    """Where the services of env live: where `mlops deploy` put them."""
+    from akerbp.mlops.cdf.client import client_for_env
 
-    return get_client()
+    return client_for_env(env)
+
+
+def _clients(env: str | None):
+    """(client, envs) for one environment, or for all of them (dev may live elsewhere than test and prod)."""
+    from akerbp.mlops.cdf.client import clients_for_envs
+
+    return clients_for_envs([env] if env else list(ENVS))
 
 
 def _env(env: str | None) -> str:
@@ -56,12 +68,7 @@ def _mask(text: str) -> str:
 
 
 def _note(text: str) -> None:
-    click.echo(_mask(text), err=True)
-
-
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+    note(text)
 
 
 def _when(ms: int | None) -> str:
@@ -81,10 +88,6 @@ def _short_iso(text: str | None) -> str:
     return datetime.fromtimestamp(stamp, timezone.utc).strftime("%Y-%m-%d %H:%M") if stamp else (text or "-")
 
 
-def live_external_id(model: str, service: str, env: str) -> str:
-    return f"{model}-{service}-{env}"
-
-
 def _meta(fn) -> dict:
     return dict(fn.metadata or {})
 
@@ -95,23 +98,18 @@ def _deployed_at(fn) -> float:
 
 def service_functions(client, model: str, service: str, env: str):
     """(live function or None, standby functions newest first) of one service."""
-    base = live_external_id(model, service, env)
+    base = function_external_id(model, service, env)
     found = client.functions.list(external_id_prefix=base, limit=FUNCTIONS_LIMIT)
     live = next((f for f in found if f.external_id == base), None)
-    standbys = []
-    for fn in found:
-        meta = _meta(fn)
-        suffix = (fn.external_id or "")[len(base) + 1:]
-        if (fn.external_id or "").startswith(base + "-") and suffix and meta.get("mlops_hash", "").startswith(suffix) \
-                and (meta.get("mlops_model"), meta.get("mlops_service"), meta.get("mlops_env")) == (model, service, env):
-            standbys.append(fn)
-    standbys.sort(key=_deployed_at, reverse=True)
+    standbys = sorted((f for f in found if is_standby(base, f.external_id)), key=_deployed_at, reverse=True)
     return live, standbys
 
 
 def _not_deployed(model: str, service: str, env: str) -> MlopsError:
+    from akerbp.mlops.cdf.client import describe_env_target
+
     return MlopsError(f"no {service} service deployed for {model} in {env}: run "
-                      f"`ENV={env} bash deploy_{service}_service.sh`")
+                      f"`ENV={env} bash deploy_{service}_service.sh` (looked in the {describe_env_target(env)})")
 
 
 def _function_error(fn) -> str:
@@ -125,7 +123,7 @@ def callable_function(client, model: str, service: str, env: str):
     if live is not None and live.status == "Ready":
         return live
     ready = [s for s in standbys if s.status == "Ready"]
-    base = live_external_id(model, service, env)
+    base = function_external_id(model, service, env)
     if ready:
         state = "missing" if live is None else live.status
         _note(f"{base} is {state}; calling its standby {ready[0].external_id} "
@@ -228,7 +226,7 @@ def call(model: str, service: str, env: str | None, data_text: str | None, timeo
     """
     model, env = _model(model), _env(env)
     data = parse_data(data_text)
-    client = _client()
+    client = _client(env)
     fn, started = _start_call(client, model, service, env, data)
     done = _wait(started, timeout)
     hint = f"mlops logs {model} --service {service} --env {env} --call {done.id}"
@@ -253,19 +251,20 @@ def call(model: str, service: str, env: str | None, data_text: str | None, timeo
 
 # --- mlops status ----------------------------------------------------------------------------------------------------
 
-def deployed_services(client, env: str | None = None) -> list[dict]:
-    """One row per deployed service: the live function, or the newest standby when the live one is missing."""
+def deployed_services(client, envs: list[str] | None = None) -> list[dict]:
+    """One row per deployed service of `envs` (default: all): the live function, or the newest standby when the
+    live one is missing."""
     groups: dict[tuple, dict] = {}
     for fn in client.functions.list(limit=FUNCTIONS_LIMIT):
         meta = _meta(fn)
         key = (meta.get("mlops_model"), meta.get("mlops_service"), meta.get("mlops_env"))
-        if not all(key) or (env and key[2] != env):
+        if not all(key) or (envs and key[2] not in envs):
             continue
         group = groups.setdefault(key, {"live": None, "standbys": []})
-        base = live_external_id(*key)
+        base = function_external_id(*key)
         if fn.external_id == base:
             group["live"] = fn
-        elif (fn.external_id or "").startswith(base + "-"):
+        elif is_standby(base, fn.external_id):
             group["standbys"].append(fn)
     rows = []
     order = {e: i for i, e in enumerate(ENVS)}
@@ -293,9 +292,11 @@ def deployed_services(client, env: str | None = None) -> list[dict]:
 @click.option("--json", "as_json", is_flag=True, help="Print the services as JSON.")
 def status(env: str | None, as_json: bool):
     """Deployed services: version, code hash, when and by whom deployed, function status and last call."""
-    rows = deployed_services(_client(), env)
+    order = {e: i for i, e in enumerate(ENVS)}
+    rows = [row for client, envs in _clients(env) for row in deployed_services(client, envs)]
+    rows.sort(key=lambda r: (r["model"], r["service"], order.get(r["env"], 9)))
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        print_json(rows)
         return
     if not rows:
         click.echo(f"no mlops services deployed{f' in {env}' if env else ''}")
@@ -309,7 +310,7 @@ def status(env: str | None, as_json: bool):
             r["status"] + (" (standby)" if r["standby"] else ""),
             f"{last['time']} {last['status']}" if last else "-",
         ])
-    click.echo(_table(table))
+    print_table(table)
 
 
 # --- mlops logs ------------------------------------------------------------------------------------------------------
@@ -323,7 +324,7 @@ def status(env: str | None, as_json: bool):
 def logs(model: str, service: str, env: str | None, call_id: int | None, as_json: bool):
     """Logs of a call of a deployed service: what the model printed, and the error of a failed call."""
     model, env = _model(model), _env(env)
-    client = _client()
+    client = _client(env)
     live, standbys = service_functions(client, model, service, env)
     functions = [f for f in (live, *standbys) if f is not None]
     if not functions:
@@ -336,7 +337,7 @@ def logs(model: str, service: str, env: str | None, call_id: int | None, as_json
                 owner = fn
                 break
         if found is None:
-            raise MlopsError(f"no call {call_id} of {live_external_id(model, service, env)} or its standbys")
+            raise MlopsError(f"no call {call_id} of {function_external_id(model, service, env)} or its standbys")
     else:
         for fn in functions:
             newest = last_call(client, fn.id)
@@ -348,11 +349,11 @@ def logs(model: str, service: str, env: str | None, call_id: int | None, as_json
     lines = _log_lines(found)
     error = found.error or {}
     if as_json:
-        click.echo(json.dumps({
+        print_json({
             "function": owner.external_id, "call_id": found.id, "status": found.status,
             "start_time": _when(found.start_time), "end_time": _when(found.end_time),
-            "error": _mask(error.get("message", "")) if error else None, "logs": lines,
-        }, indent=2))
+            "error": error.get("message", "") if error else None, "logs": lines,
+        })
         return
     took = f", {(found.end_time - found.start_time) / 1000:.1f} s" if found.end_time and found.start_time else ""
     _note(f"call {found.id} of {owner.external_id}: {found.status}, started {_when(found.start_time)} UTC{took}")
@@ -375,9 +376,16 @@ def history(model: str, env: str | None, limit: int, as_json: bool):
     """The audit trail of MODEL, newest first: deploys, rollbacks, promotions and training runs."""
     from akerbp.mlops import audit
 
-    records = audit.history(_client(), _model(model), env=env, limit=limit)
+    model = _model(model)
+    records = []
+    for client, envs in _clients(env):
+        one = envs[0] if len(envs) == 1 else None
+        found = audit.history(client, model, env=one, limit=limit if one else None)
+        records += [r for r in found if r["env"] in envs]
+    records.sort(key=lambda r: r["time"], reverse=True)  # ISO times: one CDF's order kept on ties (stable sort)
+    records = records[:limit]
     if as_json:
-        click.echo(json.dumps(records, indent=2))
+        print_json(records)
         return
     if not records:
         click.echo(f"no audit records for {model}{f' in {env}' if env else ''}")
@@ -391,4 +399,4 @@ def history(model: str, env: str | None, limit: int, as_json: bool):
             f"{r['duration_s']} s" if r["duration_s"] else "-",
             message if len(message) <= 60 else message[:57] + "...",
         ])
-    click.echo(_table(table))
+    print_table(table)

@@ -8,12 +8,13 @@ Per model (a failure stops that model; the others go on):
   6-7. release (release.py): upload, standby, replace, smoke call, rollback on failure, cleanup
   8. audit event
 --dry-run runs 1-5 and prints the plan (functions and code files created and removed) without changing CDF.
-ENV=dev deploys to the local CDF even when a project is configured, unless LOCAL_DEPLOYMENT=True (the original
-framework's switch for a dev deploy to the configured project).
+The CDF is cdf.client.client_for_env's, the one `mlops call/status/logs/history` read: ENV=dev deploys to the local
+CDF even when a project is configured, unless LOCAL_DEPLOYMENT=True (the original framework's switch); in CI that is
+refused before anything runs, unless MLOPS_LOCAL_CDF=1 or --dry-run.
+A model's failure, whatever it is, is recorded in its result (message masked) and the next model goes on.
 """
 from __future__ import annotations
 
-import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -23,6 +24,7 @@ from akerbp.mlops.deployment import artifacts, build, service_check
 from akerbp.mlops.deployment.model_tests import ModelTests
 from akerbp.mlops.errors import MlopsError, UsageError
 from akerbp.mlops.utils import provenance
+from akerbp.mlops.utils.logger import get_logger, mask
 
 SERVICES = ("prediction", "training")
 DEFAULT_TIMEOUT = 900.0
@@ -31,24 +33,28 @@ OUTCOMES = {"deployed": "success", "unchanged": "unchanged", "rolled_back": "rol
 Progress = Callable[[str], None]
 
 
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
-
-
 class Target:
-    """The CDF a deploy goes to, connected on first use (a dry run in dev may never need it)."""
+    """Where the services of `env` live (cdf.client.client_for_env), connected on first use (a dry run in dev may
+    never need it)."""
 
-    def __init__(self, env: str):
-        self.env = env
-        self.local = env == "dev" and not _truthy(os.environ.get("LOCAL_DEPLOYMENT"))
+    def __init__(self, env: str, dry_run: bool = False):
+        from akerbp.mlops.cdf.client import env_uses_local_cdf
+
+        self.env, self.dry_run = env, dry_run
+        self.local = env_uses_local_cdf(env)
         self._client = None
 
     def client(self):
         if self._client is None:
-            from akerbp.mlops.cdf.client import get_client
+            from akerbp.mlops.cdf.client import client_for_env
 
-            self._client = get_client(force_local=self.local)
+            self._client = client_for_env(self.env, dry_run=self.dry_run)
         return self._client
+
+    def describe(self) -> str:
+        from akerbp.mlops.cdf.client import describe_env_target
+
+        return describe_env_target(self.env)
 
     def readable(self) -> bool:
         """False when reading would mean creating an empty local CDF (a dry run on a fresh checkout)."""
@@ -114,8 +120,12 @@ def deploy(service: str, *, env: str | None = None, models: tuple[str, ...] | No
     if env not in ENVIRONMENTS:
         raise UsageError(f"environment {env!r} is unknown: use one of {', '.join(ENVIRONMENTS)}")
     selected = select_models(load_settings(settings_path), models)
-    target = Target(env)
+    target = Target(env, dry_run=dry_run)
+    if not dry_run:
+        target.client()  # a refused target (CI guard, partial COGNITE_* settings) fails now, not after the tests
     say = progress or (lambda message: None)
+    say(f"{'dry run: ' if dry_run else ''}{service} service of {', '.join(m.model_name for m in selected)} "
+        f"to {env} in the {target.describe()}")
     return [deploy_model(m, service, env, target, dry_run=dry_run, force=force, timeout=timeout, progress=say)
             for m in selected]
 
@@ -132,7 +142,6 @@ def deploy_model(settings, service: str, env: str, target: Target, *, dry_run: b
 
     tests = ModelTests(settings.root, settings.test_path)
     tester = service_check.ServiceTest(settings.root, settings.test_path, f"model '{settings.model_name}'")
-    from cognite.client.exceptions import CogniteException  # ~1 s to import: while the tests run
 
     try:
         _run(settings, service, env, target, result, tests, tester, say, dry_run, force, deadline)
@@ -140,24 +149,39 @@ def deploy_model(settings, service: str, env: str, target: Target, *, dry_run: b
         from akerbp.mlops.deployment.release import SmokeFailed
 
         result.result = "rolled_back" if isinstance(e, SmokeFailed) and e.rolled_back_to else "failed"
-        result.message, result.exit_code = str(e), e.exit_code
+        result.message, result.exit_code = mask(str(e)), e.exit_code
         if isinstance(e, SmokeFailed):
             result.gap_seconds = e.gap
-    except CogniteException as e:
-        result.message = f"a CDF request failed: {e}"
     except OSError as e:  # a file of the model that cannot be read or copied
-        result.message = f"{type(e).__name__}: {e}"
+        result.message = _failure(e) if _is_network(e) else mask(f"{type(e).__name__}: {e}")
+    except Exception as e:  # noqa: BLE001 - CDF unreachable, an SDK error, a bug: this model failed, the next goes on
+        result.message = _failure(e)
     finally:
         tests.stop()
         tester.close()
         result.seconds = time.monotonic() - started
     if result.ok:
         say(f"{result.result} in {result.seconds:.1f} s")
+    elif len(result.message.splitlines()) > 1:
+        say(f"FAILED after {result.seconds:.1f} s: {result.message}")  # the summary shows its first line only
     else:
-        say(f"FAILED: {result.message}")
+        say(f"FAILED after {result.seconds:.1f} s (the reason: in the summary)")
     if not dry_run:
-        _audit(target, settings, result, started_wall)
+        _audit(target, settings, result, started_wall, say)
     return result
+
+
+def _is_network(e: BaseException) -> bool:
+    from akerbp.mlops.cdf.client import network_failure
+
+    return network_failure(e) is not None
+
+
+def _failure(e: BaseException) -> str:
+    from akerbp.mlops.cdf.client import describe_failure
+
+    get_logger(__name__).debug("the traceback of a failed deploy", exc_info=e)  # shown with MLOPS_LOG_LEVEL=DEBUG
+    return describe_failure(e)
 
 
 def _timed(result: ModelResult, phase: str, started: float) -> float:
@@ -310,13 +334,20 @@ def _plan(target, result: ModelResult, live, unchanged: bool) -> dict:
     return plan
 
 
-def _audit(target: Target, settings, result: ModelResult, started: float) -> None:
-    from akerbp.mlops import audit
-
+def _audit(target: Target, settings, result: ModelResult, started: float, say: Progress) -> None:
     try:
         client = target.client()
     except MlopsError:
         return  # no CDF to record in (e.g. credentials missing): the error is in the result already
+    try:
+        _record(client, settings, result, started)
+    except Exception as e:  # noqa: BLE001 - the deploy's outcome stands; the other models still go on
+        say(f"the audit event could not be recorded: {e if isinstance(e, MlopsError) else _failure(e)}")
+
+
+def _record(client, settings, result: ModelResult, started: float) -> None:
+    from akerbp.mlops import audit
+
     extra = {"function": result.function, "result": result.result, "seconds": f"{result.seconds:.1f}"}
     if result.gap_seconds is not None:
         extra["gap_s"] = f"{result.gap_seconds:.3f}"
@@ -343,7 +374,7 @@ def summary_table(results: list[ModelResult]) -> str:
         if not r.ok:
             first, *more = r.message.splitlines() or [""]
             lines.append(f"{r.model} ({r.service}, {r.env}): {first}" + (" (details above)" if more else ""))
-    return "\n".join(lines)
+    return mask("\n".join(lines))
 
 
 def plan_text(results: list[ModelResult]) -> str:
@@ -365,4 +396,4 @@ def plan_text(results: list[ModelResult]) -> str:
             lines.append(f"    remove: {', '.join(p['remove'])}")
         if p["delete_code_files"]:
             lines.append(f"    delete code files: {', '.join(p['delete_code_files'])}")
-    return "\n".join(lines)
+    return mask("\n".join(lines))

@@ -5,17 +5,18 @@ so the only CDF work is building the function again. As in a deploy, a standby o
 the live function is removed only once the old code is proven to build again. Secrets come from MLOPS_SECRET_*
 as in a deploy (CDF never hands them back). Afterwards a prediction service is pinged ({} initialises the model
 and answers its model id); a training service is not called (a call would train and upload a version).
+The CDF is the deploy's (cdf.client.client_for_env). Messages are masked: a failed ping carries the function's logs.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 
-from cognite.client.exceptions import CogniteException
-
+from akerbp.mlops.cdf.naming import function_external_id
 from akerbp.mlops.deployment import functions, release
 from akerbp.mlops.deployment.deploy import DEFAULT_TIMEOUT, SERVICES, Progress, Target
 from akerbp.mlops.errors import MlopsError, UsageError
+from akerbp.mlops.utils.logger import mask
 
 
 @dataclass
@@ -54,12 +55,8 @@ def _check_model(model: str) -> None:
 def deployments(model: str, *, env: str, service: str = "prediction") -> tuple[object, list[release.Deployment]]:
     """(the live function or None, kept deployments newest first)."""
     client = Target(env).client()
-    live = model_function(model, service, env)
+    live = function_external_id(model, service, env)
     return functions.retrieve(client, live), release.history(client, live)
-
-
-def model_function(model: str, service: str, env: str) -> str:
-    return f"{model}-{service}-{env}"
 
 
 def rollback(model: str, *, env: str | None = None, service: str = "prediction", to_version: int | None = None,
@@ -73,7 +70,7 @@ def rollback(model: str, *, env: str | None = None, service: str = "prediction",
     if service not in SERVICES:
         raise UsageError(f"service {service!r} is unknown: use prediction or training")
     _check_model(model)
-    live = model_function(model, service, env)
+    live = function_external_id(model, service, env)
     say = (lambda m: progress(f"[{live}] {m}")) if progress else None
     result = RollbackResult(model, service, env, live)
     started_wall, started = time.time(), time.monotonic()
@@ -111,10 +108,12 @@ def rollback(model: str, *, env: str | None = None, service: str = "prediction",
         release.cleanup(client, live, switched.standby)
         result.result, outcome = "rolled back", "success"
     except MlopsError as e:
-        result.message = str(e)
+        result.message = mask(str(e))  # for the audit event; the CLI masks what it prints
         raise
-    except CogniteException as e:
-        result.message = f"a CDF request failed: {e}"
+    except Exception as e:  # noqa: BLE001 - CDF unreachable, an SDK error: one masked line (the CLI adds nothing)
+        from akerbp.mlops.cdf.client import describe_failure
+
+        result.message = describe_failure(e)
         raise MlopsError(result.message) from e
     finally:
         result.seconds = time.monotonic() - started
