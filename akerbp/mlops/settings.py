@@ -147,7 +147,8 @@ class ModelSettings(_Strict):
     deployment_condition: DeploymentCondition | None = Field(
         None, description="Deploy only if the artifact's metadata passes this gate, e.g. accuracy above 0.8."
     )
-    models_to_keep: int = Field(3, ge=1, description="Previous deployments kept for rollback.")
+    models_to_keep: int = Field(3, ge=1, description="Deployments whose code is kept for rollback, the live one "
+                                "included: 3 keeps the live deployment and 2 to roll back to.")
 
     _root: Path | None = PrivateAttr(None)
 

@@ -140,8 +140,9 @@ def deploy_model(settings, service: str, env: str, target: Target, *, dry_run: b
     def say(message: str) -> None:
         progress(f"[{xid}] {message}")
 
-    tests = ModelTests(settings.root, settings.test_path)
-    tester = service_check.ServiceTest(settings.root, settings.test_path, f"model '{settings.model_name}'")
+    tests = ModelTests(settings.root, settings.test_path, timeout=timeout)
+    tester = service_check.ServiceTest(settings.root, settings.test_path, f"model '{settings.model_name}'",
+                                       timeout=timeout)
 
     try:
         _run(settings, service, env, target, result, tests, tester, say, dry_run, force, deadline)
@@ -153,8 +154,10 @@ def deploy_model(settings, service: str, env: str, target: Target, *, dry_run: b
         if isinstance(e, SmokeFailed):
             result.gap_seconds = e.gap
     except OSError as e:  # a file of the model that cannot be read or copied
+        result.result = "failed"
         result.message = _failure(e) if _is_network(e) else mask(f"{type(e).__name__}: {e}")
     except Exception as e:  # noqa: BLE001 - CDF unreachable, an SDK error, a bug: this model failed, the next goes on
+        result.result = "failed"
         result.message = _failure(e)
     finally:
         tests.stop()
@@ -228,8 +231,9 @@ def _run(settings, service, env, target, result, tests, tester, say, dry_run, fo
         raise MlopsError(f"service test failed: {check.detail}")
     say("service test passed")
     if dry_run:
+        result.plan = _plan(target, result, prepared.live, prepared.unchanged and not force,
+                            settings.models_to_keep)
         result.result = "would deploy" if not prepared.unchanged or force else "unchanged"
-        result.plan = _plan(target, result, prepared.live, prepared.unchanged and not force)
         return
     _ship(settings, service, env, target, result, tester, prepared, say, deadline)
 
@@ -298,7 +302,8 @@ def _ship(settings, service, env, target, result, tester, prepared: _Prepared, s
 
     done = release.release(client, live=result.function, content_hash=result.hash, zip_bytes=prepared.zip_bytes,
                            options=prepared.built.options, secrets=prepared.secrets, mlops_md=mlops_md,
-                           data_set=data_set, deadline=deadline, progress=say, smoke=smoke)
+                           data_set=data_set, deadline=deadline, progress=say, smoke=smoke,
+                           keep=settings.models_to_keep)
     result.code_file, result.gap_seconds = done.code_file, done.switch.gap
     result.phases.update(done.phases)
     result.result = "deployed"
@@ -306,7 +311,7 @@ def _ship(settings, service, env, target, result, tester, prepared: _Prepared, s
         say(f"live again after a gap of {done.switch.gap:.2f} s (the standby {done.switch.standby} answered meanwhile)")
 
 
-def _plan(target, result: ModelResult, live, unchanged: bool) -> dict:
+def _plan(target, result: ModelResult, live, unchanged: bool, keep_deployments: int) -> dict:
     """What a deploy would create and remove (read-only)."""
     from akerbp.mlops.deployment import functions, release
 
@@ -327,7 +332,7 @@ def _plan(target, result: ModelResult, live, unchanged: bool) -> dict:
         client = target.client()
         keep = standby if live.status == "Ready" else None
         plan["remove"] += [f.external_id for f in functions.standbys(client, xid) if f.external_id != keep]
-        kept = release.history(client, xid)[: release.KEEP_DEPLOYMENTS - 1]
+        kept = release.history(client, xid)[: keep_deployments - 1]
         known = {d.file_id for d in kept}
         plan["delete_code_files"] = [f.external_id for f in functions.code_files(client, xid)
                                      if f.id not in known and f.external_id != plan["upload"]]

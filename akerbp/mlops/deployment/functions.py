@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 
 from cognite.client.exceptions import CogniteAPIError, CogniteDuplicatedError, CogniteNotFoundError
 
+from akerbp.mlops.cdf import naming
 from akerbp.mlops.errors import MlopsError
 
 CODE_DIRECTORY = "/mlops/code"
@@ -119,7 +120,7 @@ def retrieve(client, xid: str):
 def standbys(client, live: str) -> list:
     """The standby functions of a live function (external id `{live}-<hash>`)."""
     return [f for f in client.functions.list(external_id_prefix=f"{live}-", limit=FUNCTIONS_LIMIT)
-            if (f.external_id or "")[len(live) + 1:].isalnum()]
+            if naming.is_standby(live, f.external_id)]
 
 
 def create(client, xid: str, name: str, file_id: int, options: dict, secrets: dict, metadata: dict,
