@@ -236,17 +236,22 @@ def _local_client(data_dir: Path) -> "CogniteClient":
     return cdf.client(project=LOCAL_PROJECT)
 
 
-def get_client(force_local: bool = False) -> "CogniteClient":
-    """The CogniteClient of this process: the configured project, else the local CDF (started in-process if no
-    `mlops local-cdf serve` runs for its data dir). force_local skips the project and the CI guard: the caller asked
-    for the local CDF explicitly."""
-    config = None if force_local else cdf_config_from_env()
-    if config is None and not force_local and in_ci() and _env("MLOPS_LOCAL_CDF") != "1":
+def _refuse_local_cdf_in_ci() -> None:
+    if in_ci() and _env("MLOPS_LOCAL_CDF") != "1":
         raise UsageError(
             "no CDF project configured in CI: set COGNITE_PROJECT, COGNITE_BASE_URL (or COGNITE_CLUSTER), "
             "COGNITE_CLIENT_ID, COGNITE_CLIENT_SECRET and COGNITE_TOKEN_URL (or COGNITE_TENANT_ID) as repository/"
             "deployment variables, or MLOPS_LOCAL_CDF=1 to use a throwaway local CDF"
         )
+
+
+def get_client(force_local: bool = False) -> "CogniteClient":
+    """The CogniteClient of this process: the configured project, else the local CDF (started in-process if no
+    `mlops local-cdf serve` runs for its data dir). force_local skips the project and the CI guard: the caller asked
+    for the local CDF explicitly."""
+    config = None if force_local else cdf_config_from_env()
+    if config is None and not force_local:
+        _refuse_local_cdf_in_ci()
     if config is not None:
         key = ("project", config["project"], config["base_url"], config["client_id"], config["token_url"],
                tuple(config["scopes"]), hash(config["client_secret"]))
@@ -294,8 +299,17 @@ def client_for_env(env: str, *, dry_run: bool = False) -> "CogniteClient":
     dev: the local CDF (even with a project configured) unless LOCAL_DEPLOYMENT=True; test/prod: get_client().
     In CI the dev local CDF is refused unless MLOPS_LOCAL_CDF=1 or dry_run: a deploy there vanishes with the build.
     """
+    check_env_target(env, dry_run=dry_run)
+    return get_client(force_local=env_uses_local_cdf(env))
+
+
+def check_env_target(env: str, *, dry_run: bool = False) -> None:
+    """The refusals of client_for_env (CI guard, retired API keys, partial COGNITE_* settings), without importing
+    cognite-sdk or starting a local CDF: a deploy checks them before its model tests start."""
     if not env_uses_local_cdf(env):
-        return get_client()
+        if cdf_config_from_env() is None:
+            _refuse_local_cdf_in_ci()
+        return
     if in_ci() and not dry_run and _env("MLOPS_LOCAL_CDF") != "1":
         switch = (" LOCAL_DEPLOYMENT=True to deploy dev to the configured project,"
                   if cdf_config_from_env() is not None else "")
@@ -304,7 +318,6 @@ def client_for_env(env: str, *, dry_run: bool = False) -> "CogniteClient":
             f"ENV=prod in the step (a Bitbucket deployment's variables),{switch} or MLOPS_LOCAL_CDF=1 to use a "
             "throwaway local CDF on purpose"
         )
-    return get_client(force_local=True)
 
 
 def describe_env_target(env: str) -> str:

@@ -51,6 +51,12 @@ class Target:
             self._client = client_for_env(self.env, dry_run=self.dry_run)
         return self._client
 
+    def check(self) -> None:
+        """Refusals (CI guard, settings of the project) now, without connecting: that overlaps the model tests."""
+        from akerbp.mlops.cdf.client import check_env_target
+
+        check_env_target(self.env, dry_run=self.dry_run)
+
     def describe(self) -> str:
         from akerbp.mlops.cdf.client import describe_env_target
 
@@ -121,8 +127,7 @@ def deploy(service: str, *, env: str | None = None, models: tuple[str, ...] | No
         raise UsageError(f"environment {env!r} is unknown: use one of {', '.join(ENVIRONMENTS)}")
     selected = select_models(load_settings(settings_path), models)
     target = Target(env, dry_run=dry_run)
-    if not dry_run:
-        target.client()  # a refused target (CI guard, partial COGNITE_* settings) fails now, not after the tests
+    target.check()  # a refused target (CI guard, partial COGNITE_* settings) fails now, not after the tests
     say = progress or (lambda message: None)
     say(f"{'dry run: ' if dry_run else ''}{service} service of {', '.join(m.model_name for m in selected)} "
         f"to {env} in the {target.describe()}")
