@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from akerbp.mlops.errors import MlopsError
 from akerbp.mlops.utils.logger import mask
+from akerbp.mlops.utils.processes import kill_session
 
 TAIL_LINES = 60
 NO_TESTS_COLLECTED = 5  # pytest's exit code
@@ -94,12 +94,7 @@ class ModelTests:
             self._output.close()
 
     def _kill(self) -> None:
-        """pytest and whatever the tests started: its session was made for this."""
-        try:
-            os.killpg(self._process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self._process.wait()
+        kill_session(self._process)  # the subprocess and whatever it started
 
     def _read_output(self) -> str:
         self._output.seek(0)

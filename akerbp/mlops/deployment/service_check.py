@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import signal
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ from pathlib import Path
 from akerbp.mlops.errors import MlopsError
 from akerbp.mlops.services.local_call import LocalCallError, call_handler
 from akerbp.mlops.utils.logger import mask
+from akerbp.mlops.utils.processes import kill_session
 
 RESPONSE_SHOWN = 600
 
@@ -132,11 +132,7 @@ class ServiceTest:
         return json.loads(line)
 
     def _kill(self) -> None:
-        try:
-            os.killpg(self._process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self._process.wait()
+        kill_session(self._process)  # the subprocess and whatever it started
 
     def _ensure_ready(self) -> None:
         if self._ready is None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from akerbp.mlops.errors import MlopsError
+from akerbp.mlops.utils.processes import kill_session
 from akerbp.mlops.services.responses import mask
 
 TAIL_CHARS = 4000
@@ -123,7 +123,7 @@ def call_handler(folder: Path, data, secrets: dict | None = None, timeout: float
         try:
             stdout, stderr = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)  # its own session: the handler and anything it started
+            kill_session(process, wait=False)  # its own session: the handler and anything it started
             stdout, stderr = process.communicate()
             raise LocalCallError(
                 f"the handler in {folder} did not answer within {timeout:g} s"
