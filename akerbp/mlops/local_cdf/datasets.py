@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .app import Ctx, Router
 from .resources import Kind, eq, metadata, prefix, time_range
-from .validation import check, items, metadata_limits, text_limit
+from .validation import metadata_limits, text_limit
 
 routes = Router()
 FIELDS = {"externalId": str, "name": str, "description": str, "metadata": dict, "writeProtected": bool}
@@ -25,12 +25,7 @@ def _validate(body: dict, where: str) -> None:
 
 @routes.post("/datasets")
 def create(ctx: Ctx) -> dict:
-    bodies = []
-    for i, item in enumerate(items(ctx.body)):
-        check(item, FIELDS, f"items[{i}]")
-        _validate(item, f"items[{i}]")
-        bodies.append({"writeProtected": False, "metadata": {}, **item})
-    return {"items": ctx.store.insert_many(ctx.project, DATASETS.kind, bodies, DATASETS.what)}
+    return DATASETS.create(ctx, FIELDS, _validate, defaults={"writeProtected": False, "metadata": {}})
 
 
 @routes.post("/datasets/byids")

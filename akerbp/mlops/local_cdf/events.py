@@ -10,7 +10,7 @@ from .app import Ctx, Router
 from .errors import bad_request
 from .resources import (Kind, aggregate_count, check_data_set, contains_any, data_set_ids, eq, metadata, prefix,
                         query_args, time_range)
-from .validation import check, items, metadata_limits, text_limit
+from .validation import check, metadata_limits, text_limit
 
 routes = Router()
 KIND = "events"
@@ -80,16 +80,18 @@ def validate_event(body: dict, where: str) -> None:
             raise bad_request(f"Field '{where}.assetIds' must be at most 10000 positive integer ids")
 
 
+def _checks(ctx: Ctx):
+    """Field limits, then the data set reference (which needs the request's project)."""
+    def validate(body: dict, where: str) -> None:
+        validate_event(body, where)
+        check_data_set(ctx, body, where)
+
+    return validate
+
+
 @routes.post("/events")
 def create(ctx: Ctx) -> dict:
-    bodies = []
-    for i, item in enumerate(items(ctx.body)):
-        where = f"items[{i}]"
-        check(item, FIELDS, where)
-        validate_event(item, where)
-        check_data_set(ctx, item, where)
-        bodies.append({k: v for k, v in item.items() if v is not None})
-    return {"items": ctx.store.insert_many(ctx.project, KIND, bodies, EVENTS.what)}
+    return EVENTS.create(ctx, FIELDS, _checks(ctx))
 
 
 @routes.post("/events/byids")
@@ -119,11 +121,7 @@ def aggregate(ctx: Ctx) -> dict:
 
 @routes.post("/events/update")
 def update(ctx: Ctx) -> dict:
-    def validate(body: dict, where: str) -> None:
-        validate_event(body, where)
-        check_data_set(ctx, body, where)
-
-    return EVENTS.update(ctx, validate=validate)
+    return EVENTS.update(ctx, validate=_checks(ctx))
 
 
 @routes.post("/events/delete")

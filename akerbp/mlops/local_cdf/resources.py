@@ -14,7 +14,7 @@ from typing import Any, Callable
 from .app import Ctx
 from .errors import bad_request
 from .store import public
-from .validation import NUMBER, check, identifiers, limit, partition
+from .validation import NUMBER, check, identifiers, items, limit, partition
 
 Clause = tuple[str, list]
 
@@ -117,6 +117,17 @@ class Kind:
         return " AND ".join(clauses), params
 
     # -- the shared endpoints ---------------------------------------------------------------------------------
+    def create(self, ctx: Ctx, fields: dict, validate: Callable[[dict, str], None],
+               defaults: dict | None = None) -> dict:
+        """Create items, each checked against `fields` and `validate(item, where)`; all or nothing."""
+        bodies = []
+        for i, item in enumerate(items(ctx.body)):
+            where = f"items[{i}]"
+            check(item, fields, where)
+            validate(item, where)
+            bodies.append({**(defaults or {}), **{k: v for k, v in item.items() if v is not None}})
+        return {"items": [self.view(b) for b in ctx.store.insert_many(ctx.project, self.kind, bodies, self.what)]}
+
     def byids(self, ctx: Ctx) -> dict:
         check(ctx.body, {"items": list, "ignoreUnknownIds": bool}, "", required=("items",))
         found = ctx.store.resolve(ctx.project, self.kind, identifiers(ctx.body),

@@ -11,7 +11,7 @@ from .app import Ctx, Router
 from .errors import bad_request
 from .resources import (Kind, aggregate_count, check_data_set, data_set_ids, eq, metadata, prefix, query_args,
                         time_range)
-from .validation import check, items, metadata_limits, text_limit
+from .validation import metadata_limits, text_limit
 
 routes = Router()
 routes.routes.extend(datapoints.routes.routes)
@@ -62,17 +62,18 @@ def validate_time_series(body: dict, where: str) -> None:
         raise bad_request(f"Field '{where}.securityCategories' must be at most 100 integer ids")
 
 
+def _checks(ctx: Ctx):
+    """Field limits, then the data set reference (which needs the request's project)."""
+    def validate(body: dict, where: str) -> None:
+        validate_time_series(body, where)
+        check_data_set(ctx, body, where)
+
+    return validate
+
+
 @routes.post("/timeseries")
 def create(ctx: Ctx) -> dict:
-    bodies = []
-    for i, item in enumerate(items(ctx.body)):
-        where = f"items[{i}]"
-        check(item, FIELDS, where)
-        validate_time_series(item, where)
-        check_data_set(ctx, item, where)
-        bodies.append({"isString": False, "isStep": False, "metadata": {},
-                       **{k: v for k, v in item.items() if v is not None}})
-    return {"items": ctx.store.insert_many(ctx.project, KIND, bodies, TIME_SERIES.what)}
+    return TIME_SERIES.create(ctx, FIELDS, _checks(ctx), defaults={"isString": False, "isStep": False, "metadata": {}})
 
 
 @routes.post("/timeseries/byids")
@@ -102,11 +103,7 @@ def aggregate(ctx: Ctx) -> dict:
 
 @routes.post("/timeseries/update")
 def update(ctx: Ctx) -> dict:
-    def validate(body: dict, where: str) -> None:
-        validate_time_series(body, where)
-        check_data_set(ctx, body, where)
-
-    return TIME_SERIES.update(ctx, validate=validate)
+    return TIME_SERIES.update(ctx, validate=_checks(ctx))
 
 
 @routes.post("/timeseries/delete")
