@@ -65,7 +65,9 @@ def deploy(service, models, env, dry_run, force, timeout, as_json):
               help="Roll back to the most recent kept deployment of artifact version N (default: the previous "
                    "deployment).")
 @click.option("--list", "list_only", is_flag=True, help="List the kept deployments and change nothing.")
-@click.option("--timeout", type=click.FloatRange(min=1), default=900, show_default=True)
+@click.option("--timeout", type=click.FloatRange(min=1), default=900, show_default=True,
+              help="Seconds the rollback may take: CDF building the restored function and its warm-up call "
+                   "included.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def rollback(model, env, service, to_version, list_only, timeout, as_json):
     """Put a previous deployment of MODEL's service back live, from its kept code file (no tests, no rebuild).
