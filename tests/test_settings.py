@@ -272,3 +272,18 @@ def test_schema_command_prints_the_schema():
     assert "root" not in fields
     assert "MLOPS_SECRET_MY_KEY" in fields["secrets"]["description"]
     assert fields["python_version"]["enum"] == ["py310", "py311", "py312", "py313"]
+
+
+def test_an_invalid_value_in_python_settings_prints_only_the_error(repo):
+    (repo / "mlops_settings.py").write_text(
+        "from akerbp.mlops import ModelSettings\n"
+        "models = [ModelSettings(model_name='m', model_file='model_code/model.py', cpu='lots')]\n"
+    )
+    proc = subprocess.run([sys.executable, "-m", "akerbp.mlops.cli", "settings", "validate"],
+                          capture_output=True, text=True, cwd=repo)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        "Error: mlops_settings.py is invalid (1 error):",
+        "  mlops_settings.py: model 'm': field 'cpu': 'lots': input should be a valid number, unable to parse string "
+        "as a number (line 2)",
+    ], proc.stderr  # no pydantic serializer warnings around it

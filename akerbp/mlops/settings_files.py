@@ -146,7 +146,12 @@ def _read_python(path: Path, name: str, model: type[BaseModel]) -> list[RawModel
     item_lines = _python_item_lines(source)
     raws = []
     for i, item in enumerate(models):
-        data = pending.get(id(item), item.model_dump(exclude_unset=True) if isinstance(item, model) else item)
+        # A ModelSettings(...) that failed validation holds its raw input: never dump it (pydantic would warn about
+        # every invalid value on stderr), take what the constructor recorded.
+        if id(item) in pending:
+            data = pending[id(item)]
+        else:
+            data = item.model_dump(exclude_unset=True) if isinstance(item, model) else item
         line, keys = item_lines[i] if i < len(item_lines) else (None, {})
         raws.append(RawModel(data, line, keys))
     return raws

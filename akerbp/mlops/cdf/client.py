@@ -59,10 +59,14 @@ def _env(name: str) -> str:
 
 
 def get_environment() -> str:
-    """ENV: dev (default), test or prod."""
-    env = _env("ENV").lower() or "dev"
+    """ENV: dev (unset or empty), test or prod, exactly: 'TEST' or ' test' is refused rather than guessed, since the
+    environment decides where a deploy goes (prod included)."""
+    env = os.environ.get("ENV", "")
+    if env == "":
+        return "dev"
     if env not in ENVIRONMENTS:
-        raise UsageError(f"ENV={_env('ENV')!r} is not an environment: set ENV to one of {', '.join(ENVIRONMENTS)}")
+        raise UsageError(f"ENV={env!r} is not an environment: set ENV to exactly one of {', '.join(ENVIRONMENTS)} "
+                         "(lowercase, no spaces)")
     return env
 
 

@@ -7,6 +7,7 @@ masked in all of them.
 """
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 
@@ -61,6 +62,10 @@ class LazyGroup(click.Group):
         except (click.exceptions.ClickException, click.exceptions.Abort, click.exceptions.Exit):
             raise  # click's own: usage errors, Ctrl-C, ctx.exit()
         except Exception as e:  # noqa: BLE001 - whatever it is, the user gets one line, not a traceback
+            if isinstance(e, OSError) and e.errno == errno.EPIPE:
+                # The reader of our output went away (`mlops ... | head -1`): click's main exits quietly, as CLIs
+                # do, instead of reporting a broken pipe as a network failure.
+                raise
             from akerbp.mlops.cdf.client import describe_failure
             from akerbp.mlops.utils.logger import get_logger
 

@@ -186,7 +186,10 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print the re
 @click.option("--dataset", default="mlops", show_default=True, help="External id of the data set of the files.")
 @json_option
 def upload(model, env, folder, pairs, metadata_file, dataset, as_json):
-    """Upload FOLDER as the next version of MODEL (dev and test; prod takes versions by promotion)."""
+    """Upload the artifact folder given by --folder as the next version of MODEL.
+
+    dev and test take uploads; prod takes versions only by promotion (`mlops models promote`).
+    """
     from akerbp.mlops.model_manager import upload_new_model_version
 
     env = _default_env(env)

@@ -15,9 +15,14 @@ from akerbp.mlops import pipeline as pl
 from akerbp.mlops.cli.output import table
 from akerbp.mlops.errors import MlopsError
 
-_file_option = click.option(
-    "--file", "file_", default=pl.PIPELINE_FILE, show_default=True, type=click.Path(path_type=Path),
-    help="The pipeline file; steps run in its folder.")
+
+def _file_option(help_text: str):
+    return click.option("--file", "file_", default=pl.PIPELINE_FILE, show_default=True,
+                        type=click.Path(path_type=Path), help=help_text)
+
+
+_show_file_option = _file_option("The pipeline file to read.")
+_run_file_option = _file_option("The pipeline file; its steps run in the file's folder.")
 _branch_option = click.option("--branch", required=True, help="Branch name, e.g. master or deploy/new-model.")
 _pr_option = click.option("--pull-request", is_flag=True,
                           help="Select as for a pull request from BRANCH (pipelines.pull-requests).")
@@ -70,7 +75,7 @@ def pipeline():
 @pipeline.command()
 @_branch_option
 @_pr_option
-@_file_option
+@_show_file_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def show(branch, pull_request, file_, as_json):
     """Print the steps that run for BRANCH: name, deployment, ENV, trigger, and the pattern that matched."""
@@ -96,7 +101,7 @@ def show(branch, pull_request, file_, as_json):
 @pipeline.command()
 @_branch_option
 @_pr_option
-@_file_option
+@_run_file_option
 @click.option("--include-manual", is_flag=True, help="Also run manual steps (e.g. the prod deploys).")
 @click.option("--install/--skip-install", default=False, show_default=True,
               help="Run the `pip install` lines too; by default they are skipped (this environment is set up).")
