@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -9,6 +11,12 @@ from akerbp.mlops.local_cdf import Limits, LocalCDF
 
 # CI runs this suite with CI=true, which makes the framework refuse a throwaway local CDF. Tests start from a
 # laptop-like environment; the tests of the CI and API-key guards set what they need themselves.
+# The scripts and CLI subprocesses the tests start run `mlops` from PATH: put this interpreter's bin first, so the
+# suite never depends on the venv being activated (nor picks up another `mlops` installed elsewhere).
+_BIN = str(Path(sys.executable).parent)
+if os.environ.get("PATH", "").split(os.pathsep)[0] != _BIN:
+    os.environ["PATH"] = os.pathsep.join([_BIN, os.environ.get("PATH", "")])
+
 CLEARED = ("CI", "BITBUCKET_BUILD_NUMBER", "MLOPS_LOCAL_CDF", "MLOPS_LOCAL_CDF_DIR", "ENV", "LOCAL_DEPLOYMENT")
 
 

@@ -201,7 +201,7 @@ def test_the_function_folder_is_complete_deterministic_and_hashes_what_matters(t
 def test_concurrent_builds_of_one_model_each_zip_their_own_content(tmp_path):
     root = copy_template(tmp_path / "repo")
     model = load_settings(root / "mlops_settings.py")[0]
-    both = threading.Barrier(2)
+    both = threading.Barrier(2, timeout=120)  # a failing thread breaks it for the other
     built: dict[int, tuple] = {}
 
     def deploy_build(version: int) -> None:  # what a deploy does with its folder: build, then zip (and test) it
@@ -218,7 +218,8 @@ def test_concurrent_builds_of_one_model_each_zip_their_own_content(tmp_path):
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
+        thread.join(timeout=180)
+    assert not any(thread.is_alive() for thread in threads)
     assert built[1][0].content_hash != built[2][0].content_hash
     for version, (folder, zipped) in built.items():
         unzipped = tmp_path / f"unzipped-{version}"
@@ -425,7 +426,7 @@ def test_test_deploys_the_latest_registry_version_replacing_the_live_one(templat
     response = template.call("well_density-prediction-test", ServiceTest.prediction_input)
     assert response["model_id"] == "well_density/test/2" and ServiceTest.prediction_check(response)
     standbys = [x for x in template.functions() if x.startswith("well_density-prediction-test-")]
-    assert standbys == [f"well_density-prediction-test-{result['hash'][:10]}"]
+    assert standbys == []  # the standby served the gap; rollback needs only the code files
     assert len(template.code_files("well_density-prediction-test")) == 2
     assert "live again after a gap of" in second.stderr
 
@@ -713,7 +714,7 @@ def test_redeploying_code_that_went_live_before_keeps_it_a_rollback_target(clien
     ship(client, tmp_path, 2)
     first = next(d for d in release.history(client, LIVE) if d.version == "1")
     switched = release.restore(client, LIVE, first, time.monotonic() + 120, None, use_standby=True)  # mlops rollback
-    release.cleanup(client, LIVE, switched.standby)
+    release.cleanup(client, LIVE)
     assert answer(client) == 1
 
     with pytest.raises(release.SmokeFailed) as failed:  # the same code as version 2 again; its smoke call fails

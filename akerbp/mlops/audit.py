@@ -18,7 +18,7 @@ from akerbp.mlops.utils.provenance import git_commit, who
 EVENT_TYPE = "mlops"
 SOURCE = "akerbp.mlops"
 ACTIONS = ("deploy", "rollback", "promotion", "training")
-OUTCOMES = ("success", "failed", "unchanged", "rolled_back")
+OUTCOMES = ("success", "failed", "unchanged", "rolled_back", "interrupted")
 MESSAGE_LIMIT = 1000  # characters kept of a record's message (and of each extra value)
 DESCRIPTION_LIMIT = 500  # CDF's limit for an event description
 KEY_LIMIT = 128  # CDF's limit for an event metadata key

@@ -1,8 +1,9 @@
 """`mlops deploy prediction|training` and `mlops rollback MODEL`.
 
 Progress and test output go to stderr as they happen; the summary table (or, with --json, one JSON document) goes
-to stdout at the end, secrets masked in all of it. Exit code 0 only when every model was deployed or unchanged; 1
-when one failed; 2 for usage and settings errors.
+to stdout at the end, secrets masked in all of it. Exit code 0 only when every model was deployed, verified or
+unchanged; 1 when one failed; 2 for usage and settings errors; 130/143 when stopped by Ctrl-C/SIGTERM (the model in
+progress finished or undid its step first: see deployment/interrupts.py).
 """
 from __future__ import annotations
 
@@ -42,10 +43,19 @@ def deploy(service, models, env, dry_run, force, timeout, as_json):
     MLOPS_LOCAL_CDF=1 or --dry-run); `mlops call/status/logs/history` read the same CDF.
     """
     from akerbp.mlops.deployment import deploy as deployment
+    from akerbp.mlops.deployment import interrupts
 
-    results = deployment.deploy(service, env=env, models=models, dry_run=dry_run, force=force, timeout=timeout,
-                                progress=_progress)
+    try:
+        with interrupts.handled(_progress):
+            results = deployment.deploy(service, env=env, models=models, dry_run=dry_run, force=force,
+                                        timeout=timeout, progress=_progress)
+            stopped = interrupts.requested()
+    except KeyboardInterrupt:  # a second Ctrl-C: stopped at once; the next deploy verifies or rolls back
+        note("stopped at once: run the deploy again; it verifies or rolls back what is live")
+        sys.exit(130)
     code = deployment.exit_code(results)
+    if stopped is not None:
+        code = interrupts.EXIT_CODES[stopped]
     if as_json:
         print_json({"service": service, "env": results[0].env if results else env, "dry_run": dry_run,
                     "ok": code == 0, "results": [r.as_dict() for r in results]})

@@ -3,10 +3,15 @@
 Per model (a failure stops that model; the others go on):
   1. model tests (pytest subprocess, started first, before even cognite-sdk is imported; 2-5 run meanwhile)
   2. artifacts (artifacts.py)           3. function folder + content hash (build.py)
-  5. change detection: same hash as the live, Ready function -> "unchanged", nothing else runs (--force overrides)
+  5. change detection: same hash as the live, Ready, *verified* function -> "unchanged", nothing else runs
+     (--force overrides); the same hash unverified (a deploy of it was stopped or killed before its smoke check)
+     -> its smoke check now, rollback on failure ("verified" / "rolled_back")
   4. service test: the built handler called as CDF would, ServiceTest's check asserted (while the tests run)
-  6-7. release (release.py): upload, standby, replace, smoke call, rollback on failure, cleanup
+  6-7. release (release.py): upload, standby, replace, smoke call, rollback on failure, cleanup; under the
+     function's deploy lock (lock.py), after reading the live function again (another deploy may have finished)
   8. audit event
+A Ctrl-C/SIGTERM stops at the next safe point (interrupts.py): the model in progress finishes or undoes its step,
+the rest are not started ("interrupted"), and the CLI exits 130/143.
 --dry-run runs 1-5 and prints the plan (functions and code files created and removed) without changing CDF.
 The CDF is cdf.client.client_for_env's, the one `mlops call/status/logs/history` read: ENV=dev deploys to the local
 CDF even when a project is configured, unless LOCAL_DEPLOYMENT=True (the original framework's switch); in CI that is
@@ -17,10 +22,11 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from akerbp.mlops.deployment import artifacts, build, service_check
+from akerbp.mlops.deployment import artifacts, build, interrupts, service_check
 from akerbp.mlops.deployment.model_tests import ModelTests
 from akerbp.mlops.errors import MlopsError, UsageError
 from akerbp.mlops.utils import provenance
@@ -28,7 +34,8 @@ from akerbp.mlops.utils.logger import get_logger, mask
 
 SERVICES = ("prediction", "training")
 DEFAULT_TIMEOUT = 900.0
-OUTCOMES = {"deployed": "success", "unchanged": "unchanged", "rolled_back": "rolled_back", "failed": "failed"}
+OUTCOMES = {"deployed": "success", "verified": "success", "unchanged": "unchanged", "rolled_back": "rolled_back",
+            "failed": "failed", "interrupted": "interrupted"}
 
 Progress = Callable[[str], None]
 
@@ -77,7 +84,7 @@ class ModelResult:
     service: str
     env: str
     function: str
-    result: str = "failed"  # deployed | unchanged | failed | rolled_back | would deploy (dry run)
+    result: str = "failed"  # deployed | verified | unchanged | failed | rolled_back | interrupted | would deploy
     version: int | None = None
     model_id: str | None = None
     hash: str | None = None
@@ -91,7 +98,7 @@ class ModelResult:
 
     @property
     def ok(self) -> bool:
-        return self.result in ("deployed", "unchanged", "would deploy")
+        return self.result in ("deployed", "verified", "unchanged", "would deploy")
 
     def as_dict(self) -> dict:
         out = asdict(self)
@@ -109,7 +116,9 @@ def select_models(all_models: list, names: tuple[str, ...] | list[str] | None) -
     known = {m.model_name: m for m in all_models}
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise UsageError(f"--model {', '.join(unknown)}: not in the settings; the models are: {', '.join(known)}")
+        from akerbp.mlops.settings import unknown_model_error
+
+        raise unknown_model_error(unknown, known, "the settings")
     return [known[n] for n in dict.fromkeys(names)]
 
 
@@ -131,8 +140,17 @@ def deploy(service: str, *, env: str | None = None, models: tuple[str, ...] | No
     say = progress or (lambda message: None)
     say(f"{'dry run: ' if dry_run else ''}{service} service of {', '.join(m.model_name for m in selected)} "
         f"to {env} in the {target.describe()}")
-    return [deploy_model(m, service, env, target, dry_run=dry_run, force=force, timeout=timeout, progress=say)
-            for m in selected]
+    results = []
+    for model in selected:
+        if interrupts.requested() is not None:  # asked to stop: the models not started stay as they are
+            skipped = ModelResult(model.model_name, service, env, model.function_external_id(service, env),
+                                  result="interrupted", message="not started: the deploy was interrupted")
+            skipped.exit_code = interrupts.EXIT_CODES.get(interrupts.requested(), 130)
+            results.append(skipped)
+            continue
+        results.append(deploy_model(model, service, env, target, dry_run=dry_run, force=force, timeout=timeout,
+                                    progress=say))
+    return results
 
 
 def deploy_model(settings, service: str, env: str, target: Target, *, dry_run: bool, force: bool, timeout: float,
@@ -145,7 +163,7 @@ def deploy_model(settings, service: str, env: str, target: Target, *, dry_run: b
     def say(message: str) -> None:
         progress(f"[{xid}] {message}")
 
-    tests = ModelTests(settings.root, settings.test_path, timeout=timeout)
+    tests = ModelTests(settings.root, settings.test_path, timeout=timeout, allow_no_tests=settings.allow_no_tests)
     tester = service_check.ServiceTest(settings.root, settings.test_path, f"model '{settings.model_name}'",
                                        timeout=timeout)
 
@@ -155,6 +173,8 @@ def deploy_model(settings, service: str, env: str, target: Target, *, dry_run: b
         from akerbp.mlops.deployment.release import SmokeFailed
 
         result.result = "rolled_back" if isinstance(e, SmokeFailed) and e.rolled_back_to else "failed"
+        if isinstance(e, interrupts.Interrupted):
+            result.result = "interrupted"
         result.message, result.exit_code = mask(str(e)), e.exit_code
         if isinstance(e, SmokeFailed):
             result.gap_seconds = e.gap
@@ -205,7 +225,8 @@ class _Prepared:
     secrets: dict = field(default_factory=dict)
     built: build.BuiltFolder | None = None
     live: object = None
-    unchanged: bool = False
+    unchanged: bool = False  # the live function runs this content (verified or not)
+    verified: bool = False  # ... and passed its smoke check
     zip_bytes: bytes | None = None
     service_test: Future | None = None
     failure: MlopsError | None = None
@@ -215,32 +236,45 @@ class _Prepared:
 def _run(settings, service, env, target, result, tests, tester, say, dry_run, force, deadline) -> None:
     with ThreadPoolExecutor(max_workers=1) as pool:
         prepared = _prepare(settings, service, env, target, result, tester, say, dry_run, force, deadline, pool)
-        outcome = tests.wait()
+        outcome = tests.wait(stop=lambda: interrupts.check("while the model tests ran: nothing was changed in CDF"))
         result.phases["model tests (run)"] = outcome.seconds
         _timed(result, "model tests (wait)", prepared.finished)
         if not outcome.passed:
             say(f"model tests failed ({outcome.summary}); the end of pytest's output:\n{outcome.tail()}")
             also = f"; also: {prepared.failure}" if prepared.failure else ""
-            raise MlopsError(f"model tests failed: {outcome.summary}; see the pytest output above{also}")
+            raise MlopsError(f"model tests failed: {outcome.summary} (pytest's output: in the deploy's progress on "
+                             f"stderr){also}")
         say(f"model tests passed ({outcome.summary}, {outcome.seconds:.1f} s)")
         if prepared.failure is not None:
             raise prepared.failure
         if prepared.service_test is None:
             result.result = "unchanged"
-            say(f"unchanged: {result.function} already runs hash {result.hash[:10]} (use --force to redeploy)")
+            say(f"unchanged: {result.function} already runs hash {result.hash[:10]}, verified by its smoke check "
+                "(use --force to redeploy)")
             return
         t = time.monotonic()
-        check = prepared.service_test.result()
+        check = _wait_for(prepared.service_test, "while the service test ran: nothing was changed in CDF")
         _timed(result, "service test (wait)", t)
     if not check.passed:
         raise MlopsError(f"service test failed: {check.detail}")
     say("service test passed")
     if dry_run:
-        result.plan = _plan(target, result, prepared.live, prepared.unchanged and not force,
-                            settings.models_to_keep)
-        result.result = "would deploy" if not prepared.unchanged or force else "unchanged"
+        unchanged = prepared.unchanged and prepared.verified and not force
+        result.plan = _plan(target, result, prepared.live, unchanged, settings.models_to_keep,
+                            verify=prepared.unchanged and not prepared.verified and not force)
+        result.result = "unchanged" if unchanged else "would deploy"
         return
-    _ship(settings, service, env, target, result, tester, prepared, say, deadline)
+    interrupts.check("before anything was changed in CDF")
+    _ship(settings, service, env, target, result, tester, prepared, say, deadline, force)
+
+
+def _wait_for(future: Future, where: str):
+    """A future's result, noticing a stop request while waiting."""
+    while True:
+        try:
+            return future.result(timeout=0.2)
+        except FutureTimeout:
+            interrupts.check(where)
 
 
 def _prepare(settings, service, env, target, result, tester, say, dry_run, force, deadline, pool) -> _Prepared:
@@ -267,7 +301,11 @@ def _prepare(settings, service, env, target, result, tester, say, dry_run, force
         t = _timed(result, "change detection", t)
         live_hash = (out.live.metadata or {}).get("mlops_hash") if out.live is not None else None
         out.unchanged = out.live is not None and out.live.status == "Ready" and live_hash == result.hash
-        if not out.unchanged or force or dry_run:
+        if out.unchanged:
+            from akerbp.mlops.deployment.release import is_verified
+
+            out.verified = is_verified(target.client(), out.live)
+        if not (out.unchanged and out.verified) or force or dry_run:
             out.zip_bytes = None if dry_run else build.zip_folder(out.built.path)  # before the service test runs
             t = _timed(result, "zip", t)
             out.service_test = pool.submit(service_check.run_service_test, out.built.path, service, tester,
@@ -279,15 +317,18 @@ def _prepare(settings, service, env, target, result, tester, say, dry_run, force
     return out
 
 
-def _ship(settings, service, env, target, result, tester, prepared: _Prepared, say, deadline) -> None:
-    """Steps 6-7: release the folder, with a smoke call that checks the live function's answer."""
+def _ship(settings, service, env, target, result, tester, prepared: _Prepared, say, deadline, force) -> None:
+    """Steps 6-7 under the function's deploy lock: release the folder (or verify the live function that already
+    runs it), with a smoke call that checks the live function's answer."""
     from akerbp.mlops.deployment import functions, release
+    from akerbp.mlops.deployment.lock import DeployLock
 
     client = target.client()
+    by = provenance.who()
     mlops_md = release.mlops_metadata(
         model=settings.model_name, service=service, env=env, version=result.version, model_id=result.model_id,
-        content_hash=result.hash, commit=provenance.git_commit(settings.root, mark_dirty=True), deployed_at=release.now_iso(),
-        by=provenance.who())
+        content_hash=result.hash, commit=provenance.git_commit(settings.root, mark_dirty=True),
+        deployed_at=release.now_iso(), by=by)
     t = time.monotonic()
     data_set = functions.data_set_id(client, settings.dataset)
     _timed(result, "data set", t)
@@ -305,26 +346,48 @@ def _ship(settings, service, env, target, result, tester, prepared: _Prepared, s
                            f"the response was {service_check.show(call.response, prepared.secrets)}")
         return True, ""
 
-    done = release.release(client, live=result.function, content_hash=result.hash, zip_bytes=prepared.zip_bytes,
-                           options=prepared.built.options, secrets=prepared.secrets, mlops_md=mlops_md,
-                           data_set=data_set, deadline=deadline, progress=say, smoke=smoke,
-                           keep=settings.models_to_keep)
+    t = time.monotonic()
+    with DeployLock(client, result.function, deadline, say) as lock:
+        _timed(result, "lock", t)
+        live = functions.retrieve(client, result.function)  # again: another deploy may have finished meanwhile
+        same = (live is not None and live.status == "Ready"
+                and (live.metadata or {}).get("mlops_hash") == result.hash)
+        verified = same and release.is_verified(client, live)
+        if verified and (lock.waited or not force):
+            result.result = "unchanged"
+            say(f"unchanged: another deploy put hash {result.hash[:10]} live and verified it while this one "
+                "waited for it" if lock.waited else f"unchanged: {result.function} already runs {result.hash[:10]}")
+            return
+        lock.check()
+        if same and not verified and not force:
+            say(f"{result.function} runs hash {result.hash[:10]}, but that deployment never passed its smoke check "
+                "(a deploy of it was stopped or killed): checking it now, rolling back if it fails")
+            done = release.verify_live(client, result.function, live, smoke, by, deadline, say,
+                                       keep=settings.models_to_keep)
+            result.code_file, result.result = done.code_file, "verified"
+            result.phases.update(done.phases)
+            return
+        done = release.release(client, live=result.function, content_hash=result.hash,
+                               zip_bytes=prepared.zip_bytes, options=prepared.built.options,
+                               secrets=prepared.secrets, mlops_md=mlops_md, data_set=data_set, deadline=deadline,
+                               progress=say, smoke=smoke, keep=settings.models_to_keep)
     result.code_file, result.gap_seconds = done.code_file, done.switch.gap
     result.phases.update(done.phases)
     result.result = "deployed"
     if done.switch.gap is not None:
-        say(f"live again after a gap of {done.switch.gap:.2f} s (the standby {done.switch.standby} answered meanwhile)")
+        say(f"live again after a gap of {done.switch.gap:.2f} s (its standby {done.switch.standby} answered "
+            "meanwhile, and is removed now)")
 
 
-def _plan(target, result: ModelResult, live, unchanged: bool, keep_deployments: int) -> dict:
+def _plan(target, result: ModelResult, live, unchanged: bool, keep_deployments: int, verify: bool = False) -> dict:
     """What a deploy would create and remove (read-only)."""
     from akerbp.mlops.deployment import functions, release
 
     xid, content_hash = result.function, result.hash
     plan = {"artifact": result.model_id, "hash": content_hash, "live_hash": (live.metadata or {}).get("mlops_hash")
-            if live is not None else None, "changed": not unchanged, "create": [], "remove": [],
-            "upload": None, "delete_code_files": []}
-    if unchanged:
+            if live is not None else None, "changed": not unchanged and not verify, "verify": verify, "create": [],
+            "remove": [], "upload": None, "delete_code_files": []}
+    if unchanged or verify:
         return plan
     standby = functions.standby_xid(xid, content_hash)
     if live is not None and live.status == "Ready":
@@ -332,11 +395,12 @@ def _plan(target, result: ModelResult, live, unchanged: bool, keep_deployments: 
     plan["create"].append(xid)
     if live is not None:
         plan["remove"].append(f"{xid} (replaced)")
+    if live is not None and live.status == "Ready":
+        plan["remove"].append(f"{standby} (once {xid} is replaced and verified)")
     plan["upload"] = functions.code_xid(xid, content_hash)
     if target.readable() and live is not None:
         client = target.client()
-        keep = standby if live.status == "Ready" else None
-        plan["remove"] += [f.external_id for f in functions.standbys(client, xid) if f.external_id != keep]
+        plan["remove"] += [f.external_id for f in functions.standbys(client, xid) if f.external_id != standby]
         kept = release.history(client, xid)[: keep_deployments - 1]
         known = {d.file_id for d in kept}
         plan["delete_code_files"] = [f.external_id for f in functions.code_files(client, xid)
@@ -395,6 +459,10 @@ def plan_text(results: list[ModelResult]) -> str:
             continue
         p = r.plan
         what = f"artifact {p['artifact']}" if p["artifact"] else "no artifact (training)"
+        if p.get("verify"):
+            lines.append(f"  {r.function}: {what}; hash {p['hash'][:10]} is live but was never verified (a deploy "
+                         "of it was stopped): smoke-check it, roll back if it fails")
+            continue
         if not p["changed"]:
             lines.append(f"  {r.function}: {what}; unchanged (hash {p['hash'][:10]} is live): nothing to do")
             continue

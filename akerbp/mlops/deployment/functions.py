@@ -8,9 +8,12 @@ Naming:
 
 Functions cannot be updated in CDF: a change is delete + create. Waiting is polling functions.retrieve, as CDF
 offers no notification: every 0.2 s against the local CDF, backing off to 2 s against a real project.
+Creates, deletes and calls, which cognite-sdk does not retry, are retried here after a transient failure, looking
+first at what CDF did (transient.py). Waits notice a Ctrl-C/SIGTERM (interrupts.py).
 """
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -19,6 +22,7 @@ from urllib.parse import urlparse
 from cognite.client.exceptions import CogniteAPIError, CogniteDuplicatedError, CogniteNotFoundError
 
 from akerbp.mlops.cdf import naming
+from akerbp.mlops.deployment import interrupts, transient
 from akerbp.mlops.errors import MlopsError
 
 CODE_DIRECTORY = "/mlops/code"
@@ -80,9 +84,9 @@ def upload_code(client, live: str, content_hash: str, content: bytes, metadata: 
             return existing, False
         update_code_metadata(client, existing.id, metadata)
         return client.files.retrieve(id=existing.id), True
-    client.files.upload_bytes(content, name=f"{live}-{content_hash[:16]}.zip", external_id=xid,
-                              directory=CODE_DIRECTORY, metadata=metadata, data_set_id=data_set,
-                              mime_type="application/zip", overwrite=True)
+    transient.retry(lambda: client.files.upload_bytes(  # overwrite=True: a repeated create is harmless
+        content, name=f"{live}-{content_hash[:16]}.zip", external_id=xid, directory=CODE_DIRECTORY,
+        metadata=metadata, data_set_id=data_set, mime_type="application/zip", overwrite=True))
     return client.files.retrieve(external_id=xid), True
 
 
@@ -101,13 +105,14 @@ def download_code(client, file_id: int) -> bytes:
 
 
 def delete_files(client, ids: list[int]) -> None:
+    """Delete code files by id; ones already gone are fine."""
     if ids:
         try:
-            client.files.delete(id=ids)
+            transient.retry(lambda: client.files.delete(id=ids))
         except CogniteNotFoundError:
             for one in ids:
                 try:
-                    client.files.delete(id=one)
+                    transient.retry(lambda: client.files.delete(id=one))
                 except CogniteNotFoundError:
                     pass
 
@@ -134,15 +139,25 @@ def create(client, xid: str, name: str, file_id: int, options: dict, secrets: di
     for key in ("cpu", "memory"):
         if options.get(key) is not None:
             kwargs[key] = float(options[key])
+    def ours():  # a create whose answer was lost (a 503 after CDF acted): the function with our code file
+        fn = retrieve(client, xid)
+        return fn if fn is not None and fn.file_id == file_id else transient.NOT_YET
+
     intervals = _poll_intervals(client)
     while True:
         try:
-            return client.functions.create(**kwargs)
+            return transient.retry(lambda: client.functions.create(**kwargs), check=ours, deadline=deadline)
         except CogniteDuplicatedError:
+            found = ours()
+            if found is not transient.NOT_YET:
+                return found
             if deadline is None or time.monotonic() >= deadline:
                 raise MlopsError(f"function {xid} already exists: delete it, or deploy again") from None
             time.sleep(next(intervals))
         except CogniteAPIError as e:
+            if transient.is_transient(e):
+                raise MlopsError(f"CDF did not create function {xid}: it kept answering {e.code} ({e.message}); "
+                                 "deploy again when CDF answers") from None
             raise MlopsError(f"CDF refused to create function {xid}: {e.message}") from None
 
 
@@ -150,7 +165,8 @@ def delete(client, xids: list[str]) -> None:
     """Delete functions by external id; ones already gone are fine."""
     for xid in xids:
         try:
-            client.functions.delete(external_id=xid)
+            transient.retry(lambda: client.functions.delete(external_id=xid),
+                            check=lambda: None if retrieve(client, xid) is None else transient.NOT_YET)
         except CogniteNotFoundError:
             pass
 
@@ -180,6 +196,17 @@ def _build_error(fn) -> str:
     return message + (f"\nthe end of the build log:\n{trace}" if trace else "")
 
 
+def runtime_mismatch(fn) -> str | None:
+    """Says so when CDF runs the function on another Python than its runtime asks (the local CDF does, on a machine
+    without that version): code that works here may not work there."""
+    asked = re.fullmatch(r"py(\d)(\d+)", fn.runtime or "")
+    runs = re.search(r"(\d+)\.(\d+)", fn.runtime_version or "")
+    if not asked or not runs or asked.groups() == runs.groups():
+        return None
+    return (f"{fn.external_id} asked for runtime {fn.runtime} but runs on {fn.runtime_version}: install Python "
+            f"{asked[1]}.{asked[2]} here (or name it in MLOPS_LOCAL_CDF_PYTHONS) to test on the version CDF runs")
+
+
 def wait_ready(client, xid: str, deadline: float, progress: Progress | None = None):
     """Poll until the function is Ready; BuildFailed if it failed, DeployTimeout past the deadline."""
     started = last_report = time.monotonic()
@@ -188,6 +215,8 @@ def wait_ready(client, xid: str, deadline: float, progress: Progress | None = No
         if fn is None:
             raise MlopsError(f"function {xid} disappeared while waiting for it to be Ready: deleted by someone else?")
         if fn.status == "Ready":
+            if progress is not None and runtime_mismatch(fn):
+                progress(f"warning: {runtime_mismatch(fn)}")
             return fn
         if fn.status == "Failed":
             raise BuildFailed(f"CDF could not build function {xid}: {_build_error(fn)}")
@@ -200,6 +229,7 @@ def wait_ready(client, xid: str, deadline: float, progress: Progress | None = No
         if progress is not None and now - last_report >= PROGRESS_EVERY:
             last_report = now
             progress(f"waiting for {xid} to be Ready: {fn.status}, {now - started:.0f} s")
+        interrupts.check(f"while {xid} was being built")
         time.sleep(min(interval, max(0.0, deadline - now)))
     raise AssertionError("unreachable")
 
@@ -219,7 +249,14 @@ def call(client, xid: str, data, deadline: float, progress: Progress | None = No
     fn = client.functions.retrieve(external_id=xid)
     if fn is None:
         raise MlopsError(f"function {xid} does not exist")
-    handle = client.functions.call(id=fn.id, data=data, wait=False)
+    since = int(time.time() * 1000) - 1000
+
+    def started_call():  # a call whose answer was lost: CDF started it (the only call of this caller since then)
+        calls = client.functions.calls.list(function_id=fn.id, start_time={"min": since}, limit=10)
+        return calls[0] if len(calls) == 1 else transient.NOT_YET
+
+    handle = transient.retry(lambda: client.functions.call(id=fn.id, data=data, wait=False), check=started_call,
+                             deadline=deadline)
     for interval in _poll_intervals(client):
         if handle.status != "Running":
             break
@@ -229,6 +266,7 @@ def call(client, xid: str, data, deadline: float, progress: Progress | None = No
         if progress is not None and now - last_report >= PROGRESS_EVERY:
             last_report = now
             progress(f"waiting for the call of {xid}: {now - started:.0f} s")
+        interrupts.check(f"while the call of {xid} ran")
         time.sleep(min(interval, max(0.0, deadline - now)))
         handle = client.functions.calls.retrieve(call_id=handle.id, function_id=fn.id)
     response = None

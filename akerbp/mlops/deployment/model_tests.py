@@ -16,6 +16,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from akerbp.mlops.errors import MlopsError
 from akerbp.mlops.utils.logger import mask
@@ -45,10 +46,12 @@ class ModelTestsTimeout(MlopsError):
 
 class ModelTests:
     """`python -m pytest <test_file> -q` with cwd and PYTHONPATH = the repo root; `timeout` (seconds from now,
-    None: no limit) bounds them."""
+    None: no limit) bounds them. A file that collects no tests fails unless allow_no_tests (the model's setting):
+    "no tests" must not pass for "the tests passed"."""
 
-    def __init__(self, root: Path, test_file: Path, timeout: float | None = None):
+    def __init__(self, root: Path, test_file: Path, timeout: float | None = None, allow_no_tests: bool = False):
         self.root, self.test_file, self.timeout = Path(root), Path(test_file), timeout
+        self.allow_no_tests = allow_no_tests
         self._output = tempfile.TemporaryFile(mode="w+b")
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(self.root)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
@@ -61,15 +64,28 @@ class ModelTests:
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         self._result: ModelTestResult | None = None
 
-    def wait(self) -> ModelTestResult:
-        """The tests' result; ModelTestsTimeout (the tests killed) if they do not end within the timeout."""
+    def wait(self, stop: Callable[[], None] | None = None) -> ModelTestResult:
+        """The tests' result; ModelTestsTimeout (the tests killed) if they do not end within the timeout.
+        `stop` is called while waiting: an exception from it (a Ctrl-C noticed) kills the tests and propagates."""
         if self._result is not None:
             if self._result.returncode is None:
                 raise ModelTestsTimeout(self._result.summary)
             return self._result
         try:
-            remaining = None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
-            code = self._process.wait(timeout=remaining)
+            code = None
+            while code is None:
+                remaining = None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+                try:
+                    code = self._process.wait(timeout=remaining if stop is None else min(remaining or 0.2, 0.2))
+                except subprocess.TimeoutExpired:
+                    if remaining is not None and time.monotonic() >= self._deadline:
+                        raise
+                    if stop is not None:
+                        try:
+                            stop()
+                        except BaseException:
+                            self._kill()
+                            raise
         except subprocess.TimeoutExpired:
             self._kill()
             output = self._read_output()
@@ -81,9 +97,13 @@ class ModelTests:
         seconds = time.monotonic() - self._started
         output = self._read_output()
         summary = _summary(output) or f"pytest exited with code {code}"
+        passed = code == 0
         if code == NO_TESTS_COLLECTED:
-            summary = "no tests collected"
-        self._result = ModelTestResult(code in (0, NO_TESTS_COLLECTED), summary, output, seconds, code)
+            passed = self.allow_no_tests
+            summary = "no tests collected" + ("" if passed else (
+                f" from {self.test_file.name}: add tests, or set allow_no_tests=True in the model's settings to "
+                "deploy it untested"))
+        self._result = ModelTestResult(passed, summary, output, seconds, code)
         return self._result
 
     def stop(self) -> None:

@@ -11,9 +11,16 @@ Replacing a live function `{xid}` with new code (CDF cannot update a function in
      code file, name, metadata and schedules) and the deploy fails saying so: a deploy never leaves a function
      that answered missing;
   d) smoke call (by the caller); a failure rolls back to the previous deployment's code file and fails;
-  e) clean up: the standby of the current deployment stays (the fallback of the next replacement's gap), other
-     standbys go; the code files of the newest `keep` deployments (settings.models_to_keep, default 3: the current
+  e) clean up: standbys go (one function per service and environment between deploys: CDF allows 100 per
+     project); the code files of the newest `keep` deployments (settings.models_to_keep, default 3: the current
      one and the 2 before it) stay, older ones go.
+
+Verified: a live function counts as verified only once it passed its smoke check (or was put back from code that
+had): its code file's metadata then holds `mlops_verified_function` = the function's id (a re-created function
+gets a new id, so a replacement is never verified by its predecessor's check). A deploy that was killed or stopped
+between (c) and (d) leaves an unverified function; the next deploy of the same content verifies it (smoke call,
+rollback on failure, `verify_live`), and "unchanged" is reported only for verified functions. From the deletion of
+the live function to the end of (e), a Ctrl-C/SIGTERM is held back (interrupts.shielded) so that step finishes.
 
 A first deploy (no live function) skips (b): there is nothing to protect and no gap, so one build instead of two.
 An automatic rollback skips (b) too: the previous code built before, and the standby of the failing code is
@@ -34,7 +41,7 @@ from typing import Callable
 
 from cognite.client.exceptions import CogniteException
 
-from akerbp.mlops.deployment import functions
+from akerbp.mlops.deployment import functions, interrupts
 from akerbp.mlops.deployment.build import read_options
 from akerbp.mlops.deployment.functions import BuildFailed, Progress
 from akerbp.mlops.errors import MlopsError, UsageError
@@ -44,6 +51,7 @@ from akerbp.mlops.utils.provenance import who
 
 KEEP_DEPLOYMENTS = 3  # default of settings.models_to_keep: the current one and the 2 before it
 MAX_METADATA_VALUE = 512
+VERIFIED_KEY = "mlops_verified_function"  # on a code file: the id of the function that passed its smoke check
 RECOVERY_SECONDS = 600.0  # to put a deleted live function back, even past the deploy's deadline
 
 
@@ -124,6 +132,7 @@ class Switch:
     standby_seconds: float = 0.0
     replace_seconds: float = 0.0
     standby: str | None = None
+    function_id: int | None = None  # the live function now running the code
 
 
 def ensure_standby(client, xid: str, file_id: int, name: str, options: dict, secrets: dict, metadata: dict,
@@ -137,7 +146,7 @@ def ensure_standby(client, xid: str, file_id: int, name: str, options: dict, sec
         functions.create(client, xid, name, file_id, options, secrets, metadata)
     try:
         functions.wait_ready(client, xid, deadline, progress)
-    except BuildFailed:
+    except (BuildFailed, interrupts.Interrupted):
         functions.delete(client, [xid])
         raise
 
@@ -158,24 +167,27 @@ def switch(client, live: str, file_id: int, content_hash: str, options: dict, se
         standby_name = f"{options['name']} standby {content_hash[:10]}"
         ensure_standby(client, result.standby, file_id, standby_name, options, secrets, metadata, deadline, progress)
         result.standby_seconds = time.monotonic() - started
+    interrupts.check(f"before {live} was replaced (it was not touched)")
     schedules = functions.schedules_of(client, current.id) if current is not None else []
-    started = time.monotonic()
-    if current is not None:
-        functions.delete(client, [live])
-    try:
-        created = functions.create(client, live, options["name"], file_id, options, secrets, metadata, deadline)
-        if progress:
-            progress(f"replacing {live}" if current is not None else f"creating {live}")
-        functions.wait_ready(client, live, deadline, progress)
-    except Exception as e:
-        if not recover or current is None or current.status != "Ready":
-            raise
-        raise _put_back(client, live, current, schedules, secrets, e, progress) from e
-    result.replace_seconds = time.monotonic() - started
-    if schedules:
-        functions.recreate_schedules(client, created.id, schedules)
-        if progress:
-            progress(f"kept {len(schedules)} schedule(s) of {live}: {', '.join(s['name'] for s in schedules)}")
+    with interrupts.shielded():  # from here on, a stop waits until the replacement is in place
+        started = time.monotonic()
+        if current is not None:
+            functions.delete(client, [live])
+        try:
+            created = functions.create(client, live, options["name"], file_id, options, secrets, metadata, deadline)
+            if progress:
+                progress(f"replacing {live}" if current is not None else f"creating {live}")
+            functions.wait_ready(client, live, deadline, progress)
+        except Exception as e:
+            if not recover or current is None or current.status != "Ready":
+                raise
+            raise _put_back(client, live, current, schedules, secrets, e, progress) from e
+        result.replace_seconds = time.monotonic() - started
+        result.function_id = created.id
+        if schedules:
+            functions.recreate_schedules(client, created.id, schedules)
+            if progress:
+                progress(f"kept {len(schedules)} schedule(s) of {live}: {', '.join(s['name'] for s in schedules)}")
     result.gap = result.replace_seconds if current is not None and current.status == "Ready" else None
     return result
 
@@ -210,16 +222,15 @@ def _put_back(client, live: str, before, schedules: list[dict], secrets: dict, e
                          f"ran before (code file {before.file_id}) and answers as before", restored=True)
 
 
-def cleanup(client, live: str, keep_standby: str | None, keep: int = KEEP_DEPLOYMENTS) -> dict:
-    """Delete standbys other than keep_standby, and code files beyond the newest `keep` deployed ones (failed and
-    abandoned uploads too), except files a remaining function still runs."""
-    removed_functions = [f.external_id for f in functions.standbys(client, live) if f.external_id != keep_standby]
+def cleanup(client, live: str, keep: int = KEEP_DEPLOYMENTS) -> dict:
+    """Delete the standbys (rollback needs only code files), and code files beyond the newest `keep` deployed ones
+    (failed and abandoned uploads too), except the file the live function runs."""
+    removed_functions = [f.external_id for f in functions.standbys(client, live)]
     functions.delete(client, removed_functions)
     in_use = set()
-    for xid in (live, keep_standby):
-        fn = functions.retrieve(client, xid) if xid else None
-        if fn is not None:
-            in_use.add(fn.file_id)
+    fn = functions.retrieve(client, live)
+    if fn is not None:
+        in_use.add(fn.file_id)
     files = [Deployment.from_file(f) for f in functions.code_files(client, live)]
     deployed = sorted((d for d in files if d.status == "deployed"), key=lambda d: d.deployed_at, reverse=True)
     kept = {d.file_id for d in deployed[:max(1, keep)]} | in_use
@@ -230,6 +241,24 @@ def cleanup(client, live: str, keep_standby: str | None, keep: int = KEEP_DEPLOY
 
 def mark(client, file_id: int, status: str, **metadata: str) -> None:
     functions.update_code_metadata(client, file_id, {"mlops_status": status, **metadata})
+
+
+def mark_verified(client, file_id: int, function_id: int | None, by: str) -> None:
+    """The code file went live in function `function_id` and that function passed its check."""
+    mark(client, file_id, "deployed", mlops_deployed_at=now_iso(), mlops_deployed_by=by[:MAX_METADATA_VALUE],
+         **({VERIFIED_KEY: str(function_id)} if function_id is not None else {}))
+
+
+def is_verified(client, fn) -> bool:
+    """Whether the live function `fn` passed its smoke check (see the module doc); False for one a deploy was
+    interrupted in, and for one deployed by a framework version that did not record it."""
+    if fn is None:
+        return False
+    code_file = (fn.metadata or {}).get("mlops_code_file")
+    if not code_file or not code_file.isdigit():
+        return False
+    f = client.files.retrieve(id=int(code_file))
+    return f is not None and (f.metadata or {}).get(VERIFIED_KEY) == str(fn.id)
 
 
 @dataclass
@@ -244,7 +273,8 @@ def release(client, *, live: str, content_hash: str, zip_bytes: bytes, options: 
             mlops_md: dict, data_set: int | None, deadline: float, progress: Progress | None,
             smoke: Callable[[], tuple[bool, str]], keep: int = KEEP_DEPLOYMENTS) -> Release:
     """Steps (a)-(e) for new code. Raises BuildFailed (live untouched), ReplaceFailed (live put back, or not),
-    SmokeFailed (rolled back), DeployTimeout. `keep`: deployments whose code files stay (settings.models_to_keep)."""
+    SmokeFailed (rolled back), DeployTimeout, Interrupted (before the live function was touched: nothing of this
+    deploy is left). `keep`: deployments whose code files stay (settings.models_to_keep)."""
     out = Release()
     started = time.monotonic()
     code, owned = functions.upload_code(client, live, content_hash, zip_bytes,
@@ -255,14 +285,20 @@ def release(client, *, live: str, content_hash: str, zip_bytes: bytes, options: 
     try:
         out.switch = switch(client, live, code.id, content_hash, options, secrets, metadata, deadline, progress,
                             use_standby=True)
+    except interrupts.Interrupted as e:  # the standby (if any) is gone already; the live function was not touched
+        if owned:
+            functions.delete_files(client, [code.id])
+        e.args = (f"{e}: {live} was not touched, and nothing of this deploy was left in CDF",)
+        raise
     except BuildFailed as e:
         if owned:
             mark(client, code.id, "failed")
         current = functions.retrieve(client, live)
         if current is None or current.status == "Failed":  # the live one was replaced: put the previous back
-            previous, _ = _restore_previous(client, live, code.id, deadline, progress)
+            with interrupts.shielded():
+                previous, _ = _restore_previous(client, live, code.id, deadline, progress)
+                cleanup(client, live, keep)
             e.args = (f"{e}; " + (f"rolled back to {previous.describe()}" if previous else "nothing was live before"),)
-            cleanup(client, live, None, keep)
         else:  # the standby failed to build: the live function was never touched
             if owned:
                 functions.delete_files(client, [code.id])
@@ -282,32 +318,63 @@ def release(client, *, live: str, content_hash: str, zip_bytes: bytes, options: 
         raise  # not restored: the standby (if any) stays, the fallback of `mlops call`
     out.phases["standby build"] = out.switch.standby_seconds
     out.phases["replace"] = out.switch.replace_seconds
-    started = time.monotonic()
-    try:
-        passed, detail = smoke()
-    except (MlopsError, CogniteException) as e:  # the new code is live but unproven: treat it as failing
-        passed, detail = False, f"the smoke call of {live} could not be completed: {e}"
-    out.phases["smoke"] = time.monotonic() - started
-    if not passed:
-        if owned:  # a file that went live before stays a rollback target: the failure may be of the moment
-            mark(client, code.id, "failed")
-        if out.switch.standby:  # never send a caller to the failing code
-            functions.delete(client, [out.switch.standby])
-        try:
-            previous, gap = _restore_previous(client, live, code.id, deadline, progress)
-        except MlopsError as e:
-            raise SmokeFailed(f"{detail}; rolling back to the previous deployment failed too: {e}", None, None) from e
-        # The previous deployment's standby, if it is still there, stays: it runs the code that is live again.
-        cleanup(client, live, functions.standby_xid(live, previous.content_hash) if previous else None, keep)
-        what = (f"rolled back to the previous deployment ({previous.describe()})" if previous
-                else "there was no previous deployment to roll back to: the new function was removed")
-        raise SmokeFailed(f"{detail}; {what}", previous, gap)
-    mark(client, code.id, "deployed", mlops_deployed_at=now_iso(),
-         mlops_deployed_by=mlops_md.get("mlops_deployed_by", ""))
-    started = time.monotonic()
-    out.removed = cleanup(client, live, out.switch.standby, keep)
-    out.phases["cleanup"] = time.monotonic() - started
+    with interrupts.shielded():  # the new code is live: prove it or roll it back before stopping
+        started = time.monotonic()
+        passed, detail = _smoke(smoke, live)
+        out.phases["smoke"] = time.monotonic() - started
+        if not passed:
+            _roll_back(client, live, code.id, owned, out.switch.standby, detail, deadline, progress, keep)
+        mark_verified(client, code.id, out.switch.function_id, mlops_md.get("mlops_deployed_by", ""))
+        started = time.monotonic()
+        out.removed = cleanup(client, live, keep)
+        out.phases["cleanup"] = time.monotonic() - started
     return out
+
+
+def verify_live(client, live: str, fn, smoke: Callable[[], tuple[bool, str]], by: str, deadline: float,
+                progress: Progress | None, keep: int = KEEP_DEPLOYMENTS) -> Release:
+    """The live function `fn` runs the content being deployed but never passed its smoke check (a deploy was
+    stopped or killed after replacing it): check it now; a failure rolls back to the last verified deployment
+    (SmokeFailed), as the interrupted deploy would have."""
+    out = Release()
+    code_file = int((fn.metadata or {})["mlops_code_file"])
+    out.code_file = code_file
+    f = client.files.retrieve(id=code_file)
+    owned = f is not None and (f.metadata or {}).get("mlops_status") != "deployed"
+    with interrupts.shielded():
+        started = time.monotonic()
+        passed, detail = _smoke(smoke, live)
+        out.phases["smoke"] = time.monotonic() - started
+        if not passed:
+            _roll_back(client, live, code_file, owned, None, detail, deadline, progress, keep)
+        mark_verified(client, code_file, fn.id, by)
+        out.removed = cleanup(client, live, keep)
+    out.switch = Switch(function_id=fn.id)
+    return out
+
+
+def _smoke(smoke: Callable[[], tuple[bool, str]], live: str) -> tuple[bool, str]:
+    try:
+        return smoke()
+    except (MlopsError, CogniteException) as e:  # the new code is live but unproven: treat it as failing
+        return False, f"the smoke call of {live} could not be completed: {e}"
+
+
+def _roll_back(client, live: str, code_file: int, owned: bool, standby: str | None, detail: str, deadline: float,
+               progress: Progress | None, keep: int) -> None:
+    """Step (d) failed: put the last verified deployment back (or remove the function) and raise SmokeFailed."""
+    if owned:  # a file that went live before stays a rollback target: the failure may be of the moment
+        mark(client, code_file, "failed")
+    if standby:  # never send a caller to the failing code
+        functions.delete(client, [standby])
+    try:
+        previous, gap = _restore_previous(client, live, code_file, deadline, progress)
+    except MlopsError as e:
+        raise SmokeFailed(f"{detail}; rolling back to the previous deployment failed too: {e}", None, None) from e
+    cleanup(client, live, keep)
+    what = (f"rolled back to the previous deployment ({previous.describe()})" if previous
+            else "there was no previous deployment to roll back to: the new function was removed")
+    raise SmokeFailed(f"{detail}; {what}", previous, gap)
 
 
 def _restore_previous(client, live: str, failed_file: int, deadline: float, progress: Progress | None):
@@ -325,8 +392,9 @@ def _restore_previous(client, live: str, failed_file: int, deadline: float, prog
 
 
 def restore(client, live: str, target: Deployment, deadline: float, progress: Progress | None, *,
-            use_standby: bool, recover: bool = True) -> Switch:
-    """Make a kept deployment live again from its code file: no tests, no build of the folder."""
+            use_standby: bool, recover: bool = True, verified: bool = True) -> Switch:
+    """Make a kept deployment live again from its code file: no tests, no build of the folder. verified=False:
+    the caller checks the function first and then calls mark_verified."""
     options = read_options(functions.download_code(client, target.file_id))
     missing = [secret_env_var(n) for n in options.get("secrets") or [] if not os.environ.get(secret_env_var(n))]
     if missing:
@@ -340,6 +408,11 @@ def restore(client, live: str, target: Deployment, deadline: float, progress: Pr
     metadata = {**options.get("metadata", {}), **md}
     switched = switch(client, live, target.file_id, target.content_hash, options, secrets, metadata, deadline,
                       progress, use_standby=use_standby, recover=recover)
-    mark(client, target.file_id, "deployed", mlops_deployed_at=md["mlops_deployed_at"],
-         mlops_deployed_by=md["mlops_deployed_by"])
+    # Code that passed its check before, put back from its file: verified (a stop before this line is not, and the
+    # next deploy checks it).
+    if verified:
+        mark_verified(client, target.file_id, switched.function_id, md["mlops_deployed_by"])
+    else:
+        mark(client, target.file_id, "deployed", mlops_deployed_at=md["mlops_deployed_at"],
+             mlops_deployed_by=md["mlops_deployed_by"])
     return switched

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from akerbp.mlops.cdf.naming import function_external_id
 from akerbp.mlops.deployment import functions, release
 from akerbp.mlops.deployment.deploy import DEFAULT_TIMEOUT, SERVICES, Progress, Target
+from akerbp.mlops.deployment.lock import DeployLock
 from akerbp.mlops.errors import MlopsError, UsageError
 from akerbp.mlops.utils.logger import mask
+from akerbp.mlops.utils.provenance import who
 
 
 @dataclass
@@ -61,7 +63,6 @@ def deployments(model: str, *, env: str, service: str = "prediction") -> tuple[o
 
 def rollback(model: str, *, env: str | None = None, service: str = "prediction", to_version: int | None = None,
              timeout: float = DEFAULT_TIMEOUT, progress: Progress | None = None) -> RollbackResult:
-    from akerbp.mlops import audit
     from akerbp.mlops.cdf.client import ENVIRONMENTS, get_environment
 
     env = env or get_environment()
@@ -75,6 +76,14 @@ def rollback(model: str, *, env: str | None = None, service: str = "prediction",
     result = RollbackResult(model, service, env, live)
     started_wall, started = time.time(), time.monotonic()
     client = Target(env).client()
+    with DeployLock(client, live, started + timeout, say):  # never at the same time as a deploy of it
+        _roll_back(client, model, service, env, live, to_version, result, started, started_wall, timeout, say)
+    return result
+
+
+def _roll_back(client, model, service, env, live, to_version, result, started, started_wall, timeout, say) -> None:
+    from akerbp.mlops import audit
+
     current = functions.retrieve(client, live)
     kept = release.history(client, live)
     result.available = [d.as_dict() for d in kept]
@@ -95,7 +104,8 @@ def rollback(model: str, *, env: str | None = None, service: str = "prediction",
     try:
         if say:
             say(f"rolling back to {target.describe()}")
-        switched = release.restore(client, live, target, started + timeout, say, use_standby=True)
+        switched = release.restore(client, live, target, started + timeout, say, use_standby=True,
+                                   verified=service != "prediction")
         result.gap_seconds = switched.gap
         if service == "prediction":
             call = functions.call(client, live, {}, started + timeout, say)
@@ -105,7 +115,8 @@ def rollback(model: str, *, env: str | None = None, service: str = "prediction",
                                  f"{response.get('message') or call.error or call.logs}")
             if target.model_id and response.get("model_id") != target.model_id:
                 raise MlopsError(f"{live} answers model {response.get('model_id')!r}, not {target.model_id!r}")
-        release.cleanup(client, live, switched.standby)
+            release.mark_verified(client, target.file_id, switched.function_id, who())
+        release.cleanup(client, live)
         result.result, outcome = "rolled back", "success"
     except MlopsError as e:
         result.message = mask(str(e))  # for the audit event; the CLI masks what it prints
@@ -123,4 +134,3 @@ def rollback(model: str, *, env: str | None = None, service: str = "prediction",
                      extra={"function": live, "from_hash": (current_dep.content_hash if current_dep else ""),
                             "gap_s": "" if result.gap_seconds is None else f"{result.gap_seconds:.3f}",
                             "seconds": f"{result.seconds:.1f}"})
-    return result
