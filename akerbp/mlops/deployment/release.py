@@ -167,7 +167,12 @@ def switch(client, live: str, file_id: int, content_hash: str, options: dict, se
         standby_name = f"{options['name']} standby {content_hash[:10]}"
         ensure_standby(client, result.standby, file_id, standby_name, options, secrets, metadata, deadline, progress)
         result.standby_seconds = time.monotonic() - started
-    interrupts.check(f"before {live} was replaced (it was not touched)")
+    try:
+        interrupts.check(f"before {live} was replaced")
+    except interrupts.Interrupted:
+        if result.standby:
+            functions.delete(client, [result.standby])
+        raise
     schedules = functions.schedules_of(client, current.id) if current is not None else []
     with interrupts.shielded():  # from here on, a stop waits until the replacement is in place
         started = time.monotonic()
