@@ -70,7 +70,7 @@ class Run:
 class Repo:
     """A model repo copy with its own local CDF, served here so the CLI subprocesses find it."""
 
-    def __init__(self, root: Path, isolation: str = "shared"):
+    def __init__(self, root: Path, isolation: str | None = None):  # None: the local CDF's default (venv)
         self.root = root
         self.cdf = LocalCDF(root.parent / "cdf", limits=Limits(call_timeout_s=60), isolation=isolation).start()
         self.cdf.announce()

@@ -6,7 +6,6 @@ Real processes throughout: each test writes a function folder and runs it in run
 from __future__ import annotations
 
 import base64
-import fcntl
 import hashlib
 import socket
 import stat
@@ -20,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from akerbp.mlops.local_cdf import cron
-from akerbp.mlops.local_cdf.builder import (BuildCancelled, BuildError, _venv_key, extract_code, prepare_python,
-                                            validate_handler)
+from akerbp.mlops.local_cdf.builder import BuildCancelled, BuildError, extract_code, validate_handler
+from akerbp.mlops.local_cdf.environments import prepare
 from akerbp.mlops.local_cdf.workers import INTERRUPTED, CallResult, WorkerPool
 
 PY = sys.executable
@@ -446,30 +445,40 @@ def make_index(root: Path, name="localcdf_probe", version="1.0") -> str:
     return (root / "index").as_uri() + "/"
 
 
-def test_prepare_python_shared_mode_and_no_requirements(tmp_path):
+def envs(cache: Path) -> list[Path]:
+    """The function venvs built in a cache (lock files and the bases of other Pythons aside)."""
+    return sorted(p for p in cache.iterdir() if p.is_dir() and not p.name.startswith("base-")) if cache.exists() else []
+
+
+def test_isolation_modes_and_a_function_without_requirements(tmp_path):
     folder = make_function(tmp_path, "def handle():\n    return 1\n")
-    assert prepare_python(folder, tmp_path / "cache", "venv", None, None) == sys.executable
+    cache = tmp_path / "cache"
+    env = prepare(folder, cache, "venv")  # nothing to install: a venv all the same, seeing what CDF preinstalls
+    assert Path(env.python).is_relative_to(cache) and env.version == ".".join(map(str, sys.version_info[:3]))
+    assert not list(envs(cache)[0].glob("local-cdf-pip.log"))  # no pip run for no requirements
     (folder / "requirements.txt").write_text("localcdf-probe==1.0\n")
-    assert prepare_python(folder, tmp_path / "cache", "shared", None, None) == sys.executable
-    with pytest.raises(ValueError):
-        prepare_python(folder, tmp_path / "cache", "docker", None, None)
+    assert prepare(folder, cache, "shared-no-install").python == sys.executable
+    with pytest.raises(ValueError, match="'shared' is now 'shared-no-install'"):
+        prepare(folder, cache, "shared")
+    with pytest.raises(ValueError, match="venv, shared-no-install"):
+        prepare(folder, cache, "docker")
 
 
 def test_venv_installs_requirements_once_and_runs_the_function(pool, tmp_path):
     index = make_index(tmp_path)
     folder = make_function(tmp_path, """
         import localcdf_probe
-        from cognite.client import CogniteClient  # preinstalled, like in CDF
+        from cognite.client import CogniteClient  # preinstalled, like in CDF: the server's, not the base Python's
         def handle():
             return localcdf_probe.VALUE
     """, files={"requirements.txt": "localcdf-probe==1.0\n"})
     cache = tmp_path / "venvs"
-    python = prepare_python(folder, cache, "venv", index, None)
+    python = prepare(folder, cache, "venv", index_url=index).python
     assert python != sys.executable and Path(python).is_relative_to(cache)
     env_dir = Path(python).parent.parent
     (env_dir / "not-rebuilt").write_text("a rebuild would wipe this file")
-    assert prepare_python(folder, cache, "venv", index, None) == python
-    assert (env_dir / "not-rebuilt").exists()
+    assert prepare(folder, cache, "venv", index_url=index).python == python
+    assert (env_dir / "not-rebuilt").exists() and envs(cache) == [env_dir]
     assert pool.check_import("venv", folder, "handler.py", python, {}, 30) is None
     assert run(pool, folder, key="venv", python=python).response == "1.0"
     assert pool.check_import("shared", folder, "handler.py", PY, {}, 30)["message"] == (
@@ -481,48 +490,64 @@ def test_venv_with_a_bad_requirement_fails_with_pip_output(tmp_path):
     folder = make_function(tmp_path, "def handle():\n    return 1\n",
                            files={"requirements.txt": "localcdf-probe==9.9\n"})
     with pytest.raises(BuildError) as err:
-        prepare_python(folder, tmp_path / "venvs", "venv", index, [])
+        prepare(folder, tmp_path / "venvs", "venv", index_url=index, extra_index_urls=[])
     assert err.value.message == "Failed to install requirements"
     assert "localcdf-probe==9.9" in err.value.trace and "No matching distribution" in err.value.trace
     assert [p.suffix for p in (tmp_path / "venvs").iterdir()] == [".lock"]  # no half-built venv left
 
 
-def test_cancel_stops_waiting_for_a_venv_lock(tmp_path):
-    folder = make_function(tmp_path, "def handle():\n    return 1\n", files={"requirements.txt": "anything==1\n"})
+def hanging_index() -> socket.socket:
+    """A package index that accepts connections and never answers: pip waits on it until killed."""
+    index = socket.create_server(("127.0.0.1", 0))
+    index.settimeout(120)
+    return index
+
+
+def test_cancel_stops_waiting_for_a_venv_lock(tmp_path, monkeypatch):
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    index = hanging_index()
+    url = f"http://127.0.0.1:{index.getsockname()[1]}/"
+    folder = make_function(tmp_path, "def handle():\n    return 1\n", files={"requirements.txt": "localcdf-probe\n"})
     cache = tmp_path / "venvs"
-    cache.mkdir()
-    cancel = threading.Event()
+    first_cancel, second_cancel = threading.Event(), threading.Event()
     outcome = {}
 
-    def build():
+    def build(name, cancel):
         try:
-            prepare_python(folder, cache, "venv", None, None, cancel)
+            prepare(folder, cache, "venv", index_url=url, cancel=cancel)
         except BaseException as exc:  # noqa: BLE001 - the test inspects it
-            outcome["error"] = exc
+            outcome[name] = exc
 
-    lock = cache / f"{_venv_key((folder / 'requirements.txt').read_text(), None, None)}.lock"
-    with open(lock, "w") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)  # another build of the same requirements holds the lock
-        builder = threading.Thread(target=build)
-        builder.start()
-        cancel.set()
-        builder.join()
-    assert isinstance(outcome["error"], BuildCancelled)
+    first = threading.Thread(target=build, args=("first", first_cancel))
+    first.start()
+    try:
+        connection, _ = index.accept()  # the first build holds the lock: its pip is waiting for the index
+        second = threading.Thread(target=build, args=("second", second_cancel))
+        second.start()  # the same requirements: it waits for the lock
+        second_cancel.set()
+        second.join(timeout=30)
+        assert not second.is_alive() and isinstance(outcome["second"], BuildCancelled)
+        assert first.is_alive()  # still building: the second gave up waiting, and did not touch it
+    finally:
+        first_cancel.set()
+        first.join(timeout=30)
+    connection.close()
+    index.close()
+    assert isinstance(outcome["first"], BuildCancelled)
     assert [p.suffix for p in cache.iterdir()] == [".lock"]
 
 
 def test_cancel_kills_a_running_pip_install(tmp_path, monkeypatch):
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    index = socket.create_server(("127.0.0.1", 0))  # an index that accepts connections and never answers
-    index.settimeout(120)
+    index = hanging_index()
     folder = make_function(tmp_path, "def handle():\n    return 1\n", files={"requirements.txt": "localcdf-probe\n"})
     cancel = threading.Event()
     outcome = {}
 
     def build():
         try:
-            prepare_python(folder, tmp_path / "venvs", "venv", f"http://127.0.0.1:{index.getsockname()[1]}/", None,
-                           cancel)
+            prepare(folder, tmp_path / "venvs", "venv", index_url=f"http://127.0.0.1:{index.getsockname()[1]}/",
+                    cancel=cancel)
         except BaseException as exc:  # noqa: BLE001 - the test inspects it
             outcome["error"] = exc
 
@@ -532,7 +557,8 @@ def test_cancel_kills_a_running_pip_install(tmp_path, monkeypatch):
         connection, _ = index.accept()  # pip is waiting for the index
     finally:
         cancel.set()
-        builder.join()
+        builder.join(timeout=30)
+    assert not builder.is_alive()
     with connection:  # pip's end is closed already: it was killed (and reaped) before the build gave up
         connection.setblocking(False)
         while connection.recv(1 << 16):  # its request, then end of stream; BlockingIOError if pip still waited

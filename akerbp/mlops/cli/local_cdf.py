@@ -51,15 +51,21 @@ def local_cdf():
 @data_dir_option
 @click.option("--client", "clients", multiple=True, metavar="ID:SECRET",
               help="Only accept these OAuth client credentials (repeatable). Default: any non-empty id/secret.")
-@click.option("--isolation", type=click.Choice(["shared", "venv"]), default="shared", show_default=True,
-              help="Run functions in this Python (shared) or in a cached venv per requirements.txt (venv).")
+@click.option("--isolation", type=click.Choice(["venv", "shared-no-install"]), default=None,
+              help="venv (default, as CDF): each function runs in its runtime's Python with its requirements.txt "
+                   "installed (cached; a requirement pip cannot install fails the build). shared-no-install: in this "
+                   "Python, requirements NOT installed (fast; a missing one fails at call time). "
+                   "Default: $MLOPS_LOCAL_CDF_ISOLATION, else venv.")
 @click.option("--call-timeout", type=float, default=600, show_default=True, help="Function call timeout, seconds.")
 def serve(host, port, data_dir, clients, isolation, call_timeout):
     """Run the local CDF until stopped (Ctrl-C), firing function schedules on time."""
     from akerbp.mlops.local_cdf import Limits, LocalCDF
 
-    cdf = LocalCDF(_data_dir(data_dir), host=host, port=port, clients=_parse_clients(clients),
-                   isolation=isolation, limits=Limits(call_timeout_s=call_timeout))
+    try:
+        cdf = LocalCDF(_data_dir(data_dir), host=host, port=port, clients=_parse_clients(clients),
+                       isolation=isolation, limits=Limits(call_timeout_s=call_timeout))
+    except ValueError as e:  # $MLOPS_LOCAL_CDF_ISOLATION is not a mode
+        raise UsageError(str(e)) from None
     try:
         cdf.start()
     except OSError as e:
@@ -68,8 +74,8 @@ def serve(host, port, data_dir, clients, isolation, call_timeout):
     cdf.announce()  # with "restricted": other mlops commands then ask for COGNITE_* instead of failing with 401
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    click.echo(f"Local CDF serving {cdf.data_dir} at {cdf.base_url} (token URL {cdf.token_url}). Ctrl-C stops.",
-               err=True)
+    click.echo(f"Local CDF serving {cdf.data_dir} at {cdf.base_url} (token URL {cdf.token_url}, isolation "
+               f"{cdf.isolation}). Ctrl-C stops.", err=True)
     try:
         while not stop.wait(1.0):  # the scheduler's clock: fire what is due each second
             cdf.run_due_schedules(wait=False)

@@ -196,15 +196,18 @@ def _build_error(fn) -> str:
     return message + (f"\nthe end of the build log:\n{trace}" if trace else "")
 
 
+_warned: set[tuple] = set()
+
+
 def runtime_mismatch(fn) -> str | None:
     """Says so when CDF runs the function on another Python than its runtime asks (the local CDF does, on a machine
-    without that version): code that works here may not work there."""
+    without that version): code that works there may fail on the version asked for."""
     asked = re.fullmatch(r"py(\d)(\d+)", fn.runtime or "")
     runs = re.search(r"(\d+)\.(\d+)", fn.runtime_version or "")
     if not asked or not runs or asked.groups() == runs.groups():
         return None
-    return (f"{fn.external_id} asked for runtime {fn.runtime} but runs on {fn.runtime_version}: install Python "
-            f"{asked[1]}.{asked[2]} here (or name it in MLOPS_LOCAL_CDF_PYTHONS) to test on the version CDF runs")
+    return (f"the function asks for runtime {fn.runtime} but runs on {fn.runtime_version}: to run it on "
+            f"{asked[1]}.{asked[2]}, install that Python here (or name it in MLOPS_LOCAL_CDF_PYTHONS)")
 
 
 def wait_ready(client, xid: str, deadline: float, progress: Progress | None = None):
@@ -215,8 +218,10 @@ def wait_ready(client, xid: str, deadline: float, progress: Progress | None = No
         if fn is None:
             raise MlopsError(f"function {xid} disappeared while waiting for it to be Ready: deleted by someone else?")
         if fn.status == "Ready":
-            if progress is not None and runtime_mismatch(fn):
-                progress(f"warning: {runtime_mismatch(fn)}")
+            warning = runtime_mismatch(fn)
+            if progress is not None and warning and (fn.file_id, warning) not in _warned:  # standby and live: once
+                _warned.add((fn.file_id, warning))
+                progress(f"warning: {warning}")
             return fn
         if fn.status == "Failed":
             raise BuildFailed(f"CDF could not build function {xid}: {_build_error(fn)}")

@@ -1,29 +1,18 @@
-"""Turn an uploaded function code zip into a runnable folder and pick the Python that runs it.
-
-Mirrors what CDF does at deploy time: unzip, check that `handle` exists with allowed arguments, and
-pip-install requirements.txt (here into a cached venv that also sees the server's site-packages, like
-CDF's image where cognite-sdk is preinstalled).
+"""Turn an uploaded function code zip into a checked function folder, as CDF does at deploy time: unzip safely and
+check that `handle` exists with allowed arguments. The Python environment it runs in is environments.py's.
 """
 
 from __future__ import annotations
 
 import ast
-import fcntl
-import hashlib
 import os
 import shutil
-import signal
 import stat
-import subprocess
-import sys
 import tempfile
-import threading
-import venv
 import zipfile
 from pathlib import Path, PurePosixPath
 
 ALLOWED_HANDLE_ARGS = frozenset({"data", "client", "secrets", "function_call_info"})
-READY_MARKER = ".local-cdf-ready"
 
 
 class BuildError(Exception):
@@ -40,14 +29,6 @@ class BuildCancelled(BuildError):
 
     def __init__(self) -> None:
         super().__init__("The build was cancelled: the local CDF is stopping")
-
-
-_CANCEL_POLL_S = 0.1  # how quickly a waiting lock or a running pip notices that the server is stopping
-
-
-def _check(cancel: threading.Event | None) -> None:
-    if cancel is not None and cancel.is_set():
-        raise BuildCancelled()
 
 
 def _inside(root: Path, candidate: Path) -> bool:
@@ -156,107 +137,3 @@ def validate_handler(folder: Path, function_path: str = "handler.py") -> None:
                 f"handle() in {function_path} has unsupported argument(s) {bad}; "
                 f"allowed arguments are {sorted(ALLOWED_HANDLE_ARGS)}"
             )
-
-
-def _venv_key(requirements: str, index_url: str | None, extra_index_urls: list[str] | None) -> str:
-    h = hashlib.sha256()
-    for part in (requirements, index_url or "", "\n".join(extra_index_urls or []), sys.version, sys.executable):
-        h.update(part.encode())
-        h.update(b"\0")
-    return h.hexdigest()[:32]
-
-
-def _venv_python(env_dir: Path) -> Path:
-    return env_dir / "bin" / "python"
-
-
-def prepare_python(
-    folder: Path,
-    cache_root: Path,
-    mode: str,
-    index_url: str | None = None,
-    extra_index_urls: list[str] | None = None,
-    cancel: threading.Event | None = None,
-) -> str:
-    """Return the interpreter that runs the function.
-
-    "shared": the server's own interpreter. "venv": a cached venv per (requirements, indexes, python) with
-    requirements.txt installed; the same requirements are installed once, guarded by a file lock.
-    The venv is built at its final path (venvs and pip's console scripts embed absolute paths, so a
-    build-then-rename would leave broken scripts); it becomes visible only when the ready marker is written
-    last, so no process ever uses a half-built venv, and a leftover failed build is wiped before rebuilding.
-    Setting `cancel` makes a build waiting for the lock or running pip stop with BuildCancelled.
-    """
-    if mode not in ("shared", "venv"):
-        raise ValueError(f"Unknown python mode {mode!r}; expected 'shared' or 'venv'")
-    req = Path(folder) / "requirements.txt"
-    if mode == "shared" or not req.is_file():
-        return sys.executable
-    requirements = req.read_text()
-    cache_root = Path(cache_root)
-    cache_root.mkdir(parents=True, exist_ok=True)
-    env_dir = cache_root / _venv_key(requirements, index_url, extra_index_urls)
-    if (env_dir / READY_MARKER).is_file():
-        return str(_venv_python(env_dir))
-    with open(cache_root / f"{env_dir.name}.lock", "w") as lock:
-        _lock(lock, cancel)
-        try:
-            if (env_dir / READY_MARKER).is_file():
-                return str(_venv_python(env_dir))
-            if env_dir.exists():
-                shutil.rmtree(env_dir)
-            try:
-                _build_venv(env_dir, req, index_url, extra_index_urls, cancel)
-            except BaseException:
-                shutil.rmtree(env_dir, ignore_errors=True)
-                raise
-            (env_dir / READY_MARKER).write_text(requirements)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-    return str(_venv_python(env_dir))
-
-
-def _lock(lock, cancel: threading.Event | None) -> None:
-    """Wait for the venv's file lock (another build of the same requirements holds it), giving up on `cancel`."""
-    if cancel is None:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        return
-    while True:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if cancel.wait(_CANCEL_POLL_S):
-                raise BuildCancelled() from None
-
-
-def _build_venv(env_dir: Path, req: Path, index_url: str | None, extra_index_urls: list[str] | None,
-                cancel: threading.Event | None = None) -> None:
-    # Without its own pip (fast): the venv sees the server's pip through --system-site-packages.
-    venv.EnvBuilder(system_site_packages=True, with_pip=False, symlinks=True).create(env_dir)
-    python = str(_venv_python(env_dir))
-    probe = subprocess.run([python, "-m", "pip", "--version"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        subprocess.run([python, "-m", "ensurepip", "--default-pip"], capture_output=True, text=True, check=False)
-    cmd = [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "-r", str(req)]
-    if index_url:
-        cmd += ["--index-url", index_url]
-    for url in extra_index_urls or []:
-        cmd += ["--extra-index-url", url]
-    _check(cancel)
-    with tempfile.TemporaryFile() as output:  # a file, not a pipe: nobody reads while pip runs
-        proc = subprocess.Popen(cmd, cwd=req.parent, stdin=subprocess.DEVNULL, stdout=output,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-        while True:
-            try:
-                proc.wait(timeout=_CANCEL_POLL_S if cancel is not None else None)
-                break
-            except subprocess.TimeoutExpired:
-                if cancel.is_set():
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
-                    raise BuildCancelled() from None
-        output.seek(0)
-        if proc.returncode != 0:
-            raise BuildError("Failed to install requirements",
-                             trace=output.read().decode("utf-8", "replace"))

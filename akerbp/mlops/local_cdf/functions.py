@@ -1,8 +1,9 @@
 """CDF Functions: create from a code zip in Files, build in the background (Queued -> Deploying -> Ready | Failed).
 
-A build extracts the zip under the data dir, checks the handler, prepares the Python (shared, or a cached venv
-with the zip's requirements.txt) and imports the handler in a warm worker, so an import error fails the function at
-deploy time as in CDF. The code folder is on disk, so any process sharing the data dir can run calls.
+A build extracts the zip under the data dir, checks the handler, prepares the Python (environments.py: the runtime's
+version with requirements.txt installed, or the server's as it is) and imports the handler in a warm worker, so an
+import error fails the function at deploy time as in CDF. The code folder is on disk, so any process sharing the data
+dir can run calls.
 """
 from __future__ import annotations
 
@@ -223,7 +224,10 @@ def _set(cdf: "LocalCDF", project: str, function_id: int, claim: str, **changes)
 
 
 def _build(cdf: "LocalCDF", project: str, function_id: int, claim: str, cancel: threading.Event) -> None:
-    from .builder import BuildCancelled, BuildError, extract_code, prepare_python, validate_handler
+    import logging
+
+    from . import environments
+    from .builder import BuildCancelled, BuildError, extract_code, validate_handler
     from .files import content_paths
 
     try:
@@ -245,15 +249,19 @@ def _build(cdf: "LocalCDF", project: str, function_id: int, claim: str, cancel: 
             shutil.rmtree(target, ignore_errors=True)
             extract_code(zip_path, target)
         validate_handler(target, fn["functionPath"])
-        python = prepare_python(target, cdf.data_dir / "venvs", cdf.isolation, fn.get("_indexUrl"),
-                                fn.get("_extraIndexUrls"), cancel)
-        error = cdf.workers.check_import(worker_key(project, function_id), target, fn["functionPath"], python,
+        env = environments.prepare(target, cdf.data_dir / "venvs", cdf.isolation, fn.get("runtime") or "py311",
+                                   fn.get("_indexUrl"), fn.get("_extraIndexUrls"), cancel)
+        if env.note:  # CDF has no build log: the server's log, and runtimeVersion for clients (mlops deploy warns)
+            logging.getLogger("akerbp.mlops.local_cdf").warning(
+                "Function %s (project %s): %s", fn.get("externalId") or function_id, project, env.note)
+        error = cdf.workers.check_import(worker_key(project, function_id), target, fn["functionPath"], env.python,
                                          fn.get("envVars") or {}, timeout=cdf.limits.call_timeout_s, cancel=cancel)
         if cancel.is_set():  # the import was cut short: no verdict on the code
             raise BuildCancelled()
         if error:
             raise BuildError(error["message"], error.get("trace", ""))
-        _set(cdf, project, function_id, claim, status="Ready", _python=python, _folder=str(target))
+        _set(cdf, project, function_id, claim, status="Ready", _python=env.python, _folder=str(target),
+             runtimeVersion=f"Python {env.version}")
     except Exception as e:
         if cancel.is_set():
             # Stopped mid-build: hand the build back (Queued, unclaimed) for the next start's resume_builds.

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from . import auth, calls, datasets, events, faults, files, functions, health, schedules, sessions, timeseries
+from . import (auth, calls, datasets, environments, events, faults, files, functions, health, schedules, sessions,
+               timeseries)
 from .app import App
 from .store import Store
 
@@ -82,14 +83,15 @@ class LocalCDF:
         host: str = "127.0.0.1",
         port: int = 0,
         clients: dict[str, str] | None = None,
-        isolation: str = "shared",
+        isolation: str | None = None,
         limits: Limits | None = None,
     ) -> None:
-        if isolation not in ("shared", "venv"):
-            raise ValueError(f"isolation must be 'shared' or 'venv', got {isolation!r}")
+        """isolation: "venv" (each function in its runtime's Python with its requirements.txt installed, as in CDF)
+        or "shared-no-install" (the server's Python, nothing installed); default $MLOPS_LOCAL_CDF_ISOLATION, else
+        venv."""
         self.data_dir = Path(data_dir)
         self.host, self.port = host, port
-        self.isolation = isolation
+        self.isolation = environments.check_isolation(isolation) if isolation else environments.default_isolation()
         self.limits = limits or Limits()
         self._clients = clients
         self._server = None
