@@ -23,5 +23,7 @@ models = [
             },
         },
         python_version="py311",
+        # Training in prod uploads a new version only when it meets this (ServiceTest.training_check's bar).
+        deployment_condition={"metric": "r2", "direction": "above", "threshold": 0.7},
     ),
 ]

@@ -140,9 +140,16 @@ def test_failed_call_shows_the_error_and_the_log_tail(mlops):
     assert "mlops logs m --service prediction --env dev --call " in result.stderr
 
 
-def test_not_deployed_names_the_deploy_command(mlops):
-    result = mlops("call", "nothing", "--data", "{}", code=1)
-    assert "no prediction service deployed for nothing in dev: run `ENV=dev bash deploy_prediction_service.sh`" \
+@pytest.fixture
+def settings_here(tmp_path, monkeypatch):
+    """A repo whose settings define 'planned', which is not deployed anywhere."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mlops_settings.yaml").write_text("model_name: planned\nmodel_file: model_code/model.py\n")
+
+
+def test_not_deployed_names_the_deploy_command(mlops, settings_here):
+    result = mlops("call", "planned", "--data", "{}", code=1)
+    assert "no prediction service deployed for planned in dev: run `ENV=dev bash deploy_prediction_service.sh`" \
         in result.stderr
     training = mlops("call", "m", "--service", "training", "--env", "prod", code=1)
     assert "no training service deployed for m in prod: run `ENV=prod bash deploy_training_service.sh`" \
@@ -208,3 +215,18 @@ def test_history_shows_the_audit_records(mlops):
     assert table[0].split()[:3] == ["TIME", "(UTC)", "ACTION"]
     assert "promotion" in table[1] and "deploy" in table[2] and "ffffffffff" in table[2]
     assert "no audit records for f" in mlops("history", "f").stdout
+
+
+UNKNOWN = "Error: unknown model 'nothing': the known models are f, m, planned (in mlops_settings.yaml and CDF)\n"
+
+
+def test_an_unknown_model_is_one_message_and_exit_2_for_every_command(mlops, settings_here):
+    """Neither in the settings nor in CDF: a typo, told apart from a model with nothing deployed or recorded yet."""
+    for command in (["call", "nothing"], ["logs", "nothing"], ["history", "nothing"], ["history", "nothing", "--json"],
+                    ["models", "list", "nothing"], ["models", "list", "nothing", "--json"]):
+        assert mlops(*command, code=2).stderr == UNKNOWN, command
+    # Known from the settings, or from CDF: the command's own answer.
+    assert "no audit records for planned" in mlops("history", "planned").stdout
+    assert mlops("models", "list", "planned", "--json").stdout.strip() == "[]"
+    assert "no audit records for f" in mlops("history", "f").stdout  # f is deployed, not in these settings
+    assert "no model versions of f" in mlops("models", "list", "f").stdout

@@ -75,6 +75,9 @@ except ImportError:  # a function bundle without the package __init__
     FRAMEWORK_VERSION = "unknown"
 
 MAX_CLAIM_ATTEMPTS = 1000
+# An unfinished promoted copy claimed less than this long ago is another promotion still uploading: waited for, never
+# overwritten (that would break its upload). Older, it was interrupted: the next promotion takes it over.
+PROMOTION_STALE_AFTER = 300.0
 PROD_UPLOAD_REFUSED = "prod accepts versions only by promotion: mlops models promote MODEL --version N --to prod"
 
 
@@ -253,8 +256,45 @@ def _previous_env(env: str) -> str:
     return ENVS[index - 1]
 
 
+def _claimed_at(f) -> float | None:
+    """When the promotion that created this copy claimed it (its promoted_at), as a time.time() value."""
+    try:
+        return datetime.datetime.fromisoformat((f.metadata or {}).get("promoted_at", "")).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+def _settle_or_await(client, existing, source, target_xid: str, progress: Progress | None,
+                     stale_after: float) -> dict | None:
+    """An existing target: same bytes -> no-op info; a copy another promotion is uploading -> its no-op info once it
+    is complete; an interrupted copy (unfinished for stale_after) -> None: take it over; else refuse."""
+    settled = _settle_existing(existing, source, target_xid)
+    if settled is not None or existing.uploaded:
+        return settled
+    claimed = _claimed_at(existing)
+    if claimed is None or time.time() - claimed >= stale_after:
+        return None
+    md = existing.metadata or {}
+    what = f"waiting for {target_xid}: {md.get('promoted_by') or 'another process'} started promoting it at " \
+           f"{md.get('promoted_at')}"
+    pause = 0.05
+    with Step(progress, what):
+        while time.time() - claimed < stale_after:
+            time.sleep(min(pause, max(0.0, claimed + stale_after - time.time())))  # CDF has no completion push
+            pause = min(pause * 2, 1.0)
+            existing = client.files.retrieve(external_id=target_xid)
+            if existing is None:  # deleted meanwhile: promote afresh
+                return None
+            settled = _settle_existing(existing, source, target_xid)
+            if settled is not None:
+                return {**settled, "concurrent": True}
+            if _claimed_at(existing) != claimed:  # someone else took it over: wait for theirs
+                claimed = _claimed_at(existing) or claimed
+    return None
+
+
 def _settle_existing(existing, source, target_xid: str) -> dict | None:
-    """An existing target: same bytes -> no-op info; an interrupted copy of it -> None (redo); else refuse."""
+    """An existing target: same bytes -> no-op info; an unfinished copy of it -> None; else refuse."""
     md = existing.metadata or {}
     if is_tombstone(existing):
         raise MlopsError(
@@ -273,12 +313,14 @@ def _settle_existing(existing, source, target_xid: str) -> dict | None:
 @_cdf_errors
 def promote_model(
     model_name: str, version: int, to_env: str = "prod", *, client=None, from_env: str | None = None,
-    progress: Progress | None = None,
+    progress: Progress | None = None, stale_after: float = PROMOTION_STALE_AFTER,
 ) -> dict:
     """Copy version N of from_env (default: the environment before to_env) to version N of to_env.
 
     Streamed through a temporary file and verified against the source's sha256. Promoting the same bytes again is
-    a no-op (info["unchanged"] is True); different bytes already under the target number are refused.
+    a no-op (info["unchanged"] is True); different bytes already under the target number are refused. Concurrent
+    promotions of one version: one copies, the others wait for it and return its no-op info (info["concurrent"]);
+    a copy left unfinished for stale_after seconds counts as interrupted and is redone.
     """
     check_model_env(model_name, to_env)
     from_env = from_env or _previous_env(to_env)
@@ -289,7 +331,7 @@ def promote_model(
     client = _client(client)
     started, model_id = time.time(), f"{model_name}/{to_env}/{number}"
     try:
-        info = _promote(client, model_name, number, from_env, to_env, progress)
+        info = _promote(client, model_name, number, from_env, to_env, progress, stale_after)
     except (MlopsError, CogniteException) as e:
         audit.record(client, "promotion", model=model_name, env=to_env, outcome="failed", started=started,
                      version=number, model_id=model_id, message=str(e))
@@ -300,7 +342,8 @@ def promote_model(
     return info
 
 
-def _promote(client, model_name: str, number: int, from_env: str, to_env: str, progress: Progress | None) -> dict:
+def _promote(client, model_name: str, number: int, from_env: str, to_env: str, progress: Progress | None,
+             stale_after: float) -> dict:
     source = _get_file(client, model_name, from_env, number)
     target_xid = version_xid(model_name, to_env, number)
     md = {**(source.metadata or {}), "env": to_env, "promoted_from": source.external_id,
@@ -308,7 +351,7 @@ def _promote(client, model_name: str, number: int, from_env: str, to_env: str, p
     check_metadata_limits(md, f"promotion of {source.external_id} to {to_env}")
     existing = client.files.retrieve(external_id=target_xid)
     if existing is not None:
-        settled = _settle_existing(existing, source, target_xid)
+        settled = _settle_or_await(client, existing, source, target_xid, progress, stale_after)
         if settled is not None:
             return settled
     with tempfile.TemporaryDirectory(prefix="mlops-promote-") as tmp:
@@ -319,18 +362,27 @@ def _promote(client, model_name: str, number: int, from_env: str, to_env: str, p
             ensure_markers(client, model_name, to_env, top + 1, number // BLOCK, source.data_set_id)
         claim = functools.partial(
             upload_session, client, archive, external_id=target_xid, name=f"{model_name}-{to_env}-{number}.tar.gz",
-            directory=DIRECTORY, metadata=md, data_set_id=source.data_set_id, mime_type="application/gzip",
+            directory=DIRECTORY, metadata={**md, "promoted_at": _now()}, data_set_id=source.data_set_id,
+            mime_type="application/gzip",
         )
         try:
-            session = claim(overwrite=existing is not None)  # existing here = our own interrupted copy
-        except CogniteDuplicatedError:  # promoted concurrently
+            session = claim(overwrite=existing is not None)  # existing here = an interrupted copy, taken over
+        except CogniteDuplicatedError:  # another promotion claimed it meanwhile: wait for its copy
             existing = client.files.retrieve(external_id=target_xid)
-            settled = _settle_existing(existing, source, target_xid) if existing is not None else None
+            settled = _settle_or_await(client, existing, source, target_xid, progress, stale_after) \
+                if existing is not None else None
             if settled is not None:
                 return settled
             session = claim(overwrite=True)
         # A failure from here leaves an unfinished copy (same sha256): promoting again resumes it.
-        created = send(session, archive, f"uploading {target_xid}", progress)
+        try:
+            created = send(session, archive, f"uploading {target_xid}", progress)
+        except CogniteException:
+            # Taken over by a promotion that thought this copy interrupted: theirs may have completed it.
+            done = client.files.retrieve(external_id=target_xid)
+            if done is not None and done.uploaded and _settle_existing(done, source, target_xid) is not None:
+                return {**version_info(done), "unchanged": True, "concurrent": True}
+            raise
     info = version_info(created)
     info.update(uploaded=True, metadata=md, promoted_from=source.external_id, unchanged=False)
     return info

@@ -29,6 +29,7 @@ from akerbp.mlops.settings_files import (
 SETTINGS_FILES = ("mlops_settings.py", "mlops_settings.yaml")
 PYTHON_VERSIONS = ("py310", "py311", "py312", "py313")
 ENVIRONMENTS = ("dev", "test", "prod")
+SERVICES = ("prediction", "training")
 SECRET_ENV_PREFIX = "MLOPS_SECRET_"
 MODEL_NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 SECRET_NAME_PATTERN = r"^[a-z0-9-]+$"
@@ -149,6 +150,11 @@ class ModelSettings(_Strict):
     )
     models_to_keep: int = Field(3, ge=1, description="Deployments whose code is kept for rollback, the live one "
                                 "included: 3 keeps the live deployment and 2 to roll back to.")
+    allow_no_tests: bool = Field(
+        False, strict=True,
+        description="Deploy even when test_file collects no pytest tests. Off by default: a model whose tests are "
+        "missing (an empty file, a renamed test function) must not reach CDF untested.",
+    )
 
     _root: Path | None = PrivateAttr(None)
 
@@ -260,6 +266,11 @@ class ModelSettings(_Strict):
     def service_info(self, service: str) -> ServiceInfo:
         return getattr(self.info, service, None) or ServiceInfo()
 
+    def deploy_problems(self, env: str, services=SERVICES) -> list[str]:
+        """What a deploy of `services` to `env` would refuse, one line each ("field 'x': ..."); empty when none."""
+        return [f"model '{self.model_name}': field '{field_name(loc)}'{problem}"
+                for loc, problem in deploy_problems(self.model_dump(exclude_unset=True), self.root, env, services)]
+
     def secret_values(self) -> dict[str, str]:
         """Secret name -> value from MLOPS_SECRET_*; registered for masking. UsageError names missing variables."""
         from akerbp.mlops.utils.logger import register_secret
@@ -326,6 +337,32 @@ def find_settings_file(folder: Path | None = None) -> Path:
     )
 
 
+def defined_model_names(folder: Path | None = None) -> tuple[str | None, list[str]]:
+    """(settings file as shown, model names it defines) in `folder` (default: the working directory), read without
+    validating, so a command given a model name can tell a typo from a model whose settings have other problems.
+    (None, []) when there is no settings file; when it cannot be read, the file is shown with that said."""
+    try:
+        path = find_settings_file(folder)
+    except UsageError:
+        return None, []
+    name = display_path(path)
+    try:
+        raws = read_models(path, name, ModelSettings)
+    except UnreadableSettings:
+        return f"{name}, which cannot be read: see `mlops settings validate`", []
+    given = [raw.data.get("model_name") for raw in raws if isinstance(raw.data, dict)]
+    return name, list(dict.fromkeys(n for n in given if isinstance(n, str) and n))
+
+
+def unknown_model_error(names, known, where: str) -> UsageError:
+    """The one error of every command given a model that neither the settings (nor, for commands reading CDF, CDF)
+    know: exit 2, naming the known models and where they were looked up (`where`, e.g. "mlops_settings.py and CDF")."""
+    names = [names] if isinstance(names, str) else list(names)
+    known = sorted(set(known))
+    return UsageError(f"unknown model {', '.join(map(repr, names))}: the known models are "
+                      f"{', '.join(known) if known else 'none'} (in {where})")
+
+
 # --- validation ----------------------------------------------------------------------------------------------------
 
 _FIELD_MODELS = {
@@ -338,11 +375,11 @@ _FIELD_MODELS = {
 PATH_FIELDS = ("model_file", "req_file", "test_file", "input_schema")
 
 
-def _path_errors(raw: RawModel, values: dict, root: Path, env: str | None, skip: set[str]) -> list[tuple[tuple, str]]:
-    """(loc, problem) for each path that is not where the settings say; runs on raw input too, so a model with
-    other errors still gets its missing files reported."""
+def _path_errors(values: dict, root: Path, env: str | None, services, skip: set[str]) -> list[tuple[tuple, str]]:
+    """(loc, problem) for each path that is not where the settings say, and with `env` what deploying there needs;
+    runs on raw input too, so a model with other errors still gets its missing files reported."""
     errors = []
-    defaults = {f: ModelSettings.model_fields[f].default for f in PATH_FIELDS + ("artifact_folder",)}
+    defaults = {f: ModelSettings.model_fields[f].default for f in PATH_FIELDS}
     for field in PATH_FIELDS:
         rel = values.get(field, defaults[field])
         if field in skip or not isinstance(rel, str) or not rel:
@@ -356,12 +393,29 @@ def _path_errors(raw: RawModel, values: dict, root: Path, env: str | None, skip:
             problem = _schema_problem(target)
             if problem:
                 errors.append(((field,), f": {display_path(target)}: {problem}"))
-    folder = values.get("artifact_folder", defaults["artifact_folder"])
-    if env == "dev" and values.get("artifact_version") is None and isinstance(folder, str) and "artifact_folder" not in skip \
-            and not (root / folder).is_dir():
-        errors.append((("artifact_folder",), f": folder {display_path(root / folder)} was not found; with ENV=dev the local artifact "
-                       "folder is deployed: create it, or pin artifact_version to use a version from CDF"))
+    if env is not None:
+        errors += [(loc, problem) for loc, problem in deploy_problems(values, root, env, services)
+                   if loc[0] not in skip]
     return errors
+
+
+def deploy_problems(values: dict, root: Path, env: str, services=SERVICES) -> list[tuple[tuple, str]]:
+    """(loc, problem) for what a deploy of `services` to `env` would refuse although the settings are valid: the
+    local artifact folder of a dev prediction deploy, the deployment_condition of a prod training deploy.
+    Works on raw input too, so a model with other errors still gets these reported."""
+    problems = []
+    folder = values.get("artifact_folder", ModelSettings.model_fields["artifact_folder"].default)
+    if env == "dev" and "prediction" in services and values.get("artifact_version") is None \
+            and isinstance(folder, str) and not (root / folder).is_dir():
+        problems.append((("artifact_folder",), f": folder {display_path(root / folder)} was not found: an ENV=dev "
+                         "prediction deploy serves the local artifact folder; create it, or pin artifact_version "
+                         "to deploy a version from the registry (e.g. one a dev training run uploaded)"))
+    if env == "prod" and "training" in services and not values.get("deployment_condition"):
+        problems.append((("deployment_condition",), ": not set: a training deploy to prod is refused without it (the "
+                         "training service uploads to prod only when the condition holds); set it, e.g. {'metric': "
+                         "'r2', 'direction': 'above', 'threshold': 0.8}, or train in test and promote (validate with "
+                         "--service prediction if this model never trains in prod)"))
+    return problems
 
 
 def _schema_problem(path: Path) -> str | None:
@@ -377,7 +431,8 @@ def _schema_problem(path: Path) -> str | None:
     return None
 
 
-def _validate(raw: RawModel, index: int, name: str, root: Path, env: str | None) -> tuple[ModelSettings | None, list[str]]:
+def _validate(raw: RawModel, index: int, name: str, root: Path, env: str | None,
+              services) -> tuple[ModelSettings | None, list[str]]:
     data = raw.data
     given = data.get("model_name") if isinstance(data, dict) else None
     label = f"model '{given}'" if isinstance(given, str) and given else f"model #{index + 1}"
@@ -392,7 +447,7 @@ def _validate(raw: RawModel, index: int, name: str, root: Path, env: str | None)
     except ValidationError as e:
         found += [(tuple(err["loc"]), explain(err, _FIELD_MODELS)) for err in e.errors()]
     skip = {str(loc[0]) for loc, _ in found if loc}
-    found += _path_errors(raw, model.model_dump(exclude_unset=True) if model else data, root, env, skip)
+    found += _path_errors(model.model_dump(exclude_unset=True) if model else data, root, env, services, skip)
     found.sort(key=lambda item: raw.line_of(item[0]) or 0)
     messages = []
     for loc, problem in found:
@@ -401,11 +456,13 @@ def _validate(raw: RawModel, index: int, name: str, root: Path, env: str | None)
     return (model if not messages else None), messages
 
 
-def load_settings(path: Path | str | None = None, *, env: str | None = None) -> list[ModelSettings]:
+def load_settings(path: Path | str | None = None, *, env: str | None = None,
+                  services: tuple[str, ...] = SERVICES) -> list[ModelSettings]:
     """The models of a repo, validated; SettingsError lists every problem at once.
 
     path: a settings file; None looks for mlops_settings.py or mlops_settings.yaml in the working directory.
-    env: with "dev", a model's artifact_folder must exist unless artifact_version is pinned (dev deploys it as-is).
+    env: also what deploying `services` there needs (deploy_problems): dev prediction, the local artifact_folder
+    unless artifact_version is pinned; prod training, a deployment_condition.
     """
     path = find_settings_file() if path is None else Path(path)
     name = display_path(path)
@@ -420,7 +477,7 @@ def load_settings(path: Path | str | None = None, *, env: str | None = None) -> 
     root = path.resolve().parent
     models, errors, first_seen = [], [], {}
     for i, raw in enumerate(raws):
-        model, problems = _validate(raw, i, name, root, env)
+        model, problems = _validate(raw, i, name, root, env, services)
         errors += problems
         given = raw.data.get("model_name") if isinstance(raw.data, dict) else None
         if isinstance(given, str) and given:

@@ -50,7 +50,9 @@ models = [
             "prediction": {{"description": "Bulk density (RHOB) from gamma ray, neutron porosity and depth"}},
             "training": {{"description": "Trains the RHOB ridge regression on synthetic or given well logs"}},
         }},
-        # owner, metadata, secrets, env_vars, cpu, memory, input_schema, deployment_condition, models_to_keep:
+        # A training run in prod uploads its version only when it meets this: held-out r2 of at least 0.7.
+        deployment_condition={{"metric": "r2", "direction": "above", "threshold": 0.7}},
+        # owner, metadata, secrets, env_vars, cpu, memory, input_schema, models_to_keep, allow_no_tests:
         # see `mlops settings schema`.
     ),
 ]
@@ -81,9 +83,10 @@ neutron porosity and depth: replace it with your own, keeping the interface.
 - `model_code/test_model.py`: pytest tests, and `ServiceTest` with the payloads and checks the deploy uses to test
   the service before and after deploying it.
 - `model_code/requirements.model`: the model's libraries, pinned (not `requirements.txt`).
-- `model_artifact/`: the template's trained artifact, deployed as-is when `ENV=dev`. Test and prod deploy the
-  newest version in CDF: upload with `mlops models upload {name} --folder model_artifact --env test`, then
-  `mlops models promote {name} --version N` to prod.
+- `model_artifact/`: the template's trained artifact, deployed as-is when `ENV=dev` (as
+  `{name}/dev/local-<digest>`). Test and prod deploy the newest version in CDF: upload with
+  `mlops models upload {name} --folder model_artifact --env test`, then `mlops models promote {name} --version N` to
+  prod, or let the training service make one (in prod only when `deployment_condition` holds).
 - `deploy_prediction_service.sh`, `deploy_training_service.sh`: test, build and deploy the services to `ENV`.
 - `bitbucket-pipelines.yml`: pull requests run the tests; master/main and `deploy/*` deploy to test, with a manual
   step to prod; `trainpred/*` also deploys the training service.

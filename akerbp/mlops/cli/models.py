@@ -209,6 +209,10 @@ def list_(model, env, as_json):
     from akerbp.mlops.model_manager import list_model_versions
 
     versions = list_model_versions(model, env, client=_client())
+    if model and not versions:
+        from akerbp.mlops.cli.known_models import check_known
+
+        check_known(model, [_client()])
     if as_json:
         print_json(versions)
         return
@@ -234,7 +238,8 @@ def promote(model, version, to_env, from_env, as_json):
 
     info = promote_model(model, version, to_env, client=_client(), from_env=from_env, progress=_progress)
     if info.get("unchanged"):
-        summary = f"{info['model_id']} already holds these bytes (sha256 {info['sha256'][:12]}): nothing to do"
+        by = ", by a promotion that ran at the same time" if info.get("concurrent") else ""
+        summary = f"{info['model_id']} is already promoted (sha256 {info['sha256'][:12]}{by}): nothing to do"
     else:
         summary = f"promoted {info['promoted_from']} to {info['model_id']} (sha256 {info['sha256'][:12]})"
     _emit(info, as_json, summary)

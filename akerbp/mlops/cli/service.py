@@ -105,9 +105,12 @@ def service_functions(client, model: str, service: str, env: str):
     return live, standbys
 
 
-def _not_deployed(model: str, service: str, env: str) -> MlopsError:
+def _not_deployed(client, model: str, service: str, env: str) -> MlopsError:
+    """Exit 1 for a known model that has no such service; the one unknown-model error (exit 2) for a typo."""
     from akerbp.mlops.cdf.client import describe_env_target
+    from akerbp.mlops.cli.known_models import check_known
 
+    check_known(model, [client])
     return MlopsError(f"no {service} service deployed for {model} in {env}: run "
                       f"`ENV={env} bash deploy_{service}_service.sh` (looked in the {describe_env_target(env)})")
 
@@ -130,7 +133,7 @@ def callable_function(client, model: str, service: str, env: str):
               f"(deployed {_short_iso(_meta(ready[0]).get('mlops_deployed_at'))})")
         return ready[0]
     if live is None and not standbys:
-        raise _not_deployed(model, service, env)
+        raise _not_deployed(client, model, service, env)
     if live is None:
         raise MlopsError(f"{base} is missing and its standby {standbys[0].external_id} is {standbys[0].status}: "
                          f"wait for the deploy in progress, or redeploy with `ENV={env} bash deploy_{service}_service.sh`")
@@ -328,7 +331,7 @@ def logs(model: str, service: str, env: str | None, call_id: int | None, as_json
     live, standbys = service_functions(client, model, service, env)
     functions = [f for f in (live, *standbys) if f is not None]
     if not functions:
-        raise _not_deployed(model, service, env)
+        raise _not_deployed(client, model, service, env)
     found, owner = None, None
     if call_id is not None:
         for fn in functions:
@@ -377,13 +380,17 @@ def history(model: str, env: str | None, limit: int, as_json: bool):
     from akerbp.mlops import audit
 
     model = _model(model)
-    records = []
-    for client, envs in _clients(env):
+    records, targets = [], _clients(env)
+    for client, envs in targets:
         one = envs[0] if len(envs) == 1 else None
         found = audit.history(client, model, env=one, limit=limit if one else None)
         records += [r for r in found if r["env"] in envs]
     records.sort(key=lambda r: r["time"], reverse=True)  # ISO times: one CDF's order kept on ties (stable sort)
     records = records[:limit]
+    if not records:
+        from akerbp.mlops.cli.known_models import check_known
+
+        check_known(model, [client for client, _ in targets])
     if as_json:
         print_json(records)
         return

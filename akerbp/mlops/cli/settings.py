@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from akerbp.mlops.cli.output import print_table
-from akerbp.mlops.settings import ENVIRONMENTS, SettingsError, load_settings, settings_json_schema
+from akerbp.mlops.cli.output import note, print_table
+from akerbp.mlops.settings import ENVIRONMENTS, SERVICES, SettingsError, load_settings, settings_json_schema
 
 
 @click.group()
@@ -19,25 +19,33 @@ def settings():
 @click.option("--file", "path", type=click.Path(dir_okay=False, path_type=Path),
               help="Settings file (default: mlops_settings.py or mlops_settings.yaml in the working directory).")
 @click.option("--env", type=click.Choice(ENVIRONMENTS),
-              help="Also check what deploying to this environment needs (dev: the local artifact folder).")
+              help="Also fail on what a deploy to this environment would refuse (dev prediction: the local artifact "
+                   "folder; prod training: a deployment_condition).")
+@click.option("--service", "services", type=click.Choice(SERVICES), multiple=True,
+              help="With --env: only the deploys of this service (repeatable; default: both).")
 @click.option("--json", "as_json", is_flag=True, help="Print the validated models as JSON.")
-def validate(path: Path | None, env: str | None, as_json: bool):
+def validate(path: Path | None, env: str | None, services: tuple[str, ...], as_json: bool):
     """Check the settings: every problem at once, or a summary.
 
-    Exits 2 with one line per problem (file, model, field, line) on stderr when the settings are invalid.
+    Exits 2 with one line per problem (file, model, field, line) on stderr when the settings are invalid. Without
+    --env, what a deploy to some environment would refuse is noted on stderr, without failing.
     """
+    services = services or SERVICES
     try:
-        models = load_settings(path, env=env)
+        models = load_settings(path, env=env, services=services)
     except SettingsError as e:
         if as_json:
             click.echo(json.dumps({"valid": False, "file": e.file, "errors": e.errors}, indent=2))
         raise
+    refusals = [] if env else [(e, line) for e in ENVIRONMENTS for m in models for line in m.deploy_problems(e, services)]
+    for where, line in refusals:
+        note(f"note: ENV={where} deploys would refuse {line}")
     if as_json:
         click.echo(json.dumps(
             {"valid": True, "models": [
                 {**m.model_dump(mode="json"), "root": str(m.root), "code_folder": m.code_folder, "module": m.module}
                 for m in models
-            ]},
+            ], "refused_deploys": [{"env": where, "problem": line} for where, line in refusals]},
             indent=2,
         ))
         return

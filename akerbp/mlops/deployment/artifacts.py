@@ -1,9 +1,11 @@
-"""Step 2 of a deploy: which model artifact the prediction service ships.
+"""Step 2 of a deploy: which model artifact the prediction service ships, and the one id that names it.
 
-dev: the local artifact folder, as version `{model}/dev/1` (the original framework's rule), unless
-artifact_version pins a registry version or the folder does not exist (then the latest dev version, e.g. one a
-training service uploaded). test/prod: the pinned or latest version of that environment from the registry,
-verified against its sha256 and cached under .mlops/cache/artifacts, so an unchanged redeploy downloads nothing.
+dev: the local artifact folder, named `{model}/dev/local-{digest[:10]}` (a digest of its files): an id the registry
+never issues (its ids end in a number), so `{model}/dev/N` always means the registry's version N, e.g. the one a dev
+training run uploaded, and one id always means one content. A missing folder is an error naming it. To deploy a
+registry version in dev (a trained one), pin artifact_version. test/prod: the pinned or latest version of that
+environment from the registry, verified against its sha256 and cached under .mlops/cache/artifacts, so an unchanged
+redeploy downloads nothing.
 """
 from __future__ import annotations
 
@@ -13,15 +15,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from akerbp.mlops.errors import MlopsError
+from akerbp.mlops.errors import MlopsError, UsageError
+
+LOCAL_DIGEST_CHARS = 10
 
 
 @dataclass
 class Artifact:
     path: Path
     model_id: str
-    version: int
+    version: int | None  # None: the local folder, not a registry version
     source: str  # for humans: "local folder model_artifact" or "registry (sha256 1a2b...)"
+
+
+def local_model_id(model: str, folder: Path) -> str:
+    """The id of a local artifact folder's content: `{model}/dev/local-{digest}`, never a registry id."""
+    from akerbp.mlops.deployment.build import tree_digest
+
+    return f"{model}/dev/local-{tree_digest(folder)[1][:LOCAL_DIGEST_CHARS]}"
 
 
 def _how_to_train(model: str, env: str) -> str:
@@ -34,8 +45,12 @@ def resolve(settings, env: str, client: Callable[[], object], cache_root: Path) 
     """The artifact to deploy; `client` is called only when the registry is needed."""
     model = settings.model_name
     pinned = settings.artifact_version
-    if env == "dev" and pinned is None and settings.has_local_artifacts:
-        return Artifact(settings.artifact_path, f"{model}/dev/1", 1, f"local folder {settings.artifact_folder}")
+    if env == "dev" and pinned is None:
+        missing = settings.deploy_problems("dev", ("prediction",))
+        if missing:  # the local folder, as `mlops settings validate --env dev` says
+            raise UsageError(missing[0])
+        return Artifact(settings.artifact_path, local_model_id(model, settings.artifact_path), None,
+                        f"local folder {settings.artifact_folder}")
     from akerbp.mlops import model_manager
 
     cdf = client()

@@ -163,6 +163,11 @@ def _mark_uploaded(file: dict) -> None:
     file["uploadedTime"] = now_ms()
 
 
+def _upload_gone(upload_id: str) -> CDFError:
+    return bad_request(f"Unknown or completed uploadId {upload_id!r}: the file was overwritten or its upload was "
+                       "completed by another upload")
+
+
 @routes.put("/_local/files/<project>/<int:file_id>/content", root=True, auth=False)
 def put_content(ctx: Ctx, file_id: int) -> Response:
     project = ctx.project
@@ -176,8 +181,19 @@ def put_content(ctx: Ctx, file_id: int) -> Response:
     stream = ctx.request.stream
     if upload_id:
         if upload_id not in file.get("_uploads", {}):
-            raise bad_request(f"Unknown or completed uploadId {upload_id!r}")
-        ctx.store.write_blob(ctx.store.parts_dir(project, file_id, upload_id) / str(part), stream, length)
+            raise _upload_gone(upload_id)
+        # Written without the store's lock (it streams), so the upload may be dropped meanwhile (the file overwritten,
+        # or another upload of it completed): answer as for a dropped upload, with no part left behind.
+        folder = ctx.store.parts_dir(project, file_id, upload_id)
+        try:
+            ctx.store.write_blob(folder / str(part), stream, length)
+        except FileNotFoundError:  # the folder was removed while the part was written
+            shutil.rmtree(folder, ignore_errors=True)
+            raise _upload_gone(upload_id) from None
+        current = ctx.store.get(project, KIND, file_id)
+        if current is None or upload_id not in current.get("_uploads", {}):
+            shutil.rmtree(folder, ignore_errors=True)
+            raise _upload_gone(upload_id)
         return Response(status=200)
     target = ctx.store.blob_path(project, file_id)
     ctx.store.write_blob(target, stream, length)
