@@ -147,13 +147,15 @@ class App:
         except HTTPException as e:
             raise CDFError(e.code or 400, e.description or str(e)) from None
         fault = self.cdf.faults.take(request.method, request.path)
-        if fault is not None:
+        if fault is not None and not fault.serve_first:
             return fault
         fn, needs_auth = self.endpoints[endpoint]
         ctx = Ctx(cdf=self.cdf, request=request, project=values.pop("project", ""))
         if needs_auth:
             ctx.token = self.cdf.auth.check(request.headers.get("Authorization", ""), ctx.project)
         result = fn(ctx, **values)
+        if fault is not None:  # served, and the answer is lost
+            return fault
         if isinstance(result, Response):
             return result
         if isinstance(result, tuple):

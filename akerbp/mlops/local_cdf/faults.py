@@ -2,8 +2,10 @@
 
 Rules come from `POST /_local/faults {"rules": [...]}` or the MLOPS_LOCAL_CDF_FAULTS environment variable (a JSON
 list) at start. A rule: {"path": "/files/byids" (substring of the request path, or "re:<regex>"), "method": "POST"
-(optional), "status": 503 (optional), "count": 3 (default 1), "delay": 0.5 (seconds, optional)}. A rule with a delay
-and no status delays the request and then serves it.
+(optional), "status": 503 (optional), "count": 3 (default 1), "delay": 0.5 (seconds, optional), "after": true
+(optional)}. A rule with a delay and no status delays the request and then serves it. "after": the request is served
+and then answered with the status anyway: the client's answer is lost although CDF acted (what makes retrying a create
+unsafe).
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from .errors import bad_request
 from .validation import NUMBER, check
 
 routes = Router()
-RULE_FIELDS = {"path": str, "method": str, "status": int, "count": int, "delay": NUMBER}
+RULE_FIELDS = {"path": str, "method": str, "status": int, "count": int, "delay": NUMBER, "after": bool}
 
 
 class Faults:
@@ -59,7 +61,9 @@ class Faults:
         if rule.get("status") is None:
             return None
         body = {"error": {"code": rule["status"], "message": f"Injected fault ({rule['status']}) by the local CDF"}}
-        return Response(json.dumps(body), status=rule["status"], mimetype="application/json")
+        response = Response(json.dumps(body), status=rule["status"], mimetype="application/json")
+        response.serve_first = bool(rule.get("after"))  # the app serves the request, then answers this
+        return response
 
 
 def _matches(rule: dict, method: str, path: str) -> bool:
