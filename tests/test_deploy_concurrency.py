@@ -153,3 +153,14 @@ def test_a_503_storm_in_any_phase_neither_fails_nor_half_does_a_good_deploy(repo
     left = requests.get(f"{repo.cdf.base_url}/_local/faults", timeout=10).json()["rules"]
     assert all(rule["count"] == 0 for rule in left), left  # every injected fault was met
     requests.delete(f"{repo.cdf.base_url}/_local/faults", timeout=10)
+
+
+def test_a_service_uses_one_function_between_deploys_and_status_says_how_many(repo):
+    for tag in ("count-1", "count-2"):  # two replacements: each built a standby, and removed it
+        change_code(repo, tag)
+        run = repo.run(*DEPLOY, ENV="dev")
+        assert run.code == 0 and run.result()["result"] == "deployed", run.stderr
+    assert [f.external_id for f in repo.client.functions.list(limit=None)] == [LIVE]
+    status = repo.run(sys.executable, "-m", "akerbp.mlops.cli", "status", "--env", "dev")
+    assert status.code == 0, status.stderr
+    assert "functions in the CDF of dev: 1 of 100 (1 of them mlops services" in status.stdout

@@ -296,7 +296,10 @@ def deployed_services(client, envs: list[str] | None = None) -> list[dict]:
 def status(env: str | None, as_json: bool):
     """Deployed services: version, code hash, when and by whom deployed, function status and last call."""
     order = {e: i for i, e in enumerate(ENVS)}
-    rows = [row for client, envs in _clients(env) for row in deployed_services(client, envs)]
+    rows, counts = [], []
+    for client, envs in _clients(env):
+        rows += deployed_services(client, envs)
+        counts.append((envs, function_count(client)))
     rows.sort(key=lambda r: (r["model"], r["service"], order.get(r["env"], 9)))
     if as_json:
         print_json(rows)
@@ -314,6 +317,19 @@ def status(env: str | None, as_json: bool):
             f"{last['time']} {last['status']}" if last else "-",
         ])
     print_table(table)
+    for envs, (total, ours) in counts:  # CDF allows 100 functions per project
+        where = "/".join(envs) if envs else "all environments"
+        click.echo(f"functions in the CDF of {where}: {total} of {PROJECT_FUNCTIONS} ({ours} of them mlops services: "
+                   "one per model, service and environment, plus a standby while a deploy replaces one)")
+
+
+PROJECT_FUNCTIONS = 100  # CDF's limit of functions per project
+
+
+def function_count(client) -> tuple[int, int]:
+    """(functions in the project, those that are mlops services or their standbys)."""
+    found = client.functions.list(limit=FUNCTIONS_LIMIT)
+    return len(found), sum(1 for fn in found if _meta(fn).get("mlops_model"))
 
 
 # --- mlops logs ------------------------------------------------------------------------------------------------------
