@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import select
 import shutil
 import subprocess
@@ -24,7 +25,7 @@ import pytest
 import requests
 
 from akerbp.mlops import audit, model_manager
-from akerbp.mlops.deployment import build, functions, release
+from akerbp.mlops.deployment import artifacts, build, functions, release
 from akerbp.mlops.deployment.model_tests import ModelTests, ModelTestsTimeout
 from akerbp.mlops.deployment.service_check import ServiceTest as ServiceTestProcess
 from akerbp.mlops.deployment.service_check import ServiceTestError
@@ -311,16 +312,19 @@ def test_dev_deploy_to_a_fresh_local_cdf_serves_the_local_artifact(template):
     run = template.deploy("--json")
     assert run.code == 0, run.stderr
     result = run.result()
-    assert result["result"] == "deployed" and result["model_id"] == "well_density/dev/1"
+    # The local folder, under an id the registry never issues (its ids end in a number).
+    local_id = artifacts.local_model_id("well_density", template.root / "model_artifact")
+    assert result["result"] == "deployed" and result["model_id"] == local_id
+    assert re.fullmatch(r"well_density/dev/local-[0-9a-f]{10}", local_id) and result["version"] is None
     assert result["gap_seconds"] is None  # nothing was live: created, not replaced
     response = template.call("well_density-prediction-dev", ServiceTest.prediction_input)
-    assert response["model_id"] == "well_density/dev/1" and ServiceTest.prediction_check(response)
+    assert response["model_id"] == local_id and ServiceTest.prediction_check(response)
 
     fn = template.client.functions.retrieve(external_id="well_density-prediction-dev")
     md = fn.metadata
     assert md["team"] == "ds" and fn.owner == "ds@example.com" and fn.description == "RHOB from logs"
     assert (md["mlops_model"], md["mlops_service"], md["mlops_env"]) == ("well_density", "prediction", "dev")
-    assert md["mlops_version"] == "1" and md["mlops_model_id"] == "well_density/dev/1"
+    assert md.get("mlops_version", "") == "" and md["mlops_model_id"] == local_id  # no registry version
     assert md["mlops_hash"] == result["hash"] and md["mlops_code_file"] == str(result["code_file"])
     assert md["mlops_deployed_at"].endswith("+00:00") and md["mlops_deployed_by"]
     code = template.client.files.retrieve(id=fn.file_id)
@@ -333,7 +337,7 @@ def test_dev_deploy_to_a_fresh_local_cdf_serves_the_local_artifact(template):
     called = template.run("mlops", "call", "well_density", "--data", json.dumps(ServiceTest.prediction_input))
     assert called.code == 0, called.stderr
     answer = json.loads(called.stdout)
-    assert answer["model_id"] == "well_density/dev/1" and ServiceTest.prediction_check(answer)
+    assert answer["model_id"] == local_id and ServiceTest.prediction_check(answer)
 
 
 def test_the_same_content_again_is_unchanged_and_force_redeploys(template, dev_deployed):
@@ -344,7 +348,8 @@ def test_the_same_content_again_is_unchanged_and_force_redeploys(template, dev_d
     run = template.deploy(**project)
     assert run.code == 0, run.stderr
     row = next(line.split() for line in run.stdout.splitlines() if line.startswith("well_density"))
-    assert row[:5] == ["well_density", "prediction", "dev", "1", "unchanged"]
+    local = dev_deployed.metadata["mlops_model_id"].rsplit("/", 1)[-1]  # local-{digest}: the local folder
+    assert row[:5] == ["well_density", "prediction", "dev", local, "unchanged"]
     after = template.functions()["well_density-prediction-dev"]
     assert after.id == before.id  # not recreated
     assert len(template.code_files("well_density-prediction-dev")) == 1
@@ -566,12 +571,13 @@ def test_one_model_failing_its_tests_does_not_stop_the_other(two_models):
     assert "test_model2_is_broken" in run.stderr and "assert 1 == 2" in run.stderr  # the data scientist sees why
     assert "model2-prediction-dev" not in two_models.functions()
     response = two_models.call("model1-prediction-dev", {"x": [1, 2, 3]})
-    assert response == {"status": "ok", "prediction": [2, 4, 6], "model_id": "model1/dev/1"}
+    model1_id = artifacts.local_model_id("model1", two_models.root / "artifacts" / "model1")
+    assert response == {"status": "ok", "prediction": [2, 4, 6], "model_id": model1_id}
     before = two_models.snapshot()
     plan = two_models.deploy("--dry-run")
     assert plan.code == 1 and two_models.snapshot() == before
     assert "Plan (dry run: nothing in CDF was changed)" in plan.stdout
-    assert "model1-prediction-dev: artifact model1/dev/1; unchanged" in plan.stdout
+    assert f"model1-prediction-dev: artifact {model1_id}; unchanged" in plan.stdout
     assert "model2-prediction-dev: not deployable: model tests failed" in plan.stdout
     assert "model2 (prediction, dev): model tests failed" in plan.stdout  # under the summary table
 

@@ -440,7 +440,9 @@ def exit_code(results: list[ModelResult]) -> int:
 def summary_table(results: list[ModelResult]) -> str:
     rows = [["model", "service", "env", "version", "result", "seconds"]]
     for r in results:
-        rows.append([r.model, r.service, r.env, "-" if r.version is None else str(r.version), r.result,
+        # a registry version's number, or the last part of another artifact's id (dev: local-{digest})
+        version = str(r.version) if r.version is not None else (r.model_id or "-").rsplit("/", 1)[-1]
+        rows.append([r.model, r.service, r.env, version, r.result,
                      f"{r.seconds:.1f}"])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
