@@ -128,6 +128,8 @@ STORMS = {
     "code file delete": [{"path": "re:/files/delete$", "status": 503, "count": 2}],
     "lock": [{"path": "re:/events$", "method": "POST", "status": 503, "count": 1},
              {"path": "re:/events/delete$", "status": 503, "count": 1}],
+    # the lock's create and then the audit record's: both served, both answers lost
+    "events, answers lost": [{"path": "re:/events$", "method": "POST", "status": 503, "count": 2, "after": True}],
     "everything at once": [{**FUNCTION_CREATE, "status": 503, "count": 2},
                            {"path": "re:/functions/delete$", "status": 503, "count": 2},
                            {"path": r"re:/functions/\d+/call$", "status": 503, "count": 2},
@@ -142,6 +144,7 @@ def test_a_503_storm_in_any_phase_neither_fails_nor_half_does_a_good_deploy(repo
     assert run.code == 0, run.stderr
     change_code(repo, f"storm-{storm}")
     before = {f.external_id for f in repo.client.functions.list(limit=None)}
+    records = len(audit.history(repo.client, "well_density", "dev"))
     inject(repo, *STORMS[storm])
     run = repo.run(*DEPLOY, ENV="dev")
     assert run.code == 0, run.stderr
@@ -150,6 +153,8 @@ def test_a_503_storm_in_any_phase_neither_fails_nor_half_does_a_good_deploy(repo
     assert verified and live_hash == run.result()["hash"]
     assert {f.external_id for f in repo.client.functions.list(limit=None)} == before
     assert_clean(repo)
+    history = audit.history(repo.client, "well_density", "dev")
+    assert len(history) == records + 1 and history[0]["outcome"] == "success"  # recorded once
     left = requests.get(f"{repo.cdf.base_url}/_local/faults", timeout=10).json()["rules"]
     assert all(rule["count"] == 0 for rule in left), left  # every injected fault was met
     requests.delete(f"{repo.cdf.base_url}/_local/faults", timeout=10)

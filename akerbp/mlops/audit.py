@@ -10,13 +10,16 @@ from __future__ import annotations
 import json
 import sys
 import time
+import uuid
 from datetime import datetime, timezone
 from typing import Any
 
+from akerbp.mlops.utils import transient
 from akerbp.mlops.utils.provenance import git_commit, who
 
 EVENT_TYPE = "mlops"
 SOURCE = "akerbp.mlops"
+AUDIT_PREFIX = "mlops-audit/"
 ACTIONS = ("deploy", "rollback", "promotion", "training")
 OUTCOMES = ("success", "failed", "unchanged", "rolled_back", "interrupted")
 MESSAGE_LIMIT = 1000  # characters kept of a record's message (and of each extra value)
@@ -87,10 +90,12 @@ def record(client, action: str, *, model: str, env: str, outcome: str, started: 
             data_set_id = found.id if found is not None else None
         description = _one_line(_describe(action, model, service, env, outcome, model_id, version, code_hash),
                                 DESCRIPTION_LIMIT)
-        client.events.create(EventWrite(
-            type=EVENT_TYPE, subtype=action, start_time=start_ms, end_time=end_ms, description=description,
-            metadata=metadata, source=SOURCE, data_set_id=data_set_id,
-        ))
+        # An external id makes the create safe to retry after a transient failure: a lost answer is found again.
+        external_id = f"{AUDIT_PREFIX}{uuid.uuid4().hex}"
+        transient.retry(lambda: client.events.create(EventWrite(
+            external_id=external_id, type=EVENT_TYPE, subtype=action, start_time=start_ms, end_time=end_ms,
+            description=description, metadata=metadata, source=SOURCE, data_set_id=data_set_id,
+        )), check=lambda: client.events.retrieve(external_id=external_id) or transient.NOT_YET)
     except Exception as e:  # noqa: BLE001 -- an audit write must not fail the deploy it records
         reason = _one_line(_mask(f"{type(e).__name__}: {e}"), 300)
         print(f"warning: could not write the audit record ({action} of {model}"

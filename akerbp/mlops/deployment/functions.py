@@ -22,7 +22,8 @@ from urllib.parse import urlparse
 from cognite.client.exceptions import CogniteAPIError, CogniteDuplicatedError, CogniteNotFoundError
 
 from akerbp.mlops.cdf import naming
-from akerbp.mlops.deployment import interrupts, transient
+from akerbp.mlops.deployment import interrupts
+from akerbp.mlops.utils import transient
 from akerbp.mlops.errors import MlopsError
 
 CODE_DIRECTORY = "/mlops/code"

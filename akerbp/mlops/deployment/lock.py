@@ -19,7 +19,8 @@ from typing import Callable
 
 from cognite.client.exceptions import CogniteDuplicatedError, CogniteNotFoundError
 
-from akerbp.mlops.deployment import interrupts, transient
+from akerbp.mlops.deployment import interrupts
+from akerbp.mlops.utils import transient
 from akerbp.mlops.errors import MlopsError
 from akerbp.mlops.utils.provenance import who
 

@@ -3,7 +3,8 @@
 The SDK retries 429/5xx itself for reads and idempotent POSTs, but not for creates and deletes (POST /functions,
 /functions/delete, /functions/{id}/call, /files, /events, ...), since it cannot know whether CDF acted before the
 answer was lost. We can: `check()` looks at what CDF did (is the function there, with our file? is it gone?) before
-the action is tried again, so a create is never doubled and a lost answer is not a failure.
+the action is tried again, so a create is never doubled and a lost answer is not a failure. cognite-sdk only: bundled into deployed functions
+(the audit trail uses it).
 """
 from __future__ import annotations
 
