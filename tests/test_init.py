@@ -1,6 +1,7 @@
 """`mlops init`: the scaffold is complete, valid, its model tests pass, and it never overwrites silently."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -119,3 +120,27 @@ def test_default_model_name_is_the_repo_template_models():
         pytest.skip("the framework repo has no mlops_settings file")
     names = [m.model_name for m in load_settings(root_settings[0]) if m.model_file == "model_code/model.py"]
     assert DEFAULT_MODEL_NAME in names, f"root settings name the template model {names}; align DEFAULT_MODEL_NAME"
+
+
+def test_the_scaffold_passes_its_own_trainpred_pipeline_prod_steps_included(tmp_path):
+    """`mlops init t && cd t && git init && git add -A && git commit -m i && mlops pipeline run --branch trainpred/x
+    --include-manual`: training and prediction to test, then to prod (training in prod needs its condition)."""
+    repo = tmp_path / "t"
+    run(repo)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "GIT_AUTHOR_NAME": "n", "GIT_AUTHOR_EMAIL": "n@example.com", "GIT_COMMITTER_NAME": "n",
+           "GIT_COMMITTER_EMAIL": "n@example.com"}
+    for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-q", "-m", "i"]):
+        subprocess.run(command, cwd=repo, env=env, check=True, capture_output=True, timeout=60)
+
+    validated = subprocess.run(["mlops", "settings", "validate", "--env", "prod"], cwd=repo, env=env,
+                               capture_output=True, text=True, timeout=120)
+    assert validated.returncode == 0, validated.stderr
+    assert "would refuse" not in validated.stderr
+    pipeline = subprocess.run(["mlops", "pipeline", "run", "--branch", "trainpred/x", "--include-manual", "--json"],
+                              cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    assert pipeline.returncode == 0, pipeline.stderr[-3000:]
+    results = json.loads(pipeline.stdout)["results"]
+    assert [(r["name"], r["status"]) for r in results] == [
+        ("Deploy training service to test", "passed"), ("Deploy prediction service to test", "passed"),
+        ("Deploy training service to prod", "passed"), ("Deploy prediction service to prod", "passed")]

@@ -287,3 +287,52 @@ def test_an_invalid_value_in_python_settings_prints_only_the_error(repo):
         "  mlops_settings.py: model 'm': field 'cpu': 'lots': input should be a valid number, unable to parse string "
         "as a number (line 2)",
     ], proc.stderr  # no pydantic serializer warnings around it
+
+
+def test_prod_training_needs_a_deployment_condition_and_validate_says_so(repo):
+    (repo / "mlops_settings.yaml").write_text(
+        "models:\n- {model_name: a, model_file: model_code/model.py}\n"
+        "- {model_name: b, model_file: model_code/model.py,\n"
+        "   deployment_condition: {metric: r2, direction: above, threshold: 0.7}}\n"
+    )
+    with pytest.raises(SettingsError) as caught:
+        load_settings(env="prod")
+    assert len(caught.value.errors) == 1
+    assert "model 'a': field 'deployment_condition': not set: a training deploy to prod is refused without it" \
+        in caught.value.errors[0]
+    assert len(load_settings(env="prod", services=("prediction",))) == 2
+    assert len(load_settings(env="test")) == 2
+
+    refused = CliRunner().invoke(main, ["settings", "validate", "--env", "prod"])
+    assert refused.exit_code == 2 and "field 'deployment_condition': not set" in refused.stderr
+    assert CliRunner().invoke(main, ["settings", "validate", "--env", "prod", "--service", "prediction"]).exit_code == 0
+    plain = CliRunner().invoke(main, ["settings", "validate"])
+    assert plain.exit_code == 0
+    assert "note: ENV=prod deploys would refuse model 'a': field 'deployment_condition'" in plain.stderr
+    assert "model 'b'" not in plain.stderr
+
+
+def test_plain_validate_names_the_artifact_folder_a_dev_deploy_needs(repo):
+    (repo / "model_artifact").rmdir()
+    (repo / "mlops_settings.yaml").write_text("model_name: a\nmodel_file: model_code/model.py\n"
+                                               "deployment_condition: {metric: r2, direction: above, threshold: 1}\n")
+    plain = CliRunner().invoke(main, ["settings", "validate", "--json"])
+    assert plain.exit_code == 0, plain.output
+    assert json.loads(plain.stdout)["refused_deploys"] == [{"env": "dev", "problem": (
+        "model 'a': field 'artifact_folder': folder model_artifact was not found: an ENV=dev prediction deploy "
+        "serves the local artifact folder; create it, or pin artifact_version to deploy a version from the registry "
+        "(e.g. one a dev training run uploaded)")}]
+    assert "ENV=dev deploys would refuse model 'a': field 'artifact_folder'" in plain.stderr
+    # A training deploy does not need the folder.
+    assert len(load_settings(env="dev", services=("training",))) == 1
+
+
+@pytest.mark.parametrize("value, ok", [("true", True), ("false", True), ("'yes'", False), ("1", False)])
+def test_allow_no_tests_is_a_plain_boolean(repo, value, ok):
+    (repo / "mlops_settings.yaml").write_text(f"model_name: a\nmodel_file: model_code/model.py\nallow_no_tests: {value}\n")
+    if ok:
+        assert load_settings()[0].allow_no_tests is (value == "true")
+        return
+    with pytest.raises(SettingsError, match=r"model 'a': field 'allow_no_tests': .*valid boolean \(line 3\)"):
+        load_settings()
+    assert ModelSettings(model_name="a", model_file="model_code/model.py").allow_no_tests is False
