@@ -41,7 +41,7 @@ class RollbackResult:
 
 def _check_model(model: str) -> None:
     """The model must be in the settings when they load; a rollback must still work when they do not."""
-    from akerbp.mlops.settings import MODEL_NAME_PATTERN, load_settings
+    from akerbp.mlops.settings import MODEL_NAME_PATTERN, load_settings, unknown_model_error
     import re
 
     if not re.match(MODEL_NAME_PATTERN, model or ""):
@@ -51,7 +51,7 @@ def _check_model(model: str) -> None:
     except UsageError:
         return
     if model not in names:
-        raise UsageError(f"model {model!r} is not in the settings; the models are: {', '.join(names)}")
+        raise unknown_model_error(model, names, "the settings")
 
 
 def deployments(model: str, *, env: str, service: str = "prediction") -> tuple[object, list[release.Deployment]]:
