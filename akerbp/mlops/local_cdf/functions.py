@@ -251,8 +251,8 @@ def _build(cdf: "LocalCDF", project: str, function_id: int, claim: str, cancel: 
         validate_handler(target, fn["functionPath"])
         env = environments.prepare(target, cdf.data_dir / "venvs", cdf.isolation, fn.get("runtime") or "py311",
                                    fn.get("_indexUrl"), fn.get("_extraIndexUrls"), cancel)
-        if env.note:  # CDF has no build log: the server's log, and runtimeVersion for clients (mlops deploy warns)
-            logging.getLogger("akerbp.mlops.local_cdf").warning(
+        if env.note:  # CDF has no build log: runtimeVersion tells clients (mlops deploy warns), this the server's log
+            logging.getLogger("akerbp.mlops.local_cdf").info(
                 "Function %s (project %s): %s", fn.get("externalId") or function_id, project, env.note)
         error = cdf.workers.check_import(worker_key(project, function_id), target, fn["functionPath"], env.python,
                                          fn.get("envVars") or {}, timeout=cdf.limits.call_timeout_s, cancel=cancel)
