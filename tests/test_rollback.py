@@ -94,7 +94,7 @@ def test_rollback_without_previous_deployments_says_so(repo):
     run = repo.run("mlops", "rollback", "scaler", "--env", "test", MLOPS_SECRET_API_KEY=SECRET)
     assert run.code == 1 and "no previous deployment of scaler-prediction-test is kept" in run.stderr
     unknown = repo.run("mlops", "rollback", "nope", "--env", "test")
-    assert unknown.code == 2 and "the models are: scaler" in unknown.stderr
+    assert unknown.code == 2 and "unknown model 'nope': the known models are scaler" in unknown.stderr
 
 
 def test_rollback_to_the_previous_and_to_a_version_without_tests_or_rebuild(repo, tmp_path):
