@@ -180,7 +180,8 @@ def test_status_lists_live_services_with_their_last_call(mlops):
 
     table = mlops("status", "--env", "dev").stdout.splitlines()
     assert table[0].split()[:5] == ["MODEL", "SERVICE", "ENV", "VERSION", "HASH"]
-    assert len(table) == 3 and any(line.startswith("m ") and "ffffffffff " in line for line in table)
+    assert len(table) == 4 and any(line.startswith("m ") and "ffffffffff " in line for line in table)
+    assert table[-1].startswith("functions in the CDF of dev: ")  # the header, two services, then the count
     assert "no mlops services deployed in prod" in mlops("status", "--env", "prod").stdout
 
 
