@@ -13,8 +13,9 @@ import requests
 from cognite.client.data_classes import EventWrite
 
 from akerbp.mlops import audit
-from akerbp.mlops.deployment import functions, release
+from akerbp.mlops.deployment import functions
 from akerbp.mlops.deployment.lock import EVENT_TYPE, DeployLock, LockTimeout, lock_xid
+from deploy_checks import assert_clean, change_code, live_state
 from test_deploy import Repo, Run, copy_template
 
 LIVE = "well_density-prediction-dev"
@@ -28,25 +29,14 @@ def repo(tmp_path_factory):
     repo.close()
 
 
-def change_code(repo: Repo, tag: str) -> None:
-    model = repo.root / "model_code" / "model.py"
-    model.write_text(model.read_text() + f"\n# change {tag}\n")
 
 
 def inject(repo: Repo, *rules: dict) -> None:
     requests.post(f"{repo.cdf.base_url}/_local/faults", json={"rules": list(rules)}, timeout=10).raise_for_status()
 
 
-def live_state(repo: Repo):
-    fn = repo.client.functions.retrieve(external_id=LIVE)
-    return fn.metadata["mlops_hash"], release.is_verified(repo.client, fn)
 
 
-def assert_clean(repo: Repo) -> None:
-    assert functions.standbys(repo.client, LIVE) == []
-    statuses = {f.metadata.get("mlops_status") for f in functions.code_files(repo.client, LIVE)}
-    assert statuses <= {"deployed", "failed"}, statuses
-    assert repo.client.events.retrieve(external_id=lock_xid(LIVE)) is None
 
 
 def deploy_together(repo: Repo, *args: str) -> list[Run]:
@@ -63,7 +53,7 @@ def deploy_together(repo: Repo, *args: str) -> list[Run]:
 @pytest.mark.parametrize("force", [False, True], ids=["changed", "force"])
 def test_two_concurrent_deploys_of_one_function_never_undo_each_other(repo, force):
     for round_ in range(1):
-        change_code(repo, f"concurrent-{force}-{round_}")
+        change_code(repo.root, f"concurrent-{force}-{round_}")
         events_before = len(audit.history(repo.client, "well_density", "dev"))
         runs = deploy_together(repo, *(["--force"] if force else []))
         for run in runs:
@@ -73,16 +63,16 @@ def test_two_concurrent_deploys_of_one_function_never_undo_each_other(repo, forc
         waited = next(run for run in runs if run.result()["result"] == "unchanged")
         assert "waiting for another deploy of" in waited.stderr
         assert "while this one waited" in waited.stderr
-        live_hash, verified = live_state(repo)
+        live_hash, verified = live_state(repo.client, LIVE)
         assert verified and {run.result()["hash"] for run in runs} == {live_hash}
         new = audit.history(repo.client, "well_density", "dev")[: len(audit.history(repo.client, "well_density",
                                                                                         "dev")) - events_before]
         assert sorted(e["outcome"] for e in new) == ["success", "unchanged"]  # one replacement, one record of it
-        assert_clean(repo)
+        assert_clean(repo.client, LIVE)
 
 
 def test_a_killed_deployers_lock_expires_and_is_taken_over(repo):
-    change_code(repo, "stale-lock")
+    change_code(repo.root, "stale-lock")
     repo.client.events.create(EventWrite(  # what a deployer killed with SIGKILL leaves: its lock, no heartbeat
         external_id=lock_xid(LIVE), type=EVENT_TYPE, start_time=int(time.time() * 1000) - 600_000,
         metadata={"owner": "ci on runner-7 (pid 4242)", "token": "dead", "expires_at": str(int(time.time() * 1000) - 1)}))
@@ -90,7 +80,7 @@ def test_a_killed_deployers_lock_expires_and_is_taken_over(repo):
     assert run.code == 0, run.stderr
     assert "took over the lock of well_density-prediction-dev: its holder ci on runner-7 (pid 4242)" in run.stderr
     assert run.result()["result"] == "deployed"
-    assert_clean(repo)
+    assert_clean(repo.client, LIVE)
 
 
 def test_a_held_lock_makes_the_other_deployer_wait_with_progress_then_give_up_clearly(repo):
@@ -142,17 +132,17 @@ STORMS = {
 def test_a_503_storm_in_any_phase_neither_fails_nor_half_does_a_good_deploy(repo, storm):
     run = repo.run(*DEPLOY, ENV="dev")  # a verified baseline with a previous deployment to replace
     assert run.code == 0, run.stderr
-    change_code(repo, f"storm-{storm}")
+    change_code(repo.root, f"storm-{storm}")
     before = {f.external_id for f in repo.client.functions.list(limit=None)}
     records = len(audit.history(repo.client, "well_density", "dev"))
     inject(repo, *STORMS[storm])
     run = repo.run(*DEPLOY, ENV="dev")
     assert run.code == 0, run.stderr
     assert run.result()["result"] == "deployed", run.stdout
-    live_hash, verified = live_state(repo)
+    live_hash, verified = live_state(repo.client, LIVE)
     assert verified and live_hash == run.result()["hash"]
     assert {f.external_id for f in repo.client.functions.list(limit=None)} == before
-    assert_clean(repo)
+    assert_clean(repo.client, LIVE)
     history = audit.history(repo.client, "well_density", "dev")
     assert len(history) == records + 1 and history[0]["outcome"] == "success"  # recorded once
     left = requests.get(f"{repo.cdf.base_url}/_local/faults", timeout=10).json()["rules"]
@@ -162,7 +152,7 @@ def test_a_503_storm_in_any_phase_neither_fails_nor_half_does_a_good_deploy(repo
 
 def test_a_service_uses_one_function_between_deploys_and_status_says_how_many(repo):
     for tag in ("count-1", "count-2"):  # two replacements: each built a standby, and removed it
-        change_code(repo, tag)
+        change_code(repo.root, tag)
         run = repo.run(*DEPLOY, ENV="dev")
         assert run.code == 0 and run.result()["result"] == "deployed", run.stderr
     assert [f.external_id for f in repo.client.functions.list(limit=None)] == [LIVE]

@@ -15,7 +15,7 @@ import pytest
 
 from akerbp.mlops import audit
 from akerbp.mlops.deployment import functions, release
-from akerbp.mlops.deployment.lock import lock_xid
+from deploy_checks import assert_clean, change_code, live_state
 from test_deploy import Repo, copy_template
 
 LIVE = "well_density-prediction-dev"
@@ -39,9 +39,6 @@ def repo(tmp_path_factory):
     repo.close()
 
 
-def change_code(repo: Repo, tag: str) -> None:
-    model = repo.root / "model_code" / "model.py"
-    model.write_text(model.read_text() + f"\n# change {tag}\n")
 
 
 def deploy_signalled(repo: Repo, phase: str, signum: int) -> tuple[int, str]:
@@ -81,17 +78,8 @@ def deploy_signalled(repo: Repo, phase: str, signum: int) -> tuple[int, str]:
     return code, "".join(seen)
 
 
-def live_state(repo: Repo):
-    fn = repo.client.functions.retrieve(external_id=LIVE)
-    return fn.metadata["mlops_hash"], release.is_verified(repo.client, fn)
 
 
-def assert_clean(repo: Repo) -> None:
-    """Nothing half-done: no standby, no unproven code file, no lock."""
-    assert functions.standbys(repo.client, LIVE) == []
-    statuses = {f.metadata.get("mlops_status") for f in functions.code_files(repo.client, LIVE)}
-    assert statuses <= {"deployed", "failed"}, statuses
-    assert repo.client.events.retrieve(external_id=lock_xid(LIVE)) is None
 
 
 def deployed_hash(repo: Repo) -> str:
@@ -108,10 +96,10 @@ STOPS = [(phase, signal.SIGINT) for phase in PHASES] + [("tests", signal.SIGTERM
 @pytest.mark.parametrize("phase,signum", STOPS, ids=[f"{p}-{signal.Signals(s).name}" for p, s in STOPS])
 def test_a_stop_leaves_the_old_verified_deployment_or_the_new_one_verified(repo, phase, signum):
     old = deployed_hash(repo)
-    change_code(repo, f"{phase}-{signum}")
+    change_code(repo.root, f"{phase}-{signum}")
     code, stderr = deploy_signalled(repo, phase, signum)
     assert code == EXIT[signum], stderr
-    live_hash, verified = live_state(repo)
+    live_hash, verified = live_state(repo.client, LIVE)
     assert verified, stderr
     newest = audit.history(repo.client, "well_density", "dev")[0]
     if phase in OLD_STAYS:
@@ -121,7 +109,7 @@ def test_a_stop_leaves_the_old_verified_deployment_or_the_new_one_verified(repo,
         assert live_hash != old, stderr
         assert "finishing the step in progress" in stderr
         assert newest["outcome"] == "success" and newest["hash"] == live_hash
-    assert_clean(repo)
+    assert_clean(repo.client, LIVE)
     after = repo.run(sys.executable, "-m", "akerbp.mlops.cli", "deploy", "prediction", "--json", ENV="dev")
     assert after.code == 0 and after.result()["result"] == ("deployed" if phase in OLD_STAYS else "unchanged")
 
@@ -129,10 +117,10 @@ def test_a_stop_leaves_the_old_verified_deployment_or_the_new_one_verified(repo,
 @pytest.mark.parametrize("phase", ["standby", "replace", "smoke"])  # before them nothing in CDF has changed
 def test_after_a_sigkill_the_next_deploy_verifies_or_replaces_what_is_live(repo, phase):
     old = deployed_hash(repo)
-    change_code(repo, f"kill-{phase}")
+    change_code(repo.root, f"kill-{phase}")
     code, stderr = deploy_signalled(repo, phase, signal.SIGKILL)
     assert code == -signal.SIGKILL
-    live_hash, verified = live_state(repo)
+    live_hash, verified = live_state(repo.client, LIVE)
     if live_hash != old:  # killed after the replacement: that code never passed its smoke check (or only just)
         assert phase in NEW_VERIFIED
     else:
@@ -141,13 +129,13 @@ def test_after_a_sigkill_the_next_deploy_verifies_or_replaces_what_is_live(repo,
                          MLOPS_DEPLOY_LOCK_TTL="4")
     assert recovered.code == 0, recovered.stderr
     result = recovered.result()
-    live_hash, verified = live_state(repo)
+    live_hash, verified = live_state(repo.client, LIVE)
     assert verified and live_hash == result["hash"] != old
     if result["result"] == "verified":
         assert "never passed its smoke check" in recovered.stderr
     else:
         assert result["result"] in ("deployed", "unchanged"), result
-    assert_clean(repo)
+    assert_clean(repo.client, LIVE)
 
 
 def test_an_unverified_live_deployment_whose_check_fails_is_rolled_back(repo, tmp_path):
@@ -155,7 +143,7 @@ def test_an_unverified_live_deployment_whose_check_fails_is_rolled_back(repo, tm
     the replacement and the check leaves, here with code that fails it): the next deploy checks it and rolls back
     to the last verified deployment instead of calling it unchanged."""
     old = deployed_hash(repo)
-    change_code(repo, "unverified")
+    change_code(repo.root, "unverified")
     new = deployed_hash(repo)
     fn = repo.client.functions.retrieve(external_id=LIVE)
     folder = tmp_path / "broken"
@@ -170,7 +158,7 @@ def test_an_unverified_live_deployment_whose_check_fails_is_rolled_back(repo, tm
     assert run.code == 1, run.stderr
     assert run.result()["result"] == "rolled_back", run.stdout
     assert "never passed its smoke check" in run.stderr
-    assert live_state(repo) == (old, True)
+    assert live_state(repo.client, LIVE) == (old, True)
     code_file = repo.client.files.retrieve(id=int(fn.metadata["mlops_code_file"]))
     assert code_file.metadata["mlops_status"] == "deployed"  # it passed once: still a rollback target
-    assert_clean(repo)
+    assert_clean(repo.client, LIVE)
