@@ -348,7 +348,7 @@ def test_calls_of_a_killed_process_are_failed_at_the_next_start(tmp_path):
         wait_for_file(started)
     finally:
         proc.kill()
-        proc.wait()
+        proc.wait(timeout=60)
     worker = int(started.read_text())
     os.killpg(worker, signal.SIGKILL)  # the worker runs in its own session: it outlives a SIGKILLed server
     with LocalCDF(data_dir) as cdf:

@@ -368,7 +368,8 @@ def test_close_interrupts_a_running_call_and_says_so(tmp_path):
             assert caller.is_alive(), outcome
     finally:
         own.close()
-        caller.join()
+        caller.join(timeout=120)
+    assert not caller.is_alive(), "the call did not end after its worker pool closed"
     result = outcome["result"]
     assert result.status == "Failed" and result.error["message"] == INTERRUPTED
     assert messages(result) == ["working"]
@@ -396,7 +397,8 @@ def test_concurrent_calls_run_in_parallel_workers(pool, tmp_path):
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a call did not end within 120 s"
     assert [results[n].status for n in ("a", "b")] == ["Completed", "Completed"]
     assert results["a"].response != results["b"].response
 
