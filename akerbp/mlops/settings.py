@@ -13,18 +13,21 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from akerbp.mlops.errors import UsageError
-from akerbp.mlops.settings_files import (
-    RawModel,
-    UnreadableSettings,
-    display_path,
-    explain,
-    field_name,
-    pending_models,
-    read_models,
-)
+from akerbp.mlops.settings_files import RawModel, UnreadableSettings, display_path, explain, field_name, read_models
+from akerbp.mlops.settings_python import pending_models, safe_repr, safe_str
 
 SETTINGS_FILES = ("mlops_settings.py", "mlops_settings.yaml")
 PYTHON_VERSIONS = ("py310", "py311", "py312", "py313")
@@ -33,6 +36,7 @@ SERVICES = ("prediction", "training")
 SECRET_ENV_PREFIX = "MLOPS_SECRET_"
 MODEL_NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 SECRET_NAME_PATTERN = r"^[a-z0-9-]+$"
+MAX_ERRORS = 100
 
 
 class SettingsError(UsageError):
@@ -52,6 +56,18 @@ MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=32)]
 MetadataValue = Annotated[str, StringConstraints(max_length=512)]
 SecretName = Annotated[str, StringConstraints(min_length=1, max_length=15, pattern=SECRET_NAME_PATTERN)]
 EnvVarName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+def _not_a_boolean(value: Any) -> Any:
+    # pydantic reads true as 1: `artifact_version: true` became a pin to version 1, `cpu: true` one core.
+    if isinstance(value, bool):
+        raise ValueError(f"{str(value).lower()} is a boolean, not a number")
+    return value
+
+
+# Numbers of the settings: never a boolean; floats finite (`cpu: .inf` and `memory: "1e309"` are not sizes).
+Count = Annotated[int, BeforeValidator(_not_a_boolean)]
+Finite = Annotated[float, BeforeValidator(_not_a_boolean), Field(allow_inf_nan=False)]
 
 
 class _Strict(BaseModel):
@@ -80,7 +96,7 @@ class DeploymentCondition(_Strict):
 
     metric: str = Field(min_length=1, description="Key in the model artifact's metadata, e.g. 'accuracy'.")
     direction: Literal["above", "below"] = Field(description="'above': metric must exceed threshold; 'below': stay under.")
-    threshold: float
+    threshold: Finite
 
 
 def _relative_path(value: str) -> str:
@@ -122,7 +138,7 @@ class ModelSettings(_Strict):
         "model_artifact",
         description="Local artifact folder: uploaded as a new version, and deployed as-is when ENV=dev.",
     )
-    artifact_version: int | None = Field(
+    artifact_version: Count | None = Field(
         None, ge=1, description="Pin: deploy this artifact version instead of the latest one of the environment."
     )
     info: ModelInfo = Field(default_factory=ModelInfo, description="Description, owner and metadata per service.")
@@ -130,8 +146,8 @@ class ModelSettings(_Strict):
     dataset: str = Field(
         "mlops", min_length=1, max_length=255, description="External id of the CDF data set for artifacts and functions."
     )
-    cpu: float | None = Field(None, gt=0, description="CPU cores per function call (CDF's default when unset).")
-    memory: float | None = Field(None, gt=0, description="Memory in GB per function call (CDF's default when unset).")
+    cpu: Finite | None = Field(None, gt=0, description="CPU cores per function call (CDF's default when unset).")
+    memory: Finite | None = Field(None, gt=0, description="Memory in GB per function call (CDF's default when unset).")
     env_vars: dict[EnvVarName, str] = Field(
         default_factory=dict, description="Environment variables of the deployed functions (not for secrets)."
     )
@@ -148,7 +164,7 @@ class ModelSettings(_Strict):
     deployment_condition: DeploymentCondition | None = Field(
         None, description="Deploy only if the artifact's metadata passes this gate, e.g. accuracy above 0.8."
     )
-    models_to_keep: int = Field(3, ge=1, description="Deployments whose code is kept for rollback, the live one "
+    models_to_keep: Count = Field(3, ge=1, description="Deployments whose code is kept for rollback, the live one "
                                 "included: 3 keeps the live deployment and 2 to roll back to.")
     allow_no_tests: bool = Field(
         False, strict=True,
@@ -379,10 +395,19 @@ def _path_errors(values: dict, root: Path, env: str | None, services, skip: set[
     """(loc, problem) for each path that is not where the settings say, and with `env` what deploying there needs;
     runs on raw input too, so a model with other errors still gets its missing files reported."""
     errors = []
-    defaults = {f: ModelSettings.model_fields[f].default for f in PATH_FIELDS}
+    defaults = {f: ModelSettings.model_fields[f].default for f in PATH_FIELDS + ("artifact_folder",)}
+    model_file = values.get("model_file")
+    code_folder = PurePosixPath(model_file).parts[0] if isinstance(model_file, str) and "/" in model_file else None
+    escaped = set()
+    for field, rel in [("model_file", code_folder)] + [(f, values.get(f, defaults[f])) for f in defaults]:
+        leads_to = _outside(root, rel) if field not in skip and isinstance(rel, str) and rel else None
+        if leads_to is not None and field not in escaped:
+            escaped.add(field)
+            errors.append(((field,), f": {rel} leads outside the repo (to {leads_to}) through a "
+                           "symbolic link: a deploy ships the repo's own files; copy them in instead"))
     for field in PATH_FIELDS:
         rel = values.get(field, defaults[field])
-        if field in skip or not isinstance(rel, str) or not rel:
+        if field in skip or field in escaped or not isinstance(rel, str) or not rel:
             continue
         target = root / rel
         if not target.is_file():
@@ -397,6 +422,16 @@ def _path_errors(values: dict, root: Path, env: str | None, services, skip: set[
         errors += [(loc, problem) for loc, problem in deploy_problems(values, root, env, services)
                    if loc[0] not in skip]
     return errors
+
+
+def _outside(root: Path, rel: str) -> Path | None:
+    """Where `rel` really leads when a symbolic link takes it out of `root`, else None."""
+    base = root.resolve()
+    try:
+        target = (root / rel).resolve()
+    except (OSError, RuntimeError):  # a link loop
+        return root / rel
+    return None if target == base or target.is_relative_to(base) else target
 
 
 def deploy_problems(values: dict, root: Path, env: str, services=SERVICES) -> list[tuple[tuple, str]]:
@@ -439,20 +474,25 @@ def _validate(raw: RawModel, index: int, name: str, root: Path, env: str | None,
     if not isinstance(data, dict):
         line = f" (line {raw.line})" if raw.line else ""
         return None, [f"{name}: {label}: expected a mapping of settings or ModelSettings(...), got {type(data).__name__}{line}"]
-    found: list[tuple[tuple, str]] = []
+    # A key that is not text (YAML `1: 2`, a dict's 1:) is no field: pydantic would raise TypeError on it.
+    found: list[tuple[tuple, str]] = [((safe_repr(k),), ": a field name must be text") for k in data if type(k) is not str]
+    data = {k: v for k, v in data.items() if type(k) is str}
     model = None
     try:
         model = ModelSettings.model_validate(data)
         model._root = root
     except ValidationError as e:
         found += [(tuple(err["loc"]), explain(err, _FIELD_MODELS)) for err in e.errors()]
+    except (TypeError, ValueError, RecursionError) as e:  # what pydantic does not report as a validation error
+        found.append(((), f": cannot be validated: {type(e).__name__}: {safe_str(e)}"))
     skip = {str(loc[0]) for loc, _ in found if loc}
     found += _path_errors(model.model_dump(exclude_unset=True) if model else data, root, env, services, skip)
     found.sort(key=lambda item: raw.line_of(item[0]) or 0)
     messages = []
     for loc, problem in found:
         line = raw.line_of(loc)
-        messages.append(f"{name}: {label}: field '{field_name(loc)}'{problem}{f' (line {line})' if line else ''}")
+        field = f"field '{field_name(loc)}'" if loc else "its settings"
+        messages.append(f"{name}: {label}: {field}{problem}{f' (line {line})' if line else ''}")
     return (model if not messages else None), messages
 
 
@@ -473,7 +513,7 @@ def load_settings(path: Path | str | None = None, *, env: str | None = None,
     try:
         raws = read_models(path, name, ModelSettings)
     except UnreadableSettings as e:
-        raise SettingsError([str(e)], name) from None
+        raise SettingsError(e.errors, name) from None
     root = path.resolve().parent
     models, errors, first_seen = [], [], {}
     for i, raw in enumerate(raws):
@@ -487,6 +527,8 @@ def load_settings(path: Path | str | None = None, *, env: str | None = None,
             first_seen.setdefault(given, i)
         if model is not None:
             models.append(model)
+    if len(errors) > MAX_ERRORS:  # a list of 100,000 bad values is one mistake, not a report to scroll through
+        errors = errors[:MAX_ERRORS] + [f"{name}: ... and {len(errors) - MAX_ERRORS} more errors"]
     if errors:
         raise SettingsError(errors, name)
     return models

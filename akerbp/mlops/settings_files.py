@@ -2,28 +2,30 @@
 
 Kept apart from the schema (akerbp.mlops.settings) so that module is about what valid settings are, and this one
 about where a problem was written and how to say it. It does not import the schema: callers pass the model class.
+A .py file runs in a child process with a budget (settings_python), a YAML file is read with bounds
+(settings_yaml): whatever a settings file holds or does, reading it ends in models or an UnreadableSettings.
 """
 from __future__ import annotations
 
-import ast
-import contextvars
 import difflib
 import re
-import sys
-import traceback
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import yaml
-from pydantic import BaseModel
 
-# Set while mlops_settings.py runs: ModelSettings(...) records its raw input here under id(instance), so the loader
-# validates every model and reports every error together, instead of stopping at the first one that fails.
-pending_models: contextvars.ContextVar[dict | None] = contextvars.ContextVar("mlops_settings_pending", default=None)
+from akerbp.mlops.settings_python import safe_repr
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 
 class UnreadableSettings(Exception):
-    """The settings file cannot be turned into models at all; the message is the one error to report."""
+    """The settings file cannot be turned into models at all; `errors` are the problems to report (usually one)."""
+
+    def __init__(self, *errors: str):
+        self.errors = list(errors)
+        super().__init__("\n".join(self.errors))
 
 
 def display_path(path: Path) -> str:
@@ -52,23 +54,30 @@ class RawModel:
 def read_models(path: Path, name: str, model: type[BaseModel]) -> list[RawModel]:
     """The models written in a .py or .yaml settings file; `model` is the settings class (ModelSettings).
 
-    Raises UnreadableSettings when the file has no models to validate (syntax error, no `models`, ...).
+    Raises UnreadableSettings when the file has no models to validate (syntax error, no `models`, an exit, ...).
     """
-    return _read_python(path, name, model) if path.suffix == ".py" else _read_yaml(path, name, model)
+    if path.suffix == ".py":
+        from akerbp.mlops import settings_python
+
+        return settings_python.read(path, name)
+    return _read_yaml(path, name, model)
 
 
 def _read_yaml(path: Path, name: str, model: type[BaseModel]) -> list[RawModel]:
+    from akerbp.mlops import settings_yaml
+
     try:
-        text = path.read_text(encoding="utf-8")
-        nodes = [n for n in yaml.compose_all(text, Loader=yaml.SafeLoader)]
-        values = [yaml.SafeLoader("").construct_document(n) if n is not None else None for n in nodes]
+        nodes, values = settings_yaml.read_documents(path)
+    except settings_yaml.Refused as e:
+        raise UnreadableSettings(*(f"{name}{', ' if p.startswith('line ') else ': '}{p}" for p in e.args)) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         where = f", line {mark.line + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise UnreadableSettings(f"{name}{where}: YAML syntax error: {problem}") from None
-    except UnicodeDecodeError:
-        raise UnreadableSettings(f"{name}: not UTF-8 text") from None
+    except UnicodeDecodeError as e:
+        raise UnreadableSettings(f"{name}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}): save "
+                                 "it as UTF-8") from None
     docs = [(n, v) for n, v in zip(nodes, values) if v is not None]
     if not docs:
         raise UnreadableSettings(f"{name}: no models: add `models:` with a list of model settings")
@@ -96,11 +105,11 @@ def _read_yaml(path: Path, name: str, model: type[BaseModel]) -> list[RawModel]:
     return [_raw_from_node(n, v) for n, v in docs]
 
 
-def _raw_from_node(node: yaml.Node, value: Any) -> RawModel:
+def _raw_from_node(node, value: Any) -> RawModel:
     return RawModel(value, node.start_mark.line + 1, _node_lines(node))
 
 
-def _node_lines(node: yaml.Node, prefix: tuple = ()) -> dict[tuple, int]:
+def _node_lines(node, prefix: tuple = ()) -> dict[tuple, int]:
     """Line of every key and list item under `node`, by path: ("info", "prediction", "owner") -> 9."""
     lines = {}
     children = []
@@ -112,66 +121,6 @@ def _node_lines(node: yaml.Node, prefix: tuple = ()) -> dict[tuple, int]:
         lines[path] = key.start_mark.line + 1
         lines.update(_node_lines(value, path))
     return lines
-
-
-def _read_python(path: Path, name: str, model: type[BaseModel]) -> list[RawModel]:
-    try:
-        source = path.read_text(encoding="utf-8")
-        code = compile(source, str(path), "exec")
-    except SyntaxError as e:
-        raise UnreadableSettings(f"{name}, line {e.lineno}: syntax error: {e.msg}") from None
-    namespace = {"__file__": str(path), "__name__": "mlops_settings"}
-    pending: dict[int, dict] = {}
-    token = pending_models.set(pending)
-    sys.path.insert(0, str(path.parent))
-    try:
-        exec(code, namespace)
-    except Exception as e:  # noqa: BLE001 -- user code: report where it failed, not a traceback
-        lines = [f.lineno for f in traceback.extract_tb(e.__traceback__) if f.filename == str(path)]
-        where = f", line {lines[-1]}" if lines else ""
-        hint = "; add `from akerbp.mlops import ModelSettings`" if "'ModelSettings'" in str(e) else ""
-        raise UnreadableSettings(f"{name}{where}: {type(e).__name__}: {e}{hint}") from None
-    finally:
-        pending_models.reset(token)
-        sys.path.remove(str(path.parent))
-    if "models" not in namespace:
-        raise UnreadableSettings(
-            f"{name}: defines no `models`: add `models = [ModelSettings(model_name=..., model_file=...), ...]`"
-        )
-    models = namespace["models"]
-    if not isinstance(models, (list, tuple)) or not models:
-        raise UnreadableSettings(
-            f"{name}: `models` must be a non-empty list of ModelSettings(...) or dicts, not {type(models).__name__}"
-        )
-    item_lines = _python_item_lines(source)
-    raws = []
-    for i, item in enumerate(models):
-        # A ModelSettings(...) that failed validation holds its raw input: never dump it (pydantic would warn about
-        # every invalid value on stderr), take what the constructor recorded.
-        if id(item) in pending:
-            data = pending[id(item)]
-        else:
-            data = item.model_dump(exclude_unset=True) if isinstance(item, model) else item
-        line, keys = item_lines[i] if i < len(item_lines) else (None, {})
-        raws.append(RawModel(data, line, keys))
-    return raws
-
-
-def _python_item_lines(source: str) -> list[tuple[int, dict[tuple, int]]]:
-    """Lines of the items of a literal top-level `models = [...]`, and of their keywords/keys."""
-    for stmt in ast.parse(source).body:
-        targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target] if isinstance(stmt, ast.AnnAssign) else []
-        if any(isinstance(t, ast.Name) and t.id == "models" for t in targets) and isinstance(stmt.value, (ast.List, ast.Tuple)):
-            out = []
-            for elt in stmt.value.elts:
-                keys = {}
-                if isinstance(elt, ast.Call):
-                    keys = {(k.arg,): k.lineno for k in elt.keywords if k.arg}
-                elif isinstance(elt, ast.Dict):
-                    keys = {(k.value,): k.lineno for k in elt.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)}
-                out.append((elt.lineno, keys))
-            return out
-    return []
 
 
 # --- wording -------------------------------------------------------------------------------------------------------
@@ -187,7 +136,7 @@ def field_name(loc: tuple) -> str:
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
+    text = safe_repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 

@@ -165,8 +165,18 @@ def _log_lines(call) -> list[str]:
 
 # --- mlops call ------------------------------------------------------------------------------------------------------
 
+# Deepest --data nesting sent: cognite-sdk's JSON encoder (and the Python json of the server and of the function's
+# runtime) stop near 1,000 levels, less the call stack's own depth; 900 went through the local CDF here.
+MAX_DATA_DEPTH = 500
+
+
 def parse_data(value: str | None) -> dict:
-    """--data: inline JSON, @file or @- (stdin); a JSON object, as CDF passes it to the function."""
+    """--data: inline JSON, @file or @- (stdin); a JSON object, as CDF passes it to the function.
+
+    What JSON allows reaches the model; what it does not, or what cognite-sdk and CDF cannot carry, is a usage error
+    naming it: NaN and Infinity (not JSON, though Python's json reads them), a number beyond a 64-bit float (cognite-sdk
+    sends floats), an integer longer than Python's json reads, nesting deeper than MAX_DATA_DEPTH.
+    """
     if value is None:
         return {}
     source = "--data"
@@ -179,13 +189,77 @@ def parse_data(value: str | None) -> dict:
         except (OSError, UnicodeDecodeError) as e:
             raise UsageError(f"option --data: cannot read {name}: {getattr(e, 'strerror', None) or e}") from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_readable_int)
     except json.JSONDecodeError as e:
         raise UsageError(f"option {source}: not valid JSON: {e.msg} at line {e.lineno} column {e.colno} "
                          f"(char {e.pos})") from None
+    except _NotCarried as e:
+        raise UsageError(f"option {source}: {e.token[:40]}{'...' if len(e.token) > 40 else ''}"
+                         f"{_where(text, e.token)}: {e.problem}") from None
+    except RecursionError:
+        raise UsageError(f"option {source}: nested deeper than Python's json reads (about 1,000 levels); cognite-sdk "
+                         f"and CDF's Python functions read JSON the same way, so mlops call sends at most "
+                         f"{MAX_DATA_DEPTH} levels: flatten the data") from None
     if not isinstance(data, dict):
         raise UsageError(f"option {source}: must be a JSON object ({{...}}), got {type(data).__name__}")
+    depth = _depth(data)
+    if depth > MAX_DATA_DEPTH:
+        raise UsageError(f"option {source}: nested {depth} levels deep; cognite-sdk's JSON encoder (and the Python "
+                         f"that runs the function) stop near 1,000, so mlops call sends at most {MAX_DATA_DEPTH}: "
+                         "flatten the data")
     return data
+
+
+class _NotCarried(ValueError):
+    def __init__(self, token: str, problem: str):
+        super().__init__(token)
+        self.token, self.problem = token, problem
+
+
+def _refuse_constant(token: str):
+    raise _NotCarried(token, "not JSON (JSON has no NaN or Infinity, although Python's json reads them; cognite-sdk "
+                             "refuses to send them): use null, or a string")
+
+
+def _finite_float(token: str) -> float:
+    number = float(token)
+    if number in (float("inf"), float("-inf")):
+        raise _NotCarried(token, "beyond a 64-bit float (about 1.8e308): cognite-sdk sends JSON numbers as floats; "
+                                 "send it as a string")
+    return number
+
+
+def _readable_int(token: str) -> int:
+    limit = sys.get_int_max_str_digits() if hasattr(sys, "get_int_max_str_digits") else 0
+    digits = len(token.lstrip("-"))
+    if limit and digits > limit:
+        raise _NotCarried(token, f"an integer of {digits:,} digits; Python's json (cognite-sdk's, and that of CDF's "
+                                 f"Python functions) reads at most {limit:,}: send it as a string")
+    return int(token)
+
+
+def _where(text: str, token: str) -> str:
+    """' at line L column C' of the first `token` outside a string, or ''."""
+    import re
+
+    for found in re.finditer(r'"(?:[^"\\]|\\.)*"|NaN|-?Infinity|[-+0-9.eE]+', text):
+        if found.group() == token:
+            line = text.count("\n", 0, found.start()) + 1
+            column = found.start() - (text.rfind("\n", 0, found.start()) + 1) + 1
+            return f" at line {line} column {column}"
+    return ""
+
+
+def _depth(data) -> int:
+    """Nesting depth of parsed JSON, without recursion (a dict or list is one level)."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        if isinstance(value, (dict, list)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest
 
 
 def _wait(call, timeout: float):

@@ -1,4 +1,4 @@
-"""Service answers, secret masking and the services' logger: what every service needs, stdlib only.
+"""Service answers and the services' logger: what every service needs, stdlib only (masking: masking.py).
 
 A service never raises: every failure becomes {"status": "error", "message": ...}, with the (masked) traceback
 printed so it lands in the call's logs.
@@ -10,8 +10,8 @@ import logging
 import sys
 import traceback
 
-MIN_SECRET_LENGTH = 4
-MASK = "***"
+from akerbp.mlops.services.masking import mask  # noqa: F401 - the services' (and local_call's) mask
+
 RESPONSE_LIMIT_BYTES = 1_000_000  # CDF refuses larger function responses
 
 try:  # bundled in the function folder; guarded so a service still answers if it is not
@@ -44,15 +44,6 @@ def register_secrets(secrets: dict | None) -> None:
     for value in (secrets or {}).values():
         if isinstance(value, str):
             register(value)
-
-
-def mask(text: str, secrets: dict | None) -> str:
-    """`text` without the call's secret values (and without any secret the framework logger knows)."""
-    for value in sorted((str(v) for v in (secrets or {}).values() if v is not None), key=len, reverse=True):
-        if len(value) >= MIN_SECRET_LENGTH:
-            text = text.replace(value, MASK)
-    framework_mask = getattr(_framework_logger, "mask", None)
-    return framework_mask(text) if framework_mask is not None else text
 
 
 def error(message: str, model_id, secrets: dict | None) -> dict:

@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from akerbp.mlops.services import responses
+from akerbp.mlops.services import masking, responses
 from akerbp.mlops.services.responses import ServiceError
 
 SETTINGS_FILE = "mlops_service_settings.json"
@@ -67,6 +67,12 @@ def handle(data, client, secrets, function_call_info, root) -> dict:
     started = time.monotonic()
     secrets = dict(secrets or {})
     responses.register_secrets(secrets)
+    with masking.masked_output(secrets):  # what the model prints or logs during the call
+        response = _serve(data, client, secrets, function_call_info, root, started)
+    return masking.mask_value(response, secrets)  # what it returns
+
+
+def _serve(data, client, secrets: dict, function_call_info, root, started: float) -> dict:
     log = responses.get_log()
     try:
         settings = load_settings(root)
@@ -87,7 +93,8 @@ def handle(data, client, secrets, function_call_info, root) -> dict:
             from akerbp.mlops.services import training
 
             response = training.serve(data, client, settings, root, secrets)
-    except Exception as e:  # the services answer their own failures; this is the last line of defence
+    except (Exception, SystemExit) as e:  # the services answer their own failures; this is the last line of defence
+        # SystemExit too: a model calling sys.exit() gets an answer (masked), not a call failed with its message.
         response = responses.failure(e, settings.get("model_id"), secrets, during=f"{settings['service']} service")
     call_id = (function_call_info or {}).get("call_id")
     log.info(

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from akerbp.mlops.services import responses
+from akerbp.mlops.services import masking, responses
 from akerbp.mlops.services.model_import import ModelImportError, import_model
 
 DIRECTIONS = ("above", "below")
@@ -109,6 +109,7 @@ def _train_and_upload(data, client, settings: dict, root: Path, secrets: dict) -
         problem = _metadata_problem(metadata, folder, getattr(model_manager, "RESERVED_KEYS", ()))
         if problem:
             return responses.error(problem, None, secrets)
+        metadata = masking.mask_value(metadata, secrets)  # the registry keeps it: never a secret value in it
         result = {"version": None, "model_id": None, "metadata": metadata, "uploaded": False, "file_id": None,
                   "sha256": None}
         if condition:
