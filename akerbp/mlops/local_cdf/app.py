@@ -153,6 +153,8 @@ class App:
         ctx = Ctx(cdf=self.cdf, request=request, project=values.pop("project", ""))
         if needs_auth:
             ctx.token = self.cdf.auth.check(request.headers.get("Authorization", ""), ctx.project)
+            if ctx.project:
+                self.cdf.projects.touch(ctx.project)  # token/inspect lists it from now on
         result = fn(ctx, **values)
         if fault is not None:  # served, and the answer is lost
             return fault

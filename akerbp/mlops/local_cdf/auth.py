@@ -6,10 +6,13 @@ Session tokens (given to function calls) are checked in both modes, so a revoked
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import secrets as pysecrets
 import time
+from urllib.parse import unquote_plus
 
 from werkzeug.wrappers import Response
 
@@ -89,21 +92,50 @@ class Auth:
 def token(ctx: Ctx) -> Response:
     form = ctx.request.form
     if form.get("grant_type") != "client_credentials":
-        return json_response(
-            {"error": "unsupported_grant_type", "error_description": "Only grant_type=client_credentials is supported"},
-            400,
-        )
-    client_id, client_secret = form.get("client_id", ""), form.get("client_secret", "")
+        return _oauth_error("unsupported_grant_type", "Only grant_type=client_credentials is supported", 400)
+    try:
+        client_id, client_secret, basic = _client_credentials(ctx.request)
+    except ValueError as e:
+        return _oauth_error("invalid_request", str(e), 400)
     if not ctx.cdf.auth.valid_client(client_id, client_secret):
-        return json_response({"error": "invalid_client", "error_description": "Unknown client or wrong secret"}, 401)
+        # RFC 6749 5.2: a client that authenticated with HTTP Basic is told which scheme to use again.
+        headers = {"WWW-Authenticate": 'Basic realm="local-cdf"'} if basic else None
+        return _oauth_error("invalid_client", "Unknown client or wrong secret", 401, headers)
     return json_response(
         {"access_token": ctx.cdf.auth.issue_token(client_id), "token_type": "Bearer", "expires_in": TOKEN_TTL_S}
     )
 
 
+def _client_credentials(request) -> tuple[str, str, bool]:
+    """(client_id, client_secret, sent_with_basic): from the form body or from HTTP Basic (RFC 6749 2.3.1, where
+    both parts are form-urlencoded before base64), as cognite-sdk 7.x and most OAuth libraries send them."""
+    form = request.form
+    header = request.headers.get("Authorization", "")
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return form.get("client_id", ""), form.get("client_secret", ""), False
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise ValueError("The Authorization header's Basic credentials are not valid base64 of 'id:secret'") from None
+    raw_id, sep, raw_secret = decoded.partition(":")
+    if not sep:
+        raise ValueError("The Authorization header's Basic credentials must be 'client_id:client_secret'")
+    client_id, client_secret = unquote_plus(raw_id), unquote_plus(raw_secret)
+    if form.get("client_secret"):
+        raise ValueError("Send the client secret either with HTTP Basic or in the form body, not both")
+    if form.get("client_id") and form["client_id"] != client_id:
+        raise ValueError("The form's client_id differs from the one in the Authorization header")
+    return client_id, client_secret, True
+
+
+def _oauth_error(error: str, description: str, status: int, headers: dict | None = None) -> Response:
+    return json_response({"error": error, "error_description": description}, status, headers)
+
+
 @routes.get("/api/v1/token/inspect", root=True)
 def inspect(ctx: Ctx) -> dict:
-    projects = ctx.store.projects()
+    projects = ctx.cdf.projects.names()
     return {
         "subject": "local-cdf-user",
         "projects": [{"projectUrlName": p, "groups": []} for p in projects],

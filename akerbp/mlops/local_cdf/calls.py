@@ -26,7 +26,15 @@ if TYPE_CHECKING:
 
 routes = Router()
 KIND = "calls"
-CALLS = Kind(KIND, "Function calls",
+
+
+def view(call: dict) -> dict:
+    """A call as CDF shows it: id, status, startTime, endTime, functionId, schedule fields and error; no
+    createdTime/lastUpdatedTime (the store's bookkeeping)."""
+    return {k: v for k, v in public(call).items() if k not in ("createdTime", "lastUpdatedTime")}
+
+
+CALLS = Kind(KIND, "Function calls", view=view,
              filters={"status": eq("status"), "scheduleId": eq("scheduleId"), "startTime": time_range("startTime"),
                       "endTime": time_range("endTime")})
 
@@ -101,7 +109,7 @@ def call(ctx: Ctx, function_id: int) -> dict:
     session = consume_nonce(ctx, ctx.body.get("nonce"))
     record, done = start_call(ctx.cdf, ctx.project, fn, data, session)
     done.wait(ctx.cdf.limits.sync_call_wait_s)
-    return public(ctx.store.get(ctx.project, KIND, record["id"]))
+    return view(ctx.store.get(ctx.project, KIND, record["id"]))
 
 
 def _function_calls(ctx: Ctx, function_id: int) -> tuple[str, list]:
@@ -139,7 +147,7 @@ def list_calls_get(ctx: Ctx, function_id: int) -> dict:
 
 @routes.get("/functions/<int:function_id>/calls/<int:call_id>")
 def get_one(ctx: Ctx, function_id: int, call_id: int) -> dict:
-    return public(_one(ctx, function_id, call_id))
+    return view(_one(ctx, function_id, call_id))
 
 
 @routes.get("/functions/<int:function_id>/calls/<int:call_id>/response")

@@ -39,7 +39,9 @@ CPU, MEMORY = {"min": 0.1, "max": 0.6, "default": 0.25}, {"min": 0.1, "max": 2.5
 
 
 def _view(fn: dict) -> dict:
+    """A function as CDF shows it: secrets masked, no lastUpdatedTime (CDF's functions have none)."""
     view = public(fn)
+    view.pop("lastUpdatedTime", None)
     if fn.get("_secrets"):
         view["secrets"] = {k: "***" for k in fn["_secrets"]}
     return view
@@ -94,14 +96,16 @@ def create(ctx: Ctx) -> dict:
     body = {
         "name": item["name"], "externalId": item.get("externalId"), "fileId": item["fileId"],
         "functionPath": item.get("functionPath") or "handler.py", "description": item.get("description"),
-        "owner": item.get("owner"), "envVars": item.get("envVars") or {}, "cpu": item.get("cpu") or CPU["default"],
+        "owner": item.get("owner"), "envVars": item.get("envVars"), "cpu": item.get("cpu") or CPU["default"],
         "memory": item.get("memory") or MEMORY["default"], "runtime": item.get("runtime") or "py311",
-        "metadata": item.get("metadata") or {}, "status": "Queued", "_secrets": item.get("secrets") or {},
+        "metadata": item.get("metadata"), "status": "Queued", "_secrets": item.get("secrets") or {},
         "_indexUrl": item.get("indexUrl"), "_extraIndexUrls": item.get("extraIndexUrls") or [],
         # Claimed by this process from the start, so another process resuming builds never takes it over.
         "_builderPid": os.getpid(), "_buildClaim": uuid.uuid4().hex,
     }
-    body = {k: v for k, v in body.items() if v is not None}
+    # CDF drops the none-like values (None, "", {}, []) it is sent: a function created without envVars, secrets or
+    # metadata comes back without them, so a tool comparing it with its config (cognite-toolkit) sees no change.
+    body = {k: v for k, v in body.items() if k.startswith("_") or v not in (None, "", {}, [])}
     with ctx.store.write() as db:
         if body.get("externalId") and ctx.store.get_xid(ctx.project, KIND, body["externalId"], db):
             raise duplicated([{"externalId": body["externalId"]}], "Functions")

@@ -24,9 +24,28 @@ routes = Router()
 KIND = "schedules"
 FIELDS = {"name": str, "functionId": int, "functionExternalId": str, "cronExpression": str, "description": str,
           "data": (dict, list, str, int, float, bool), "nonce": str}
-SCHEDULES = Kind(KIND, "Function schedules", max_limit=10_000,
+
+
+def _view(schedule: dict) -> dict:
+    """A schedule as CDF shows it: no input data (GET .../input_data has it), no lastUpdatedTime, and no
+    functionExternalId (CDF answers with functionId only; cognite-toolkit maps it back itself)."""
+    view = public(schedule)
+    view.pop("lastUpdatedTime", None)
+    view.pop("functionExternalId", None)  # stored by versions before this one
+    return view
+
+
+def _function_external_id(value, ctx: Ctx):
+    """The list filter on functionExternalId (which the SDK still sends) matches the function's schedules."""
+    if not isinstance(value, str):
+        raise bad_request("Filter 'functionExternalId' must be a string")
+    fn = ctx.store.get_xid(ctx.project, FUNCTIONS, value)
+    return "json_extract(body, '$.functionId') = ?", [fn["id"] if fn else None]
+
+
+SCHEDULES = Kind(KIND, "Function schedules", max_limit=10_000, view=_view,
                  filters={"name": eq("name"), "functionId": eq("functionId"), "cronExpression": eq("cronExpression"),
-                          "functionExternalId": eq("functionExternalId"), "createdTime": time_range("createdTime")})
+                          "functionExternalId": _function_external_id, "createdTime": time_range("createdTime")})
 
 
 @routes.post("/functions/schedules")
@@ -51,12 +70,11 @@ def create(ctx: Ctx) -> dict:
         raise bad_request(f"Function {fn['id']} already has {len(existing)} schedules; the limit is "
                           f"{ctx.cdf.limits.max_schedules_per_function}")
     session = consume_nonce(ctx, item.get("nonce"))
-    body = {"name": item["name"], "functionId": fn["id"], "functionExternalId": fn.get("externalId"),
-            "cronExpression": item["cronExpression"], "description": item.get("description"),
+    body = {"name": item["name"], "functionId": fn["id"], "cronExpression": item["cronExpression"], "description": item.get("description"),
             "sessionId": session["id"], "when": f"cron '{item['cronExpression']}' (UTC)", "_data": item.get("data")}
     with ctx.store.write() as db:
         schedule = ctx.store.insert(db, ctx.project, KIND, {k: v for k, v in body.items() if v is not None})
-    return {"items": [public(schedule)]}
+    return {"items": [_view(schedule)]}
 
 
 @routes.post("/functions/schedules/list")
@@ -76,7 +94,7 @@ def delete(ctx: Ctx) -> dict:
 
 @routes.get("/functions/schedules/<int:schedule_id>")
 def get_one(ctx: Ctx, schedule_id: int) -> dict:
-    return public(ctx.store.resolve(ctx.project, KIND, [{"id": schedule_id}], what="Function schedules")[0])
+    return SCHEDULES.one(ctx, schedule_id)
 
 
 @routes.get("/functions/schedules/<int:schedule_id>/input_data")
@@ -87,7 +105,7 @@ def input_data(ctx: Ctx, schedule_id: int) -> dict:
 
 def run_due(cdf: "LocalCDF", now: datetime | None = None, wait: bool = True) -> list[dict]:
     """Fire each schedule's latest due occurrence up to `now` once; with `wait`, return the finished calls."""
-    from .calls import KIND as CALLS, start_call
+    from .calls import KIND as CALLS, start_call, view
 
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     started = []
@@ -104,11 +122,11 @@ def run_due(cdf: "LocalCDF", now: datetime | None = None, wait: bool = True) -> 
                                     int(due.timestamp() * 1000))
             started.append((project, call, done))
     if not wait:
-        return [public(c) for _, c, _ in started]
+        return [view(c) for _, c, _ in started]
     result = []
     for project, call, done in started:
         done.wait(cdf.limits.call_timeout_s + 30)
-        result.append(public(cdf.store.get(project, CALLS, call["id"])))
+        result.append(view(cdf.store.get(project, CALLS, call["id"])))
     return result
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from . import (auth, calls, datasets, environments, events, faults, files, functions, health, schedules, sessions,
-               timeseries)
+from . import (auth, calls, datasets, environments, events, faults, files, functions, health, projects, schedules,
+               sessions, timeseries)
 from .app import App
 from .store import Store
 
@@ -85,15 +85,18 @@ class LocalCDF:
         clients: dict[str, str] | None = None,
         isolation: str | None = None,
         limits: Limits | None = None,
+        projects: list[str] | None = None,
     ) -> None:
         """isolation: "venv" (each function in its runtime's Python with its requirements.txt installed, as in CDF)
         or "shared-no-install" (the server's Python, nothing installed); default $MLOPS_LOCAL_CDF_ISOLATION, else
-        venv."""
+        venv. projects: listed by token/inspect before any request used them (also $MLOPS_LOCAL_CDF_PROJECTS), for
+        clients that check their project there first (cognite-toolkit)."""
         self.data_dir = Path(data_dir)
         self.host, self.port = host, port
         self.isolation = environments.check_isolation(isolation) if isolation else environments.default_isolation()
         self.limits = limits or Limits()
         self._clients = clients
+        self._declared_projects = list(projects or [])
         self._server = None
         self._thread: threading.Thread | None = None
         self._workers = None
@@ -108,12 +111,13 @@ class LocalCDF:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(self.data_dir)
         self.auth = auth.Auth(self.store, self._clients)
+        self.projects = projects.Projects(self.store, self._declared_projects + projects.declared_from_env())
         self.faults = faults.Faults()
         env_faults = os.environ.get("MLOPS_LOCAL_CDF_FAULTS")
         if env_faults:
             self.faults.add(json.loads(env_faults))
-        routers = [m.routes for m in (auth, sessions, files, datasets, events, timeseries, functions, calls, schedules,
-                                       faults, health)]
+        routers = [m.routes for m in (auth, projects, sessions, files, datasets, events, timeseries, functions, calls,
+                                       schedules, faults, health)]
         self.app = App(self, routers)
         self._server = make_server(self.host, self.port, self.app, threaded=True, request_handler=_QuietHandler)
         self.port = self._server.server_port

@@ -37,7 +37,8 @@ def create(ctx: Ctx) -> dict:
             body["clientId"] = item["clientId"]
         with ctx.store.write() as db:
             created.append(ctx.store.insert(db, ctx.project, KIND, body))
-    return {"items": [{k: s[k] for k in ("id", "type", "status", "nonce") if k in s} for s in created]}
+    # As CDF: clientId only for a client-credentials session.
+    return {"items": [{k: s[k] for k in ("id", "type", "status", "nonce", "clientId") if k in s} for s in created]}
 
 
 @routes.get("/sessions")

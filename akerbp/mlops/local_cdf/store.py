@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS datapoints (
     PRIMARY KEY (ts_id, timestamp)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS projects (name TEXT PRIMARY KEY, created INTEGER NOT NULL);
 """
 
 # Keys of a stored body that start with this are internal (logs, blob paths) and never sent to clients.
@@ -250,6 +251,13 @@ class Store:
 
     def projects(self) -> list[str]:
         return [r[0] for r in self.conn().execute("SELECT DISTINCT project FROM resources ORDER BY project")]
+
+    def remember_project(self, project: str, created: int) -> None:
+        with self.write() as db:
+            db.execute("INSERT OR IGNORE INTO projects(name, created) VALUES (?, ?)", (project, created))
+
+    def remembered_projects(self) -> list[str]:
+        return [r[0] for r in self.conn().execute("SELECT name FROM projects ORDER BY name")]
 
     def kinds_count(self) -> dict[str, int]:
         return {
