@@ -27,7 +27,7 @@ from pydantic import (
 
 from akerbp.mlops.errors import UsageError
 from akerbp.mlops.settings_files import RawModel, UnreadableSettings, display_path, explain, field_name, read_models
-from akerbp.mlops.settings_python import pending_models, safe_repr, safe_str
+from akerbp.mlops.settings_capture import pending_models, safe_repr, safe_str
 
 SETTINGS_FILES = ("mlops_settings.py", "mlops_settings.yaml")
 PYTHON_VERSIONS = ("py310", "py311", "py312", "py313")

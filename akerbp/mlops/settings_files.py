@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import yaml
 
-from akerbp.mlops.settings_python import safe_repr
+from akerbp.mlops.settings_capture import safe_repr
 
 if TYPE_CHECKING:
     from pydantic import BaseModel

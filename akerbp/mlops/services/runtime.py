@@ -67,8 +67,11 @@ def handle(data, client, secrets, function_call_info, root) -> dict:
     started = time.monotonic()
     secrets = dict(secrets or {})
     responses.register_secrets(secrets)
-    with masking.masked_output(secrets):  # what the model prints or logs during the call
-        response = _serve(data, client, secrets, function_call_info, root, started)
+    try:
+        with masking.masked_output(secrets):  # what the model prints or logs during the call
+            response = _serve(data, client, secrets, function_call_info, root, started)
+    except SystemExit as e:  # the model called sys.exit(): the call fails, as in CDF, but its message is masked
+        raise SystemExit(masking.mask_value(e.code, secrets)) from None
     return masking.mask_value(response, secrets)  # what it returns
 
 
@@ -93,8 +96,7 @@ def _serve(data, client, secrets: dict, function_call_info, root, started: float
             from akerbp.mlops.services import training
 
             response = training.serve(data, client, settings, root, secrets)
-    except (Exception, SystemExit) as e:  # the services answer their own failures; this is the last line of defence
-        # SystemExit too: a model calling sys.exit() gets an answer (masked), not a call failed with its message.
+    except Exception as e:  # the services answer their own failures; this is the last line of defence
         response = responses.failure(e, settings.get("model_id"), secrets, during=f"{settings['service']} service")
     call_id = (function_call_info or {}).get("call_id")
     log.info(
