@@ -55,9 +55,9 @@ def read(path: Path, name: str) -> list:
         result = _result(result_path) if code == 0 and not timed_out else None
     if result is None:
         raise UnreadableSettings(_why_no_result(name, code, timed_out, seconds, megabytes, output))
-    _show(output)
     if "error" in result:
         raise UnreadableSettings(result["error"] + _output_note(output))
+    _show(output)
     return [RawModel(decode(m["data"]), m["line"], {tuple(k): line for k, line in m["keys"]})
             for m in result["models"]]
 
@@ -175,7 +175,8 @@ def _why_no_result(name: str, code: int | None, timed_out: bool, seconds: float,
             signame = f"signal {-code}"
         why = f"was killed by {signame} while loading"
         if -code == signal.SIGXFSZ:
-            why += f": it printed more than {OUTPUT_LIMIT_BYTES // (1024 * 1024)} MB"
+            why += (f": it wrote more than {OUTPUT_LIMIT_BYTES // (1024 * 1024)} MB to one file (its output, or its "
+                    "models as JSON)")
         elif "MemoryError" in output or "Cannot allocate memory" in output or -code in (signal.SIGKILL, signal.SIGABRT):
             why += f" (its memory budget is {megabytes} MB: {MEMORY_VAR})"
     else:
