@@ -175,8 +175,11 @@ def child(path: str, name: str, result_path: str, megabytes: str) -> None:
     with open(partial, "w", encoding="utf-8") as f:
         f.write(text)
     os.replace(partial, result_path)
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):  # the file may have closed or replaced them
+        try:
+            stream.flush()
+        except BaseException:  # noqa: BLE001
+            pass
     os._exit(0)
 
 
