@@ -6,12 +6,12 @@ at this server. A crashing or hanging handler only ever costs its worker process
 from __future__ import annotations
 
 import json
-import os
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import processes
 from .app import Ctx, Router
 from .errors import bad_request
 from .functions import KIND as FUNCTIONS, alive, ready_function, worker_key
@@ -43,9 +43,11 @@ def start_call(cdf: "LocalCDF", project: str, fn: dict, data, session: dict, sch
                scheduled_time: int | None = None) -> tuple[dict, threading.Event]:
     """Record a Running call and execute it on a thread; the event is set when the call has ended.
 
-    The call records the pid running it: if that process dies mid-call, the next start marks the call Failed."""
+    The call records the process running it (pid and start time): if that process dies mid-call, the next start
+    marks the call Failed."""
+    pid, started = processes.me()
     body = {"functionId": fn["id"], "status": "Running", "startTime": now_ms(), "_sessionId": session["id"],
-            "_runnerPid": os.getpid()}
+            "_runnerPid": pid, "_runnerStarted": started}
     if schedule_id is not None:
         body.update(scheduleId=schedule_id, scheduledTime=scheduled_time)
     with cdf.store.write() as db:
@@ -93,9 +95,15 @@ def fail_orphans(cdf: "LocalCDF") -> None:
     for project in cdf.store.projects():
         rows, _ = cdf.store.query(project, KIND, ["json_extract(body, '$.status') = 'Running'"])
         for found in rows:
-            if not alive(found.get("_runnerPid")):
+            if not _runner_runs(found):
                 _finish(cdf, project, found["id"], {"status": "Failed", "endTime": now_ms(),
                                                     "error": {"message": INTERRUPTED, "trace": ""}})
+
+
+def _runner_runs(call: dict) -> bool:
+    if call.get("_runnerStarted"):  # a reused pid is another process, whose death would go unnoticed
+        return processes.is_running(call.get("_runnerPid"), call["_runnerStarted"])
+    return alive(call.get("_runnerPid"))  # recorded by an older version
 
 
 @routes.post("/functions/<int:function_id>/call")

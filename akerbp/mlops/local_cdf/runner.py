@@ -4,6 +4,10 @@ Run as `python /abs/path/runner.py REQUEST_FD REPLY_FD FUNCTION_PATH` with cwd =
 Only the standard library is imported at top level, so any interpreter (e.g. a function's venv) can run it.
 Requests and replies are JSON lines on dedicated pipes; fd 0/1/2 stay free for the function: during a call
 fd 1 and fd 2 point at the call's log file, so print(), logging and C-level or subprocess output all become logs.
+The worker must never outlive its server, even one killed with SIGKILL: a thread reads the request pipe, and its
+end of file (the server closed it, or died) ends the worker's whole process group, the function's own subprocesses
+included. (Not prctl's PR_SET_PDEATHSIG: it fires when the *thread* that started the worker ends, and the server
+starts workers from short-lived call threads.)
 Messages sent on the reply pipe:
   {"type": "ready"} | {"type": "import_error", "message", "trace"}          once, after importing the handler
   {"type": "started"} then {"type": "result", "status", "response"|"error"}   per call
@@ -14,7 +18,10 @@ import importlib
 import inspect
 import json
 import os
+import queue
+import signal
 import sys
+import threading
 import traceback
 from pathlib import PurePosixPath
 
@@ -133,17 +140,35 @@ def _serve_call(handle, params, request, reply):
     return exit_after
 
 
+def _end_worker():
+    """SIGKILL this worker and what the function started (its process group, when it leads one), at once."""
+    if os.getpgrp() == os.getpid():  # the server starts each worker as the leader of a session of its own
+        os.killpg(os.getpid(), signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _read_requests(request_fd, requests):
+    """Queue each request line; at end of file the server is gone, so is this worker."""
+    with os.fdopen(request_fd, "r", encoding="utf-8") as pipe:
+        for line in pipe:
+            requests.put(line)
+    _end_worker()
+
+
 def main(argv):
     request_fd, reply_fd, function_path = int(argv[1]), int(argv[2]), argv[3]
     os.set_inheritable(request_fd, False)
     os.set_inheritable(reply_fd, False)
+    requests = queue.Queue()
+    # Before the handler is imported: an import that hangs must not survive the server either.
+    threading.Thread(target=_read_requests, args=(request_fd, requests), name="local-cdf-lifeline",
+                     daemon=True).start()
     # Running by path puts this file's folder first on sys.path; the function must not see our modules.
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
     sys.path.insert(0, os.getcwd())
     os.environ["COGNITE_FUNCTION_RUNTIME"] = "true"
     faulthandler.enable(file=sys.stderr, all_threads=True)
-    requests = os.fdopen(request_fd, "r", encoding="utf-8")
     reply = os.fdopen(reply_fd, "w", encoding="utf-8")
     try:
         handle, params = _import_handle(function_path)
@@ -151,12 +176,11 @@ def main(argv):
         _send(reply, dict(_error(exc), type="import_error"))
         return 1
     _send(reply, {"type": "ready"})
-    for line in requests:
-        request = json.loads(line)
+    while True:
+        request = json.loads(requests.get())
         _send(reply, {"type": "started"})
         if _serve_call(handle, params, request, reply):
             return 1
-    return 0
 
 
 if __name__ == "__main__":

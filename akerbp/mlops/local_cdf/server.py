@@ -14,8 +14,8 @@ from pathlib import Path
 
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from . import (auth, calls, datasets, environments, events, faults, files, functions, health, projects, schedules,
-               sessions, timeseries)
+from . import (auth, calls, datasets, environments, events, faults, files, functions, health, processes, projects,
+               schedules, sessions, timeseries)
 from .app import App
 from .store import Store
 
@@ -110,6 +110,7 @@ class LocalCDF:
         self._stopping = threading.Event()  # a fresh one: builds of an earlier run keep seeing theirs set
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(self.data_dir)
+        self._clean_up_after_dead_servers()
         self.auth = auth.Auth(self.store, self._clients)
         self.projects = projects.Projects(self.store, self._declared_projects + projects.declared_from_env())
         self.faults = faults.Faults()
@@ -125,9 +126,19 @@ class LocalCDF:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="local-cdf-http", daemon=True)
         self._thread.start()
-        calls.fail_orphans(self)
         functions.resume_builds(self)
         return self
+
+    def _clean_up_after_dead_servers(self) -> None:
+        """A server killed (SIGKILL, a crash) leaves workers its watchdog could not end, half-written blobs and
+        calls still Running; those of owners that are gone are ended, removed and recorded Failed. What a live
+        process sharing the data dir owns is left alone."""
+        ended = processes.end_orphans(self.store)
+        removed = self.store.remove_stale_temp_files()
+        calls.fail_orphans(self)
+        if ended or removed:
+            log.info("Local CDF: ended %d worker(s) and removed %d half-written blob(s) left by a server that died",
+                     len(ended), len(removed))
 
     def stop(self) -> None:
         """Stop serving, give unfinished builds back (Queued, resumed at the next start, never Failed by the
@@ -178,7 +189,7 @@ class LocalCDF:
                     raise RuntimeError("The local CDF is stopping: no function can start")
                 from .workers import WorkerPool
 
-                self._workers = WorkerPool()
+                self._workers = WorkerPool(registry=processes.Registry(self.store))
             return self._workers
 
     @property

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import hashlib
 import json
 import os
+import re
 import secrets
 import sqlite3
 import threading
@@ -19,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from . import processes
 from .errors import bad_request, duplicated, not_found
 
 SCHEMA = """
@@ -40,6 +43,14 @@ CREATE TABLE IF NOT EXISTS datapoints (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS projects (name TEXT PRIMARY KEY, created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS processes (
+    pid INTEGER NOT NULL,
+    started TEXT NOT NULL,
+    owner_pid INTEGER NOT NULL,
+    owner_started TEXT NOT NULL,
+    folder TEXT,
+    PRIMARY KEY (pid, started)
+);
 """
 
 # Keys of a stored body that start with this are internal (logs, blob paths) and never sent to clients.
@@ -259,6 +270,21 @@ class Store:
     def remembered_projects(self) -> list[str]:
         return [r[0] for r in self.conn().execute("SELECT name FROM projects ORDER BY name")]
 
+    # -- function workers, so a server can end those of a predecessor that died (see processes.py) ----------------
+    def record_process(self, pid: int, started: str, owner_pid: int, owner_started: str, folder: str) -> None:
+        with self.write() as db:
+            db.execute("INSERT OR REPLACE INTO processes VALUES (?, ?, ?, ?, ?)",
+                       (pid, started, owner_pid, owner_started, folder))
+
+    def forget_process(self, pid: int, owner_pid: int, owner_started: str) -> None:
+        with self.write() as db:
+            db.execute("DELETE FROM processes WHERE pid=? AND owner_pid=? AND owner_started=?",
+                       (pid, owner_pid, owner_started))
+
+    def recorded_processes(self) -> list[tuple[int, str, int, str, str | None]]:
+        return self.conn().execute(
+            "SELECT pid, started, owner_pid, owner_started, folder FROM processes ORDER BY pid").fetchall()
+
     def kinds_count(self) -> dict[str, int]:
         return {
             f"{p}/{k}": n
@@ -277,7 +303,7 @@ class Store:
     def write_blob(self, target: Path, stream, length: int | None, chunk: int = 1 << 20) -> int:
         """Stream a request body to `target` via a temporary name; never holds the whole content in memory."""
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp = target.with_name(f".{target.name}.{_writer()}.{threading.get_ident()}.tmp")
         written = 0
         try:
             with open(tmp, "wb") as out:
@@ -295,6 +321,37 @@ class Store:
             if tmp.exists():
                 tmp.unlink()
         return written
+
+
+    def remove_stale_temp_files(self) -> list[Path]:
+        """Remove the half-written blobs of writers that are gone (a server killed mid-upload); the ones removed."""
+        removed = []
+        for path in self.blob_dir.rglob(".*.tmp"):
+            match = _TEMP.search(path.name)
+            if match and not _writer_runs(int(match["pid"]), match["started"]):
+                path.unlink(missing_ok=True)
+                removed.append(path)
+        return removed
+
+
+# A blob being written is named after its writer: pid and a digest of the process's start time, so a later process
+# can tell a dead writer's leftovers from a live one's upload even when the pid was reused. (Older versions wrote
+# the pid alone.)
+_TEMP = re.compile(r"\.(?P<pid>\d+)(?:-(?P<started>[0-9a-f]{12}))?\.\d+\.tmp$")
+
+
+def _digest(started: str) -> str:
+    return hashlib.sha256(started.encode()).hexdigest()[:12]
+
+
+def _writer() -> str:
+    pid, started = processes.me()
+    return f"{pid}-{_digest(started)}"
+
+
+def _writer_runs(pid: int, started_digest: str | None) -> bool:
+    started = processes.start_time(pid)
+    return started is not None and (started_digest is None or _digest(started) == started_digest)
 
 
 def _safe(project: str) -> str:

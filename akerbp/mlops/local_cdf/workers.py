@@ -37,8 +37,12 @@ class _FunctionWorkers:
 class WorkerPool:
     """Thread-safe pool of warm workers, keyed by function (e.g. its id)."""
 
-    def __init__(self, max_workers_per_function: int = 4, base_env: dict | None = None, tmp_root: str | None = None):
+    def __init__(self, max_workers_per_function: int = 4, base_env: dict | None = None, tmp_root: str | None = None,
+                 registry=None):
+        """registry (processes.Registry): where each worker is recorded while it lives, so a server starting after
+        this process died can end the workers it left."""
         self._cap = max_workers_per_function
+        self._registry = registry
         self._base_env = default_env() if base_env is None else dict(base_env)
         self._tmp_root = tmp_root
         self._cond = threading.Condition()
@@ -78,6 +82,12 @@ class WorkerPool:
 
     def _spawn(self, spec: Spec) -> Worker:
         worker = Worker(spec, self._base_env, self._tmp_root)
+        if self._registry is not None:
+            try:
+                self._registry.record(worker.proc.pid, str(worker.dir))
+            except BaseException:
+                worker.close()
+                raise
         with self._cond:
             self._all.add(worker)
             closed = self._closed
@@ -105,6 +115,8 @@ class WorkerPool:
 
     def _discard(self, worker: Worker) -> None:
         worker.close()
+        if self._registry is not None:
+            self._registry.forget(worker.proc.pid)
         with self._cond:
             self._all.discard(worker)
 
