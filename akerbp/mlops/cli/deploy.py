@@ -44,6 +44,7 @@ def deploy(service, models, env, dry_run, force, timeout, as_json):
     """
     from akerbp.mlops.deployment import deploy as deployment
     from akerbp.mlops.deployment import interrupts
+    from akerbp.mlops.deployment import plan as plans
 
     try:
         with interrupts.handled(_progress):
@@ -61,9 +62,9 @@ def deploy(service, models, env, dry_run, force, timeout, as_json):
                     "ok": code == 0, "results": [r.as_dict() for r in results]})
     else:
         if dry_run:
-            echo(deployment.plan_text(results))
+            echo(plans.plan_text(results))
             echo()
-        echo(deployment.summary_table(results))
+        echo(plans.summary_table(results))
     sys.exit(code)
 
 
