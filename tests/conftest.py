@@ -28,6 +28,13 @@ def laptop_environment(monkeypatch):
 
 
 @pytest.fixture
+def unsandboxed(monkeypatch):
+    """For tests of the local CDF's own process handling, whose handlers write host files or report host pids: no
+    bubblewrap sandbox (it hides the host's /tmp and gives workers pids of their own namespace)."""
+    monkeypatch.setenv("MLOPS_LOCAL_CDF_SANDBOX", "off")
+
+
+@pytest.fixture
 def local_cdf(tmp_path):
     with LocalCDF(tmp_path / "cdf", limits=Limits(call_timeout_s=30)) as cdf:
         yield cdf

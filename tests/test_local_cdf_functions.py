@@ -292,7 +292,7 @@ def stored(data_dir, project, kind, xid_or_id) -> dict:
         store.close()
 
 
-def test_stop_during_a_build_hands_it_to_the_next_start(tmp_path):
+def test_stop_during_a_build_hands_it_to_the_next_start(tmp_path, unsandboxed):
     data_dir = tmp_path / "cdf"
     with LocalCDF(data_dir) as cdf:
         marks = start_blocking_build(cdf.client(project="t"), tmp_path)
@@ -316,7 +316,7 @@ SLOW_CALL = """
 """
 
 
-def test_stop_while_a_call_runs_records_the_call_failed(tmp_path):
+def test_stop_while_a_call_runs_records_the_call_failed(tmp_path, unsandboxed):
     data_dir, started = tmp_path / "cdf", tmp_path / "started"
     with LocalCDF(data_dir, limits=Limits(sync_call_wait_s=0)) as cdf:
         fn = deploy(cdf.client(project="t"), tmp_path, SLOW_CALL)
@@ -338,7 +338,7 @@ threading.Event().wait()  # until killed
 """
 
 
-def test_calls_of_a_killed_process_are_failed_at_the_next_start(tmp_path):
+def test_calls_of_a_killed_process_are_failed_at_the_next_start(tmp_path, unsandboxed):
     data_dir, started = tmp_path / "cdf", tmp_path / "started"
     with LocalCDF(data_dir) as cdf:
         fn = deploy(cdf.client(project="t"), tmp_path, SLOW_CALL)
@@ -361,7 +361,7 @@ LocalCDF(sys.argv[1]).start().stop()
 """
 
 
-def test_another_process_opening_the_data_dir_leaves_a_running_build_alone(tmp_path):
+def test_another_process_opening_the_data_dir_leaves_a_running_build_alone(tmp_path, unsandboxed):
     data_dir = tmp_path / "cdf"
     with LocalCDF(data_dir) as cdf:
         client = cdf.client(project="t")
@@ -387,7 +387,7 @@ cdf.stop()
 """
 
 
-def test_two_processes_resuming_a_build_at_once_build_it_once(tmp_path):
+def test_two_processes_resuming_a_build_at_once_build_it_once(tmp_path, unsandboxed):
     data_dir = tmp_path / "cdf"
     with LocalCDF(data_dir) as cdf:
         marks = start_blocking_build(cdf.client(project="t"), tmp_path)
@@ -399,7 +399,7 @@ def test_two_processes_resuming_a_build_at_once_build_it_once(tmp_path):
     assert len(imports(marks)) == 2  # the interrupted build here, then one of the two processes
 
 
-def test_instances_in_one_process_stop_independently_despite_colliding_ids(tmp_path):
+def test_instances_in_one_process_stop_independently_despite_colliding_ids(tmp_path, unsandboxed):
     other = LocalCDF(tmp_path / "other").start()
     # The import timeout bounds how long the blocked build can wait: shorter than an old-style 30 s wait for it.
     cdf = LocalCDF(tmp_path / "cdf", limits=Limits(call_timeout_s=20)).start()

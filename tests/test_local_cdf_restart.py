@@ -58,7 +58,7 @@ def gone(pid: int) -> bool:
 
 
 @pytest.fixture
-def server(tmp_path, monkeypatch):
+def server(tmp_path, monkeypatch, unsandboxed):
     """Start a local CDF in a subprocess; returns (process, client) once it answers."""
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     global_config.disable_pypi_version_check = True

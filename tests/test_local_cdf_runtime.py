@@ -27,7 +27,7 @@ PY = sys.executable
 
 
 @pytest.fixture
-def pool():
+def pool(unsandboxed):
     p = WorkerPool()
     yield p
     p.close()
@@ -348,7 +348,7 @@ def test_environment_of_the_function(pool, tmp_path, monkeypatch):
                                "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "import": "42", "path": True}
 
 
-def test_close_interrupts_a_running_call_and_says_so(tmp_path):
+def test_close_interrupts_a_running_call_and_says_so(tmp_path, unsandboxed):
     started = tmp_path / "started"
     folder = make_function(tmp_path, f"""
         import time
@@ -403,7 +403,7 @@ def test_concurrent_calls_run_in_parallel_workers(pool, tmp_path):
     assert results["a"].response != results["b"].response
 
 
-def test_redeploy_under_same_key_uses_the_new_code_and_evict_and_close_reap(tmp_path):
+def test_redeploy_under_same_key_uses_the_new_code_and_evict_and_close_reap(tmp_path, unsandboxed):
     pool = WorkerPool()
     old = make_function(tmp_path, "import os\ndef handle():\n    return ['old', os.getpid()]\n", name="v1")
     new = make_function(tmp_path, "import os\ndef handle():\n    return ['new', os.getpid()]\n", name="v2")

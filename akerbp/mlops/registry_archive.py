@@ -164,6 +164,26 @@ def _check_member(member: tarfile.TarInfo, label: str) -> None:
             raise _refusal(label, name, f"links to {link!r}, outside the folder")
 
 
+# What one artifact archive may extract to (a 2 MB tarball of zeros can hold gigabytes): a stated limit, changed with
+# MLOPS_ARTIFACT_MAX_BYTES / MLOPS_ARTIFACT_MAX_FILES for larger models.
+MAX_EXTRACT_BYTES = 4 * 1024**3
+MAX_EXTRACT_FILES = 100_000
+
+
+def _check_totals(members: list[tarfile.TarInfo], label: str) -> None:
+    """Refuse an archive larger than the caps when extracted, before anything is written (tar sizes are exact: each
+    member's data is as long as its header says)."""
+    max_bytes = int(os.environ.get("MLOPS_ARTIFACT_MAX_BYTES") or MAX_EXTRACT_BYTES)
+    max_files = int(os.environ.get("MLOPS_ARTIFACT_MAX_FILES") or MAX_EXTRACT_FILES)
+    if len(members) > max_files:
+        raise MlopsError(f"refusing to extract {label}: it has {len(members)} entries, the limit is {max_files} "
+                         "(set MLOPS_ARTIFACT_MAX_FILES to allow more); nothing was written")
+    total = sum(m.size for m in members if m.isreg())
+    if total > max_bytes:
+        raise MlopsError(f"refusing to extract {label}: it extracts to {total} bytes, the limit is {max_bytes} "
+                         "(set MLOPS_ARTIFACT_MAX_BYTES to allow more); nothing was written")
+
+
 def extract_archive(archive_path, target_folder, label: str = "archive") -> int:
     """Extract into target_folder (absent or empty) all or nothing; return the number of entries.
 
@@ -181,6 +201,7 @@ def extract_archive(archive_path, target_folder, label: str = "archive") -> int:
             members = tar.getmembers()
             for member in members:
                 _check_member(member, label)
+            _check_totals(members, label)
             now = int(time.time())
             tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.extract-", dir=parent))
             try:

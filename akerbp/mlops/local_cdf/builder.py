@@ -13,6 +13,10 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 ALLOWED_HANDLE_ARGS = frozenset({"data", "client", "secrets", "function_call_info"})
+# What one code zip may extract to (a zip bomb must not fill the disk): local limits, as CDF publishes none for the
+# unzipped code. MLOPS_LOCAL_CDF_MAX_CODE_BYTES / MLOPS_LOCAL_CDF_MAX_CODE_FILES change them.
+MAX_CODE_BYTES = 500 * 1024 * 1024
+MAX_CODE_FILES = 100_000
 
 
 class BuildError(Exception):
@@ -39,11 +43,43 @@ def _inside(root: Path, candidate: Path) -> bool:
         return False
 
 
+def _limit(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value else default
+
+
+def _copy_capped(src, out, used: int, limit: int, name: str) -> int:
+    """Copy while the code's total stays within `limit` bytes (counted as read: a zip's declared sizes can lie);
+    the new total."""
+    while chunk := src.read(1 << 20):
+        used += len(chunk)
+        if used > limit:
+            raise BuildError(f"The function's code zip extracts to more than {limit / (1024 * 1024):g} MB (refused at "
+                             f"{name!r}); make the code smaller, e.g. leave data and packages out of the zip")
+        out.write(chunk)
+    return used
+
+
+def _check_links(root: Path) -> None:
+    """Every symlink, once all exist, must resolve inside `root`: links chained through other links (b -> ., then
+    d -> b/b/../etc) only show where they lead when the whole tree is there."""
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(folder) / name
+            if path.is_symlink() and not _inside(root, Path(os.path.realpath(path))):
+                rel = path.relative_to(root).as_posix()
+                raise BuildError(f"Symlink in the function's code zip points outside it: {rel!r} -> "
+                                 f"{os.readlink(path)!r}")
+
+
 def extract_code(zip_path: Path, dest: Path) -> None:
-    """Unzip into `dest`, refusing entries that would land outside it (zip slip, absolute paths, symlinks).
+    """Unzip into `dest`, refusing entries that would land outside it (zip slip, absolute paths, symlinks, however
+    chained) and zips that extract to more than MAX_CODE_BYTES or MAX_CODE_FILES.
 
     Extraction happens in a sibling temp dir that is renamed at the end, so `dest` is either complete or absent.
     """
+    max_bytes = _limit("MLOPS_LOCAL_CDF_MAX_CODE_BYTES", MAX_CODE_BYTES)
+    max_files = _limit("MLOPS_LOCAL_CDF_MAX_CODE_FILES", MAX_CODE_FILES)
     zip_path, dest = Path(zip_path), Path(dest)
     if not zipfile.is_zipfile(zip_path):
         raise BuildError("The function's code file is not a zip archive", trace=f"file: {zip_path.name}")
@@ -52,7 +88,11 @@ def extract_code(zip_path: Path, dest: Path) -> None:
     try:
         root = tmp.resolve()
         with zipfile.ZipFile(zip_path) as zf:
-            for info in zf.infolist():
+            entries = zf.infolist()
+            if len(entries) > max_files:
+                raise BuildError(f"The function's code zip has {len(entries)} entries; the limit is {max_files}")
+            used = 0
+            for info in entries:
                 name = info.filename
                 posix = PurePosixPath(name.replace("\\", "/"))
                 if posix.is_absolute() or (posix.parts and posix.parts[0].endswith(":")) or ".." in posix.parts:
@@ -76,9 +116,10 @@ def extract_code(zip_path: Path, dest: Path) -> None:
                 if not _inside(root, target.parent.resolve()):
                     raise BuildError(f"Unsafe path in the function's code zip: {name!r}")
                 with zf.open(info) as src, open(target, "wb") as out:
-                    shutil.copyfileobj(src, out)
+                    used = _copy_capped(src, out, used, max_bytes, name)
                 if mode & 0o111:
                     os.chmod(target, 0o755)
+        _check_links(root)
         if dest.exists():
             shutil.rmtree(dest)
         os.rename(tmp, dest)

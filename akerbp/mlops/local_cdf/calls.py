@@ -68,7 +68,7 @@ def _execute(cdf, project, fn, call, data, session, done) -> None:
         result = cdf.workers.call(
             worker_key(project, fn["id"]), Path(fn["_folder"]), fn["functionPath"], fn["_python"],
             fn.get("envVars") or {}, data, fn.get("_secrets") or {}, call_info, client,
-            cdf.limits.call_timeout_s, cdf.limits.max_response_bytes,
+            cdf.limits.call_timeout_s, cdf.limits.max_response_bytes, memory_gb=fn.get("memory"),
         )
         changes = {"status": result.status, "endTime": now_ms(), "_response": result.response, "_logs": result.logs}
         if result.error:

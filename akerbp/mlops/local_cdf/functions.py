@@ -259,7 +259,8 @@ def _build(cdf: "LocalCDF", project: str, function_id: int, claim: str, cancel: 
             logging.getLogger("akerbp.mlops.local_cdf").info(
                 "Function %s (project %s): %s", fn.get("externalId") or function_id, project, env.note)
         error = cdf.workers.check_import(worker_key(project, function_id), target, fn["functionPath"], env.python,
-                                         fn.get("envVars") or {}, timeout=cdf.limits.call_timeout_s, cancel=cancel)
+                                         fn.get("envVars") or {}, timeout=cdf.limits.call_timeout_s, cancel=cancel,
+                                         memory_gb=fn.get("memory"))
         if cancel.is_set():  # the import was cut short: no verdict on the code
             raise BuildCancelled()
         if error:

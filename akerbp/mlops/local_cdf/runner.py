@@ -1,6 +1,6 @@
 """Worker process of a local CDF Function: imports the handler once, then serves calls (a warm container).
 
-Run as `python /abs/path/runner.py REQUEST_FD REPLY_FD FUNCTION_PATH` with cwd = the function folder.
+Run as `python /abs/path/runner.py REQUEST_FD REPLY_FD FUNCTION_PATH [MEMORY_BYTES]` with cwd = the function folder.
 Only the standard library is imported at top level, so any interpreter (e.g. a function's venv) can run it.
 Requests and replies are JSON lines on dedicated pipes; fd 0/1/2 stay free for the function: during a call
 fd 1 and fd 2 point at the call's log file, so print(), logging and C-level or subprocess output all become logs.
@@ -8,11 +8,14 @@ The worker must never outlive its server, even one killed with SIGKILL: a thread
 end of file (the server closed it, or died) ends the worker's whole process group, the function's own subprocesses
 included. (Not prctl's PR_SET_PDEATHSIG: it fires when the *thread* that started the worker ends, and the server
 starts workers from short-lived call threads.)
+The worker is a child subreaper: whatever a call starts (even forked twice and detached with setsid) stays its
+descendant, and is killed when the call ends. MEMORY_BYTES caps its data segment (RLIMIT_DATA), the function's memory.
 Messages sent on the reply pipe:
   {"type": "ready"} | {"type": "import_error", "message", "trace"}          once, after importing the handler
   {"type": "started"} then {"type": "result", "status", "response"|"error"}   per call
 """
 
+import ctypes
 import faulthandler
 import importlib
 import inspect
@@ -26,6 +29,71 @@ import traceback
 from pathlib import PurePosixPath
 
 ALLOWED_ARGS = ("data", "client", "secrets", "function_call_info")
+PR_SET_CHILD_SUBREAPER = 36
+OUT_OF_MEMORY = "Function ran out of memory: it needed more than its memory limit of {gb:g} GB"
+_memory_gb = None
+
+
+def _prctl(option, value):
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0) == 0
+    except (OSError, AttributeError):  # not Linux
+        return False
+
+
+def children(pid):
+    """The direct children of `pid` (all its threads'), from /proc; empty where that is not available."""
+    found = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                found += [int(c) for c in f.read().split()]
+        except (OSError, ValueError):
+            pass
+    return found
+
+
+def descendants(pid):
+    result, todo = [], children(pid)
+    while todo:
+        child = todo.pop()
+        if child not in result:
+            result.append(child)
+            todo += children(child)
+    return result
+
+
+def kill_descendants(pid, keep=(), reap=False):
+    """SIGKILL every descendant of `pid` but `keep`, until none is left: a killed process's children are
+    reparented to `pid` (a subreaper), so the next round finds them."""
+    for _round in range(100):
+        found = [p for p in descendants(pid) if p not in keep]
+        if not found:
+            return
+        for child in found:
+            try:
+                os.kill(child, signal.SIGKILL)
+            except OSError:
+                pass
+        if reap:  # only those just killed: waiting on a live one could block
+            for child in found:
+                try:
+                    os.waitpid(child, 0)
+                except ChildProcessError:  # not our child, or already reaped
+                    pass
+
+
+def _limit_memory(nbytes):
+    import resource
+
+    try:
+        resource.setrlimit(resource.RLIMIT_DATA, (nbytes, nbytes))
+    except (ValueError, OSError):
+        pass
 
 
 def _send(reply, message):
@@ -89,6 +157,9 @@ def _run_call(handle, params, request):
             response = asyncio.run(response)
     except SystemExit as exc:
         return {"status": "Failed", "error": _error(exc, prefix=f"Function called sys.exit({exc.code!r}): ")}, True
+    except MemoryError as exc:  # its state may be broken: a fresh worker takes the next call, as after a CDF OOM
+        message = OUT_OF_MEMORY.format(gb=_memory_gb) if _memory_gb else "Function ran out of memory"
+        return {"status": "Failed", "error": dict(_error(exc), message=message)}, True
     except BaseException as exc:  # noqa: B036 - a function's failure must never kill the worker
         return {"status": "Failed", "error": _error(exc)}, False
     try:
@@ -120,9 +191,11 @@ def _serve_call(handle, params, request, reply):
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
     os.close(log_fd)
+    before = set(children(os.getpid()))
     try:
         result, exit_after = _run_call(handle, params, request)
     finally:
+        kill_descendants(os.getpid(), keep=before, reap=True)  # what the call started ends with it
         try:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -142,6 +215,7 @@ def _serve_call(handle, params, request, reply):
 
 def _end_worker():
     """SIGKILL this worker and what the function started (its process group, when it leads one), at once."""
+    kill_descendants(os.getpid())
     if os.getpgrp() == os.getpid():  # the server starts each worker as the leader of a session of its own
         os.killpg(os.getpid(), signal.SIGKILL)
     os.kill(os.getpid(), signal.SIGKILL)
@@ -156,7 +230,12 @@ def _read_requests(request_fd, requests):
 
 
 def main(argv):
+    global _memory_gb
     request_fd, reply_fd, function_path = int(argv[1]), int(argv[2]), argv[3]
+    if len(argv) > 4:
+        _memory_gb = int(argv[4]) / 1024**3
+        _limit_memory(int(argv[4]))
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
     os.set_inheritable(request_fd, False)
     os.set_inheritable(reply_fd, False)
     requests = queue.Queue()

@@ -15,7 +15,7 @@ from pathlib import Path
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from . import (auth, calls, datasets, environments, events, faults, files, functions, health, processes, projects,
-               schedules, sessions, timeseries)
+               sandbox, schedules, sessions, timeseries)
 from .app import App
 from .store import Store
 
@@ -110,6 +110,7 @@ class LocalCDF:
         self._stopping = threading.Event()  # a fresh one: builds of an earlier run keep seeing theirs set
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(self.data_dir)
+        sandbox.protect_data_dir(self.data_dir)  # the store's secrets and blobs unreadable to function workers
         self._clean_up_after_dead_servers()
         self.auth = auth.Auth(self.store, self._clients)
         self.projects = projects.Projects(self.store, self._declared_projects + projects.declared_from_env())
@@ -189,7 +190,7 @@ class LocalCDF:
                     raise RuntimeError("The local CDF is stopping: no function can start")
                 from .workers import WorkerPool
 
-                self._workers = WorkerPool(registry=processes.Registry(self.store))
+                self._workers = WorkerPool(registry=processes.Registry(self.store), data_dir=str(self.data_dir))
             return self._workers
 
     @property

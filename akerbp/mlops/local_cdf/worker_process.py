@@ -10,6 +10,7 @@ import select
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -17,12 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import sandbox
+from .runner import kill_descendants
+
 RUNNER = str(Path(__file__).resolve().with_name("runner.py"))
 KEPT_ENV = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "TMPDIR", "TEMP", "TMP", "TZ", "SYSTEMROOT",
                       "NO_PROXY", "no_proxy"})
 INTERRUPTED = "the local CDF process running this call stopped before it finished"
 _POLL_SECONDS = 0.25  # how often new log lines are timestamped while a call runs
 MAX_LOG_BYTES = 5 * 1024 * 1024
+_MIN_LINE_COST = 64
 
 
 @dataclass
@@ -39,6 +44,8 @@ class Spec:
     function_path: str
     python: str
     env_vars: tuple
+    memory_bytes: int | None = None  # the function's memory, enforced in the worker (RLIMIT_DATA)
+    uid: int | None = None  # the user the worker runs as (sandbox.py); None: the server's own
 
 
 class WorkerTimeout(Exception):
@@ -61,28 +68,41 @@ def default_env() -> dict:
 
 class LogCollector:
     """Turns the call's log file into timestamped lines while the call runs (tail -f, capped), so each line gets
-    the time it appeared, like CDF's log entries, and a chatty function cannot fill memory."""
+    the time it appeared, like CDF's log entries. Memory and disk stay bounded however much the function writes:
+    the file is read in chunks up to the cap, and past it emptied at each poll instead of read."""
+
+    _CHUNK = 1 << 20
 
     def __init__(self, path: Path):
         path.touch()
+        self._path = path
         self._file = open(path, "rb")
         self._partial = b""
         self._size = 0
+        self._full = False
         self.entries: list[dict] = []
 
     def poll(self) -> None:
-        data = self._file.read()
-        if not data or self._size > MAX_LOG_BYTES:
-            return
-        *lines, self._partial = (self._partial + data).split(b"\n")
-        self._add(lines)
+        while not self._full:
+            data = self._file.read(self._CHUNK)
+            if not data:
+                return
+            *lines, self._partial = (self._partial + data).split(b"\n")
+            if len(self._partial) > MAX_LOG_BYTES:  # one endless line
+                lines.append(self._partial)
+                self._partial = b""
+            self._add(lines)
+        os.truncate(self._path, 0)  # the writer appends (O_APPEND), so it goes on at the new end
+        self._file.seek(0)
 
     def _add(self, lines: list[bytes]) -> None:
         now = int(time.time() * 1000)
         for line in lines:
-            self._size += len(line) + 1
+            # a line costs at least a little: a million empty lines must not become a million entries
+            self._size += max(len(line) + 1, _MIN_LINE_COST)
             if self._size > MAX_LOG_BYTES:
                 self.entries.append({"timestamp": now, "message": f"[logs truncated at {MAX_LOG_BYTES} bytes]"})
+                self._full = True
                 return
             self.entries.append({"timestamp": now, "message": line.decode("utf-8", "replace").rstrip("\r")})
 
@@ -92,16 +112,24 @@ class LogCollector:
 
     def finish(self) -> list[dict]:
         self.poll()
-        if self._partial and self._size <= MAX_LOG_BYTES:
+        if self._partial and not self._full:
             self._add([self._partial])
         self._file.close()
         return self.entries
 
 
+def _interpreter_folders(python: str) -> list[str]:
+    """What the worker's interpreter and runner read, to keep visible in the sandbox (a venv may live in /tmp)."""
+    real = Path(os.path.realpath(python))
+    return sorted({str(real.parent.parent), str(Path(python).absolute().parent.parent), sys.prefix,
+                   sys.base_prefix, str(Path(RUNNER).parent.parent.parent.parent)})
+
+
 class Worker:
     """One runner.py process and its pipes."""
 
-    def __init__(self, spec: Spec, base_env: dict, tmp_root: str | None):
+    def __init__(self, spec: Spec, base_env: dict, tmp_root: str | None, data_dir: str | None = None):
+        """data_dir: the server's, hidden from the worker where it runs sandboxed (sandbox.py)."""
         self.spec = spec
         self.dir = Path(tempfile.mkdtemp(prefix="local-cdf-worker-", dir=tmp_root))
         self.ready = False
@@ -111,6 +139,10 @@ class Worker:
         self._buf = bytearray()
         self._calls = 0
         env = dict(base_env)
+        if spec.uid is not None:  # its own home and temp folder, not the server's
+            sandbox.give(self.dir, spec.uid)
+            sandbox.grant(Path(spec.folder), spec.uid)
+            env.update(HOME=str(self.dir), TMPDIR=str(self.dir))
         env.update(dict(spec.env_vars))
         env["COGNITE_FUNCTION_RUNTIME"] = "true"
         env["PYTHONUNBUFFERED"] = "1"
@@ -118,8 +150,15 @@ class Worker:
         rep_r, rep_w = os.pipe()
         try:
             with open(self.dir / "worker.log", "wb") as out:
+                memory = [] if spec.memory_bytes is None else [str(spec.memory_bytes)]
+                argv = [spec.python, "-u", RUNNER, str(req_r), str(rep_w), spec.function_path, *memory]
+                wrapped = sandbox.wrap(argv, folder=spec.folder, data_dir=data_dir, worker_dir=str(self.dir),
+                                       extra=_interpreter_folders(spec.python))
+                switch = {}
+                if spec.uid is not None:
+                    switch = {"user": spec.uid, "group": spec.uid, "extra_groups": []}
                 self.proc = subprocess.Popen(
-                    [spec.python, "-u", RUNNER, str(req_r), str(rep_w), spec.function_path],
+                    wrapped,
                     cwd=spec.folder,
                     env=env,
                     stdin=subprocess.DEVNULL,
@@ -127,6 +166,7 @@ class Worker:
                     stderr=out,
                     pass_fds=(req_r, rep_w),
                     start_new_session=True,
+                    **switch,
                 )
         except BaseException:
             for fd in (req_r, req_w, rep_r, rep_w):
@@ -198,6 +238,8 @@ class Worker:
         self._calls += 1
         log_path = self.dir / f"call-{self._calls}.log"
         collector = LogCollector(log_path)
+        if self.spec.uid is not None:
+            sandbox.give(log_path, self.spec.uid)
         line = json.dumps(dict(request, log_path=str(log_path))).encode() + b"\n"
         try:
             try:
@@ -228,6 +270,7 @@ class Worker:
         with self._kill_lock:
             if not self._killed:  # once only: after reaping, the pid may belong to someone else
                 self._killed = True
+                kill_descendants(self.proc.pid)  # those that left its group too (it is their subreaper)
                 try:
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):

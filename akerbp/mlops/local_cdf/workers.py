@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .worker_process import INTERRUPTED, CallResult, Cancelled, Spec, Worker, WorkerTimeout, default_env
+from . import sandbox
+from .worker_process import INTERRUPTED, RUNNER, CallResult, Cancelled, Spec, Worker, WorkerTimeout, default_env
 
 __all__ = ["CallResult", "INTERRUPTED", "WorkerPool", "default_env"]
 
@@ -38,9 +39,10 @@ class WorkerPool:
     """Thread-safe pool of warm workers, keyed by function (e.g. its id)."""
 
     def __init__(self, max_workers_per_function: int = 4, base_env: dict | None = None, tmp_root: str | None = None,
-                 registry=None):
+                 registry=None, data_dir: str | None = None):
         """registry (processes.Registry): where each worker is recorded while it lives, so a server starting after
-        this process died can end the workers it left."""
+        this process died can end the workers it left. data_dir: hidden from sandboxed workers (sandbox.py)."""
+        self._data_dir = None if data_dir is None else str(Path(data_dir).resolve())
         self._cap = max_workers_per_function
         self._registry = registry
         self._base_env = default_env() if base_env is None else dict(base_env)
@@ -81,7 +83,7 @@ class WorkerPool:
                 self._discard(worker)
 
     def _spawn(self, spec: Spec) -> Worker:
-        worker = Worker(spec, self._base_env, self._tmp_root)
+        worker = Worker(spec, self._base_env, self._tmp_root, self._data_dir)
         if self._registry is not None:
             try:
                 self._registry.record(worker.proc.pid, str(worker.dir))
@@ -121,19 +123,21 @@ class WorkerPool:
             self._all.discard(worker)
 
     @staticmethod
-    def _spec(folder, function_path, python, env_vars) -> Spec:
+    def _spec(key, folder, function_path, python, env_vars, memory_gb) -> Spec:
         env = tuple(sorted((str(k), str(v)) for k, v in (env_vars or {}).items()))
-        return Spec(str(Path(folder).resolve()), function_path, python, env)
+        folder = str(Path(folder).resolve())
+        memory = None if memory_gb is None else int(float(memory_gb) * 1024**3)
+        return Spec(folder, function_path, python, env, memory, sandbox.worker_uid(key, python, RUNNER, folder))
 
     def check_import(
         self, key: str, folder: Path, function_path: str, python: str, env_vars: dict, timeout: float,
-        cancel: threading.Event | None = None,
+        cancel: threading.Event | None = None, memory_gb: float | None = None,
     ) -> dict | None:
         """Start a warm worker; None if the handler imported, else {"message", "trace"} for the function's error.
 
         Setting `cancel` (the server is stopping) kills a worker still importing: an error is returned, and the
         caller, seeing `cancel` set, knows it is no verdict on the handler."""
-        spec = self._spec(folder, function_path, python, env_vars)
+        spec = self._spec(key, folder, function_path, python, env_vars, memory_gb)
         deadline = time.monotonic() + timeout
         try:
             fw, worker = self._acquire(key, spec, deadline)
@@ -171,9 +175,10 @@ class WorkerPool:
         client: dict | None,
         timeout: float,
         max_response_bytes: int,
+        memory_gb: float | None = None,
     ) -> CallResult:
         """Run one call on a warm (or fresh) worker. Timeout covers waiting for a worker, import and the call."""
-        spec = self._spec(folder, function_path, python, env_vars)
+        spec = self._spec(key, folder, function_path, python, env_vars, memory_gb)
         timed_out = CallResult(
             "Timeout", error={"message": f"Function call timed out after {seconds(timeout)} seconds", "trace": ""}
         )
