@@ -16,9 +16,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import requests
 from cognite.client.data_classes import FileMetadataWrite
 
+import local_faults
 from akerbp.mlops import model_manager as mm
 from akerbp.mlops.local_cdf import LocalCDF
 
@@ -56,7 +56,7 @@ def test_four_concurrent_promotions_one_copies_the_others_say_already_promoted(t
         source = mm.upload_new_model_version("m", "test", make_folder(tmp_path / "artifact"), client=client)
         # The copy's content takes 1 s to arrive, so the other promotions all meet it claimed but unfinished.
         rules = [{"path": "/content", "method": "PUT", "delay": 1.0, "count": PROMOTERS}]
-        requests.post(f"{cdf.base_url}/_local/faults", json={"rules": rules}, timeout=10).raise_for_status()
+        local_faults.inject(cdf.base_url, rules)
 
         spawn = multiprocessing.get_context("spawn")
         barrier = spawn.Barrier(PROMOTERS, timeout=120)

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import requests
 
+import local_faults
 from akerbp.mlops import audit, model_manager
 from akerbp.mlops.deployment import artifacts, build, functions, release
 from akerbp.mlops.deployment.model_tests import ModelTests, ModelTestsTimeout
@@ -673,7 +673,7 @@ def kept_code(client) -> dict[str, str]:
 
 
 def inject(cdf, *rules: dict) -> None:
-    requests.post(f"{cdf.base_url}/_local/faults", json={"rules": list(rules)}, timeout=10).raise_for_status()
+    local_faults.inject(cdf.base_url, rules)
 
 
 # A function create is a POST to .../functions; the other function requests' paths go on (/byids, /list, /call).
@@ -692,7 +692,7 @@ def test_a_replacement_that_cannot_be_created_puts_the_live_function_back(local_
     message = str(failed.value)
     assert failed.value.restored and f"CDF refused to create function {LIVE}" in message
     assert f"it was created again from the code it ran before (code file {before.file_id})" in message
-    assert all(rule["count"] == 0 for rule in requests.get(f"{local_cdf.base_url}/_local/faults").json()["rules"])
+    assert all(rule["count"] == 0 for rule in local_faults.rules(local_cdf.base_url))
 
     back = client.functions.retrieve(external_id=LIVE)
     assert back.status == "Ready" and back.file_id == before.file_id and back.metadata == before.metadata

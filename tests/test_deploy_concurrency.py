@@ -9,9 +9,9 @@ import threading
 import time
 
 import pytest
-import requests
 from cognite.client.data_classes import EventWrite
 
+import local_faults
 from akerbp.mlops import audit
 from akerbp.mlops.deployment import functions
 from akerbp.mlops.deployment.lock import EVENT_TYPE, DeployLock, LockTimeout, lock_xid
@@ -32,7 +32,7 @@ def repo(tmp_path_factory):
 
 
 def inject(repo: Repo, *rules: dict) -> None:
-    requests.post(f"{repo.cdf.base_url}/_local/faults", json={"rules": list(rules)}, timeout=10).raise_for_status()
+    local_faults.inject(repo.cdf.base_url, rules)
 
 
 
@@ -145,9 +145,9 @@ def test_a_503_storm_in_any_phase_neither_fails_nor_half_does_a_good_deploy(repo
     assert_clean(repo.client, LIVE)
     history = audit.history(repo.client, "well_density", "dev")
     assert len(history) == records + 1 and history[0]["outcome"] == "success"  # recorded once
-    left = requests.get(f"{repo.cdf.base_url}/_local/faults", timeout=10).json()["rules"]
+    left = local_faults.rules(repo.cdf.base_url)
     assert all(rule["count"] == 0 for rule in left), left  # every injected fault was met
-    requests.delete(f"{repo.cdf.base_url}/_local/faults", timeout=10)
+    local_faults.clear(repo.cdf.base_url)
 
 
 def test_a_service_uses_one_function_between_deploys_and_status_says_how_many(repo):

@@ -12,9 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-import requests
 from cognite.client.data_classes import FileMetadataWrite
 
+import local_faults
 from akerbp.mlops import model_manager as mm
 from akerbp.mlops import registry_transfer
 from akerbp.mlops.errors import MlopsError, UsageError
@@ -313,11 +313,11 @@ def test_latest_ignores_an_unfinished_upload(client, folder):
 
 
 def add_faults(local_cdf, *rules: dict) -> None:
-    requests.post(f"{local_cdf.base_url}/_local/faults", json={"rules": list(rules)}).raise_for_status()
+    local_faults.inject(local_cdf.base_url, rules)
 
 
 def clear_faults(local_cdf) -> None:
-    requests.delete(f"{local_cdf.base_url}/_local/faults").raise_for_status()
+    local_faults.clear(local_cdf.base_url)
 
 
 # More than the SDK's retries: whatever the status, the content never arrives.
@@ -413,7 +413,7 @@ def test_a_part_answered_with_a_retryable_status_is_resent(local_cdf, client, fo
     """A file handle cannot be resent (cognite-sdk's files.upload fails so): parts go as bytes."""
     add_faults(local_cdf, {"path": "/content", "method": "PUT", "status": 503, "count": 1})
     info = mm.upload_new_model_version("m", "dev", folder, client=client)
-    assert requests.get(f"{local_cdf.base_url}/_local/faults").json()["rules"][0]["hits"] == 1
+    assert local_faults.rules(local_cdf.base_url)[0]["hits"] == 1
     assert client.files.retrieve(external_id="m/dev/1").uploaded
     assert mm.download_model_version("m", "dev", tmp_path / "out", client=client)["sha256"] == info["sha256"]
 

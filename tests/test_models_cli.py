@@ -5,9 +5,9 @@ import json
 import re
 
 import pytest
-import requests
 from click.testing import CliRunner
 
+import local_faults
 from akerbp.mlops.cdf import client as cdf_client
 from akerbp.mlops.cli import main
 
@@ -100,7 +100,7 @@ def test_slow_transfers_show_progress_on_stderr_and_fast_ones_do_not(mlops, tmp_
     base_url = cdf_client.get_client().config.base_url
     # The content PUT of the upload and the GET of the download each wait 1.2 s in the local CDF.
     rules = [{"path": "/content", "delay": 1.2, "count": 2}]
-    requests.post(f"{base_url}/_local/faults", json={"rules": rules}).raise_for_status()
+    local_faults.inject(base_url, rules)
 
     slow = mlops("upload", "m", "--folder", folder, "--json")
     assert json.loads(slow.stdout)["model_id"] == "m/dev/2", "stdout holds the JSON document only"
@@ -111,4 +111,4 @@ def test_slow_transfers_show_progress_on_stderr_and_fast_ones_do_not(mlops, tmp_
     downloaded = mlops("download", "m", "--version", 2, "--to", tmp_path / "out")
     assert downloaded.stdout.startswith("extracted m/dev/2 into") and "iB" not in downloaded.stdout
     assert re.search(r"^downloading m/dev/2: [0-9.]+ KiB in [0-9.]+ s", downloaded.stderr, re.MULTILINE)
-    assert requests.get(f"{base_url}/_local/faults").json()["rules"][0]["count"] == 0
+    assert local_faults.rules(base_url)[0]["count"] == 0

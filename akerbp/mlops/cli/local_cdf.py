@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import threading
@@ -26,14 +27,36 @@ def _data_dir(value: Path | None) -> Path:
     return value or local_cdf_dir()
 
 
+SECRET_ENV = "MLOPS_LOCAL_CDF_CLIENT_SECRET"
+
+
 def _parse_clients(values: tuple[str, ...]) -> dict[str, str] | None:
+    """--client ID:SECRET, ID:@FILE (the secret is the file's content) or ID (the secret is $SECRET_ENV): the two
+    last keep the secret out of the process list."""
     clients = {}
     for value in values:
         client_id, sep, secret = value.partition(":")
-        if not sep or not client_id or not secret:
-            raise UsageError(f"--client must look like ID:SECRET, got {value.split(':')[0]!r}:...")
+        if not sep:
+            secret = os.environ.get(SECRET_ENV, "")
+            if not secret:
+                raise UsageError(f"--client {value!r} names no secret and ${SECRET_ENV} is not set: use ID with "
+                                 f"${SECRET_ENV}, ID:@FILE or ID:SECRET")
+        elif secret.startswith("@"):
+            secret = _secret_file(Path(secret[1:]), client_id)
+        if not client_id or not secret:
+            raise UsageError(f"--client must look like ID:SECRET, ID:@FILE or ID, got {value.split(':')[0]!r}:...")
         clients[client_id] = secret
     return clients or None
+
+
+def _secret_file(path: Path, client_id: str) -> str:
+    try:
+        secret = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"--client {client_id}:@{path}: cannot read the secret file: {e}") from None
+    if not secret:
+        raise UsageError(f"--client {client_id}:@{path}: the secret file is empty")
+    return secret
 
 
 @click.group("local-cdf")
@@ -49,8 +72,10 @@ def local_cdf():
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (keep it loopback).")
 @click.option("--port", default=8765, show_default=True, type=int, help="Port (0 picks a free one).")
 @data_dir_option
-@click.option("--client", "clients", multiple=True, metavar="ID:SECRET",
-              help="Only accept these OAuth client credentials (repeatable). Default: any non-empty id/secret.")
+@click.option("--client", "clients", multiple=True, metavar="ID[:SECRET|:@FILE]",
+              help="Only accept these OAuth client credentials (repeatable). Default: any non-empty id/secret. "
+                   "ID:SECRET shows the secret to anyone running ps; ID:@FILE reads it from FILE, and ID alone "
+                   f"from ${SECRET_ENV}.")
 @click.option("--isolation", type=click.Choice(["venv", "shared-no-install"]), default=None,
               help="venv (default, as CDF): each function runs in its runtime's Python with its requirements.txt "
                    "installed (cached; a requirement pip cannot install fails the build). shared-no-install: in this "

@@ -5,11 +5,12 @@ WSGI, headers or encodings.
 """
 from __future__ import annotations
 
-import gzip
 import json
 import logging
+import re
 import traceback
 import uuid
+import zlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -18,12 +19,22 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from .errors import CDFError, bad_request
+from .validation import resource_id
 
 if TYPE_CHECKING:
     from .server import LocalCDF
 
 log = logging.getLogger("akerbp.mlops.local_cdf")
 PROJECT_PREFIX = "/api/v1/projects/<project>"
+# A JSON request body, compressed as sent and decompressed, is at most 10 MiB: CDF's request limit is about 10 MB
+# and its largest bodies (9 MB of function call data, 1000-item byids/list/create requests) fit below it. File
+# content (the signed upload URLs) is streamed to disk and not capped this way. Decompression stops at the cap, so
+# a gzip bomb costs the server the cap, not its decompressed size.
+MAX_JSON_BYTES = 10 << 20
+READ_CHUNK = 1 << 20
+# CDF's project URL names: lowercase letters, digits and '-' (the local CDF also accepts one-letter names, as tests
+# use them), so a name can never be a path segment like '..' nor a 1,000-character key.
+PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 
 
 class Router:
@@ -33,6 +44,8 @@ class Router:
         self.routes: list[tuple[str, str, Callable, bool, bool]] = []
 
     def route(self, method: str, path: str, root: bool = False, auth: bool = True):
+        """auth=False: the route checks its own credential (a signed URL) or none (the token endpoint, health)."""
+
         def decorate(fn: Callable) -> Callable:
             self.routes.append((method, path, fn, root, auth))
             return fn
@@ -91,21 +104,67 @@ class Ctx:
 
 
 def _decode_json(request: Request) -> dict:
-    raw = request.get_data(cache=False)
+    raw = _read_capped(request)
     if request.headers.get("Content-Encoding", "").lower() == "gzip":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError):
-            raise bad_request("Request body says Content-Encoding: gzip but is not valid gzip") from None
+        raw = _gunzip_capped(raw)
     if not raw:
         return {}
     try:
         body = json.loads(raw)
+    except RecursionError:  # Python's json recurses per nesting level
+        raise bad_request("Malformed JSON in request body: nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as e:
         raise bad_request(f"Malformed JSON in request body: {e}") from None
     if not isinstance(body, dict):
         raise bad_request("Request body must be a JSON object")
     return body
+
+
+def _too_large(what: str) -> CDFError:
+    return CDFError(413, f"Request body {what} exceeds the limit of {MAX_JSON_BYTES} bytes: send fewer items "
+                         "per request")
+
+
+def _read_capped(request: Request) -> bytes:
+    """The body as sent, refused (413) as soon as it is known to exceed the cap, never read further."""
+    if request.content_length is not None and request.content_length > MAX_JSON_BYTES:
+        raise _too_large(f"of {request.content_length} bytes")
+    chunks, size = [], 0
+    stream = request.stream
+    while chunk := stream.read(READ_CHUNK):
+        size += len(chunk)
+        if size > MAX_JSON_BYTES:
+            raise _too_large("as sent")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _gunzip_capped(raw: bytes) -> bytes:
+    """Decompress one gzip member, at most MAX_JSON_BYTES of output (zlib's max_length), else 413."""
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(raw, MAX_JSON_BYTES + 1)
+    except zlib.error:
+        raise bad_request("Request body says Content-Encoding: gzip but is not valid gzip") from None
+    if len(out) > MAX_JSON_BYTES or inflater.unconsumed_tail:
+        raise _too_large("decompressed")
+    if not inflater.eof:
+        raise bad_request("Request body says Content-Encoding: gzip but the gzip stream is truncated")
+    if inflater.unused_data:
+        raise bad_request("Request body holds data after its gzip stream: send one gzip member")
+    return out
+
+
+def _project(values: dict) -> str:
+    """The route's project, checked against CDF's URL-name rule (400 naming the rule)."""
+    project = values.pop("project", None)
+    if project is None:
+        return ""
+    if not PROJECT_NAME.fullmatch(project):
+        shown = project if len(project) <= 40 else project[:40] + "..."
+        raise bad_request(f"Invalid project name {shown!r}: a project's URL name is 1-64 lowercase letters, digits "
+                          "and '-', starting with a letter or digit")
+    return project
 
 
 def json_response(payload: Any, status: int = 200, headers: dict | None = None) -> Response:
@@ -130,6 +189,9 @@ class App:
             response = self.dispatch(request)
         except CDFError as e:
             response = json_response(e.body(), e.code, e.headers)
+        except HTTPException as e:  # werkzeug's own refusals (a form over its size limit) in CDF's envelope
+            response = json_response({"error": {"code": e.code or 400, "message": e.description or str(e)}},
+                                     e.code or 400)
         except Exception as e:  # a bug in the local CDF must not kill the server or hang the client
             log.error("Internal error on %s %s\n%s", request.method, request.path, traceback.format_exc())
             response = json_response({"error": {"code": 500, "message": f"Local CDF internal error: {e!r}"}}, 500)
@@ -150,7 +212,10 @@ class App:
         if fault is not None and not fault.serve_first:
             return fault
         fn, needs_auth = self.endpoints[endpoint]
-        ctx = Ctx(cdf=self.cdf, request=request, project=values.pop("project", ""))
+        ctx = Ctx(cdf=self.cdf, request=request, project=_project(values))
+        for name, value in values.items():  # ids in the path (<int:file_id>) obey the same range as in bodies
+            if isinstance(value, int):
+                resource_id(value, name)
         if needs_auth:
             ctx.token = self.cdf.auth.check(request.headers.get("Authorization", ""), ctx.project)
             if ctx.project:

@@ -6,6 +6,8 @@ list) at start. A rule: {"path": "/files/byids" (substring of the request path, 
 (optional)}. A rule with a delay and no status delays the request and then serves it. "after": the request is served
 and then answered with the status anyway: the client's answer is lost although CDF acted (what makes retrying a create
 unsafe).
+The /_local/faults endpoints need the same bearer token as the API (in restricted mode one this server issued):
+whoever can inject faults can make every client fail.
 """
 from __future__ import annotations
 
@@ -75,18 +77,18 @@ def _matches(rule: dict, method: str, path: str) -> bool:
     return pattern in path
 
 
-@routes.post("/_local/faults", root=True, auth=False)
+@routes.post("/_local/faults", root=True)
 def add_faults(ctx: Ctx) -> dict:
     ctx.cdf.faults.add(ctx.body.get("rules"))
     return {"rules": ctx.cdf.faults.list()}
 
 
-@routes.get("/_local/faults", root=True, auth=False)
+@routes.get("/_local/faults", root=True)
 def list_faults(ctx: Ctx) -> dict:
     return {"rules": ctx.cdf.faults.list()}
 
 
-@routes.delete("/_local/faults", root=True, auth=False)
+@routes.delete("/_local/faults", root=True)
 def clear_faults(ctx: Ctx) -> dict:
     ctx.cdf.faults.clear()
     return {"rules": []}

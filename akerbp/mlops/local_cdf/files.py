@@ -1,14 +1,18 @@
 """CDF Files: metadata in the store, contents streamed to and from blobs through signed upload/download URLs.
 
 Upload and download URLs carry an HMAC signature instead of needing the bearer token, as CDF's signed cloud-storage
-URLs do. A multipart upload keeps its parts as separate blobs and a download streams them in order, so completing
+URLs do. An upload URL also carries its expiry (UPLOAD_URL_TTL_S) and serves one upload: a single-part URL names a
+one-time token kept with the file until its PUT lands (then the content is final: a repeated PUT is refused), a
+part URL names its multipart upload, which ends at completion. A multipart upload keeps its parts as separate blobs and a download streams them in order, so completing
 a 1 GiB upload copies nothing.
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -24,6 +28,9 @@ routes = Router()
 KIND = "files"
 CHUNK = 4 << 20
 MAX_PARTS = 250
+# How long an upload URL (and a multipart upload) stays valid. Default one hour: the SDK PUTs at once, and what an
+# abandoned upload left on disk is removed once it expired (sweep.py, at the next start).
+UPLOAD_URL_TTL_S = float(os.environ.get("MLOPS_LOCAL_CDF_UPLOAD_URL_TTL_S", 3600))
 
 FILE_FIELDS = {
     "externalId": str, "name": str, "directory": str, "source": str, "mimeType": str, "metadata": dict,
@@ -62,11 +69,29 @@ def _sign(ctx: Ctx, *parts) -> str:
     return hmac.new(ctx.store.secret.encode(), text.encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def _upload_url(ctx: Ctx, file_id: int, upload_id: str = "", part: int = 0) -> str:
-    query = f"sig={_sign(ctx, 'up', file_id, upload_id, part)}"
-    if upload_id:
-        query += f"&uploadId={upload_id}&part={part}"
+def _upload_url(ctx: Ctx, file_id: int, upload_id: str = "", part: int = 0, token: str = "",
+                expires: int = 0) -> str:
+    """A URL for one part of `upload_id` (expiring with it), or for the single PUT that `token` allows."""
+    expires = expires or _expiry()
+    query = f"exp={expires}&sig={_sign(ctx, 'up', file_id, upload_id or token, part, expires)}"
+    query += f"&uploadId={upload_id}&part={part}" if upload_id else f"&token={token}"
     return ctx.url(f"/_local/files/{ctx.project}/{file_id}/content?{query}")
+
+
+def _expiry() -> int:
+    return int(time.time() + UPLOAD_URL_TTL_S)
+
+
+def new_upload_token(file: dict) -> str:
+    """Allow one single-part PUT of `file` (a new token supersedes an earlier, unused one)."""
+    file["_uploadToken"] = uuid.uuid4().hex
+    return file["_uploadToken"]
+
+
+def single_blob(store, project: str, file_id: int, token: str | None) -> Path:
+    """Where a single-part upload's content lives: named by its token, so a late PUT never replaces a newer one."""
+    base = store.blob_path(project, file_id)
+    return base.with_name(f"{base.name}.{token}") if token else base
 
 
 def _parts(ctx: Ctx) -> int:
@@ -84,6 +109,7 @@ def _create_or_overwrite(ctx: Ctx) -> dict:
     validate_file(body, "file")
     overwrite = ctx.flag("overwrite")
     fresh = {**body, "uploaded": False}
+    new_upload_token(fresh)
     with ctx.store.write() as db:
         existing = ctx.store.get_xid(ctx.project, KIND, body["externalId"], db) if body.get("externalId") else None
         if existing and not overwrite:
@@ -98,7 +124,7 @@ def _create_or_overwrite(ctx: Ctx) -> dict:
 @routes.post("/files")
 def create(ctx: Ctx) -> dict:
     file = _create_or_overwrite(ctx)
-    return {**public(file), "uploadUrl": _upload_url(ctx, file["id"])}
+    return {**public(file), "uploadUrl": _upload_url(ctx, file["id"], token=file["_uploadToken"])}
 
 
 @routes.post("/files/initmultipartupload")
@@ -106,15 +132,20 @@ def init_multipart(ctx: Ctx) -> dict:
     parts = _parts(ctx)
     file = _create_or_overwrite(ctx)
     upload_id = uuid.uuid4().hex
-    _remember_upload(ctx, file["id"], upload_id, parts)
+    expires = _remember_upload(ctx, file["id"], upload_id, parts)
     return {**public(file), "uploadId": upload_id,
-            "uploadUrls": [_upload_url(ctx, file["id"], upload_id, i) for i in range(parts)]}
+            "uploadUrls": [_upload_url(ctx, file["id"], upload_id, i, expires=expires) for i in range(parts)]}
 
 
 @routes.post("/files/uploadlink")
 def upload_link(ctx: Ctx) -> dict:
-    found = ctx.store.resolve(ctx.project, KIND, identifiers(ctx.body), what="Files")
-    return {"items": [{**public(f), "uploadUrl": _upload_url(ctx, f["id"])} for f in found]}
+    with ctx.store.write() as db:
+        found = ctx.store.resolve(ctx.project, KIND, identifiers(ctx.body), db=db, what="Files")
+        for file in found:
+            new_upload_token(file)
+            ctx.store.save(db, ctx.project, KIND, file, touch=False)
+    return {"items": [{**public(f), "uploadUrl": _upload_url(ctx, f["id"], token=f["_uploadToken"])}
+                      for f in found]}
 
 
 @routes.post("/files/multiuploadlink")
@@ -124,17 +155,20 @@ def multi_upload_link(ctx: Ctx) -> dict:
     result = []
     for f in found:
         upload_id = uuid.uuid4().hex
-        _remember_upload(ctx, f["id"], upload_id, parts)
+        expires = _remember_upload(ctx, f["id"], upload_id, parts)
         result.append({**public(f), "uploadId": upload_id,
-                       "uploadUrls": [_upload_url(ctx, f["id"], upload_id, i) for i in range(parts)]})
+                       "uploadUrls": [_upload_url(ctx, f["id"], upload_id, i, expires=expires) for i in range(parts)]})
     return {"items": result}
 
 
-def _remember_upload(ctx: Ctx, file_id: int, upload_id: str, parts: int) -> None:
+def _remember_upload(ctx: Ctx, file_id: int, upload_id: str, parts: int) -> int:
+    """Record a multipart upload; its expiry (the upload and its URLs end then)."""
+    expires = _expiry()
     with ctx.store.write() as db:
         file = ctx.store.get(ctx.project, KIND, file_id, db)
-        file.setdefault("_uploads", {})[upload_id] = parts
+        file.setdefault("_uploads", {})[upload_id] = {"parts": parts, "expires": expires}
         ctx.store.save(db, ctx.project, KIND, file, touch=False)
+    return expires
 
 
 @routes.post("/files/completemultipartupload")
@@ -144,9 +178,12 @@ def complete_multipart(ctx: Ctx) -> dict:
     upload_id = ctx.body["uploadId"]
     with ctx.store.write() as db:
         file = ctx.store.resolve(ctx.project, KIND, ident, db=db, what="Files")[0]
-        parts = file.get("_uploads", {}).pop(upload_id, None)
-        if parts is None:
+        entry = file.get("_uploads", {}).pop(upload_id, None)
+        if entry is None:
             raise bad_request(f"Unknown uploadId {upload_id!r} for file {file['id']}")
+        parts = upload_parts(entry)
+        if upload_expired(entry):
+            raise bad_request(f"Upload {upload_id!r} has expired: start a new upload of file {file['id']}")
         folder = ctx.store.parts_dir(ctx.project, file["id"], upload_id)
         missing = [i for i in range(parts) if not (folder / str(i)).exists()]
         if missing:
@@ -156,6 +193,14 @@ def complete_multipart(ctx: Ctx) -> dict:
         _mark_uploaded(file)
         ctx.store.save(db, ctx.project, KIND, file)
     return {}
+
+
+def upload_parts(entry) -> int:
+    return entry["parts"] if isinstance(entry, dict) else entry  # older data dirs stored the count alone
+
+
+def upload_expired(entry) -> bool:
+    return isinstance(entry, dict) and entry["expires"] < time.time()
 
 
 def _mark_uploaded(file: dict) -> None:
@@ -171,9 +216,12 @@ def _upload_gone(upload_id: str) -> CDFError:
 @routes.put("/_local/files/<project>/<int:file_id>/content", root=True, auth=False)
 def put_content(ctx: Ctx, file_id: int) -> Response:
     project = ctx.project
-    upload_id, part = ctx.args.get("uploadId", ""), int(ctx.args.get("part", 0))
-    if not hmac.compare_digest(_sign(ctx, "up", file_id, upload_id, part), ctx.args.get("sig", "")):
+    upload_id, token = ctx.args.get("uploadId", ""), ctx.args.get("token", "")
+    part, expires = _int_arg(ctx, "part", 0), _int_arg(ctx, "exp", 0)
+    if not hmac.compare_digest(_sign(ctx, "up", file_id, upload_id or token, part, expires), ctx.args.get("sig", "")):
         raise CDFError(403, "Upload URL signature is invalid")
+    if expires < time.time():
+        raise CDFError(403, "Upload URL has expired: ask for a new upload link")
     file = ctx.store.get(project, KIND, file_id)
     if file is None:
         raise CDFError(404, f"File {file_id} no longer exists")
@@ -195,20 +243,43 @@ def put_content(ctx: Ctx, file_id: int) -> Response:
             shutil.rmtree(folder, ignore_errors=True)
             raise _upload_gone(upload_id)
         return Response(status=200)
-    target = ctx.store.blob_path(project, file_id)
+    if file.get("_uploadToken") != token:
+        raise _link_used(file_id)
+    target = single_blob(ctx.store, project, file_id, token)
     ctx.store.write_blob(target, stream, length)
     with ctx.store.write() as db:
         file = ctx.store.get(project, KIND, file_id, db)
-        if file is None:
+        if file is None or file.get("_uploadToken") != token:  # deleted, overwritten or used meanwhile
             target.unlink(missing_ok=True)
-            raise CDFError(404, f"File {file_id} was deleted during the upload")
+            if file is None:
+                raise CDFError(404, f"File {file_id} was deleted during the upload")
+            raise _link_used(file_id)
         old = file.get("_content")
-        file["_content"] = {"single": True}
+        del file["_uploadToken"]
+        file["_content"] = {"single": True, "token": token}
         _mark_uploaded(file)
         ctx.store.save(db, project, KIND, file)
-    if old and old.get("parts"):
-        shutil.rmtree(ctx.store.parts_dir(project, file_id, old["uploadId"]), ignore_errors=True)
+    if old:
+        for path in content_paths(ctx.store, project, {"id": file_id, "_content": old}):
+            path.unlink(missing_ok=True)
+        if old.get("parts"):
+            shutil.rmtree(ctx.store.parts_dir(project, file_id, old["uploadId"]), ignore_errors=True)
     return Response(status=200)
+
+
+def _int_arg(ctx: Ctx, name: str, default: int) -> int:
+    value = ctx.args.get(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise bad_request(f"Query parameter '{name}' must be an integer, got {value[:40]!r}") from None
+
+
+def _link_used(file_id: int) -> CDFError:
+    return CDFError(403, f"This upload URL of file {file_id} was already used or was replaced by a newer one (an "
+                         "upload URL serves one upload): ask for a new upload link")
 
 
 # -- reading ----------------------------------------------------------------------------------------------
@@ -265,7 +336,7 @@ def content_paths(store, project: str, file: dict) -> list[Path]:
     if content.get("parts"):
         folder = store.parts_dir(project, file["id"], content["uploadId"])
         return [folder / str(i) for i in range(content["parts"])]
-    return [store.blob_path(project, file["id"])]
+    return [single_blob(store, project, file["id"], content.get("token"))]
 
 
 def _stream(paths: list[Path]):
@@ -296,7 +367,7 @@ def _drop_content(ctx: Ctx, file: dict) -> None:
     if content.get("parts"):
         shutil.rmtree(ctx.store.parts_dir(ctx.project, file["id"], content["uploadId"]), ignore_errors=True)
     else:
-        ctx.store.blob_path(ctx.project, file["id"]).unlink(missing_ok=True)
+        single_blob(ctx.store, ctx.project, file["id"], content.get("token")).unlink(missing_ok=True)
     for upload_id in file.get("_uploads", {}):
         shutil.rmtree(ctx.store.parts_dir(ctx.project, file["id"], upload_id), ignore_errors=True)
     file.pop("_uploads", None)

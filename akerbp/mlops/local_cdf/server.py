@@ -15,7 +15,7 @@ from pathlib import Path
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from . import (auth, calls, datasets, environments, events, faults, files, functions, health, processes, projects,
-               sandbox, schedules, sessions, timeseries)
+               sandbox, schedules, sessions, timeseries, upload_sweep)
 from .app import App
 from .store import Store
 
@@ -131,15 +131,16 @@ class LocalCDF:
         return self
 
     def _clean_up_after_dead_servers(self) -> None:
-        """A server killed (SIGKILL, a crash) leaves workers its watchdog could not end, half-written blobs and
-        calls still Running; those of owners that are gone are ended, removed and recorded Failed. What a live
-        process sharing the data dir owns is left alone."""
+        """A server killed (SIGKILL, a crash) leaves workers its watchdog could not end, half-written blobs, parts of
+        uploads and calls still Running; those of owners that are gone are ended, removed and recorded Failed (and
+        uploads no one can finish removed). What a live process sharing the data dir owns is left alone."""
         ended = processes.end_orphans(self.store)
         removed = self.store.remove_stale_temp_files()
+        swept = upload_sweep.sweep(self.store)  # parts of expired uploads, blobs no file refers to
         calls.fail_orphans(self)
-        if ended or removed:
-            log.info("Local CDF: ended %d worker(s) and removed %d half-written blob(s) left by a server that died",
-                     len(ended), len(removed))
+        if ended or removed or swept:
+            log.info("Local CDF: ended %d worker(s), removed %d half-written blob(s) and %d unfinishable upload(s) "
+                     "left by a server that died", len(ended), len(removed), len(swept))
 
     def stop(self) -> None:
         """Stop serving, give unfinished builds back (Queued, resumed at the next start, never Failed by the

@@ -6,6 +6,8 @@ from typing import Any
 from .errors import bad_request
 
 NUMBER = (int, float)
+MAX_ID = 2**53 - 1  # CDF's ids are 1..2**53-1 (exact in a JavaScript number)
+MAX_LONG = 2**63 - 1  # no integer field of CDF's is wider than a signed 64-bit long
 TYPE_NAMES = {str: "string", int: "integer", bool: "boolean", dict: "object", list: "array", NUMBER: "number"}
 
 
@@ -22,6 +24,8 @@ def check(obj: Any, spec: dict[str, Any], path: str, required: tuple[str, ...] =
             continue
         if not _is(value, expected):
             raise bad_request(f"Field '{where}' must be {_type_name(expected)}, got {_kind(value)}")
+        if isinstance(value, int) and not isinstance(value, bool) and not -MAX_LONG - 1 <= value <= MAX_LONG:
+            raise bad_request(f"Field '{where}' is out of range: integers are at most 64-bit")
     for key in required:
         if obj.get(key) is None:
             where = f"{path}.{key}" if path else key
@@ -52,14 +56,19 @@ def identifiers(body: dict, max_items: int = 1000, snake_case: bool = False) -> 
         key = keys.pop()
         value = ident[key]
         if key == "id":
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise bad_request(f"Field '{where}.id' must be a positive integer")
-            result.append({"id": value})
+            result.append({"id": resource_id(value, f"{where}.id")})
         else:
             if not isinstance(value, str) or not value:
                 raise bad_request(f"Field '{where}.{key}' must be a non-empty string")
             result.append({"externalId": value})
     return result
+
+
+def resource_id(value: Any, where: str) -> int:
+    """A CDF id (1..2**53-1), else a 400 naming the field."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_ID:
+        raise bad_request(f"Field '{where}' must be an integer from 1 to {MAX_ID}, got {str(value)[:40]}")
+    return value
 
 
 def limit(body: dict, default: int = 100, maximum: int = 1000) -> int:
