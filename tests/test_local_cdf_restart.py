@@ -19,8 +19,9 @@ from cognite.client import ClientConfig, CogniteClient, global_config
 from cognite.client.credentials import Token
 from cognite.client.data_classes import FileMetadataWrite
 
-from akerbp.mlops.local_cdf import LocalCDF
+from akerbp.mlops.local_cdf import LocalCDF, sandbox
 from akerbp.mlops.local_cdf.processes import start_time
+from akerbp.mlops.local_cdf.runner import descendants
 from akerbp.mlops.local_cdf.store import Store, _writer as temp_writer
 from akerbp.mlops.local_cdf.workers import INTERRUPTED
 
@@ -58,8 +59,9 @@ def gone(pid: int) -> bool:
 
 
 @pytest.fixture
-def server(tmp_path, monkeypatch, unsandboxed):
-    """Start a local CDF in a subprocess; returns (process, client) once it answers."""
+def any_server(monkeypatch):
+    """Start a local CDF in a subprocess (its workers sandboxed where bubblewrap works); returns (process, client)
+    once it answers."""
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     global_config.disable_pypi_version_check = True
     procs = []
@@ -79,10 +81,16 @@ def server(tmp_path, monkeypatch, unsandboxed):
         proc.wait(timeout=30)
 
 
-def deploy(client, tmp_path) -> None:
+@pytest.fixture
+def server(any_server, unsandboxed):
+    """any_server with unsandboxed workers: HANDLER reports host pids and writes a host file."""
+    return any_server
+
+
+def deploy(client, tmp_path, source: str = HANDLER) -> None:
     folder = tmp_path / "fn"
     folder.mkdir()
-    (folder / "handler.py").write_text(textwrap.dedent(HANDLER))
+    (folder / "handler.py").write_text(textwrap.dedent(source))
     client.functions.create(name="fn", external_id="fn", folder=str(folder))
     wait_until(lambda: client.functions.retrieve(external_id="fn").status == "Ready", "the function was not Ready",
                timeout=120)
@@ -109,6 +117,22 @@ def test_workers_die_with_a_server_killed_by_sigkill(server, tmp_path):
     for pid, what in ((idle_worker, "the warm idle worker"), (busy_worker, "the worker running a call"),
                       (helper, "a process the function started")):
         wait_until(lambda: gone(pid), f"{what} ({pid}) outlived its SIGKILLed server", timeout=10)
+
+
+@pytest.mark.skipif(sandbox.bwrap() is None, reason="bubblewrap cannot sandbox workers on this machine")
+def test_sandboxed_workers_die_with_a_server_killed_by_sigkill(any_server, tmp_path):
+    data_dir = tmp_path / "cdf"
+    proc, client = any_server(data_dir)
+    deploy(client, tmp_path, "import time\ndef handle(data):\n    time.sleep(600)\n")
+    client.functions.call(external_id="fn", wait=False)
+    # A sandboxed handler sees only its namespace's pids: take the worker the server recorded, and what runs under it.
+    [worker] = [row[0] for row in Store(data_dir).recorded_processes()]
+    wait_until(lambda: descendants(worker), "the sandboxed worker had no processes")
+    running = [worker, *descendants(worker)]
+    proc.kill()
+    proc.wait(timeout=30)
+    for pid in running:
+        wait_until(lambda: gone(pid), f"process {pid} of a sandboxed worker outlived its SIGKILLed server", timeout=10)
 
 
 def partial_upload(client, tmp_path) -> socket.socket:
