@@ -41,12 +41,13 @@ class Server:
             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE)))
         lines: queue.Queue = queue.Queue()
         threading.Thread(target=lambda: [lines.put(line) for line in self.proc.stderr], daemon=True).start()
+        line = "no output within 60 s"
         try:
             line = lines.get(timeout=60)
             self.base_url = line.split(" at ")[1].split()[0]
         except (queue.Empty, IndexError):
             self.kill()
-            pytest.fail(f"the server did not start: {line if 'line' in dir() else 'no output'}")
+            pytest.fail(f"the server did not start: {line}")
         token = requests.post(f"{self.base_url}/oauth2/token", timeout=TIMEOUT, data={
             "grant_type": "client_credentials", "client_id": "app", "client_secret": SECRET})
         assert token.status_code == 200, token.text
@@ -193,6 +194,17 @@ def test_fault_injection_needs_the_apis_token(server):
     assert added.status_code == 200
     assert server.post("/files/list", {}).status_code == 503
     requests.delete(f"{server.base_url}/_local/faults", headers=server.auth, timeout=TIMEOUT).raise_for_status()
+
+
+def test_faults_from_the_environment_still_apply_at_start(tmp_path):
+    env = {"MLOPS_LOCAL_CDF_FAULTS": json.dumps([{"path": "/files/list", "status": 503}])}
+    srv = Server(tmp_path / "cdf", env=env)
+    try:
+        assert srv.post("/files/list", {}).status_code == 503
+        listed = requests.get(f"{srv.base_url}/_local/faults", headers=srv.auth, timeout=TIMEOUT).json()["rules"]
+        assert listed[0]["hits"] == 1 and srv.post("/files/list", {}).status_code == 200
+    finally:
+        srv.stop()
 
 
 # --- signed upload URLs: one upload, then expired ------------------------------------------------------------------
