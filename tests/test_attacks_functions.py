@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import stat
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -27,11 +29,13 @@ from akerbp.mlops.local_cdf import Limits, LocalCDF
 from akerbp.mlops.local_cdf.builder import BuildError, extract_code
 from akerbp.mlops.local_cdf import sandbox
 from akerbp.mlops.local_cdf.functions import code_dir
+from akerbp.mlops.local_cdf.worker_process import RUNNER
 from akerbp.mlops.registry_archive import extract_archive, sha256_file
 
-# Bubblewrap is what CI installs; the uid switch without it needs a Python other users can reach (not checked here).
-needs_isolation = pytest.mark.skipif(sandbox.bwrap() is None,
-                                     reason="bubblewrap does not work here: the README says what holds without it")
+# Bubblewrap (what CI installs), or a root server whose Python other users can reach (a uid per function).
+ISOLATED = sandbox.bwrap() is not None or sandbox.worker_uid("probe", sys.executable, RUNNER, "/tmp/probe") is not None
+needs_isolation = pytest.mark.skipif(not ISOLATED, reason="neither bubblewrap nor a uid switch works here: the "
+                                                          "README says what holds without them")
 
 
 def zipped(entries: dict, links: dict | None = None) -> bytes:
@@ -70,8 +74,18 @@ def call(client, fn, data=None):
 
 
 @pytest.fixture
-def cdf(tmp_path):
-    with LocalCDF(tmp_path / "cdf", isolation="shared-no-install", limits=Limits(call_timeout_s=60)) as server:
+def reachable_dir():
+    """A folder other users can search (pytest's tmp_path is inside a 0700 one), so a root server can run workers as
+    users of their own when bubblewrap is not there."""
+    path = Path(tempfile.mkdtemp(prefix="attacks-", dir="/tmp"))
+    os.chmod(path, 0o711)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def cdf(reachable_dir):
+    with LocalCDF(reachable_dir / "cdf", isolation="shared-no-install", limits=Limits(call_timeout_s=60)) as server:
         yield server
 
 
@@ -90,7 +104,7 @@ threading.Event().wait()  # until killed
 
 
 @pytest.fixture
-def served(tmp_path, monkeypatch):
+def served(reachable_dir, monkeypatch):
     """A local CDF in a process of its own, started with `env` (its initial environment, the one /proc shows);
     returns (process, client)."""
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
@@ -98,7 +112,7 @@ def served(tmp_path, monkeypatch):
     procs = []
 
     def start(env: dict | None = None):
-        data_dir = tmp_path / "served"
+        data_dir = reachable_dir / "served"
         proc = subprocess.Popen([sys.executable, "-c", SERVER, str(data_dir)], env={**os.environ, **(env or {})})
         procs.append(proc)
         info = wait_until(lambda: proc.poll() is not None or LocalCDF.server_info(data_dir), "the server answered")

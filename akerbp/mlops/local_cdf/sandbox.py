@@ -129,9 +129,9 @@ def protect_data_dir(data_dir: Path) -> None:
     """The data dir searchable (workers reach their folders and venvs below it), the store and blobs private."""
     data_dir = Path(data_dir)
     os.chmod(data_dir, 0o711)
-    for name in ("functions", "venvs"):
-        if (data_dir / name).is_dir():
-            os.chmod(data_dir / name, 0o711)
+    for name in ("functions", "venvs"):  # searchable, not listable: which functions exist is no worker's business
+        (data_dir / name).mkdir(exist_ok=True)
+        os.chmod(data_dir / name, 0o711)
     for path in data_dir.iterdir():
         if path.name.startswith("cdf.sqlite3") or path.name == "blobs":
             os.chmod(path, 0o700 if path.is_dir() else 0o600)
