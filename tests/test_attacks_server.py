@@ -148,6 +148,25 @@ def test_a_body_just_under_the_cap_is_served(server):
     assert status == 200
 
 
+def test_concurrent_large_bodies_take_turns_so_parsed_json_stays_bounded(tmp_path):
+    # 10 MiB of `{}` parses to ~300 MiB of objects: six at once took a server to 936 MiB (near its 1 GiB cap).
+    body = b'{"items": [' + b",".join([b"{}"] * ((MAX_JSON - 20) // 3)) + b"]}"
+    srv = Server(tmp_path / "cdf")
+    try:
+        statuses: list = []
+        threads = [threading.Thread(target=lambda: statuses.append(
+            srv.raw("POST", "/api/v1/projects/p/files/byids", body)[0])) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        peak = srv.peak_rss()
+        assert statuses == [400] * 6  # too many items: each was parsed and answered, in turn
+        assert peak < 560 << 20, f"peak RSS {peak / (1 << 20):.0f} MiB"
+    finally:
+        srv.stop()
+
+
 @pytest.mark.parametrize("depth", [5_000, 100_000])
 def test_json_nested_too_deep_is_a_400(server, depth):
     body = b'{"items": ' + b"[" * depth + b"]" * depth + b"}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 import traceback
 import uuid
 import zlib
@@ -32,6 +33,11 @@ PROJECT_PREFIX = "/api/v1/projects/<project>"
 # a gzip bomb costs the server the cap, not its decompressed size.
 MAX_JSON_BYTES = 10 << 20
 READ_CHUNK = 1 << 20
+# Parsed JSON takes up to ~30x its text (10 MiB of `{}` became 300 MiB): the requests holding a parsed body at one
+# time have at most this many bytes of JSON text together; others wait their turn (PARSE_WAIT_S at most, then 503,
+# which the SDK retries).
+PARSE_BUDGET_BYTES = 12 << 20
+PARSE_WAIT_S = 60.0
 # CDF's project URL names: lowercase letters, digits and '-' (the local CDF also accepts one-letter names, as tests
 # use them), so a name can never be a path segment like '..' nor a 1,000-character key.
 PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
@@ -110,6 +116,7 @@ def _decode_json(request: Request) -> dict:
     if not raw:
         return {}
     try:
+        _PARSING.acquire_for(request, len(raw))  # released when the request is answered (App.__call__)
         body = json.loads(raw)
     except RecursionError:  # Python's json recurses per nesting level
         raise bad_request("Malformed JSON in request body: nested too deeply") from None
@@ -118,6 +125,34 @@ def _decode_json(request: Request) -> dict:
     if not isinstance(body, dict):
         raise bad_request("Request body must be a JSON object")
     return body
+
+
+class _Budget:
+    """Bytes of parsed JSON alive at once: bounds what concurrent requests cost, whatever the thread count."""
+
+    KEY = "local_cdf.parse_budget"
+
+    def __init__(self, total: int) -> None:
+        self.total, self.used = total, 0
+        self._cond = threading.Condition()
+
+    def acquire_for(self, request: Request, size: int) -> None:
+        size = min(size, self.total)
+        with self._cond:
+            if not self._cond.wait_for(lambda: self.used + size <= self.total, timeout=PARSE_WAIT_S):
+                raise CDFError(503, "The local CDF is busy with other large requests: retry shortly")
+            self.used += size
+        request.environ[self.KEY] = size
+
+    def release_for(self, request: Request) -> None:
+        size = request.environ.pop(self.KEY, 0)
+        if size:
+            with self._cond:
+                self.used -= size
+                self._cond.notify_all()
+
+
+_PARSING = _Budget(PARSE_BUDGET_BYTES)
 
 
 def _too_large(what: str) -> CDFError:
@@ -195,6 +230,8 @@ class App:
         except Exception as e:  # a bug in the local CDF must not kill the server or hang the client
             log.error("Internal error on %s %s\n%s", request.method, request.path, traceback.format_exc())
             response = json_response({"error": {"code": 500, "message": f"Local CDF internal error: {e!r}"}}, 500)
+        finally:
+            _PARSING.release_for(request)  # the handler, its body and any error are gone by now
         response.headers["x-request-id"] = request_id
         return response(environ, start_response)
 
