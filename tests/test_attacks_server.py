@@ -24,6 +24,8 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
+import local_faults
+
 ADDRESS_SPACE = 1 << 30  # 1 GiB of virtual memory for the whole server process
 PEAK_RSS_LIMIT = 300 << 20
 MAX_JSON = 10 << 20  # the server's cap on a JSON body, as sent and decompressed
@@ -231,6 +233,8 @@ def test_faults_from_the_environment_still_apply_at_start(tmp_path):
 def test_an_upload_url_serves_one_upload(server):
     url = server.post("/files", {"name": "one", "externalId": "one-shot"}).json()["uploadUrl"]
     assert requests.put(url, data=b"first", timeout=TIMEOUT).status_code == 200
+    retried = requests.put(url, data=b"first", timeout=TIMEOUT)  # the SDK retrying a PUT whose answer was lost
+    assert retried.status_code == 200
     again = requests.put(url, data=b"replaced", timeout=TIMEOUT)
     assert again.status_code == 403 and "already used" in error(again)
     link = server.post("/files/downloadlink", {"items": [{"externalId": "one-shot"}]}).json()
@@ -247,6 +251,13 @@ def test_an_upload_url_serves_one_upload(server):
     assert server.post("/files/completemultipartupload", {"externalId": "multi",
                                                           "uploadId": upload["uploadId"]}).status_code == 200
     assert requests.put(upload["uploadUrls"][0], data=b"evil", timeout=TIMEOUT).status_code == 400
+
+
+def test_the_sdk_retrying_an_upload_whose_answer_was_lost_succeeds(local_cdf, client):
+    local_faults.inject(local_cdf.base_url, [{"path": "/content", "method": "PUT", "status": 503, "after": True}])
+    client.files.upload_bytes(b"payload", name="r", external_id="r")
+    assert local_faults.rules(local_cdf.base_url)[0]["hits"] == 1
+    assert client.files.download_bytes(external_id="r") == b"payload"
 
 
 def test_an_upload_urls_expiry_is_signed(server):

@@ -2,12 +2,14 @@
 
 Upload and download URLs carry an HMAC signature instead of needing the bearer token, as CDF's signed cloud-storage
 URLs do. An upload URL also carries its expiry (UPLOAD_URL_TTL_S) and serves one upload: a single-part URL names a
-one-time token kept with the file until its PUT lands (then the content is final: a repeated PUT is refused), a
-part URL names its multipart upload, which ends at completion. A multipart upload keeps its parts as separate blobs and a download streams them in order, so completing
-a 1 GiB upload copies nothing.
+one-time token kept with the file until its PUT lands (then the content is final: a repeated PUT is refused, unless
+it retries the same bytes, as the SDK does when an answer was lost); a part URL names its multipart upload, which
+ends at completion. A multipart upload keeps its parts as separate blobs and a download streams them in order, so
+completing a 1 GiB upload copies nothing.
 """
 from __future__ import annotations
 
+import filecmp
 import hashlib
 import hmac
 import os
@@ -244,6 +246,8 @@ def put_content(ctx: Ctx, file_id: int) -> Response:
             raise _upload_gone(upload_id)
         return Response(status=200)
     if file.get("_uploadToken") != token:
+        if (file.get("_content") or {}).get("token") == token and _same_content(ctx, file, stream, length):
+            return Response(status=200)  # a retry of the PUT that landed (its answer was lost): nothing changes
         raise _link_used(file_id)
     target = single_blob(ctx.store, project, file_id, token)
     ctx.store.write_blob(target, stream, length)
@@ -265,6 +269,19 @@ def put_content(ctx: Ctx, file_id: int) -> Response:
         if old.get("parts"):
             shutil.rmtree(ctx.store.parts_dir(project, file_id, old["uploadId"]), ignore_errors=True)
     return Response(status=200)
+
+
+def _same_content(ctx: Ctx, file: dict, stream, length: int | None) -> bool:
+    """Whether the request body equals the file's content (streamed to a scratch blob: disk, not memory)."""
+    landed = single_blob(ctx.store, ctx.project, file["id"], file["_content"]["token"])
+    scratch = landed.with_name(f"{landed.name}.retry-{uuid.uuid4().hex}")
+    try:
+        ctx.store.write_blob(scratch, stream, length)
+        return filecmp.cmp(scratch, landed, shallow=False)
+    except OSError:
+        return False
+    finally:
+        scratch.unlink(missing_ok=True)
 
 
 def _int_arg(ctx: Ctx, name: str, default: int) -> int:
