@@ -23,7 +23,7 @@ def mlops(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 def test_serve_announces_itself_serves_the_sdk_and_stops_cleanly(tmp_path):
     data_dir = tmp_path / "cdf"
     proc = subprocess.Popen([sys.executable, "-m", "akerbp.mlops.cli", "local-cdf", "serve", "--port", "0",
-                             "--data-dir", str(data_dir), "--client", "app:secret-1"],
+                             "--data-dir", str(data_dir), "--client", "app:secret-1", "--project", "toolkit"],
                             stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stderr.readline()
@@ -32,6 +32,9 @@ def test_serve_announces_itself_serves_the_sdk_and_stops_cleanly(tmp_path):
         token = requests.post(f"{base_url}/oauth2/token", data={"grant_type": "client_credentials",
                                                                 "client_id": "app", "client_secret": "secret-1"})
         assert token.status_code == 200
+        inspect = requests.get(f"{base_url}/api/v1/token/inspect",
+                               headers={"Authorization": f"Bearer {token.json()['access_token']}"}, timeout=30)
+        assert [p["projectUrlName"] for p in inspect.json()["projects"]] == ["toolkit"]  # declared, holds nothing
         refused = requests.post(f"{base_url}/oauth2/token", data={"grant_type": "client_credentials",
                                                                   "client_id": "app", "client_secret": "wrong"})
         assert refused.status_code == 401

@@ -81,14 +81,17 @@ def local_cdf():
                    "installed (cached; a requirement pip cannot install fails the build). shared-no-install: in this "
                    "Python, requirements NOT installed (fast; a missing one fails at call time). "
                    "Default: $MLOPS_LOCAL_CDF_ISOLATION, else venv.")
+@click.option("--project", "projects", multiple=True, metavar="NAME",
+              help="A project that token/inspect lists from the start, before anything used it (repeatable; also "
+                   "$MLOPS_LOCAL_CDF_PROJECTS=a,b). Other clients, such as cognite-toolkit, check it first.")
 @click.option("--call-timeout", type=float, default=600, show_default=True, help="Function call timeout, seconds.")
-def serve(host, port, data_dir, clients, isolation, call_timeout):
+def serve(host, port, data_dir, clients, isolation, projects, call_timeout):
     """Run the local CDF until stopped (Ctrl-C), firing function schedules on time."""
     from akerbp.mlops.local_cdf import Limits, LocalCDF
 
     try:
         cdf = LocalCDF(_data_dir(data_dir), host=host, port=port, clients=_parse_clients(clients),
-                       isolation=isolation, limits=Limits(call_timeout_s=call_timeout))
+                       isolation=isolation, projects=list(projects), limits=Limits(call_timeout_s=call_timeout))
     except ValueError as e:  # $MLOPS_LOCAL_CDF_ISOLATION is not a mode
         raise UsageError(str(e)) from None
     try:
