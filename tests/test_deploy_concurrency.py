@@ -108,23 +108,21 @@ def test_the_lock_heartbeat_moves_its_expiry(repo):
 
 FUNCTION_CREATE = {"path": "re:/functions$", "method": "POST"}
 STORMS = {
-    # each rule fails the next two matching requests (the SDK does not retry these: creates, deletes, calls)
-    "function create": [{**FUNCTION_CREATE, "status": 503, "count": 2}],
+    # each rule fails the next matching requests (the SDK does not retry these: creates, deletes, calls, uploads)
+    "503s on every create, delete, call and upload": [
+        {**FUNCTION_CREATE, "status": 503, "count": 2},
+        {"path": "re:/functions/delete$", "status": 503, "count": 2},
+        {"path": r"re:/functions/\d+/call$", "status": 503, "count": 2},
+        {"path": "re:/files$", "method": "POST", "status": 502, "count": 2},
+        {"path": "re:/files/delete$", "status": 503, "count": 1},
+        {"path": "re:/files/byids$", "status": 503, "count": 3},
+        {"path": "re:/events$", "method": "POST", "status": 503, "count": 1},
+        {"path": "re:/events/delete$", "status": 503, "count": 1}],
+    # served, then the answer lost: the retry must find what CDF did instead of doing it twice
     "function create, answer lost": [{**FUNCTION_CREATE, "status": 503, "count": 1, "after": True}],
-    "function delete": [{"path": "re:/functions/delete$", "status": 503, "count": 2}],
-    "smoke call": [{"path": r"re:/functions/\d+/call$", "status": 503, "count": 2}],
     "smoke call, answer lost": [{"path": r"re:/functions/\d+/call$", "status": 503, "count": 1, "after": True}],
-    "code upload": [{"path": "re:/files$", "method": "POST", "status": 503, "count": 2}],
-    "code file delete": [{"path": "re:/files/delete$", "status": 503, "count": 2}],
-    "lock": [{"path": "re:/events$", "method": "POST", "status": 503, "count": 1},
-             {"path": "re:/events/delete$", "status": 503, "count": 1}],
     # the lock's create and then the audit record's: both served, both answers lost
     "events, answers lost": [{"path": "re:/events$", "method": "POST", "status": 503, "count": 2, "after": True}],
-    "everything at once": [{**FUNCTION_CREATE, "status": 503, "count": 2},
-                           {"path": "re:/functions/delete$", "status": 503, "count": 2},
-                           {"path": r"re:/functions/\d+/call$", "status": 503, "count": 2},
-                           {"path": "re:/files$", "method": "POST", "status": 502, "count": 2},
-                           {"path": "re:/files/byids$", "status": 503, "count": 3}],
 }
 
 

