@@ -359,7 +359,7 @@ def _ship(settings, service, env, target, result, tester, prepared: _Prepared, s
                 "waited for it" if lock.waited else f"unchanged: {result.function} already runs {result.hash[:10]}")
             return
         lock.check()
-        if same and not verified and not force:
+        if same and not verified and not force and release.code_file_of(live) is not None:
             say(f"{result.function} runs hash {result.hash[:10]}, but that deployment never passed its smoke check "
                 "(a deploy of it was stopped or killed): checking it now, rolling back if it fails")
             done = release.verify_live(client, result.function, live, smoke, by, deadline, say,

@@ -257,13 +257,17 @@ def mark_verified(client, file_id: int, function_id: int | None, by: str) -> Non
 def is_verified(client, fn) -> bool:
     """Whether the live function `fn` passed its smoke check (see the module doc); False for one a deploy was
     interrupted in, and for one deployed by a framework version that did not record it."""
-    if fn is None:
+    code_file = code_file_of(fn)
+    if code_file is None:
         return False
-    code_file = (fn.metadata or {}).get("mlops_code_file")
-    if not code_file or not code_file.isdigit():
-        return False
-    f = client.files.retrieve(id=int(code_file))
+    f = client.files.retrieve(id=code_file)
     return f is not None and (f.metadata or {}).get(VERIFIED_KEY) == str(fn.id)
+
+
+def code_file_of(fn) -> int | None:
+    """The id of the code file a deployed function runs (from its metadata), None if it names none."""
+    value = ((fn.metadata or {}).get("mlops_code_file") or "") if fn is not None else ""
+    return int(value) if value.isdigit() else None
 
 
 @dataclass
@@ -342,7 +346,9 @@ def verify_live(client, live: str, fn, smoke: Callable[[], tuple[bool, str]], by
     stopped or killed after replacing it): check it now; a failure rolls back to the last verified deployment
     (SmokeFailed), as the interrupted deploy would have."""
     out = Release()
-    code_file = int((fn.metadata or {})["mlops_code_file"])
+    code_file = code_file_of(fn)
+    if code_file is None:
+        raise MlopsError(f"{live} names no code file (mlops_code_file): deploy with --force to replace it")
     out.code_file = code_file
     f = client.files.retrieve(id=code_file)
     owned = f is not None and (f.metadata or {}).get("mlops_status") != "deployed"
