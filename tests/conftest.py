@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from akerbp.mlops.local_cdf import Limits, LocalCDF
+from support import CLEARED
 
 # CI runs this suite with CI=true, which makes the framework refuse a throwaway local CDF. Tests start from a
 # laptop-like environment; the tests of the CI and API-key guards set what they need themselves.
@@ -17,7 +18,7 @@ _BIN = str(Path(sys.executable).parent)
 if os.environ.get("PATH", "").split(os.pathsep)[0] != _BIN:
     os.environ["PATH"] = os.pathsep.join([_BIN, os.environ.get("PATH", "")])
 
-CLEARED = ("CI", "BITBUCKET_BUILD_NUMBER", "MLOPS_LOCAL_CDF", "MLOPS_LOCAL_CDF_DIR", "ENV", "LOCAL_DEPLOYMENT")
+
 
 
 @pytest.fixture(autouse=True)

@@ -14,12 +14,12 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
+from akerbp.mlops.vocabulary import AUDIT_PREFIX, audit_external_id  # noqa: F401 -- AUDIT_PREFIX re-exported
 from akerbp.mlops.utils import transient
 from akerbp.mlops.utils.provenance import git_commit, who
 
 EVENT_TYPE = "mlops"
 SOURCE = "akerbp.mlops"
-AUDIT_PREFIX = "mlops-audit/"
 ACTIONS = ("deploy", "rollback", "promotion", "training")
 OUTCOMES = ("success", "failed", "unchanged", "rolled_back", "interrupted")
 MESSAGE_LIMIT = 1000  # characters kept of a record's message (and of each extra value)
@@ -91,7 +91,7 @@ def record(client, action: str, *, model: str, env: str, outcome: str, started: 
         description = _one_line(_describe(action, model, service, env, outcome, model_id, version, code_hash),
                                 DESCRIPTION_LIMIT)
         # An external id makes the create safe to retry after a transient failure: a lost answer is found again.
-        external_id = f"{AUDIT_PREFIX}{uuid.uuid4().hex}"
+        external_id = audit_external_id(uuid.uuid4().hex)
         transient.retry(lambda: client.events.create(EventWrite(
             external_id=external_id, type=EVENT_TYPE, subtype=action, start_time=start_ms, end_time=end_ms,
             description=description, metadata=metadata, source=SOURCE, data_set_id=data_set_id,

@@ -10,6 +10,7 @@ Bundled into deployed CDF Functions with model_manager.py: imports only the stdl
 """
 from __future__ import annotations
 
+from akerbp.mlops.vocabulary import index_marker_external_id as marker_xid, version_external_id as version_xid
 from typing import Any, Callable
 
 from cognite.client.exceptions import CogniteDuplicatedError
@@ -20,12 +21,6 @@ DENSE_MARKERS = 256  # markers probed one by one in the first request
 MAX_PROBE = 1000  # ids per files/byids request (the API limit)
 
 
-def version_xid(model_name: str, env: str, version: int) -> str:
-    return f"{model_name}/{env}/{version}"
-
-
-def marker_xid(model_name: str, env: str, block: int) -> str:
-    return f"mlops-index/{model_name}/{env}/{block}"  # '-' cannot occur in a model name: no clash with versions
 
 
 def is_tombstone(f) -> bool:

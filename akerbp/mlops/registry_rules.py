@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import datetime
 import json
-import re
 from typing import Any
 
+from akerbp.mlops.vocabulary import ENVIRONMENTS as ENVS, MODEL_NAME_MAX, MODEL_NAME_PATTERN, MODEL_NAME_RULE, is_model_name  # noqa: F401 -- re-exported
+from akerbp.mlops.vocabulary import VERSION_XID as XID_RE
 from akerbp.mlops.errors import UsageError
 
-ENVS = ("dev", "test", "prod")
 DIRECTORY = "/mlops"
 # CDF Files metadata limits (API spec, FilesMetadataField): checked before anything is created.
 MAX_KEYS, MAX_KEY_BYTES, MAX_VALUE_BYTES, MAX_TOTAL_BYTES = 256, 128, 10240, 10240
@@ -20,17 +20,11 @@ MAX_KEYS, MAX_KEY_BYTES, MAX_VALUE_BYTES, MAX_TOTAL_BYTES = 256, 128, 10240, 102
 RESERVED_KEYS = ("version", "model_name", "env", "sha256", "size", "created_by", "git_commit", "framework_version",
                  "deleted", "deleted_by", "deleted_at", "deleted_sha256", "deleted_reason",
                  "promoted_from", "promoted_by", "promoted_at")
-# The settings' rule (settings.MODEL_NAME_PATTERN, max_length): repeated because settings.py is not bundled.
-MODEL_NAME_PATTERN, MODEL_NAME_MAX = r"^[a-z][a-z0-9_]*$", 40
-MODEL_NAME_RULE = (f"lowercase letters, digits and '_', starting with a letter, at most {MODEL_NAME_MAX} characters "
-                   f"({MODEL_NAME_PATTERN})")
-_MODEL_RE = re.compile(MODEL_NAME_PATTERN)
-XID_RE = re.compile(r"^([a-z][a-z0-9_]*)/(dev|test|prod)/([1-9][0-9]*)$")
 
 
 # -- names and checks ---------------------------------------------------------------------------------------
 def check_model_env(model_name: str, env: str | None) -> None:
-    if not isinstance(model_name, str) or not _MODEL_RE.match(model_name) or len(model_name) > MODEL_NAME_MAX:
+    if not is_model_name(model_name):
         raise UsageError(f"model name {model_name!r} is invalid: use {MODEL_NAME_RULE}")
     if env is not None and env not in ENVS:
         raise UsageError(f"environment {env!r} of model {model_name} is invalid: use one of {', '.join(ENVS)}")

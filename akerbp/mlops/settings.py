@@ -25,16 +25,13 @@ from pydantic import (
     model_validator,
 )
 
+from akerbp.mlops.vocabulary import ENVIRONMENTS, MODEL_NAME_PATTERN, SECRET_ENV_PREFIX, SERVICES, secret_env_var  # noqa: F401 -- re-exported
 from akerbp.mlops.errors import UsageError
 from akerbp.mlops.settings_files import RawModel, UnreadableSettings, display_path, explain, field_name, read_models
 from akerbp.mlops.settings_capture import pending_models, safe_repr, safe_str
 
 SETTINGS_FILES = ("mlops_settings.py", "mlops_settings.yaml")
 PYTHON_VERSIONS = ("py310", "py311", "py312", "py313")
-ENVIRONMENTS = ("dev", "test", "prod")
-SERVICES = ("prediction", "training")
-SECRET_ENV_PREFIX = "MLOPS_SECRET_"
-MODEL_NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 SECRET_NAME_PATTERN = r"^[a-z0-9-]+$"
 MAX_ERRORS = 100
 
@@ -275,7 +272,7 @@ class ModelSettings(_Strict):
         return self.artifact_path.is_dir()
 
     def function_external_id(self, service: str, env: str) -> str:
-        from akerbp.mlops.cdf.naming import function_external_id
+        from akerbp.mlops.vocabulary import function_external_id
 
         return function_external_id(self.model_name, service, env)
 
@@ -306,11 +303,6 @@ class ModelSettings(_Strict):
                 "to the secret values (in CI: as secured repository or deployment variables)"
             )
         return values
-
-
-def secret_env_var(name: str) -> str:
-    """The environment variable holding secret `name`: 'my-key' -> MLOPS_SECRET_MY_KEY."""
-    return SECRET_ENV_PREFIX + name.upper().replace("-", "_")
 
 
 def settings_json_schema() -> dict:

@@ -23,13 +23,13 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from akerbp.mlops.vocabulary import ENVIRONMENTS
 from akerbp.mlops.errors import UsageError
 from akerbp.mlops.utils.logger import get_logger, mask, register_secret  # noqa: F401 -- mask, register_secret: re-exported
 
 if TYPE_CHECKING:
     from cognite.client import CogniteClient
 
-ENVIRONMENTS = ("dev", "test", "prod")
 RETIRED_API_KEY_VARS = ("COGNITE_API_KEY_DATA", "COGNITE_API_KEY_FUNCTIONS", "COGNITE_API_KEY_FILES", "COGNITE_API_KEY")
 CONFIG_VARS = (
     "COGNITE_PROJECT",

@@ -11,10 +11,9 @@ import sys
 
 import click
 
+from akerbp.mlops.vocabulary import ENVIRONMENTS as ENVS, SERVICES
 from akerbp.mlops.cli.output import echo, note, print_json
 
-SERVICES = ("prediction", "training")
-ENVS = ("dev", "test", "prod")
 
 
 def _progress(message: str) -> None:
@@ -85,7 +84,7 @@ def rollback(model, env, service, to_version, list_only, timeout, as_json):
 
     The current deployment and the 2 before it are kept; rolling back twice returns to where you started.
     """
-    from akerbp.mlops.cdf.naming import function_external_id
+    from akerbp.mlops.vocabulary import function_external_id
     from akerbp.mlops.deployment import rollback as rollbacks
 
     if list_only:

@@ -6,17 +6,16 @@ The pipeline and deploy scripts come from akerbp/mlops/templates/.
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import click
 
+from akerbp.mlops.vocabulary import is_model_name
 from akerbp.mlops.errors import UsageError
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 MODEL_REPO = TEMPLATES / "model_repo"
 DEFAULT_MODEL_NAME = "well_density"
-MODEL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")  # settings.MODEL_NAME_PATTERN, at most 40 characters
 TEMPLATE_FILES = (  # copied: (source relative to templates/, target relative to the new repo)
     ("model_repo/model_code/__init__.py", "model_code/__init__.py"),
     ("model_repo/model_code/model.py", "model_code/model.py"),
@@ -142,7 +141,7 @@ def init(directory: Path, model_name: str, force: bool):
     Writes mlops_settings.py, the template model (model_code/, model_artifact/), the deploy scripts, the Bitbucket
     pipeline, .gitignore and README.md. Existing files are left alone unless --force is given.
     """
-    if not MODEL_NAME.match(model_name):
+    if not is_model_name(model_name):
         raise UsageError(f"--model-name {model_name!r} is not a model name: use lowercase letters, digits and '_', "
                          "starting with a letter, at most 40 characters")
     files = scaffold_files(model_name)

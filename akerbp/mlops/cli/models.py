@@ -13,10 +13,10 @@ from pathlib import Path
 
 import click
 
+from akerbp.mlops.vocabulary import ENVIRONMENTS as ENVS
 from akerbp.mlops.cli.output import echo, print_json, print_table
 from akerbp.mlops.errors import UsageError
 
-ENVS = ("dev", "test", "prod")
 PROGRESS_AFTER = 1.0  # seconds a step (archiving, uploading, downloading, ...) runs before its progress shows
 PROGRESS_TICK = 0.5  # on a terminal the progress line is rewritten at most this often
 PROGRESS_LOG_EVERY = 5.0  # into a file or CI log: a line this often

@@ -2,7 +2,7 @@
 
 The live function of a service is `{model}-{service}-{env}`; during a replacement a standby copy
 `{model}-{service}-{env}-{hash[:10]}` answers instead, so `mlops call` falls back to it rather than failing while a
-deploy runs (cdf/naming.py). Deploys tag functions with mlops_* metadata, which is what `status` reads. Every command
+deploy runs (vocabulary.py). Deploys tag functions with mlops_* metadata, which is what `status` reads. Every command
 reads the CDF the deploy of that environment wrote to (cdf.client.client_for_env: ENV=dev is the local CDF unless
 LOCAL_DEPLOYMENT=True). Results go to stdout (JSON or tables), notes to stderr; errors are MlopsError (exit 1) or
 UsageError (exit 2), mapped by the root command.
@@ -18,13 +18,10 @@ from pathlib import Path
 
 import click
 
-from akerbp.mlops.cdf.naming import function_external_id, is_standby
+from akerbp.mlops.vocabulary import ENVIRONMENTS as ENVS, SERVICES, function_external_id, is_model_name, is_standby
 from akerbp.mlops.cli.output import note, print_json, print_table
 from akerbp.mlops.errors import MlopsError, UsageError
 
-ENVS = ("dev", "test", "prod")
-SERVICES = ("prediction", "training")
-MODEL_NAME = re.compile(r"^[a-z][a-z0-9_]*$")  # settings.MODEL_NAME_PATTERN, without importing pydantic
 LOG_TAIL = 20
 DAY_MS = 24 * 3600 * 1000
 # functions/list has no cursor: one page holds them all. CDF allows far fewer functions per project than this.
@@ -56,7 +53,7 @@ def _env(env: str | None) -> str:
 
 
 def _model(model: str) -> str:
-    if not MODEL_NAME.match(model):
+    if not is_model_name(model):
         raise UsageError(f"{model!r} is not a model name: lowercase letters, digits and '_', starting with a letter")
     return model
 
@@ -240,7 +237,6 @@ def _readable_int(token: str) -> int:
 
 def _where(text: str, token: str) -> str:
     """' at line L column C' of the first `token` outside a string, or ''."""
-    import re
 
     for found in re.finditer(r'"(?:[^"\\]|\\.)*"|NaN|-?Infinity|[-+0-9.eE]+', text):
         if found.group() == token:

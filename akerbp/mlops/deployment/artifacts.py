@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from akerbp.mlops.vocabulary import LOCAL_DIGEST_CHARS, local_artifact_id  # noqa: F401
 from akerbp.mlops.errors import MlopsError, UsageError
 
-LOCAL_DIGEST_CHARS = 10
 
 
 @dataclass
@@ -32,7 +32,7 @@ def local_model_id(model: str, folder: Path) -> str:
     """The id of a local artifact folder's content: `{model}/dev/local-{digest}`, never a registry id."""
     from akerbp.mlops.deployment.build import tree_digest
 
-    return f"{model}/dev/local-{tree_digest(folder)[1][:LOCAL_DIGEST_CHARS]}"
+    return local_artifact_id(model, tree_digest(folder)[1])
 
 
 def _how_to_train(model: str, env: str) -> str:

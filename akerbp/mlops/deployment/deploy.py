@@ -26,13 +26,13 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
+from akerbp.mlops.vocabulary import ENVIRONMENTS, SERVICES
 from akerbp.mlops.deployment import artifacts, build, interrupts, plan, service_check
 from akerbp.mlops.deployment.model_tests import ModelTests
 from akerbp.mlops.errors import MlopsError, UsageError
 from akerbp.mlops.utils import provenance
 from akerbp.mlops.utils.logger import get_logger, mask
 
-SERVICES = ("prediction", "training")
 DEFAULT_TIMEOUT = 900.0
 OUTCOMES = {"deployed": "success", "verified": "success", "unchanged": "unchanged", "rolled_back": "rolled_back",
             "failed": "failed", "interrupted": "interrupted"}
@@ -126,7 +126,7 @@ def deploy(service: str, *, env: str | None = None, models: tuple[str, ...] | No
            force: bool = False, timeout: float = DEFAULT_TIMEOUT, settings_path=None,
            progress: Progress | None = None) -> list[ModelResult]:
     """Deploy `service` of the selected models (default: all); one result per model, failures included."""
-    from akerbp.mlops.cdf.client import ENVIRONMENTS, get_environment
+    from akerbp.mlops.cdf.client import get_environment
     from akerbp.mlops.settings import load_settings
 
     if service not in SERVICES:

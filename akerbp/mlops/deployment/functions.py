@@ -21,13 +21,12 @@ from urllib.parse import urlparse
 
 from cognite.client.exceptions import CogniteAPIError, CogniteDuplicatedError, CogniteNotFoundError
 
-from akerbp.mlops.cdf import naming
+from akerbp.mlops.vocabulary import code_file_external_id as code_xid, code_file_prefix, is_standby, standby_external_id as standby_xid  # noqa: F401
 from akerbp.mlops.deployment import interrupts
 from akerbp.mlops.utils import transient
 from akerbp.mlops.errors import MlopsError
 
 CODE_DIRECTORY = "/mlops/code"
-CODE_PREFIX = "mlops-code/"
 FUNCTIONS_LIMIT = 1000  # functions/list has no cursor; CDF allows 100 functions per project
 PROGRESS_EVERY = 5.0
 TRACE_LINES = 15
@@ -41,14 +40,6 @@ class BuildFailed(MlopsError):
 
 class DeployTimeout(MlopsError):
     """A function was not Ready (or a call did not end) before the deadline."""
-
-
-def standby_xid(live_xid: str, content_hash: str) -> str:
-    return f"{live_xid}-{content_hash[:10]}"
-
-
-def code_xid(live_xid: str, content_hash: str) -> str:
-    return f"{CODE_PREFIX}{live_xid}/{content_hash[:16]}"
 
 
 def is_local(client) -> bool:
@@ -98,7 +89,7 @@ def update_code_metadata(client, file_id: int, changes: dict) -> None:
 
 
 def code_files(client, live: str) -> list:
-    return list(client.files.list(external_id_prefix=f"{CODE_PREFIX}{live}/", limit=None))
+    return list(client.files.list(external_id_prefix=code_file_prefix(live), limit=None))
 
 
 def download_code(client, file_id: int) -> bytes:
@@ -126,7 +117,7 @@ def retrieve(client, xid: str):
 def standbys(client, live: str) -> list:
     """The standby functions of a live function (external id `{live}-<hash>`)."""
     return [f for f in client.functions.list(external_id_prefix=f"{live}-", limit=FUNCTIONS_LIMIT)
-            if naming.is_standby(live, f.external_id)]
+            if is_standby(live, f.external_id)]
 
 
 def create(client, xid: str, name: str, file_id: int, options: dict, secrets: dict, metadata: dict,

@@ -19,12 +19,12 @@ from typing import Callable
 
 from cognite.client.exceptions import CogniteDuplicatedError, CogniteNotFoundError
 
+from akerbp.mlops.vocabulary import lock_external_id
 from akerbp.mlops.deployment import interrupts
 from akerbp.mlops.utils import transient
 from akerbp.mlops.errors import MlopsError
 from akerbp.mlops.utils.provenance import who
 
-PREFIX = "mlops-lock/"
 EVENT_TYPE = "mlops_lock"
 LOCK_TTL_S = float(os.environ.get("MLOPS_DEPLOY_LOCK_TTL", "120"))  # a killed deployer's lock blocks this long
 POLL_S = 0.5
@@ -35,8 +35,7 @@ class LockTimeout(MlopsError):
     """Another deploy of the same function held the lock until this deploy's deadline."""
 
 
-def lock_xid(live: str) -> str:
-    return f"{PREFIX}{live}"
+lock_xid = lock_external_id
 
 
 def _now_ms() -> int:

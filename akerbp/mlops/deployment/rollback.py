@@ -12,9 +12,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from akerbp.mlops.cdf.naming import function_external_id
+from akerbp.mlops.vocabulary import ENVIRONMENTS, SERVICES, function_external_id, is_model_name
 from akerbp.mlops.deployment import functions, release
-from akerbp.mlops.deployment.deploy import DEFAULT_TIMEOUT, SERVICES, Progress, Target
+from akerbp.mlops.deployment.deploy import DEFAULT_TIMEOUT, Progress, Target
 from akerbp.mlops.deployment.lock import DeployLock
 from akerbp.mlops.errors import MlopsError, UsageError
 from akerbp.mlops.utils.logger import mask
@@ -41,10 +41,9 @@ class RollbackResult:
 
 def _check_model(model: str) -> None:
     """The model must be in the settings when they load; a rollback must still work when they do not."""
-    from akerbp.mlops.settings import MODEL_NAME_PATTERN, load_settings, unknown_model_error
-    import re
+    from akerbp.mlops.settings import load_settings, unknown_model_error
 
-    if not re.match(MODEL_NAME_PATTERN, model or ""):
+    if not is_model_name(model):
         raise UsageError(f"{model!r} is not a model name (lowercase letters, digits and '_')")
     try:
         names = [m.model_name for m in load_settings()]
@@ -63,7 +62,7 @@ def deployments(model: str, *, env: str, service: str = "prediction") -> tuple[o
 
 def rollback(model: str, *, env: str | None = None, service: str = "prediction", to_version: int | None = None,
              timeout: float = DEFAULT_TIMEOUT, progress: Progress | None = None) -> RollbackResult:
-    from akerbp.mlops.cdf.client import ENVIRONMENTS, get_environment
+    from akerbp.mlops.cdf.client import get_environment
 
     env = env or get_environment()
     if env not in ENVIRONMENTS:

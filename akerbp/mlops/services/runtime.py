@@ -21,11 +21,11 @@ import threading
 import time
 from pathlib import Path
 
+from akerbp.mlops.vocabulary import SERVICES
 from akerbp.mlops.services import masking, responses
 from akerbp.mlops.services.responses import ServiceError
 
 SETTINGS_FILE = "mlops_service_settings.json"
-SERVICES = ("prediction", "training")
 REQUIRED = ("model_name", "service", "env", "model_module")
 
 _settings: dict[str, dict] = {}

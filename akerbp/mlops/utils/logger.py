@@ -9,6 +9,7 @@ without importing the CDF client module.
 """
 from __future__ import annotations
 
+from akerbp.mlops.vocabulary import SECRET_ENV_PREFIX as SECRET_PREFIX
 import logging
 import os
 import re
@@ -17,7 +18,6 @@ import threading
 
 BASE = "akerbp.mlops"
 LEVEL_VAR = "MLOPS_LOG_LEVEL"
-SECRET_PREFIX = "MLOPS_SECRET_"
 # Environment variables whose values are always secret, read at masking time so a value set later is still masked.
 SECRET_VARS = ("COGNITE_CLIENT_SECRET",)
 # Shorter values are not masked: replacing every "ab" in a log would garble it while hiding nothing of worth.

@@ -5,8 +5,6 @@ Real processes throughout: each test writes a function folder and runs it in run
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import socket
 import stat
 import sys
@@ -22,6 +20,7 @@ from akerbp.mlops.local_cdf import cron
 from akerbp.mlops.local_cdf.builder import BuildCancelled, BuildError, extract_code, validate_handler
 from akerbp.mlops.local_cdf.environments import prepare
 from akerbp.mlops.local_cdf.workers import INTERRUPTED, CallResult, WorkerPool
+from support import make_index
 
 PY = sys.executable
 
@@ -422,29 +421,6 @@ def test_redeploy_under_same_key_uses_the_new_code_and_evict_and_close_reap(tmp_
 
 
 # ---------------------------------------------------------------- venv mode
-
-
-def make_index(root: Path, name="localcdf_probe", version="1.0") -> str:
-    """A PEP 503 index on disk with one hand-made wheel: installs offline and exists nowhere else."""
-    dist = f"{name}-{version}.dist-info"
-    files = {
-        f"{name}.py": f"VALUE = {version!r}\n",
-        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
-        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: hand\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    record = []
-    for path, text in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
-        record.append(f"{path},sha256={digest},{len(text.encode())}")
-    files[f"{dist}/RECORD"] = "\n".join(record + [f"{dist}/RECORD,,"]) + "\n"
-    project = root / "index" / name.replace("_", "-")
-    project.mkdir(parents=True)
-    wheel = f"{name}-{version}-py3-none-any.whl"
-    with zipfile.ZipFile(project / wheel, "w") as zf:
-        for path, text in files.items():
-            zf.writestr(path, text)
-    (project / "index.html").write_text(f'<html><body><a href="{wheel}">{wheel}</a></body></html>')
-    return (root / "index").as_uri() + "/"
 
 
 def envs(cache: Path) -> list[Path]:

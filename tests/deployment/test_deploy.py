@@ -13,118 +13,24 @@ import os
 import re
 import select
 import shutil
-import subprocess
 import textwrap
 import threading
 import time
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-import local_faults
 from akerbp.mlops import audit, model_manager
 from akerbp.mlops.deployment import artifacts, build, functions, release
 from akerbp.mlops.deployment.model_tests import ModelTests, ModelTestsTimeout
 from akerbp.mlops.deployment.service_check import ServiceTest as ServiceTestProcess
 from akerbp.mlops.deployment.service_check import ServiceTestError
 from akerbp.mlops.errors import UsageError
-from akerbp.mlops.local_cdf import Limits, LocalCDF
+from akerbp.mlops.local_cdf import LocalCDF
 from akerbp.mlops.settings import load_settings
 from model_code.test_model import ServiceTest
-
-REPO = Path(__file__).resolve().parents[1]
-CLEARED = ("CI", "BITBUCKET_BUILD_NUMBER", "MLOPS_LOCAL_CDF", "MLOPS_LOCAL_CDF_DIR", "ENV", "LOCAL_DEPLOYMENT")
-
-TEMPLATE_SETTINGS = '''
-from akerbp.mlops import ModelSettings
-
-models = [
-    ModelSettings(
-        model_name="well_density",
-        model_file="model_code/model.py",
-        req_file="model_code/requirements.model",
-        test_file="model_code/test_model.py",
-        artifact_folder="model_artifact",
-        info={"prediction": {"description": "RHOB from logs", "owner": "ds@example.com", "metadata": {"team": "ds"}}},
-    ),
-]
-'''
-
-
-@dataclass
-class Run:
-    code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def json(self) -> dict:
-        return json.loads(self.stdout)
-
-    def result(self, model: str | None = None) -> dict:
-        results = self.json["results"]
-        return results[0] if model is None else next(r for r in results if r["model"] == model)
-
-
-class Repo:
-    """A model repo copy with its own local CDF, served here so the CLI subprocesses find it."""
-
-    def __init__(self, root: Path, isolation: str | None = None):  # None: the local CDF's default (venv)
-        self.root = root
-        self.cdf = LocalCDF(root.parent / "cdf", limits=Limits(call_timeout_s=60), isolation=isolation).start()
-        self.cdf.announce()
-        self.client = self.cdf.client(project="local")  # the project get_client() uses for the local CDF
-
-    def close(self) -> None:
-        self.cdf.withdraw()
-        self.cdf.stop()
-
-    def env(self, **extra) -> dict:
-        env = {k: v for k, v in os.environ.items()
-               if k not in CLEARED and not k.startswith(("COGNITE_", "MLOPS_SECRET_"))}
-        env.update(MLOPS_LOCAL_CDF_DIR=str(self.cdf.data_dir), PYTHONDONTWRITEBYTECODE="1")
-        env.update(extra)
-        return env
-
-    def run(self, *args: str, **env) -> Run:
-        done = subprocess.run(list(args), cwd=self.root, env=self.env(**env), capture_output=True, text=True,
-                              timeout=300)
-        return Run(done.returncode, done.stdout, done.stderr)
-
-    def deploy(self, *args: str, service: str = "prediction", **env) -> Run:
-        return self.run("bash", f"deploy_{service}_service.sh", *args, **env)
-
-    def call(self, xid: str, data):
-        call = self.client.functions.call(external_id=xid, data=data)
-        assert call.status == "Completed", call.error
-        return call.get_response()
-
-    def functions(self) -> dict[str, object]:
-        return {f.external_id: f for f in self.client.functions.list(limit=1000)}
-
-    def code_files(self, xid: str) -> list:
-        return list(self.client.files.list(external_id_prefix=f"mlops-code/{xid}/", limit=None))
-
-    def snapshot(self) -> tuple:
-        """Everything a deploy could change in CDF."""
-        functions = sorted((f.external_id, f.id, f.file_id, f.status) for f in self.functions().values())
-        files = sorted((f.id, f.external_id, json.dumps(f.metadata, sort_keys=True))
-                       for f in self.client.files.list(limit=None))
-        events = sorted(e.id for e in self.client.events.list(limit=None))
-        return functions, files, events
-
-
-def copy_template(root: Path) -> Path:
-    root.mkdir(parents=True)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for folder in ("model_code", "model_artifact"):
-        shutil.copytree(REPO / folder, root / folder, ignore=ignore)
-    for script in ("deploy_prediction_service.sh", "deploy_training_service.sh"):
-        shutil.copy(REPO / script, root / script)
-    (root / "mlops_settings.py").write_text(TEMPLATE_SETTINGS)
-    return root
+from support import REPO, Repo, TEMPLATE_SETTINGS, TWO_MODEL_SETTINGS, copy_template, fault_rules, inject_faults, write_two_model_repo
 
 
 @pytest.fixture(scope="module")
@@ -462,90 +368,6 @@ def test_training_deploy_then_call_makes_a_version_that_prediction_deploys(templ
 
 # --- a two-model repo with common code ------------------------------------------------------------------------------
 
-TWO_MODEL_SETTINGS = '''
-from akerbp.mlops import ModelSettings
-
-models = [
-    ModelSettings(model_name="model1", model_file="models/model1/model.py", req_file="models/model1/requirements.model",
-                  test_file="models/model1/test_model.py", artifact_folder="artifacts/model1"{model1_extra}),
-    ModelSettings(model_name="model2", model_file="models/model2/model.py", req_file="models/model2/requirements.model",
-                  test_file="models/model2/test_model.py", artifact_folder="artifacts/model2"),
-]
-'''
-MODEL = '''
-import json
-import os
-from pathlib import Path
-
-from models.common_code.scale import scale
-
-# The deploy's own service test runs the built folder under .mlops/build/; a CDF function runs elsewhere. This
-# switch (set through the settings' env_vars, which reach both) makes the model work locally and fail in CDF.
-IN_CDF = ".mlops" not in Path(__file__).resolve().parts
-
-
-class ModelException(Exception):
-    pass
-
-
-def initialization(folder, secrets):
-    return json.loads((Path(folder) / "factor.json").read_text())["factor"]
-
-
-def predict(data, factor, secrets):
-    if os.environ.get("MODEL_BROKEN_IN_CDF") and IN_CDF:
-        return [0 for _ in data["x"]]
-    return [scale(x, factor) for x in data["x"]]
-
-
-def train(data, folder, secrets):
-    Path(folder, "factor.json").write_text(json.dumps({"factor": data.get("factor", 2)}))
-    return {"factor": data.get("factor", 2)}
-'''
-TESTS = '''
-from models.{name} import model
-
-
-class ServiceTest:
-    prediction_input = {{"x": [1, 2, 3]}}
-    training_input = {{"factor": 2}}
-
-    @staticmethod
-    def prediction_check(output):
-        return output["status"] == "ok" and output["prediction"] == [2, 4, 6]
-
-    @staticmethod
-    def training_check(output):
-        return output["status"] == "ok"
-
-
-def test_predict_scales():
-    assert model.predict({{"x": [1]}}, 2, {{}}) == [2]
-{extra}
-'''
-
-
-def write_two_model_repo(root: Path, model2_test: str = "\ndef test_model2_is_broken():\n    assert 1 == 2\n") -> Path:
-    files = {
-        "mlops_settings.py": TWO_MODEL_SETTINGS.format(model1_extra=""),
-        "models/__init__.py": "",
-        "models/common_code/__init__.py": "",
-        "models/common_code/scale.py": "def scale(x, factor):\n    return x * factor\n",
-        "artifacts/model1/factor.json": '{"factor": 2}',
-        "artifacts/model2/factor.json": '{"factor": 2}',
-    }
-    for name, extra in (("model1", ""), ("model2", model2_test)):
-        files[f"models/{name}/__init__.py"] = ""
-        files[f"models/{name}/model.py"] = MODEL
-        files[f"models/{name}/test_model.py"] = TESTS.format(name=name, extra=extra)
-        files[f"models/{name}/requirements.model"] = "# no requirements\n"
-    for relative, text in files.items():
-        (root / relative).parent.mkdir(parents=True, exist_ok=True)
-        (root / relative).write_text(textwrap.dedent(text))
-    for script in ("deploy_prediction_service.sh", "deploy_training_service.sh"):
-        shutil.copy(REPO / script, root / script)
-    return root
-
 
 @pytest.fixture(scope="module")
 def two_models(tmp_path_factory):
@@ -673,7 +495,7 @@ def kept_code(client) -> dict[str, str]:
 
 
 def inject(cdf, *rules: dict) -> None:
-    local_faults.inject(cdf.base_url, rules)
+    inject_faults(cdf.base_url, rules)
 
 
 # A function create is a POST to .../functions; the other function requests' paths go on (/byids, /list, /call).
@@ -692,7 +514,7 @@ def test_a_replacement_that_cannot_be_created_puts_the_live_function_back(local_
     message = str(failed.value)
     assert failed.value.restored and f"CDF refused to create function {LIVE}" in message
     assert f"it was created again from the code it ran before (code file {before.file_id})" in message
-    assert all(rule["count"] == 0 for rule in local_faults.rules(local_cdf.base_url))
+    assert all(rule["count"] == 0 for rule in fault_rules(local_cdf.base_url))
 
     back = client.functions.retrieve(external_id=LIVE)
     assert back.status == "Ready" and back.file_id == before.file_id and back.metadata == before.metadata

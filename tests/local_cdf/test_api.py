@@ -14,8 +14,8 @@ import requests
 from cognite.client.data_classes import DataSetWrite, FileMetadataUpdate, FileMetadataWrite as FileMetadata
 from cognite.client.exceptions import CogniteDuplicatedError, CogniteNotFoundError
 
-import local_faults
 from akerbp.mlops.local_cdf import LocalCDF
+from support import fault_rules, inject_faults
 
 
 def sha(data: bytes) -> str:
@@ -236,10 +236,10 @@ def test_sessions_create_list_revoke(client):
 # -- faults, persistence, several processes -------------------------------------------------------------------
 def test_injected_503s_are_retried_by_the_sdk(local_cdf, client):
     client.files.upload_bytes(b"1", name="a", external_id="a")
-    added = local_faults.inject(local_cdf.base_url, [{"path": "/files/byids", "status": 503, "count": 3}])
+    added = inject_faults(local_cdf.base_url, [{"path": "/files/byids", "status": 503, "count": 3}])
     assert added[0]["count"] == 3
     assert client.files.retrieve(external_id="a").external_id == "a"
-    rules = local_faults.rules(local_cdf.base_url)
+    rules = fault_rules(local_cdf.base_url)
     assert rules[0]["count"] == 0 and rules[0]["hits"] == 3
 
 

@@ -14,7 +14,7 @@ from akerbp.mlops.cli import main
 from akerbp.mlops.cli.init import DEFAULT_MODEL_NAME, MODEL_REPO, TEMPLATE_FILES, TEMPLATES
 from akerbp.mlops.settings import load_settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = {
     "mlops_settings.py", ".gitignore", "README.md", "bitbucket-pipelines.yml", "deploy_prediction_service.sh",
     "deploy_training_service.sh", "model_code/__init__.py", "model_code/model.py", "model_code/well_logs.py",

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from cognite.client.data_classes import FileMetadataWrite
 
-import local_faults
 from akerbp.mlops import model_manager as mm
 from akerbp.mlops import registry_transfer
 from akerbp.mlops.errors import MlopsError, UsageError
 from akerbp.mlops.registry_archive import archive_folder, extract_archive, sha256_file
+from support import clear_faults, fault_rules, inject_faults
 
 
 def make_folder(path: Path, marker: str = "v1") -> Path:
@@ -313,11 +313,11 @@ def test_latest_ignores_an_unfinished_upload(client, folder):
 
 
 def add_faults(local_cdf, *rules: dict) -> None:
-    local_faults.inject(local_cdf.base_url, rules)
+    inject_faults(local_cdf.base_url, rules)
 
 
-def clear_faults(local_cdf) -> None:
-    local_faults.clear(local_cdf.base_url)
+def remove_faults(local_cdf) -> None:
+    clear_faults(local_cdf.base_url)
 
 
 # More than the SDK's retries: whatever the status, the content never arrives.
@@ -330,7 +330,7 @@ def test_a_failed_content_upload_leaves_a_tombstone_with_the_reason(local_cdf, c
     with pytest.raises(MlopsError, match=r"uploading m/dev/2 failed: .*Injected fault.*; m/dev/2 is now a tombstone "
                                          r"\(deleted_reason says why\).*Upload again: it takes the next number"):
         mm.upload_new_model_version("m", "dev", folder, client=client)
-    clear_faults(local_cdf)
+    remove_faults(local_cdf)
 
     md = client.files.retrieve(external_id="m/dev/2").metadata
     assert md["deleted"] == "true" and md["deleted_reason"].startswith("upload failed: ")
@@ -349,7 +349,7 @@ def test_a_failed_upload_whose_tombstone_fails_too_stays_hidden_and_its_number_t
     with pytest.raises(MlopsError, match="uploading m/dev/2 failed: .*m/dev/2 is left unfinished .*writing its "
                                          "tombstone failed too"):
         mm.upload_new_model_version("m", "dev", folder, client=client)
-    clear_faults(local_cdf)
+    remove_faults(local_cdf)
     assert client.files.retrieve(external_id="m/dev/2").uploaded is False
     assert mm.upload_new_model_version("m", "dev", folder, client=client)["version"] == 3
     assert [v["version"] for v in mm.list_model_versions("m", client=client)] == [1, 3]
@@ -413,7 +413,7 @@ def test_a_part_answered_with_a_retryable_status_is_resent(local_cdf, client, fo
     """A file handle cannot be resent (cognite-sdk's files.upload fails so): parts go as bytes."""
     add_faults(local_cdf, {"path": "/content", "method": "PUT", "status": 503, "count": 1})
     info = mm.upload_new_model_version("m", "dev", folder, client=client)
-    assert local_faults.rules(local_cdf.base_url)[0]["hits"] == 1
+    assert fault_rules(local_cdf.base_url)[0]["hits"] == 1
     assert client.files.retrieve(external_id="m/dev/1").uploaded
     assert mm.download_model_version("m", "dev", tmp_path / "out", client=client)["sha256"] == info["sha256"]
 
@@ -554,7 +554,7 @@ def test_registry_modules_import_only_the_stdlib_cognite_sdk_errors_and_each_oth
         elif isinstance(node, ast.ImportFrom):
             imported.append("." * node.level + (node.module or ""))
     others = [name for name in imported if name.split(".")[0] not in sys.stdlib_module_names
-              and name.split(".")[0] not in ("__future__", "cognite") and name != "akerbp.mlops.errors"
+              and name.split(".")[0] not in ("__future__", "cognite") and name not in ("akerbp.mlops.errors", "akerbp.mlops.vocabulary")
               and not name.startswith("akerbp.mlops.registry_")]
     assert imported and others == []
 

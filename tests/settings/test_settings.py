@@ -1,4 +1,4 @@
-"""Settings: good files load; every broken file in tests/settings_corpus fails with exit 2 naming file, model, field."""
+"""Settings: good files load; every broken file in tests/settings/corpus fails with exit 2 naming file, model, field."""
 from __future__ import annotations
 
 import json
@@ -24,20 +24,10 @@ from akerbp.mlops.settings import (
     settings_json_schema,
 )
 from akerbp.mlops.utils.logger import mask
+from support import scaffold
 
-CORPUS = Path(__file__).parent / "settings_corpus"
+CORPUS = Path(__file__).parent / "corpus"
 CORPUS_FILES = sorted(p for p in CORPUS.iterdir() if p.suffix in (".py", ".yaml"))
-
-
-def scaffold(root: Path) -> Path:
-    """A model repo's files, so only what a settings file gets wrong can fail."""
-    for rel in ("model_code/model.py", "model_code/requirements.model", "model_code/test_model.py",
-                "models/churn/model.py", "models/common_code/__init__.py"):
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text("# scaffold\n")
-    (root / "model_artifact").mkdir()
-    (root / "model_code/input.schema.json").write_text(json.dumps({"type": "object", "required": ["data"]}))
-    return root
 
 
 @pytest.fixture

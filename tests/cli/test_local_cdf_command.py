@@ -12,7 +12,7 @@ from pathlib import Path
 import requests
 
 from akerbp.mlops.local_cdf import LocalCDF
-from test_local_cdf_functions import ECHO, deploy
+from support import ECHO, deploy_function
 
 
 def mlops(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -53,7 +53,7 @@ def test_tick_fires_due_schedules_once(tmp_path):
     data_dir = tmp_path / "cdf"
     with LocalCDF(data_dir) as cdf:
         client = cdf.client(project="p")
-        fn = deploy(client, tmp_path, ECHO)
+        fn = deploy_function(client, tmp_path, ECHO)
         schedule = client.functions.schedules.create(name="daily", cron_expression="0 6 * * *", function_id=fn.id,
                                                      data={"tick": True})
     created = datetime.fromtimestamp(schedule.created_time / 1000, timezone.utc)

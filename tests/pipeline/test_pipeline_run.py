@@ -9,7 +9,7 @@ import pytest
 
 from akerbp.mlops import model_manager
 from model_code.test_model import ServiceTest
-from test_deploy import REPO, TEMPLATE_SETTINGS, Repo, copy_template
+from support import REPO, Repo, TEMPLATE_SETTINGS, copy_template
 
 # Training in prod is allowed only with a deployment condition the new version meets.
 SETTINGS = TEMPLATE_SETTINGS.replace(

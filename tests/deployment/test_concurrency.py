@@ -11,12 +11,9 @@ import time
 import pytest
 from cognite.client.data_classes import EventWrite
 
-import local_faults
 from akerbp.mlops import audit
-from akerbp.mlops.deployment import functions
 from akerbp.mlops.deployment.lock import EVENT_TYPE, DeployLock, LockTimeout, lock_xid
-from deploy_checks import assert_clean, change_code, live_state
-from test_deploy import Repo, Run, copy_template
+from support import Repo, Run, assert_clean, change_code, clear_faults, copy_template, fault_rules, inject_faults, live_state
 
 LIVE = "well_density-prediction-dev"
 DEPLOY = (sys.executable, "-m", "akerbp.mlops.cli", "deploy", "prediction", "--json")
@@ -32,7 +29,7 @@ def repo(tmp_path_factory):
 
 
 def inject(repo: Repo, *rules: dict) -> None:
-    local_faults.inject(repo.cdf.base_url, rules)
+    inject_faults(repo.cdf.base_url, rules)
 
 
 
@@ -143,9 +140,9 @@ def test_a_503_storm_in_any_phase_neither_fails_nor_half_does_a_good_deploy(repo
     assert_clean(repo.client, LIVE)
     history = audit.history(repo.client, "well_density", "dev")
     assert len(history) == records + 1 and history[0]["outcome"] == "success"  # recorded once
-    left = local_faults.rules(repo.cdf.base_url)
+    left = fault_rules(repo.cdf.base_url)
     assert all(rule["count"] == 0 for rule in left), left  # every injected fault was met
-    local_faults.clear(repo.cdf.base_url)
+    clear_faults(repo.cdf.base_url)
 
 
 def test_a_service_uses_one_function_between_deploys_and_status_says_how_many(repo):

@@ -3,7 +3,7 @@ and `mlops deploy` exit 2 naming the file and why, within a time and memory budg
 
 Every case runs the real CLI in a subprocess with its own address-space limit and a timeout, so a regression shows
 as a failed test, not a hung or exhausted CI (or, for os._exit(0) in-process, a test run that silently ends green).
-The settings corpus (tests/settings_corpus, test_settings.py) holds the broken files that are safe to read
+The settings corpus (tests/settings/corpus, test_settings.py) holds the broken files that are safe to read
 in-process; these are the ones that are not.
 """
 from __future__ import annotations
@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
+from support import scaffold
 
-from test_settings import scaffold
 
 CLI_MEMORY_MB = 3000  # the CLI under test; the settings file's own budget is lower (MLOPS_SETTINGS_MEMORY_MB)
 CLI_TIMEOUT_S = 60

@@ -15,8 +15,7 @@ import pytest
 
 from akerbp.mlops import audit
 from akerbp.mlops.deployment import functions, release
-from deploy_checks import assert_clean, change_code, live_state
-from test_deploy import Repo, copy_template
+from support import Repo, assert_clean, change_code, copy_template, live_state
 
 LIVE = "well_density-prediction-dev"
 # The line of the deploy's progress (stderr) at which each phase is under way.

@@ -10,7 +10,7 @@ import pytest
 from akerbp.mlops import model_manager
 from akerbp.mlops.deployment.artifacts import local_model_id
 from model_code.test_model import ServiceTest
-from test_deploy import TEMPLATE_SETTINGS, Repo, copy_template
+from support import Repo, TEMPLATE_SETTINGS, copy_template
 
 
 @pytest.fixture

@@ -87,7 +87,7 @@ def server(any_server, unsandboxed):
     return any_server
 
 
-def deploy(client, tmp_path, source: str = HANDLER) -> None:
+def deploy_function(client, tmp_path, source: str = HANDLER) -> None:
     folder = tmp_path / "fn"
     folder.mkdir()
     (folder / "handler.py").write_text(textwrap.dedent(source))
@@ -107,7 +107,7 @@ def run(client, tmp_path, name: str, seconds: float, wait: bool):
 
 def test_workers_die_with_a_server_killed_by_sigkill(server, tmp_path):
     proc, client = server(tmp_path / "cdf")
-    deploy(client, tmp_path)
+    deploy_function(client, tmp_path)
     _, busy_worker, helper = run(client, tmp_path, "busy", 600, wait=False)
     done, idle_worker, _ = run(client, tmp_path, "done", 0, wait=True)  # a second worker, warm and idle after it
     assert done.status == "Completed"
@@ -123,7 +123,7 @@ def test_workers_die_with_a_server_killed_by_sigkill(server, tmp_path):
 def test_sandboxed_workers_die_with_a_server_killed_by_sigkill(any_server, tmp_path):
     data_dir = tmp_path / "cdf"
     proc, client = any_server(data_dir)
-    deploy(client, tmp_path, "import time\ndef handle(data):\n    time.sleep(600)\n")
+    deploy_function(client, tmp_path, "import time\ndef handle(data):\n    time.sleep(600)\n")
     client.functions.call(external_id="fn", wait=False)
     # A sandboxed handler sees only its namespace's pids: take the worker the server recorded, and what runs under it.
     [worker] = [row[0] for row in Store(data_dir).recorded_processes()]
@@ -148,7 +148,7 @@ def partial_upload(client, tmp_path) -> socket.socket:
 def test_a_new_server_ends_what_a_killed_one_left_and_fails_its_running_call(server, tmp_path):
     data_dir = tmp_path / "cdf"
     proc, client = server(data_dir)
-    deploy(client, tmp_path)
+    deploy_function(client, tmp_path)
     call, worker, helper = run(client, tmp_path, "stuck", 600, wait=False)
     os.kill(worker, signal.SIGSTOP)  # a worker that cannot end itself (stopped, or stuck in C code holding the GIL)
     upload = partial_upload(client, tmp_path)

@@ -18,9 +18,9 @@ from urllib.parse import urlsplit
 
 from cognite.client.data_classes import FileMetadataWrite
 
-import local_faults
 from akerbp.mlops import model_manager as mm
 from akerbp.mlops.local_cdf import LocalCDF
+from support import inject_faults
 
 PROMOTERS = 4
 
@@ -56,7 +56,7 @@ def test_four_concurrent_promotions_one_copies_the_others_say_already_promoted(t
         source = mm.upload_new_model_version("m", "test", make_folder(tmp_path / "artifact"), client=client)
         # The copy's content takes 1 s to arrive, so the other promotions all meet it claimed but unfinished.
         rules = [{"path": "/content", "method": "PUT", "delay": 1.0, "count": PROMOTERS}]
-        local_faults.inject(cdf.base_url, rules)
+        inject_faults(cdf.base_url, rules)
 
         spawn = multiprocessing.get_context("spawn")
         barrier = spawn.Barrier(PROMOTERS, timeout=120)

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from akerbp.mlops import pipeline as pl
 from akerbp.mlops.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ROOT_PIPELINE = REPO / pl.PIPELINE_FILE
 
 

@@ -20,7 +20,7 @@ from akerbp.mlops import model_manager
 from akerbp.mlops.cdf import client as cdf_client
 from akerbp.mlops.cli import main
 from akerbp.mlops.local_cdf import LocalCDF
-from test_deploy import CLEARED, REPO, Repo, Run
+from support import CLEARED, REPO, Repo, Run
 
 PROJECT_SECRET = "project-Secret-4711"
 MODEL_SECRET = "model-Secret-0815"

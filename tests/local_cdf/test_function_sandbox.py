@@ -59,7 +59,7 @@ def wait_until(condition, what: str, timeout: float = 60):
     return result
 
 
-def deploy(client, source: str, xid: str = "fn", **kw):
+def deploy_function(client, source: str, xid: str = "fn", **kw):
     file = client.files.upload_bytes(zipped({"handler.py": source}), name=f"{xid}.zip", external_id=f"{xid}-code")
     client.functions.create(name=xid, external_id=xid, file_id=file.id, **kw)
     fn = wait_until(lambda: (f := client.functions.retrieve(external_id=xid)).status in ("Ready", "Failed") and f,
@@ -144,7 +144,7 @@ def handle(data):
 @needs_isolation
 def test_a_handler_reads_no_environment_but_its_own(served):
     _, client = served({"COGNITE_CLIENT_SECRET": "deployer-secret-7d1c", "MLOPS_SECRET_TOKEN": "deployer-secret-7d1c"})
-    fn = deploy(client, SNOOP_ENVIRON)
+    fn = deploy_function(client, SNOOP_ENVIRON)
     result, found = call(client, fn, {"needle": "deployer-secret-7d1c"})
     assert result.status == "Completed", result.error
     assert found == {}, f"the handler read the server's environment in /proc/{list(found)}/environ"
@@ -185,8 +185,8 @@ def handle(secrets):
 @needs_isolation
 def test_a_handler_cannot_read_the_store_the_blobs_or_other_functions_folders(cdf, client):
     other = cdf.client(project="beta")
-    victim = deploy(other, VICTIM, "victim", secrets={"key": "beta-secret"})
-    attacker = deploy(client, SNOOP_FILES, "attacker")
+    victim = deploy_function(other, VICTIM, "victim", secrets={"key": "beta-secret"})
+    attacker = deploy_function(client, SNOOP_FILES, "attacker")
     data_dir = cdf.data_dir.resolve()
     victim_dir = code_dir(cdf, "beta", victim.id).resolve()
     reads = [str(data_dir / "cdf.sqlite3"), str(victim_dir / "handler.py"), "../../../cdf.sqlite3",
@@ -220,7 +220,7 @@ def handle(data):
 
 @needs_isolation
 def test_a_handler_cannot_signal_the_server(client):
-    fn = deploy(client, SIGNAL)
+    fn = deploy_function(client, SIGNAL)
     result, reached = call(client, fn, {"server": os.getpid()})
     assert result.status == "Completed", result.error
     # Under bubblewrap the parent is the sandbox's own init (pid 1), not the server: signalling it reaches nothing
@@ -254,7 +254,7 @@ def handle(data):
 
 
 def test_what_a_call_starts_ends_with_it(client):
-    fn = deploy(client, DETACH)
+    fn = deploy_function(client, DETACH)
     result, pid = call(client, fn)
     assert result.status == "Completed", result.error
     result, state = call(client, fn, {"check": pid})  # the same warm worker: the same view of the processes
@@ -272,7 +272,7 @@ def handle(data):
 
 
 def test_the_functions_memory_is_enforced(client, cdf):
-    fn = deploy(client, MEMORY_HOG, memory=1.0)
+    fn = deploy_function(client, MEMORY_HOG, memory=1.0)
     result, _ = call(client, fn, {"hog": True})
     assert result.status == "Failed"
     assert "out of memory" in result.error["message"] and "1 GB" in result.error["message"], result.error
@@ -299,7 +299,7 @@ def _peak_mb(pid: int) -> float:
 
 def test_a_flood_of_output_keeps_the_servers_memory_bounded(served):
     proc, client = served()
-    fn = deploy(client, FLOOD)
+    fn = deploy_function(client, FLOOD)
     before = _peak_mb(proc.pid)
     result, answer = call(client, fn, {"mb": 600})
     assert answer == "done", result.error

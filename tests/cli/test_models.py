@@ -7,9 +7,9 @@ import re
 import pytest
 from click.testing import CliRunner
 
-import local_faults
 from akerbp.mlops.cdf import client as cdf_client
 from akerbp.mlops.cli import main
+from support import fault_rules, inject_faults
 
 
 def make_folder(path):
@@ -100,7 +100,7 @@ def test_slow_transfers_show_progress_on_stderr_and_fast_ones_do_not(mlops, tmp_
     base_url = cdf_client.get_client().config.base_url
     # The content PUT of the upload and the GET of the download each wait 1.2 s in the local CDF.
     rules = [{"path": "/content", "delay": 1.2, "count": 2}]
-    local_faults.inject(base_url, rules)
+    inject_faults(base_url, rules)
 
     slow = mlops("upload", "m", "--folder", folder, "--json")
     assert json.loads(slow.stdout)["model_id"] == "m/dev/2", "stdout holds the JSON document only"
@@ -111,4 +111,4 @@ def test_slow_transfers_show_progress_on_stderr_and_fast_ones_do_not(mlops, tmp_
     downloaded = mlops("download", "m", "--version", 2, "--to", tmp_path / "out")
     assert downloaded.stdout.startswith("extracted m/dev/2 into") and "iB" not in downloaded.stdout
     assert re.search(r"^downloading m/dev/2: [0-9.]+ KiB in [0-9.]+ s", downloaded.stderr, re.MULTILINE)
-    assert local_faults.rules(base_url)[0]["count"] == 0
+    assert fault_rules(base_url)[0]["count"] == 0

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from akerbp.mlops import audit, model_manager
-from test_deploy import REPO, Repo
+from support import REPO, Repo
 
 SECRET = "rollback-s3cret-value"
 FILES = {

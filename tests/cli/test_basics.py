@@ -31,7 +31,7 @@ def run_into_a_closed_pipe(*args, cwd) -> subprocess.CompletedProcess:
     ["--help"],
 ])
 def test_a_closed_output_pipe_ends_the_command_quietly(tmp_path, args):
-    pipeline = os.path.join(os.path.dirname(__file__), "..", "bitbucket-pipelines.yml")
+    pipeline = os.path.join(os.path.dirname(__file__), "..", "..", "bitbucket-pipelines.yml")
     args = [os.path.abspath(pipeline) if a == "PIPELINE" else a for a in args]
     done = run_into_a_closed_pipe(*args, cwd=tmp_path)
     assert done.stderr == "", done.stderr  # not "Error: cannot reach CDF ...", not a traceback

@@ -15,8 +15,7 @@ import pytest
 
 from akerbp.mlops.deployment.functions import runtime_mismatch
 from akerbp.mlops.local_cdf import pythons
-from test_deploy import TWO_MODEL_SETTINGS, Repo, write_two_model_repo
-from test_local_cdf_functions import deploy
+from support import Repo, TWO_MODEL_SETTINGS, deploy_function, write_two_model_repo
 
 SERVER_RUNTIME = f"py{sys.version_info[0]}{sys.version_info[1]}"
 OTHER_RUNTIME = "py312" if SERVER_RUNTIME != "py312" else "py311"  # a runtime that is not the server's Python
@@ -34,7 +33,7 @@ def venvs(cdf) -> list[Path]:
 
 
 def test_a_requirement_that_does_not_exist_fails_the_build_with_pips_output(client, tmp_path):
-    fn = deploy(client, tmp_path, "def handle():\n    return 1\n",
+    fn = deploy_function(client, tmp_path, "def handle():\n    return 1\n",
                 extra={"requirements.txt": "nosuchpkg-xyz==1.0\n"}, skip_folder_validation=True)
     assert fn.status == "Failed"
     assert fn.error["message"] == "Failed to install requirements"
@@ -49,11 +48,11 @@ def test_requirements_install_once_and_what_the_server_has_is_not_installed_agai
             return {"six": six.__file__, "numpy": numpy.__file__}
     """
     requirements = {"requirements.txt": "six==1.16.0\nnumpy>=1.24\n"}  # six: the server lacks it; numpy: it has it
-    first = deploy(client, tmp_path, source, xid="first", extra=requirements, skip_folder_validation=True)
+    first = deploy_function(client, tmp_path, source, xid="first", extra=requirements, skip_folder_validation=True)
     assert first.status == "Ready", first.error
     [env] = venvs(local_cdf)
     (env / "not-rebuilt").write_text("a second build of the same requirements would wipe this file")
-    second = deploy(client, tmp_path, source, xid="second", extra=requirements, skip_folder_validation=True)
+    second = deploy_function(client, tmp_path, source, xid="second", extra=requirements, skip_folder_validation=True)
     assert second.status == "Ready", second.error
     assert venvs(local_cdf) == [env] and (env / "not-rebuilt").exists()
     for fn in (first, second):
@@ -65,7 +64,7 @@ def test_requirements_install_once_and_what_the_server_has_is_not_installed_agai
 
 def test_a_runtime_this_machine_lacks_runs_on_the_servers_python_and_says_so(client, tmp_path, monkeypatch):
     monkeypatch.setenv(pythons.ENV_VAR, str(tmp_path / "no-pythons-here"))  # look for other Pythons nowhere
-    fn = deploy(client, tmp_path, VERSION_HANDLER, runtime=OTHER_RUNTIME)
+    fn = deploy_function(client, tmp_path, VERSION_HANDLER, runtime=OTHER_RUNTIME)
     assert fn.status == "Ready", fn.error
     assert fn.runtime == OTHER_RUNTIME and fn.runtime_version == f"Python {platform.python_version()}"
     assert fn.call().get_response()["version"] == platform.python_version()
@@ -105,7 +104,7 @@ def test_a_deploy_whose_requirement_cannot_be_installed_fails_and_nothing_goes_l
 
 
 def test_a_function_runs_on_the_python_of_its_runtime(repo, other_python, tmp_path):
-    fn = deploy(repo.client, tmp_path, VERSION_HANDLER, xid="versioned", runtime=OTHER_RUNTIME)
+    fn = deploy_function(repo.client, tmp_path, VERSION_HANDLER, xid="versioned", runtime=OTHER_RUNTIME)
     assert fn.status == "Ready", fn.error
     assert fn.runtime_version == f"Python {other_python.version}" and runtime_mismatch(fn) is None
     assert fn.call().get_response() == {"version": other_python.version, "client": "CogniteClient"}

@@ -23,8 +23,8 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
+from support import fault_rules, inject_faults
 
-import local_faults
 
 ADDRESS_SPACE = 1 << 30  # 1 GiB of virtual memory for the whole server process
 PEAK_RSS_LIMIT = 300 << 20
@@ -254,9 +254,9 @@ def test_an_upload_url_serves_one_upload(server):
 
 
 def test_the_sdk_retrying_an_upload_whose_answer_was_lost_succeeds(local_cdf, client):
-    local_faults.inject(local_cdf.base_url, [{"path": "/content", "method": "PUT", "status": 503, "after": True}])
+    inject_faults(local_cdf.base_url, [{"path": "/content", "method": "PUT", "status": 503, "after": True}])
     client.files.upload_bytes(b"payload", name="r", external_id="r")
-    assert local_faults.rules(local_cdf.base_url)[0]["hits"] == 1
+    assert fault_rules(local_cdf.base_url)[0]["hits"] == 1
     assert client.files.download_bytes(external_id="r") == b"payload"
 
 

@@ -1,13 +1,10 @@
 """Local CDF Functions through the real cognite-sdk: build, call, logs, failures, timeouts, schedules, venvs."""
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
-import textwrap
 import time
-import zipfile
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -17,61 +14,11 @@ from cognite.client.exceptions import CogniteAPIError
 from akerbp.mlops.local_cdf import Limits, LocalCDF
 from akerbp.mlops.local_cdf.store import Store
 from akerbp.mlops.local_cdf.workers import INTERRUPTED
-from test_local_cdf_runtime import make_index
-
-
-def make_folder(tmp_path, source: str, name: str = "fn", extra: dict | None = None):
-    folder = tmp_path / name
-    folder.mkdir()
-    (folder / "handler.py").write_text(textwrap.dedent(source))
-    for rel, text in (extra or {}).items():
-        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
-        (folder / rel).write_text(text)
-    return folder
-
-
-def wait_built(client, external_id: str, timeout: float = 120):
-    """Poll like a deployer does: CDF offers no push notification for Ready."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        fn = client.functions.retrieve(external_id=external_id)
-        if fn.status in ("Ready", "Failed"):
-            return fn
-        time.sleep(0.05)
-    raise AssertionError(f"{external_id} still {fn.status} after {timeout}s")
-
-
-def deploy(client, tmp_path, source, xid="fn", **kw):
-    folder = make_folder(tmp_path, source, xid, kw.pop("extra", None))
-    client.functions.create(name=xid, external_id=xid, folder=str(folder), **kw)
-    return wait_built(client, xid)
-
-
-def zipped(entries: dict) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as z:
-        for name, text in entries.items():
-            z.writestr(name, text)
-    return buffer.getvalue()
-
-
-ECHO = """
-    import os
-    COUNT = 0
-
-    def handle(data, client, secrets, function_call_info):
-        global COUNT
-        COUNT += 1
-        print("got", data)
-        if data.get("write"):
-            client.files.upload_bytes(b"from the function", name="w.txt", external_id=data["write"])
-        return {"count": COUNT, "data": data, "secrets": secrets, "info": function_call_info,
-                "runtime": os.environ.get("COGNITE_FUNCTION_RUNTIME"), "var": os.environ.get("MY_VAR")}
-"""
+from support import ECHO, deploy_function, make_folder, make_index, wait_built, zipped
 
 
 def test_create_call_response_logs_and_warm_state(client, tmp_path):
-    fn = deploy(client, tmp_path, ECHO, secrets={"api-key": "s3cret"}, env_vars={"MY_VAR": "v"})
+    fn = deploy_function(client, tmp_path, ECHO, secrets={"api-key": "s3cret"}, env_vars={"MY_VAR": "v"})
     assert fn.status == "Ready" and fn.secrets == {"api-key": "***"}
     first = fn.call({"x": 1})
     assert first.status == "Completed"
@@ -86,13 +33,13 @@ def test_create_call_response_logs_and_warm_state(client, tmp_path):
 
 
 def test_handler_writes_through_its_injected_client(client, tmp_path):
-    fn = deploy(client, tmp_path, ECHO)
+    fn = deploy_function(client, tmp_path, ECHO)
     assert fn.call({"write": "made-by-fn"}).status == "Completed"
     assert client.files.download_bytes(external_id="made-by-fn") == b"from the function"
 
 
 def test_call_without_waiting_then_wait(client, tmp_path):
-    fn = deploy(client, tmp_path, ECHO)
+    fn = deploy_function(client, tmp_path, ECHO)
     call = client.functions.call(external_id="fn", data={"x": 1}, wait=False)
     call.wait()
     assert call.status == "Completed" and call.get_response()["data"] == {"x": 1}
@@ -100,7 +47,7 @@ def test_call_without_waiting_then_wait(client, tmp_path):
 
 
 def test_raising_handler_fails_the_call_with_traceback_and_next_call_works(client, tmp_path):
-    fn = deploy(client, tmp_path, """
+    fn = deploy_function(client, tmp_path, """
         def handle(data):
             if data.get("boom"):
                 raise ValueError("model exploded")
@@ -115,7 +62,7 @@ def test_raising_handler_fails_the_call_with_traceback_and_next_call_works(clien
 def test_timeout_then_fresh_worker(tmp_path):
     with LocalCDF(tmp_path / "cdf", limits=Limits(call_timeout_s=1)) as cdf:
         client = cdf.client(project="t")
-        fn = deploy(client, tmp_path, """
+        fn = deploy_function(client, tmp_path, """
             import time
             def handle(data):
                 if data.get("sleep"):
@@ -130,7 +77,7 @@ def test_timeout_then_fresh_worker(tmp_path):
 def test_non_json_and_oversized_responses_fail(tmp_path):
     with LocalCDF(tmp_path / "cdf", limits=Limits(max_response_bytes=1000)) as cdf:
         client = cdf.client(project="t")
-        fn = deploy(client, tmp_path, """
+        fn = deploy_function(client, tmp_path, """
             def handle(data):
                 return {"big": "x" * 5000} if data.get("big") else {"set": {1, 2}}
         """)
@@ -172,7 +119,7 @@ def test_missing_handler_file_and_escaping_zip_fail_the_build(local_cdf, client,
 def test_duplicate_function_external_id_and_limits(tmp_path):
     with LocalCDF(tmp_path / "cdf", limits=Limits(max_functions=1)) as cdf:
         client = cdf.client(project="t")
-        deploy(client, tmp_path, ECHO)
+        deploy_function(client, tmp_path, ECHO)
         folder = make_folder(tmp_path, ECHO, "other")
         with pytest.raises(CogniteAPIError) as err:
             client.functions.create(name="other", external_id="other", folder=str(folder))
@@ -182,14 +129,14 @@ def test_duplicate_function_external_id_and_limits(tmp_path):
 
 
 def test_list_all_functions_and_schedules(client, tmp_path):
-    fn = deploy(client, tmp_path, ECHO)
+    fn = deploy_function(client, tmp_path, ECHO)
     client.functions.schedules.create(name="s", cron_expression="0 * * * *", function_id=fn.id)
     assert [f.external_id for f in client.functions.list(limit=None)] == ["fn"]
     assert [s.name for s in client.functions.schedules.list(limit=None)] == ["s"]
 
 
 def test_delete_function(client, tmp_path):
-    fn = deploy(client, tmp_path, ECHO)
+    fn = deploy_function(client, tmp_path, ECHO)
     client.functions.delete(external_id="fn")
     assert client.functions.retrieve(external_id="fn") is None
     assert client.functions.list() == []
@@ -200,7 +147,7 @@ def test_delete_function(client, tmp_path):
 
 
 def test_due_schedule_fires_exactly_once(local_cdf, client, tmp_path):
-    fn = deploy(client, tmp_path, ECHO)
+    fn = deploy_function(client, tmp_path, ECHO)
     schedule = client.functions.schedules.create(name="hourly", cron_expression="0 * * * *", function_id=fn.id,
                                                  data={"from": "schedule"})
     assert client.functions.schedules.get_input_data(schedule.id) == {"from": "schedule"}
@@ -229,14 +176,14 @@ def test_venv_isolation_installs_requirements_once(tmp_path):
     options = dict(index_url=index, skip_folder_validation=True)
     with LocalCDF(tmp_path / "cdf", isolation="venv") as cdf:
         client = cdf.client(project="t")
-        fn = deploy(client, tmp_path, source, extra={"requirements.txt": "localcdf_probe==1.0\n"}, **options)
+        fn = deploy_function(client, tmp_path, source, extra={"requirements.txt": "localcdf_probe==1.0\n"}, **options)
         assert fn.status == "Ready", fn.error
         assert fn.call({}).get_response() == {"probe": "localcdf_probe"}
         venvs = list((cdf.data_dir / "venvs").iterdir())
-        again = deploy(client, tmp_path, source, xid="fn2", extra={"requirements.txt": "localcdf_probe==1.0\n"},
+        again = deploy_function(client, tmp_path, source, xid="fn2", extra={"requirements.txt": "localcdf_probe==1.0\n"},
                        **options)
         assert again.status == "Ready" and list((cdf.data_dir / "venvs").iterdir()) == venvs
-        bad = deploy(client, tmp_path, source, xid="bad", extra={"requirements.txt": "no-such-package-xyz==9.9\n"},
+        bad = deploy_function(client, tmp_path, source, xid="bad", extra={"requirements.txt": "no-such-package-xyz==9.9\n"},
                      **options)
         assert bad.status == "Failed" and "no-such-package-xyz" in bad.error["trace"]
 
@@ -319,7 +266,7 @@ SLOW_CALL = """
 def test_stop_while_a_call_runs_records_the_call_failed(tmp_path, unsandboxed):
     data_dir, started = tmp_path / "cdf", tmp_path / "started"
     with LocalCDF(data_dir, limits=Limits(sync_call_wait_s=0)) as cdf:
-        fn = deploy(cdf.client(project="t"), tmp_path, SLOW_CALL)
+        fn = deploy_function(cdf.client(project="t"), tmp_path, SLOW_CALL)
         call = fn.call({"started": str(started)}, wait=False)
         wait_for_file(started)
     worker = int(started.read_text())
@@ -341,14 +288,14 @@ threading.Event().wait()  # until killed
 def test_calls_of_a_killed_process_are_failed_at_the_next_start(tmp_path, unsandboxed):
     data_dir, started = tmp_path / "cdf", tmp_path / "started"
     with LocalCDF(data_dir) as cdf:
-        fn = deploy(cdf.client(project="t"), tmp_path, SLOW_CALL)
+        fn = deploy_function(cdf.client(project="t"), tmp_path, SLOW_CALL)
     proc = subprocess.Popen([sys.executable, "-c", CALL_AND_HANG, str(data_dir), str(started)])
     try:
         wait_for_file(started)
     finally:
         proc.kill()
         proc.wait(timeout=60)
-    # The worker ends itself with its server (tests/test_local_cdf_restart.py): only the call's record is left.
+    # The worker ends itself with its server (tests/local_cdf/test_restart.py): only the call's record is left.
     with LocalCDF(data_dir) as cdf:
         [call] = cdf.client(project="t").functions.calls.list(function_id=fn.id)
     assert call.status == "Failed" and call.error["message"] == INTERRUPTED
@@ -404,7 +351,7 @@ def test_instances_in_one_process_stop_independently_despite_colliding_ids(tmp_p
     # The import timeout bounds how long the blocked build can wait: shorter than an old-style 30 s wait for it.
     cdf = LocalCDF(tmp_path / "cdf", limits=Limits(call_timeout_s=20)).start()
     try:
-        ready = deploy(other.client(project="t"), tmp_path, ECHO)
+        ready = deploy_function(other.client(project="t"), tmp_path, ECHO)
         marks = start_blocking_build(cdf.client(project="t"), tmp_path)
         assert cdf.client(project="t").functions.retrieve(external_id="slow").id == ready.id  # same id, two dirs
         other.stop()  # must neither wait for nor cut short the other instance's build
@@ -428,7 +375,7 @@ def test_a_function_sees_its_env_vars_but_not_the_servers_environment(tmp_path, 
     for name in ("SOME_SECRET", "MLOPS_SECRET_MODEL1", "COGNITE_CLIENT_SECRET"):
         monkeypatch.setenv(name, "server-side-value")
     with LocalCDF(tmp_path / "cdf") as cdf:
-        fn = deploy(cdf.client(project="t"), tmp_path, ENVIRONMENT, env_vars={"MY_VAR": "given"})
+        fn = deploy_function(cdf.client(project="t"), tmp_path, ENVIRONMENT, env_vars={"MY_VAR": "given"})
         response = fn.call({}).get_response()
     assert response == {"seen": {"SOME_SECRET": None, "MLOPS_SECRET_MODEL1": None, "COGNITE_CLIENT_SECRET": None,
                                  "MY_VAR": "given", "COGNITE_FUNCTION_RUNTIME": "true"}, "has_path": True}

@@ -1,0 +1,92 @@
+"""The framework's words, defined once: environments, services, the model-name rule, every external id the framework
+writes to CDF, and the names of secret variables.
+
+Standard library only, so settings, the CLI, the deployer, the registry and the code bundled into every CDF function
+can all import it. Model names hold no '-' (and no '/'), which is what keeps the id forms below from colliding:
+
+    live function        {model}-{service}-{env}
+    standby function     {model}-{service}-{env}-{hash[:10]}     same code as it will go live with
+    function code file   mlops-code/{model}-{service}-{env}/{hash[:16]}
+    model version        {model}/{env}/{n}                        n = 1, 2, ...
+    local dev artifact   {model}/dev/local-{digest[:10]}           never a registry id
+    version index marker mlops-index/{model}/{env}/{block}
+    deploy lock event    mlops-lock/{live function}
+    audit event          mlops-audit/{uuid4 hex}
+    secret variable      MLOPS_SECRET_{NAME}                       'my-key' -> MLOPS_SECRET_MY_KEY
+"""
+from __future__ import annotations
+
+import re
+
+ENVIRONMENTS = ("dev", "test", "prod")
+SERVICES = ("prediction", "training")
+
+MODEL_NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+MODEL_NAME_MAX = 40  # CDF's function external id limit leaves room for '-{service}-{env}-{hash[:10]}'
+MODEL_NAME_RULE = (f"lowercase letters, digits and '_', starting with a letter, at most {MODEL_NAME_MAX} characters "
+                   f"({MODEL_NAME_PATTERN})")
+_MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
+
+SECRET_ENV_PREFIX = "MLOPS_SECRET_"
+
+CODE_PREFIX = "mlops-code/"
+INDEX_PREFIX = "mlops-index/"
+LOCK_PREFIX = "mlops-lock/"
+AUDIT_PREFIX = "mlops-audit/"
+LOCAL_ARTIFACT_PREFIX = "local-"
+LOCAL_DIGEST_CHARS = 10
+
+# A registry version's external id: (model, env, number).
+VERSION_XID = re.compile(r"^([a-z][a-z0-9_]*)/(dev|test|prod)/([1-9][0-9]*)$")
+
+
+def is_model_name(name: object) -> bool:
+    return isinstance(name, str) and bool(_MODEL_NAME.match(name)) and len(name) <= MODEL_NAME_MAX
+
+
+def function_external_id(model: str, service: str, env: str) -> str:
+    """The live function of MODEL's SERVICE in ENV."""
+    return f"{model}-{service}-{env}"
+
+
+def standby_external_id(live: str, content_hash: str) -> str:
+    return f"{live}-{content_hash[:10]}"
+
+
+def is_standby(live: str, external_id: str | None) -> bool:
+    """Whether `external_id` is a standby of the live function `live`."""
+    suffix = (external_id or "")[len(live) + 1:]
+    return (external_id or "").startswith(f"{live}-") and suffix.isalnum()
+
+
+def code_file_external_id(live: str, content_hash: str) -> str:
+    return f"{CODE_PREFIX}{live}/{content_hash[:16]}"
+
+
+def code_file_prefix(live: str) -> str:
+    return f"{CODE_PREFIX}{live}/"
+
+
+def version_external_id(model: str, env: str, number: int) -> str:
+    return f"{model}/{env}/{number}"
+
+
+def local_artifact_id(model: str, digest: str) -> str:
+    return f"{model}/dev/{LOCAL_ARTIFACT_PREFIX}{digest[:LOCAL_DIGEST_CHARS]}"
+
+
+def index_marker_external_id(model: str, env: str, block: int) -> str:
+    return f"{INDEX_PREFIX}{model}/{env}/{block}"
+
+
+def lock_external_id(live: str) -> str:
+    return f"{LOCK_PREFIX}{live}"
+
+
+def audit_external_id(uuid_hex: str) -> str:
+    return f"{AUDIT_PREFIX}{uuid_hex}"
+
+
+def secret_env_var(name: str) -> str:
+    """The environment variable holding secret `name`."""
+    return SECRET_ENV_PREFIX + name.upper().replace("-", "_")
