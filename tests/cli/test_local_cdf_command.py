@@ -6,13 +6,16 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import requests
+from cognite.client import ClientConfig, CogniteClient
+from cognite.client.credentials import Token
 
 from akerbp.mlops.local_cdf import LocalCDF
-from support import ECHO, deploy_function
+from support import ECHO, TOKEN, deploy_function, make_folder
 
 
 def mlops(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -129,3 +132,30 @@ def test_status_and_reset_from_a_subfolder_use_the_repo_data_dir(tmp_path):
     assert Path(status["dataDir"]) == data_dir and status["exists"] and status["resources"]["local/files"] == 1
     assert here("reset", "--yes").returncode == 0
     assert not data_dir.exists() and not (repo / "model_code" / ".mlops").exists()
+
+
+def test_serve_build_delay_holds_builds_and_stop_cuts_it_short(tmp_path):
+    """`serve --build-delay` reaches the server (a function stays Deploying), and SIGTERM during the delay stops
+    the server at once, handing the build back rather than waiting the delay out."""
+    data_dir = tmp_path / "cdf"
+    assert "--build-delay" in mlops("local-cdf", "serve", "--help").stdout
+    refused = mlops("local-cdf", "serve", "--build-delay", "-1", "--data-dir", str(data_dir))
+    assert refused.returncode == 2 and "--build-delay" in refused.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "akerbp.mlops.cli", "local-cdf", "serve", "--port", "0",
+                             "--data-dir", str(data_dir), "--isolation", "shared-no-install", "--build-delay", "600"],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        assert "builds take at least 600 s" in line, line
+        client = CogniteClient(ClientConfig(client_name="t", project="p", base_url=line.split(" at ")[1].split()[0],
+                                            credentials=Token(TOKEN)))
+        client.functions.create(name="fn", external_id="fn", folder=str(make_folder(tmp_path, ECHO)))
+        deadline = time.monotonic() + 60
+        while client.functions.retrieve(external_id="fn").status != "Deploying":
+            assert time.monotonic() < deadline, "the build never started"
+            time.sleep(0.05)  # polling interval; the loop ends on the status
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        assert proc.wait(timeout=30) == 0
+    assert time.monotonic() - stopped < 30

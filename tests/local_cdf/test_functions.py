@@ -379,3 +379,38 @@ def test_a_function_sees_its_env_vars_but_not_the_servers_environment(tmp_path, 
         response = fn.call({}).get_response()
     assert response == {"seen": {"SOME_SECRET": None, "MLOPS_SECRET_MODEL1": None, "COGNITE_CLIENT_SECRET": None,
                                  "MY_VAR": "given", "COGNITE_FUNCTION_RUNTIME": "true"}, "has_path": True}
+
+
+def test_build_delay_keeps_a_function_from_ready_until_it_passed(tmp_path):
+    """LocalCDF(build_delay_s=...) simulates CDF's build latency: polled like a deployer polls, the function is not
+    Ready before the delay and is Ready soon after it."""
+    delay = 2.0
+    with LocalCDF(tmp_path / "cdf", isolation="shared-no-install", build_delay_s=delay) as cdf:
+        client = cdf.client(project="test")
+        folder = make_folder(tmp_path, ECHO)
+        started = time.monotonic()
+        client.functions.create(name="fn", external_id="fn", folder=str(folder))
+        seen_before: set[str] = set()
+        deadline = started + delay + 60
+        while True:
+            status = client.functions.retrieve(external_id="fn").status
+            elapsed = time.monotonic() - started
+            if status == "Ready":
+                break
+            assert status in ("Queued", "Deploying"), status
+            seen_before.add(status)
+            assert time.monotonic() < deadline, f"still {status} after {elapsed:.1f} s"
+            time.sleep(0.05)  # polling interval, not synchronisation: the loop ends on the status
+        assert elapsed >= delay and "Deploying" in seen_before
+        assert elapsed < delay + 30
+        assert client.functions.call(external_id="fn", data={"x": 1}).get_response()["data"] == {"x": 1}
+
+
+def test_build_delay_is_checked(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="0 or more"):
+        LocalCDF(tmp_path / "cdf", build_delay_s=-1)
+    monkeypatch.setenv("MLOPS_LOCAL_CDF_BUILD_DELAY_S", "soon")
+    with pytest.raises(ValueError, match="MLOPS_LOCAL_CDF_BUILD_DELAY_S"):
+        LocalCDF(tmp_path / "cdf")
+    monkeypatch.setenv("MLOPS_LOCAL_CDF_BUILD_DELAY_S", "1.5")
+    assert LocalCDF(tmp_path / "cdf").build_delay_s == 1.5

@@ -85,14 +85,18 @@ def local_cdf():
               help="A project that token/inspect lists from the start, before anything used it (repeatable; also "
                    "$MLOPS_LOCAL_CDF_PROJECTS=a,b). Other clients, such as cognite-toolkit, check it first.")
 @click.option("--call-timeout", type=float, default=600, show_default=True, help="Function call timeout, seconds.")
-def serve(host, port, data_dir, clients, isolation, projects, call_timeout):
+@click.option("--build-delay", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Simulate CDF's function build latency: a function becomes Ready no sooner than SECONDS after "
+                   "its build starts (CDF takes minutes; e.g. 20). Default: $MLOPS_LOCAL_CDF_BUILD_DELAY_S, else 0.")
+def serve(host, port, data_dir, clients, isolation, projects, call_timeout, build_delay):
     """Run the local CDF until stopped (Ctrl-C), firing function schedules on time."""
     from akerbp.mlops.local_cdf import Limits, LocalCDF
 
     try:
         cdf = LocalCDF(_data_dir(data_dir), host=host, port=port, clients=_parse_clients(clients),
-                       isolation=isolation, projects=list(projects), limits=Limits(call_timeout_s=call_timeout))
-    except ValueError as e:  # $MLOPS_LOCAL_CDF_ISOLATION is not a mode
+                       isolation=isolation, projects=list(projects), limits=Limits(call_timeout_s=call_timeout),
+                       build_delay_s=build_delay)
+    except ValueError as e:  # $MLOPS_LOCAL_CDF_ISOLATION is not a mode, $MLOPS_LOCAL_CDF_BUILD_DELAY_S no number
         raise UsageError(str(e)) from None
     try:
         cdf.start()
@@ -102,8 +106,9 @@ def serve(host, port, data_dir, clients, isolation, projects, call_timeout):
     cdf.announce()  # with "restricted": other mlops commands then ask for COGNITE_* instead of failing with 401
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    delay = f", builds take at least {cdf.build_delay_s:g} s" if cdf.build_delay_s else ""
     click.echo(f"Local CDF serving {cdf.data_dir} at {cdf.base_url} (token URL {cdf.token_url}, isolation "
-               f"{cdf.isolation}). Ctrl-C stops.", err=True)
+               f"{cdf.isolation}{delay}). Ctrl-C stops.", err=True)
     try:
         while not stop.wait(1.0):  # the scheduler's clock: fire what is due each second
             cdf.run_due_schedules(wait=False)

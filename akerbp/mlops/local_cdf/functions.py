@@ -12,6 +12,7 @@ import re
 import shutil
 import tempfile
 import threading
+import time
 import traceback
 import uuid
 from pathlib import Path
@@ -234,6 +235,7 @@ def _build(cdf: "LocalCDF", project: str, function_id: int, claim: str, cancel: 
     from .builder import BuildCancelled, BuildError, extract_code, validate_handler
     from .files import content_paths
 
+    started = time.monotonic()
     try:
         if cancel.is_set():
             raise BuildCancelled()
@@ -265,6 +267,9 @@ def _build(cdf: "LocalCDF", project: str, function_id: int, claim: str, cancel: 
             raise BuildCancelled()
         if error:
             raise BuildError(error["message"], error.get("trace", ""))
+        # A simulated CDF build latency (LocalCDF(build_delay_s=...)): Deploying until then; stop() cuts it short.
+        if cancel.wait(max(0.0, cdf.build_delay_s - (time.monotonic() - started))):
+            raise BuildCancelled()
         _set(cdf, project, function_id, claim, status="Ready", _python=env.python, _folder=str(target),
              runtimeVersion=f"Python {env.version}")
     except Exception as e:

@@ -86,15 +86,19 @@ class LocalCDF:
         isolation: str | None = None,
         limits: Limits | None = None,
         projects: list[str] | None = None,
+        build_delay_s: float | None = None,
     ) -> None:
         """isolation: "venv" (each function in its runtime's Python with its requirements.txt installed, as in CDF)
         or "shared-no-install" (the server's Python, nothing installed); default $MLOPS_LOCAL_CDF_ISOLATION, else
         venv. projects: listed by token/inspect before any request used them (also $MLOPS_LOCAL_CDF_PROJECTS), for
-        clients that check their project there first (cognite-toolkit)."""
+        clients that check their project there first (cognite-toolkit). build_delay_s: the least time a function
+        build takes before the function is Ready (default $MLOPS_LOCAL_CDF_BUILD_DELAY_S, else 0), to see how a
+        deploy behaves against CDF, whose builds take minutes."""
         self.data_dir = Path(data_dir)
         self.host, self.port = host, port
         self.isolation = environments.check_isolation(isolation) if isolation else environments.default_isolation()
         self.limits = limits or Limits()
+        self.build_delay_s = _build_delay(build_delay_s)
         self._clients = clients
         self._declared_projects = list(projects or [])
         self._server = None
@@ -258,6 +262,22 @@ class LocalCDF:
         """The base_url of a live `mlops local-cdf serve` for this data dir, if one answers."""
         info = LocalCDF.server_info(data_dir)
         return info["base_url"] if info else None
+
+
+BUILD_DELAY_ENV = "MLOPS_LOCAL_CDF_BUILD_DELAY_S"
+
+
+def _build_delay(value: float | None) -> float:
+    """The argument, else $MLOPS_LOCAL_CDF_BUILD_DELAY_S, else 0; a negative or non-number one is refused."""
+    if value is None:
+        raw = os.environ.get(BUILD_DELAY_ENV, "").strip()
+        try:
+            value = float(raw) if raw else 0.0
+        except ValueError:
+            raise ValueError(f"${BUILD_DELAY_ENV} must be a number of seconds, got {raw!r}") from None
+    if not value >= 0:
+        raise ValueError(f"The build delay must be 0 or more seconds, got {value}")
+    return float(value)
 
 
 def _bypass_proxy() -> None:
