@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import textwrap
 import time
 import zipfile
@@ -80,7 +81,9 @@ class Repo:
         return env
 
     def run(self, *args: str, **env) -> Run:
-        done = subprocess.run(list(args), cwd=self.root, env=self.env(**env), capture_output=True, text=True,
+        """Run a command in the repo; `mlops ...` runs as this interpreter's `-m akerbp.mlops.cli` (no venv needed on
+        PATH for it; the deploy scripts find `mlops` through the PATH conftest.py sets)."""
+        done = subprocess.run(mlops_command(list(args)), cwd=self.root, env=self.env(**env), capture_output=True, text=True,
                               timeout=300)
         return Run(done.returncode, done.stdout, done.stderr)
 
@@ -105,6 +108,11 @@ class Repo:
                        for f in self.client.files.list(limit=None))
         events = sorted(e.id for e in self.client.events.list(limit=None))
         return functions, files, events
+
+
+def mlops_command(args: list[str]) -> list[str]:
+    """`["mlops", ...]` as this interpreter runs it, whatever PATH holds."""
+    return [sys.executable, "-m", "akerbp.mlops.cli", *args[1:]] if args[:1] == ["mlops"] else args
 
 
 def copy_template(root: Path) -> Path:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from support import mlops_command
 from akerbp.mlops.cli import main
 from akerbp.mlops.cli.init import DEFAULT_MODEL_NAME, MODEL_REPO, TEMPLATE_FILES, TEMPLATES
 from akerbp.mlops.settings import load_settings
@@ -133,11 +134,11 @@ def test_the_scaffold_passes_its_own_trainpred_pipeline_prod_steps_included(tmp_
     for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-q", "-m", "i"]):
         subprocess.run(command, cwd=repo, env=env, check=True, capture_output=True, timeout=60)
 
-    validated = subprocess.run(["mlops", "settings", "validate", "--env", "prod"], cwd=repo, env=env,
+    validated = subprocess.run(mlops_command(["mlops", "settings", "validate", "--env", "prod"]), cwd=repo, env=env,
                                capture_output=True, text=True, timeout=120)
     assert validated.returncode == 0, validated.stderr
     assert "would refuse" not in validated.stderr
-    pipeline = subprocess.run(["mlops", "pipeline", "run", "--branch", "trainpred/x", "--include-manual", "--json"],
+    pipeline = subprocess.run(mlops_command(["mlops", "pipeline", "run", "--branch", "trainpred/x", "--include-manual", "--json"]),
                               cwd=repo, env=env, capture_output=True, text=True, timeout=900)
     assert pipeline.returncode == 0, pipeline.stderr[-3000:]
     results = json.loads(pipeline.stdout)["results"]
