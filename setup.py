@@ -27,6 +27,7 @@ setup(
         "numpy>=1.24",
         "pydantic>=2",
     ],
-    extras_require={"test": ["check-jsonschema>=0.28"]},
+    # test: what CI runs besides pytest (the pipeline schema check, the linter, the type checker).
+    extras_require={"test": ["check-jsonschema>=0.28", "ruff>=0.6", "mypy>=1.10"]},
     entry_points={"console_scripts": ["mlops=akerbp.mlops.cli:main"]},
 )
