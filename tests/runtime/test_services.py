@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from akerbp.mlops import function_folder
 from akerbp.mlops.deployment import build
+from akerbp.mlops.deployment.local_call import LocalCallError, call_handler, run_handler
 from akerbp.mlops.services import runtime, training
-from akerbp.mlops.services.local_call import LocalCallError, call_handler, run_handler
 from model_code import model as template_model
 from model_code.test_model import ServiceTest
 
@@ -58,7 +59,7 @@ def build_function_folder(dest: Path, *, service="prediction", settings=None, fi
         "secrets": [],
         **(settings or {}),
     }
-    (dest / runtime.SETTINGS_FILE).write_text(json.dumps(service_settings, indent=2))
+    (dest / function_folder.SERVICE_SETTINGS_FILE).write_text(json.dumps(service_settings, indent=2))
     for relative, text in (files or {}).items():
         (dest / relative).parent.mkdir(parents=True, exist_ok=True)
         (dest / relative).write_text(textwrap.dedent(text))
@@ -216,7 +217,7 @@ def test_only_the_bundled_runtime_is_importable_in_the_function(tmp_path):
 
 def test_a_folder_without_service_settings_is_an_error_answer(tmp_path):
     folder = build_function_folder(tmp_path / "fn")
-    (folder / runtime.SETTINGS_FILE).unlink()
+    (folder / function_folder.SERVICE_SETTINGS_FILE).unlink()
     response = run_handler(folder, ServiceTest.prediction_input)
     assert response["status"] == "error"
     assert "mlops_service_settings.json is missing" in response["message"]
@@ -514,7 +515,7 @@ def test_training_in_prod_uploads_when_the_condition_is_met(tmp_path, cdf_client
 # --- what the services may import ---------------------------------------------------------------------------------
 
 ALLOWED_FRAMEWORK = ("akerbp.mlops.services", "akerbp.mlops.utils", "akerbp.mlops.errors", "akerbp.mlops.model_manager",
-                     "akerbp.mlops.audit", "akerbp.mlops.vocabulary")
+                     "akerbp.mlops.audit", "akerbp.mlops.vocabulary", "akerbp.mlops.function_folder")
 
 
 def test_services_import_only_the_stdlib_and_the_bundled_runtime():

@@ -1,15 +1,6 @@
 """The function folder of one service: what CDF will run, built atomically, hashed and zipped deterministically.
 
-Folder layout (the contract services/runtime.py reads):
-
-    handler.py                    copy of akerbp/mlops/services/function_handler.py
-    mlops_service_settings.json   model name, service, env, model id, module, artifact folder, schema, ...
-    mlops_function.json           the function options (name, description, owner, metadata, env vars, cpu,
-                                  memory, runtime, secret NAMES): rollback recreates the function from it
-    requirements.txt              requirements.model minus akerbp.mlops (the runtime is bundled)
-    akerbp/mlops/...              the bundled runtime
-    <code folder>/...             the model code's top folder, common code included
-    artifact/...                  the model artifact (prediction only)
+The folder's layout is function_folder.py's (the runtime reads the same names).
 
 Each build gets a folder of its own (.mlops/build/.{xid}.{pid}.{random}), which the deploy zips and service-tests:
 two deploys of the same model at once (two terminals, two threads) never read each other's files, so the zip
@@ -41,11 +32,17 @@ from pathlib import Path
 
 import akerbp.mlops as mlops_package
 from akerbp.mlops.errors import MlopsError, UsageError
+from akerbp.mlops.function_folder import (  # noqa: F401 -- the layout's names, re-exported for the deployer
+    ARTIFACT_DIR,
+    BUNDLE_DIR,
+    HANDLER_FILE,
+    HANDLER_SOURCE,
+    OPTIONS_FILE,
+    REQUIREMENTS_FILE,
+    SERVICE_SETTINGS_FILE,
+    is_reserved,
+)
 
-HANDLER_FILE = "handler.py"
-SERVICE_SETTINGS_FILE = "mlops_service_settings.json"
-OPTIONS_FILE = "mlops_function.json"
-ARTIFACT_DIR = "artifact"
 RUNTIME_FILES = ("__init__.py", "errors.py", "model_manager.py", "audit.py")
 RUNTIME_PACKAGES = ("services", "utils")
 # Deploy-time modules a function must never carry (pydantic settings, CLI-side logic), even if named in a lazy import.
@@ -113,8 +110,14 @@ def requirements_txt(settings) -> str:
     return "\n".join(kept).rstrip() + "\n"
 
 
-def _imported_modules(path: Path) -> set[str]:
-    """Top-level akerbp.mlops modules a file imports (at any depth of the code: lazy imports count)."""
+def _imported_modules(path: Path) -> frozenset[str]:
+    """Top-level akerbp.mlops modules a file imports (at any depth of the code: lazy imports count); parsed once per
+    content of the file (see runtime_files)."""
+    status = path.stat()
+    key = (status.st_mtime_ns, status.st_size)
+    cached = _parsed.get(path)
+    if cached is not None and cached[0] == key:
+        return cached[1]
     found = set()
     for node in ast.walk(ast.parse(path.read_bytes(), filename=str(path))):
         names = []
@@ -126,37 +129,47 @@ def _imported_modules(path: Path) -> set[str]:
             parts = name.split(".")
             if parts[:2] == ["akerbp", "mlops"] and len(parts) > 2:
                 found.add(parts[2])
-    return found
+    _parsed[path] = (key, frozenset(found))
+    return _parsed[path][1]
+
+
+# What each framework file imports, by (mtime, size) of the file: a build parses only files that changed since the
+# last one (an editable install may be edited while a process runs). _runtime_lock makes the walk one thread's at a
+# time: two concurrent builds parsing the same files once crashed the interpreter's AST parser.
+_parsed: dict[Path, tuple[tuple[int, int], frozenset[str]]] = {}
+_runtime_lock = threading.Lock()
 
 
 def runtime_files() -> list[Path]:
     """The bundled runtime: the services and utils packages, RUNTIME_FILES, and every top-level module of
-    akerbp.mlops they import, transitively (model_manager's helpers, audit, ...)."""
+    akerbp.mlops they import, transitively (model_manager's helpers, audit, ...). Thread-safe; files are
+    re-parsed only when they changed."""
     source = Path(mlops_package.__file__).resolve().parent
-    files = [p for package in RUNTIME_PACKAGES for p in sorted((source / package).rglob("*.py"))
-             if "__pycache__" not in p.parts]
-    queue = [source / name for name in RUNTIME_FILES if (source / name).is_file()] + files
-    seen = set()
-    while queue:
-        path = queue.pop()
-        if path in seen:
-            continue
-        seen.add(path)
-        for module in _imported_modules(path):
-            candidate = source / f"{module}.py"
-            if candidate.is_file() and module not in NEVER_BUNDLED:
-                queue.append(candidate)
-    return sorted(seen)
+    with _runtime_lock:
+        files = [p for package in RUNTIME_PACKAGES for p in sorted((source / package).rglob("*.py"))
+                 if "__pycache__" not in p.parts]
+        queue = [source / name for name in RUNTIME_FILES if (source / name).is_file()] + files
+        seen: set[Path] = set()
+        while queue:
+            path = queue.pop()
+            if path in seen:
+                continue
+            seen.add(path)
+            for module in _imported_modules(path):
+                candidate = source / f"{module}.py"
+                if candidate.is_file() and module not in NEVER_BUNDLED:
+                    queue.append(candidate)
+        return sorted(seen)
 
 
 def copy_runtime(dest: Path) -> None:
     """The bundled framework and handler.py, as every function folder holds them."""
     source = Path(mlops_package.__file__).resolve().parent
     for path in runtime_files():
-        target = dest / "akerbp" / "mlops" / path.relative_to(source)
+        target = dest / BUNDLE_DIR / path.relative_to(source)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, target)
-    shutil.copy2(source / "services" / "function_handler.py", dest / HANDLER_FILE)
+    shutil.copy2(source.joinpath(*HANDLER_SOURCE), dest / HANDLER_FILE)
 
 
 def _service_settings(settings, service: str, env: str, model_id: str | None, schema: str | None) -> dict:
@@ -178,7 +191,7 @@ def _service_settings(settings, service: str, env: str, model_id: str | None, sc
 def _populate(dest: Path, settings, service: str, env: str, artifact: Path | None, model_id: str | None,
               options: dict) -> None:
     code = settings.code_folder
-    if code in ("akerbp", ARTIFACT_DIR) or code.startswith("mlops_") or code == HANDLER_FILE:
+    if is_reserved(code):
         raise UsageError(
             f"model '{settings.model_name}': field 'model_file': its top folder {code!r} clashes with the function "
             "folder's own layout (akerbp/, artifact/): move the model code to another folder"
@@ -193,7 +206,7 @@ def _populate(dest: Path, settings, service: str, env: str, artifact: Path | Non
     if schema and not (dest / schema).is_file():
         (dest / schema).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(settings.input_schema_path, dest / schema)
-    (dest / "requirements.txt").write_text(requirements_txt(settings), encoding="utf-8")
+    (dest / REQUIREMENTS_FILE).write_text(requirements_txt(settings), encoding="utf-8")
     service_settings = _service_settings(settings, service, env, model_id, schema)
     (dest / SERVICE_SETTINGS_FILE).write_text(json.dumps(service_settings, indent=2, sort_keys=True) + "\n")
     (dest / OPTIONS_FILE).write_text(json.dumps(options, indent=2, sort_keys=True) + "\n")
@@ -331,4 +344,4 @@ def read_options(zip_bytes: bytes) -> dict:
         with zipfile.ZipFile(io.BytesIO(zip_bytes)) as archive:
             return json.loads(archive.read(OPTIONS_FILE))
     except (KeyError, zipfile.BadZipFile, ValueError) as e:
-        raise MlopsError(f"the code file holds no readable {OPTIONS_FILE} ({e}): it was not built by akerbp.mlops")
+        raise MlopsError(f"the code file holds no readable {OPTIONS_FILE} ({e}): it was not built by akerbp.mlops") from e

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from akerbp.mlops.errors import MlopsError
-from akerbp.mlops.services.local_call import LocalCallError, call_handler
+from akerbp.mlops.deployment.local_call import LocalCallError, call_handler
 from akerbp.mlops.utils.logger import mask
 from akerbp.mlops.utils.processes import kill_session
 

@@ -10,7 +10,7 @@ import logging
 import sys
 import traceback
 
-from akerbp.mlops.services.masking import mask  # noqa: F401 - the services' (and local_call's) mask
+from akerbp.mlops.services.masking import mask  # noqa: F401 - the services' mask
 
 RESPONSE_LIMIT_BYTES = 1_000_000  # CDF refuses larger function responses
 

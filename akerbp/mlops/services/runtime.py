@@ -1,15 +1,9 @@
 """What handler.py calls: read the service settings of the function folder and dispatch to the service.
 
-The function folder the deploy step builds, and this module reads:
-
-    handler.py                    copy of akerbp/mlops/services/function_handler.py
-    mlops_service_settings.json   {"model_name", "service": "prediction"|"training", "env", "model_id",
-                                   "model_module", "artifact_folder", "input_schema", "deployment_condition",
-                                   "dataset", "secrets"}
-    requirements.txt              the model's requirements
-    akerbp/mlops/...              the bundled runtime: __init__.py, errors.py, services/, utils/, model_manager.py
-    <model code top folder>/...   e.g. model_code/ with model.py
-    artifact/...                  the model artifact (prediction service)
+The folder's layout (function_folder.py, shared with the deploy step that builds it): handler.py, the service
+settings {"model_name", "service": "prediction"|"training", "env", "model_id", "model_module", "artifact_folder",
+"input_schema", "deployment_condition", "dataset", "secrets"}, the bundled akerbp/mlops/, the model code's top
+folder and artifact/.
 
 Paths in the settings are relative to the folder. Never raises: every problem is a {"status": "error"} answer.
 """
@@ -21,12 +15,10 @@ import threading
 import time
 from pathlib import Path
 
-from akerbp.mlops.vocabulary import SERVICES
+from akerbp.mlops.function_folder import SERVICE_SETTINGS_FILE, SERVICE_SETTINGS_REQUIRED
 from akerbp.mlops.services import masking, responses
 from akerbp.mlops.services.responses import ServiceError
-
-SETTINGS_FILE = "mlops_service_settings.json"
-REQUIRED = ("model_name", "service", "env", "model_module")
+from akerbp.mlops.vocabulary import SERVICES
 
 _settings: dict[str, dict] = {}
 _lock = threading.Lock()
@@ -42,16 +34,16 @@ def load_settings(root: Path) -> dict:
     with _lock:
         if key in _settings:
             return _settings[key]
-        path = Path(key) / SETTINGS_FILE
+        path = Path(key) / SERVICE_SETTINGS_FILE
         try:
             settings = json.loads(path.read_text())
         except FileNotFoundError:
-            raise ServiceSettingsError(f"{path} is missing: this folder was not built by the akerbp.mlops deploy step")
+            raise ServiceSettingsError(f"{path} is missing: this folder was not built by the akerbp.mlops deploy step") from None
         except json.JSONDecodeError as e:
             raise ServiceSettingsError(f"{path} is not valid JSON: {e}") from None
         if not isinstance(settings, dict):
             raise ServiceSettingsError(f"{path} must hold a JSON object")
-        missing = [name for name in REQUIRED if not settings.get(name)]
+        missing = [name for name in SERVICE_SETTINGS_REQUIRED if not settings.get(name)]
         if missing:
             raise ServiceSettingsError(f"{path} lacks {', '.join(missing)}")
         if settings["service"] not in SERVICES:

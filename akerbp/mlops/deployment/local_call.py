@@ -1,4 +1,5 @@
-"""Call a function folder's handler the way CDF would, in a fresh Python process, before deploying it.
+"""Call a function folder's handler the way CDF would, in a fresh Python process, before deploying it (deploy-time:
+the deploy's service test uses it; nothing of it is bundled).
 
 The subprocess runs with cwd = the folder, the folder first on sys.path, COGNITE_FUNCTION_RUNTIME=true, and
 `handle` called with the arguments it names (client=None: there is no CDF session). Like in CDF, only the
@@ -18,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from akerbp.mlops.errors import MlopsError
+from akerbp.mlops.function_folder import HANDLER_FILE
+from akerbp.mlops.services.masking import mask  # the function's own masking, so the logs read as in CDF
 from akerbp.mlops.utils.processes import kill_session
-from akerbp.mlops.services.responses import mask
 
 TAIL_CHARS = 4000
 # Never in a CDF function's environment: the deployer's CDF credentials, and secrets (every model's MLOPS_SECRET_*).
@@ -88,13 +90,13 @@ class LocalCall:
 
 
 def run_handler(folder: Path, data, secrets: dict | None = None, timeout: float = 600.0,
-                function_path: str = "handler.py", env_vars: dict | None = None) -> dict:
+                function_path: str = HANDLER_FILE, env_vars: dict | None = None) -> dict:
     """The JSON response of the folder's handler for `data`; LocalCallError if it crashes or times out."""
     return call_handler(folder, data, secrets, timeout, function_path, env_vars).response
 
 
 def call_handler(folder: Path, data, secrets: dict | None = None, timeout: float = 600.0,
-                 function_path: str = "handler.py", env_vars: dict | None = None) -> LocalCall:
+                 function_path: str = HANDLER_FILE, env_vars: dict | None = None) -> LocalCall:
     """Like run_handler, with the call's logs (stdout, stderr: secrets masked) and duration. `env_vars` are the
     function's envVars, set as CDF sets them; COGNITE_* and MLOPS_SECRET_* of this process are withheld, so a
     model that reads them fails here as it would in CDF."""
