@@ -1,0 +1,106 @@
+"""What every function folder bundles: services/ is runtime code only, and finding the bundle's files
+(build.runtime_files) parses each framework file once, also when builds run concurrently."""
+from __future__ import annotations
+
+import ast
+import shutil
+import threading
+import types
+from pathlib import Path
+
+import akerbp.mlops as mlops_package
+from akerbp.mlops import function_folder
+from akerbp.mlops.deployment import build
+
+MLOPS = Path(mlops_package.__file__).resolve().parent
+THREADS = 6
+
+
+def _services_imported_by(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+            [f"{node.module}.{a.name}" for a in node.names] if isinstance(node, ast.ImportFrom) and node.module else []
+        for name in names:
+            parts = name.split(".")
+            if parts[:3] == ["akerbp", "mlops", "services"] and len(parts) > 3:
+                found.add(parts[3])
+    return found
+
+
+def test_every_module_of_services_is_what_a_deployed_function_runs():
+    """services/ holds what handler.py reaches through its imports, nothing deploy-time (that lives in
+    deployment/, e.g. local_call.py): each of its modules is imported, directly or not, by the handler."""
+    services = MLOPS / "services"
+    reached, queue = set(), [services.joinpath(*function_folder.HANDLER_SOURCE[1:])]
+    while queue:
+        path = queue.pop()
+        for module in _services_imported_by(path) - reached:
+            reached.add(module)
+            if (services / f"{module}.py").is_file():
+                queue.append(services / f"{module}.py")
+    modules = {p.stem for p in services.glob("*.py")} - {"__init__", Path(function_folder.HANDLER_SOURCE[-1]).stem}
+    assert modules - reached == set()
+
+
+def _copy_of_the_package(root: Path) -> types.SimpleNamespace:
+    """A copy of akerbp/mlops to edit, standing in for the package build bundles from."""
+    shutil.copytree(MLOPS, root / "mlops", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "local_cdf", "cli",
+                                                                         "templates"))
+    return types.SimpleNamespace(__file__=str(root / "mlops" / "__init__.py"))
+
+
+def _counting_parses(monkeypatch) -> list[str]:
+    parsed: list[str] = []
+    lock = threading.Lock()
+    real = ast.parse
+
+    def parse(source, filename="<unknown>", *args, **kwargs):
+        with lock:
+            parsed.append(str(filename))
+        return real(source, filename, *args, **kwargs)
+
+    monkeypatch.setattr(build.ast, "parse", parse)
+    return parsed
+
+
+def test_a_second_build_parses_no_bundled_file_again_only_a_changed_one(tmp_path, monkeypatch):
+    package = _copy_of_the_package(tmp_path)
+    monkeypatch.setattr(build, "mlops_package", package)
+    first = build.runtime_files()
+    parsed = _counting_parses(monkeypatch)
+
+    assert build.runtime_files() == first
+    assert parsed == []
+
+    responses = tmp_path / "mlops" / "services" / "responses.py"  # now imports a module nothing bundled before
+    (tmp_path / "mlops" / "extra_helper.py").write_text("X = 1\n")
+    responses.write_text(responses.read_text() + "\nfrom akerbp.mlops import extra_helper  # noqa\n")
+    again = build.runtime_files()
+    assert sorted(Path(p).name for p in parsed) == ["extra_helper.py", "responses.py"]
+    assert set(again) - set(first) == {tmp_path / "mlops" / "extra_helper.py"}
+
+
+def test_concurrent_builds_parse_each_bundled_file_once_and_agree(tmp_path, monkeypatch):
+    package = _copy_of_the_package(tmp_path)
+    monkeypatch.setattr(build, "mlops_package", package)
+    parsed = _counting_parses(monkeypatch)
+    start = threading.Barrier(THREADS, timeout=30)
+    results: list[list[Path]] = []
+    errors: list[BaseException] = []
+
+    def one_build() -> None:
+        try:
+            start.wait()
+            results.append(build.runtime_files())
+        except BaseException as e:  # noqa: BLE001 - reported by the test thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=one_build) for _ in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads) and errors == []
+    assert len(results) == THREADS and all(r == results[0] for r in results)
+    assert sorted(parsed) == sorted(str(p) for p in results[0])  # each file once, whatever the interleaving
