@@ -33,23 +33,23 @@ COMMANDS = {
 
 
 class LazyGroup(click.Group):
-    def list_commands(self, ctx):
+    def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
 
-    def get_command(self, ctx, name):
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in COMMANDS:
             return None
         module, attr, _ = COMMANDS[name]
         return getattr(importlib.import_module(f"akerbp.mlops.cli.{module}"), attr)
 
-    def format_commands(self, ctx, formatter):
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # Short help comes from COMMANDS so listing does not import every module.
         rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
-    def invoke(self, ctx):
-        from akerbp.mlops.utils.logger import mask
+    def invoke(self, ctx: click.Context) -> object:
+        from akerbp.mlops.cli.output import error
 
         try:
             return super().invoke(ctx)
@@ -57,7 +57,7 @@ class LazyGroup(click.Group):
             from akerbp.mlops.cdf.client import network_failure
 
             # An error wrapping a network failure says which URL could not be reached instead.
-            click.echo(f"Error: {network_failure(e) or mask(str(e))}", err=True)
+            error(network_failure(e) or str(e))
             sys.exit(e.exit_code)
         except (click.exceptions.ClickException, click.exceptions.Abort, click.exceptions.Exit):
             raise  # click's own: usage errors, Ctrl-C, ctx.exit()
@@ -70,13 +70,13 @@ class LazyGroup(click.Group):
             from akerbp.mlops.utils.logger import get_logger
 
             get_logger("cli").debug("the traceback of the error below", exc_info=e)  # shown at DEBUG, masked
-            click.echo(f"Error: {describe_failure(e)}", err=True)
+            error(describe_failure(e))
             sys.exit(1)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="akerbp.mlops")
-def main():
+def main() -> None:
     """akerbp.mlops: ship ML models to Cognite Data Fusion.
 
     With no CDF project configured (COGNITE_PROJECT and friends unset), every command uses the local CDF under

@@ -5,18 +5,19 @@ tried before pushing. Progress and step output go to stderr; the summary (or --j
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import Callable
 
 import click
 
 from akerbp.mlops import pipeline as pl
-from akerbp.mlops.cli.output import table
+from akerbp.mlops.cli import options
+from akerbp.mlops.cli.output import echo, note, print_json, print_table
 from akerbp.mlops.errors import MlopsError
 
 
-def _file_option(help_text: str):
+def _file_option(help_text: str) -> Callable[[Callable], Callable]:
     return click.option("--file", "file_", default=pl.PIPELINE_FILE, show_default=True,
                         type=click.Path(path_type=Path), help=help_text)
 
@@ -64,7 +65,7 @@ def _selection_json(sel: pl.Selection, file_: Path) -> dict:
 
 
 @click.group()
-def pipeline():
+def pipeline() -> None:
     """Which Bitbucket pipeline steps run for a branch; run them here.
 
     Branch patterns follow Bitbucket: an exact name beats any glob, then the most specific glob wins; `*` does
@@ -76,26 +77,26 @@ def pipeline():
 @_branch_option
 @_pr_option
 @_show_file_option
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def show(branch, pull_request, file_, as_json):
+@options.json_output(help="Print JSON.")
+def show(branch: str, pull_request: bool, file_: Path, as_json: bool) -> None:
     """Print the steps that run for BRANCH: name, deployment, ENV, trigger, and the pattern that matched."""
     sel = _select(file_, branch, pull_request)
     if as_json:
-        click.echo(json.dumps(_selection_json(sel, file_), indent=2))
+        print_json(_selection_json(sel, file_))
         return
-    click.echo(_describe(sel))
+    echo(_describe(sel))
     if not sel.steps:
         hint = _no_pipeline_hint(sel, file_)
         if hint:
-            click.echo(hint)
+            echo(hint)
         return
     rows = [[str(i), s.name, s.deployment or "-", s.effective_env or "(inherited)",
              "manual" if s.manual else ("final" if s.final else "automatic")] for i, s in enumerate(sel.steps, 1)]
-    click.echo(table(rows, ["#", "step", "deployment", "ENV", "trigger"]))
+    print_table(rows, ["#", "step", "deployment", "ENV", "trigger"])
     for i, s in enumerate(sel.steps, 1):
-        click.echo(f"\n{i}. {s.name}")
+        echo(f"\n{i}. {s.name}")
         for line in s.script:
-            click.echo(f"   $ {line}")
+            echo(f"   $ {line}")
 
 
 @pipeline.command()
@@ -106,8 +107,9 @@ def show(branch, pull_request, file_, as_json):
 @click.option("--install/--skip-install", default=False, show_default=True,
               help="Run the `pip install` lines too; by default they are skipped (this environment is set up).")
 @click.option("--dry-run", is_flag=True, help="Print what would run, run nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def run(branch, pull_request, file_, include_manual, install, dry_run, as_json):
+@options.json_output(help="Print the results as JSON.")
+def run(branch: str, pull_request: bool, file_: Path, include_manual: bool, install: bool, dry_run: bool,
+        as_json: bool) -> None:
     """Run the steps for BRANCH in this checkout against the local CDF (MLOPS_LOCAL_CDF=1; COGNITE_* are not
     passed to the steps, so a project configured in this shell is never touched).
 
@@ -119,25 +121,24 @@ def run(branch, pull_request, file_, include_manual, install, dry_run, as_json):
         _print_plan(sel, file_, include_manual, install, as_json)
         return
     if not sel.steps:
-        click.echo(_describe(sel), err=True)
+        note(_describe(sel))
         hint = _no_pipeline_hint(sel, file_)
         if hint:
-            click.echo(hint, err=True)
+            note(hint)
         if as_json:
-            click.echo(json.dumps({**_selection_json(sel, file_), "results": []}, indent=2))
+            print_json({**_selection_json(sel, file_), "results": []})
         return
-    click.echo(_describe(sel) + f" (running in {repo}, MLOPS_LOCAL_CDF=1)", err=True)
+    note(_describe(sel) + f" (running in {repo}, MLOPS_LOCAL_CDF=1)")
     if not install and any(pl.is_install_line(line) for s in sel.steps for line in s.script):
-        click.echo("Skipping `pip install` lines: this environment is already set up (use --install to run them).",
-                   err=True)
+        note("Skipping `pip install` lines: this environment is already set up (use --install to run them).")
     results = pl.run_steps(sel.steps, repo, include_manual=include_manual, install=install,
-                           on_output=lambda text: click.echo(text, nl=False, err=True))
+                           on_output=lambda text: note(text, nl=False))
     if as_json:
-        click.echo(json.dumps({**_selection_json(sel, file_), "results": [asdict(r) for r in results]}, indent=2))
+        print_json({**_selection_json(sel, file_), "results": [asdict(r) for r in results]})
     else:
         rows = [[r.name, r.status, "-" if r.exit_code is None else str(r.exit_code),
                  f"{r.seconds:.1f}" if r.exit_code is not None else "-", r.reason] for r in results]
-        click.echo(table(rows, ["step", "status", "exit", "seconds", "note"]))
+        print_table(rows, ["step", "status", "exit", "seconds", "note"])
     failed = [r for r in results if r.status == "failed"]
     if failed:
         raise MlopsError(f"pipeline step '{failed[0].name}' failed with exit code {failed[0].exit_code}")
@@ -152,12 +153,12 @@ def _print_plan(sel: pl.Selection, file_: Path, include_manual: bool, install: b
     if as_json:
         out = _selection_json(sel, file_)
         out["steps"] = plan
-        click.echo(json.dumps(out, indent=2))
+        print_json(out)
         return
-    click.echo(_describe(sel))
+    echo(_describe(sel))
     for i, step in enumerate(plan, 1):
         env = f"ENV={step['env']}" if step["env"] else "ENV inherited"
         state = "would run" if step["will_run"] else "skipped (manual)" if step["manual"] else "skipped (after manual)"
-        click.echo(f"{i}. {step['name']} [{state}; {env}; MLOPS_LOCAL_CDF=1]")
+        echo(f"{i}. {step['name']} [{state}; {env}; MLOPS_LOCAL_CDF=1]")
         for line in step["lines"]:
-            click.echo(f"   {'$' if line['run'] else '# skipped:'} {line['command']}")
+            echo(f"   {'$' if line['run'] else '# skipped:'} {line['command']}")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import urlparse
 
 from cognite.client.exceptions import CogniteAPIError, CogniteDuplicatedError, CogniteNotFoundError
@@ -24,7 +24,13 @@ from cognite.client.exceptions import CogniteAPIError, CogniteDuplicatedError, C
 from akerbp.mlops.vocabulary import code_file_external_id as code_xid, code_file_prefix, is_standby, standby_external_id as standby_xid  # noqa: F401
 from akerbp.mlops.deployment import interrupts
 from akerbp.mlops.utils import transient
+from akerbp.mlops.deployment.options import FunctionOptions
 from akerbp.mlops.errors import MlopsError
+
+if TYPE_CHECKING:
+    from cognite.client import CogniteClient
+    from cognite.client.data_classes import FileMetadata
+    from cognite.client.data_classes.functions import Function
 
 CODE_DIRECTORY = "/mlops/code"
 FUNCTIONS_LIMIT = 1000  # functions/list has no cursor; CDF allows 100 functions per project
@@ -57,14 +63,14 @@ def _poll_intervals(client):
 
 def data_set_id(client, external_id: str) -> int:
     """The model's data set (created on first use): the registry's, so code files and artifacts share it."""
-    from akerbp.mlops.registry_index import ensure_data_set
+    from akerbp.mlops.registry.index import ensure_data_set
 
     return ensure_data_set(client, external_id)
 
 
 # -- code files -------------------------------------------------------------------------------------------------
-def upload_code(client, live: str, content_hash: str, content: bytes, metadata: dict,
-                data_set: int | None) -> tuple[object, bool]:
+def upload_code(client: CogniteClient, live: str, content_hash: str, content: bytes, metadata: dict[str, str],
+                data_set: int | None) -> tuple[FileMetadata, bool]:
     """Upload the code zip: (the file, whether this deploy owns it). A file with the same hash already there (a
     redeploy, e.g. after a rollback, or --force) is reused. One that went live before stays as it is (its status
     and deployment time are a rollback target's) and is not this deploy's to delete or mark failed; an unproven one
@@ -75,11 +81,17 @@ def upload_code(client, live: str, content_hash: str, content: bytes, metadata: 
         if (existing.metadata or {}).get("mlops_status") == "deployed":
             return existing, False
         update_code_metadata(client, existing.id, metadata)
-        return client.files.retrieve(id=existing.id), True
+        return _file(client.files.retrieve(id=existing.id), xid), True
     transient.retry(lambda: client.files.upload_bytes(  # overwrite=True: a repeated create is harmless
         content, name=f"{live}-{content_hash[:16]}.zip", external_id=xid, directory=CODE_DIRECTORY,
         metadata=metadata, data_set_id=data_set, mime_type="application/zip", overwrite=True))
-    return client.files.retrieve(external_id=xid), True
+    return _file(client.files.retrieve(external_id=xid), xid), True
+
+
+def _file(found: FileMetadata | None, xid: str) -> FileMetadata:
+    if found is None:
+        raise MlopsError(f"the code file {xid} vanished right after its upload: deleted by someone else? Deploy again")
+    return found
 
 
 def update_code_metadata(client, file_id: int, changes: dict) -> None:
@@ -104,7 +116,7 @@ def delete_files(client, ids: list[int]) -> None:
         except CogniteNotFoundError:
             for one in ids:
                 try:
-                    transient.retry(lambda: client.files.delete(id=one))
+                    transient.retry(lambda: client.files.delete(id=one))  # noqa: B023 - called at once
                 except CogniteNotFoundError:
                     pass
 
@@ -120,17 +132,19 @@ def standbys(client, live: str) -> list:
             if is_standby(live, f.external_id)]
 
 
-def create(client, xid: str, name: str, file_id: int, options: dict, secrets: dict, metadata: dict,
-           deadline: float | None = None):
+def create(client: CogniteClient, xid: str, name: str, file_id: int, options: FunctionOptions,
+           secrets: dict[str, str], metadata: dict[str, str], deadline: float | None = None) -> Function:
     """Create a function; with a deadline, an external id still held by a just-deleted function is retried."""
-    kwargs = dict(
-        name=name[:140], file_id=file_id, external_id=xid, function_path=options.get("function_path") or "handler.py",
-        description=options.get("description"), owner=options.get("owner"), secrets=secrets or None,
-        env_vars=options.get("env_vars") or None, runtime=options.get("runtime"), metadata=metadata,
+    kwargs: dict[str, Any] = dict(
+        name=name[:140], file_id=file_id, external_id=xid, function_path=options.function_path or "handler.py",
+        description=options.description, owner=options.owner, secrets=secrets or None,
+        env_vars=options.env_vars or None, runtime=options.runtime, metadata=metadata,
     )
-    for key in ("cpu", "memory"):
-        if options.get(key) is not None:
-            kwargs[key] = float(options[key])
+    if options.cpu is not None:
+        kwargs["cpu"] = float(options.cpu)
+    if options.memory is not None:
+        kwargs["memory"] = float(options.memory)
+
     def ours():  # a create whose answer was lost (a 503 after CDF acted): the function with our code file
         fn = retrieve(client, xid)
         return fn if fn is not None and fn.file_id == file_id else transient.NOT_YET
@@ -157,8 +171,8 @@ def delete(client, xids: list[str]) -> None:
     """Delete functions by external id; ones already gone are fine."""
     for xid in xids:
         try:
-            transient.retry(lambda: client.functions.delete(external_id=xid),
-                            check=lambda: None if retrieve(client, xid) is None else transient.NOT_YET)
+            transient.retry(lambda: client.functions.delete(external_id=xid),  # noqa: B023 - called at once
+                            check=lambda: None if retrieve(client, xid) is None else transient.NOT_YET)  # noqa: B023
         except CogniteNotFoundError:
             pass
 
@@ -228,6 +242,17 @@ def wait_ready(client, xid: str, deadline: float, progress: Progress | None = No
             progress(f"waiting for {xid} to be Ready: {fn.status}, {now - started:.0f} s")
         interrupts.check(f"while {xid} was being built")
         time.sleep(min(interval, max(0.0, deadline - now)))
+    raise AssertionError("unreachable")
+
+
+def wait_call(client, handle, deadline: float):
+    """Poll a call until it ends or the deadline passes: the call as last seen (still Running past the deadline)."""
+    for interval in _poll_intervals(client):
+        now = time.monotonic()
+        if handle.status != "Running" or now >= deadline:
+            return handle
+        time.sleep(min(interval, max(0.0, deadline - now)))
+        handle = client.functions.calls.retrieve(call_id=handle.id, function_id=handle.function_id) or handle
     raise AssertionError("unreachable")
 
 
