@@ -1,6 +1,1 @@
-#!/usr/bin/env bash
-# Test, build and deploy the prediction service of every model in mlops_settings to ENV (dev unless set).
-# Arguments pass through: --dry-run runs the model and service tests and prints the plan without deploying.
-set -euo pipefail
-export ENV="${ENV:-dev}"
-exec mlops deploy prediction "$@"
+akerbp/mlops/templates/model_repo/deploy_prediction_service.sh

@@ -11,12 +11,16 @@ import json
 import sys
 import time
 import uuid
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from akerbp.mlops.vocabulary import AUDIT_PREFIX, audit_external_id  # noqa: F401 -- AUDIT_PREFIX re-exported
 from akerbp.mlops.utils import transient
 from akerbp.mlops.utils.provenance import git_commit, who
+
+if TYPE_CHECKING:
+    from cognite.client import CogniteClient
 
 EVENT_TYPE = "mlops"
 SOURCE = "akerbp.mlops"
@@ -59,15 +63,40 @@ def _describe(action, model, service, env, outcome, model_id, version, code_hash
     return what + (f" ({', '.join(details)})" if details else "")
 
 
-def record(client, action: str, *, model: str, env: str, outcome: str, started: float, service: str | None = None,
-           version=None, model_id: str | None = None, code_hash: str | None = None, message: str = "",
-           dataset: str | None = None, extra: dict | None = None) -> None:
-    """Write one audit event; on any failure print a warning on stderr and return (never raises).
+@dataclass(frozen=True)
+class AuditEntry:
+    """One audit record to write. started: time.time() when the operation began (the event spans started..now);
+    dataset: external id of a data set to file the event under, if it exists (never created here); extra: more
+    metadata, values turned into strings (JSON for mappings and lists)."""
 
-    started: time.time() when the operation began; the event spans started..now.
-    dataset: external id of a data set to file the event under, if it exists (never created here).
-    extra: more metadata, values turned into strings (JSON for mappings and lists).
-    """
+    action: str
+    model: str
+    env: str
+    outcome: str
+    started: float
+    service: str | None = None
+    version: Any = None
+    model_id: str | None = None
+    code_hash: str | None = None
+    message: str = ""
+    dataset: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def record(client: CogniteClient, action: str, *, model: str, env: str, outcome: str, started: float,
+           service: str | None = None, version: Any = None, model_id: str | None = None,
+           code_hash: str | None = None, message: str = "", dataset: str | None = None,
+           extra: Mapping[str, Any] | None = None) -> None:
+    """write() with the entry's fields as arguments (the training service's and the registry's calls)."""
+    write(client, AuditEntry(action, model, env, outcome, started, service, version, model_id, code_hash, message,
+                             dataset, extra or {}))
+
+
+def write(client: CogniteClient, entry: AuditEntry) -> None:
+    """Write one audit event; on any failure print a warning on stderr and return (never raises)."""
+    action, model, env, outcome, started = entry.action, entry.model, entry.env, entry.outcome, entry.started
+    service, version, model_id, code_hash = entry.service, entry.version, entry.model_id, entry.code_hash
+    message, dataset, extra = entry.message, entry.dataset, entry.extra
     try:
         from cognite.client.data_classes import EventWrite
 

@@ -8,7 +8,6 @@ Reading the file (with the line of every key) and wording pydantic's errors live
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
@@ -286,23 +285,11 @@ class ModelSettings(_Strict):
 
     def secret_values(self) -> dict[str, str]:
         """Secret name -> value from MLOPS_SECRET_*; registered for masking. UsageError names missing variables."""
-        from akerbp.mlops.utils.logger import register_secret
+        from akerbp.mlops.deployment.secrets import resolve
 
-        values, missing = {}, []
-        for name in self.secrets:
-            var = secret_env_var(name)
-            value = os.environ.get(var)
-            if value:
-                register_secret(value)
-                values[name] = value
-            else:
-                missing.append(var)
-        if missing:
-            raise UsageError(
-                f"model '{self.model_name}': field 'secrets': set the environment variable(s) {', '.join(missing)} "
-                "to the secret values (in CI: as secured repository or deployment variables)"
-            )
-        return values
+        return resolve(self.secrets, lambda missing: (
+            f"model '{self.model_name}': field 'secrets': set the environment variable(s) {', '.join(missing)} "
+            "to the secret values (in CI: as secured repository or deployment variables)"))
 
 
 def settings_json_schema() -> dict:

@@ -24,6 +24,7 @@ import pytest
 from akerbp.mlops import audit, model_manager
 from akerbp.mlops.deployment import artifacts, build, functions, release
 from akerbp.mlops.deployment.model_tests import ModelTests, ModelTestsTimeout
+from akerbp.mlops.deployment.options import FunctionOptions
 from akerbp.mlops.deployment.service_check import ServiceTest as ServiceTestProcess
 from akerbp.mlops.deployment.service_check import ServiceTestError
 from akerbp.mlops.errors import UsageError
@@ -78,7 +79,7 @@ def test_the_function_folder_is_complete_deterministic_and_hashes_what_matters(t
     assert (root / ".mlops" / "build" / "well_density-prediction-dev").resolve() == built.path.resolve()  # latest
     for name in ("handler.py", "requirements.txt", "mlops_service_settings.json", "mlops_function.json", "schema.json",
                  "artifact/model.json", "model_code/model.py", "model_code/test_model.py",
-                 "akerbp/mlops/services/runtime.py", "akerbp/mlops/model_manager.py", "akerbp/mlops/audit.py"):
+                 "akerbp/mlops/services/runtime.py", "akerbp/mlops/registry/versions.py", "akerbp/mlops/audit.py"):
         assert name in built.files, name
     assert not [n for n in built.files if "__pycache__" in n or n.endswith(".pyc")]
     assert not [n for n in built.files if n.startswith(("akerbp/mlops/cli/", "akerbp/mlops/deployment/",
@@ -469,7 +470,8 @@ LIVE = "scaled-prediction-dev"
 
 
 def ship(client, tmp_path: Path, answer: int, *, smoke=lambda: (True, ""), keep: int = release.KEEP_DEPLOYMENTS):
-    """Release a minimal function answering {"answer": answer}, as a deploy releases its built folder."""
+    """Release a minimal function answering {"answer": answer}, as a deploy's apply does: switch live, smoke, then
+    confirm or roll back."""
     folder = tmp_path / f"code-{answer}"
     folder.mkdir(exist_ok=True)
     (folder / "handler.py").write_text(f"def handle(data):\n    return {{'answer': {answer}}}\n")
@@ -478,9 +480,14 @@ def ship(client, tmp_path: Path, answer: int, *, smoke=lambda: (True, ""), keep:
     content_hash = build.tree_digest(folder)[1]
     md = release.mlops_metadata(model="scaled", service="prediction", env="dev", version=answer, model_id=None,
                                 content_hash=content_hash, commit="", deployed_at=release.now_iso(), by="tests")
-    return release.release(client, live=LIVE, content_hash=content_hash, zip_bytes=build.zip_folder(folder),
-                           options=options, secrets={}, mlops_md=md, data_set=None, deadline=time.monotonic() + 120,
-                           progress=None, smoke=smoke, keep=keep)
+    ctx = release.ReleaseContext(client, LIVE, time.monotonic() + 120, by="tests", keep=keep)
+    out = release.put_live(ctx, release.NewCode(content_hash, build.zip_folder(folder),
+                                                FunctionOptions.from_dict(options), {}, md))
+    passed, detail = smoke()
+    if not passed:
+        release.roll_back(ctx, out, detail)
+    release.confirm(ctx, out)
+    return out
 
 
 def answer(client, xid: str = LIVE) -> int:
@@ -541,7 +548,7 @@ def test_redeploying_code_that_went_live_before_keeps_it_a_rollback_target(clien
     ship(client, tmp_path, 1)
     ship(client, tmp_path, 2)
     first = next(d for d in release.history(client, LIVE) if d.version == "1")
-    switched = release.restore(client, LIVE, first, time.monotonic() + 120, None, use_standby=True)  # mlops rollback
+    release.restore(client, LIVE, first, time.monotonic() + 120, None, use_standby=True)  # mlops rollback
     release.cleanup(client, LIVE)
     assert answer(client) == 1
 

@@ -28,18 +28,24 @@ def _progress(message: str) -> None:
 @click.option("--dry-run", is_flag=True,
               help="Run the model and service tests and print the plan; change nothing in CDF.")
 @click.option("--force", is_flag=True, help="Deploy even when the live function already runs the same content.")
+@click.option("--retest", is_flag=True,
+              help="Run the model and service tests even when the live function passed its checks with this content.")
+@click.option("--jobs", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Models deployed at once (each progress line names its function).")
 @click.option("--timeout", type=click.FloatRange(min=1), default=900, show_default=True,
               help="Seconds a model's deploy may take, waiting for CDF included.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
-def deploy(service, models, env, dry_run, force, timeout, as_json):
+def deploy(service: str, models: tuple[str, ...], env: str | None, dry_run: bool, force: bool, retest: bool,
+           jobs: int, timeout: float, as_json: bool) -> None:
     """Test, build and deploy the SERVICE (prediction or training) of the models in mlops_settings.
 
     \b
     Per model: model tests, artifacts (dev: the local artifact folder; test/prod: the pinned or latest registry
-    version), function folder, service test, change detection (unchanged content is not redeployed), then a
-    replacement that removes the live function only once its successor has built, a smoke call (failure rolls
-    back), and an audit event. ENV=dev goes to the local CDF unless LOCAL_DEPLOYMENT=True (in CI only with
-    MLOPS_LOCAL_CDF=1 or --dry-run); `mlops call/status/logs/history` read the same CDF.
+    version), function folder, service test, the plan (unchanged content verified live is not redeployed and its
+    tests are not rerun unless --retest), then a replacement that removes the live function only once its
+    successor has built, a smoke call (failure rolls back), and an audit event. --dry-run prints the plan.
+    ENV=dev goes to the local CDF unless LOCAL_DEPLOYMENT=True (in CI only with MLOPS_LOCAL_CDF=1 or --dry-run);
+    `mlops call/status/logs/history` read the same CDF.
     """
     from akerbp.mlops.deployment import deploy as deployment
     from akerbp.mlops.deployment import interrupts
@@ -48,7 +54,7 @@ def deploy(service, models, env, dry_run, force, timeout, as_json):
     try:
         with interrupts.handled(_progress):
             results = deployment.deploy(service, env=env, models=models, dry_run=dry_run, force=force,
-                                        timeout=timeout, progress=_progress)
+                                        retest=retest, jobs=jobs, timeout=timeout, progress=_progress)
             stopped = interrupts.requested()
     except KeyboardInterrupt:  # a second Ctrl-C: stopped at once; the next deploy verifies or rolls back
         note("stopped at once: run the deploy again; it verifies or rolls back what is live")

@@ -7,7 +7,8 @@ new code passed its smoke check or was rolled back) checks do not raise: that st
 live is verified. A second signal stops at once (KeyboardInterrupt / SystemExit); the next deploy then verifies
 or rolls back what is live (release.is_verified). SIGKILL cannot be handled: the same recovery covers it.
 Handlers are installed only in the main thread of the process that runs the deploy (the CLI); elsewhere (a deploy
-inside a CDF Function, a test calling deploy()) nothing is installed and checks never raise.
+inside a CDF Function, a test calling deploy()) nothing is installed and checks never raise. Models deploying
+concurrently (threads) share the stop request; a shield holds back only the checks of the thread that holds it.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import Callable, Iterator
 
 from akerbp.mlops.errors import MlopsError
 
-EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + the signal's number, as shells report it
+EXIT_CODES: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + the signal's number, as shells report it
 
 
 class Interrupted(MlopsError):
@@ -34,8 +35,9 @@ class Interrupted(MlopsError):
 class _State:
     def __init__(self) -> None:
         self.signum: int | None = None
-        self.shield = 0
+        self.shield = 0  # shielded steps in progress, in all threads (models deploy concurrently)
         self.lock = threading.Lock()
+        self.local = threading.local()  # .shield: this thread's, which decides whether its checks raise
 
 
 _state = _State()
@@ -48,19 +50,21 @@ def requested() -> int | None:
 
 def check(where: str = "") -> None:
     """Raise Interrupted if a stop was asked for and no step in progress must be finished first."""
-    if _state.signum is not None and _state.shield == 0:
+    if _state.signum is not None and getattr(_state.local, "shield", 0) == 0:
         raise Interrupted(_state.signum, f"interrupted by {signal.Signals(_state.signum).name}"
                                          + (f" {where}" if where else ""))
 
 
 @contextlib.contextmanager
 def shielded() -> Iterator[None]:
-    """A step that must be finished once started: checks inside it do not raise."""
+    """A step that must be finished once started: checks inside it (in this thread) do not raise."""
     with _state.lock:
         _state.shield += 1
+    _state.local.shield = getattr(_state.local, "shield", 0) + 1
     try:
         yield
     finally:
+        _state.local.shield -= 1
         with _state.lock:
             _state.shield -= 1
 

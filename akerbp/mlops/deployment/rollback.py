@@ -13,8 +13,11 @@ import time
 from dataclasses import dataclass, field
 
 from akerbp.mlops.vocabulary import ENVIRONMENTS, SERVICES, function_external_id, is_model_name
-from akerbp.mlops.deployment import functions, release
-from akerbp.mlops.deployment.deploy import DEFAULT_TIMEOUT, Progress, Target
+from akerbp.mlops.deployment import functions, records
+from akerbp.mlops.deployment.deploy import DEFAULT_TIMEOUT
+from akerbp.mlops.deployment.functions import Progress
+from akerbp.mlops.deployment.switch import restore
+from akerbp.mlops.deployment.target import Target
 from akerbp.mlops.deployment.lock import DeployLock
 from akerbp.mlops.errors import MlopsError, UsageError
 from akerbp.mlops.utils.logger import mask
@@ -53,11 +56,11 @@ def _check_model(model: str) -> None:
         raise unknown_model_error(model, names, "the settings")
 
 
-def deployments(model: str, *, env: str, service: str = "prediction") -> tuple[object, list[release.Deployment]]:
+def deployments(model: str, *, env: str, service: str = "prediction") -> tuple[object, list[records.Deployment]]:
     """(the live function or None, kept deployments newest first)."""
     client = Target(env).client()
     live = function_external_id(model, service, env)
-    return functions.retrieve(client, live), release.history(client, live)
+    return functions.retrieve(client, live), records.history(client, live)
 
 
 def rollback(model: str, *, env: str | None = None, service: str = "prediction", to_version: int | None = None,
@@ -84,7 +87,7 @@ def _roll_back(client, model, service, env, live, to_version, result, started, s
     from akerbp.mlops import audit
 
     current = functions.retrieve(client, live)
-    kept = release.history(client, live)
+    kept = records.history(client, live)
     result.available = [d.as_dict() for d in kept]
     current_file = (current.metadata or {}).get("mlops_code_file") if current is not None else None
     current_dep = next((d for d in kept if str(d.file_id) == current_file), None)
@@ -103,7 +106,7 @@ def _roll_back(client, model, service, env, live, to_version, result, started, s
     try:
         if say:
             say(f"rolling back to {target.describe()}")
-        switched = release.restore(client, live, target, started + timeout, say, use_standby=True,
+        switched = restore(client, live, target, started + timeout, say, use_standby=True,
                                    verified=service != "prediction")
         result.gap_seconds = switched.gap
         if service == "prediction":
@@ -114,8 +117,8 @@ def _roll_back(client, model, service, env, live, to_version, result, started, s
                                  f"{response.get('message') or call.error or call.logs}")
             if target.model_id and response.get("model_id") != target.model_id:
                 raise MlopsError(f"{live} answers model {response.get('model_id')!r}, not {target.model_id!r}")
-            release.mark_verified(client, target.file_id, switched.function_id, who())
-        release.cleanup(client, live)
+            records.mark_verified(client, target.file_id, switched.function_id, who())
+        records.cleanup(client, live)
         result.result, outcome = "rolled back", "success"
     except MlopsError as e:
         result.message = mask(str(e))  # for the audit event; the CLI masks what it prints
@@ -127,9 +130,9 @@ def _roll_back(client, model, service, env, live, to_version, result, started, s
         raise MlopsError(result.message) from e
     finally:
         result.seconds = time.monotonic() - started
-        audit.record(client, "rollback", model=model, env=env, outcome=outcome, started=started_wall,
-                     service=service, version=version, model_id=target.model_id or None,
-                     code_hash=target.content_hash, message=result.message,
-                     extra={"function": live, "from_hash": (current_dep.content_hash if current_dep else ""),
-                            "gap_s": "" if result.gap_seconds is None else f"{result.gap_seconds:.3f}",
-                            "seconds": f"{result.seconds:.1f}"})
+        audit.write(client, audit.AuditEntry(
+            "rollback", model=model, env=env, outcome=outcome, started=started_wall, service=service, version=version,
+            model_id=target.model_id or None, code_hash=target.content_hash, message=result.message,
+            extra={"function": live, "from_hash": (current_dep.content_hash if current_dep else ""),
+                   "gap_s": "" if result.gap_seconds is None else f"{result.gap_seconds:.3f}",
+                   "seconds": f"{result.seconds:.1f}"}))
