@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from akerbp.mlops import audit
-from akerbp.mlops.deployment import release
+from akerbp.mlops.deployment import records
 from akerbp.mlops.local_cdf import Limits, LocalCDF
 from support import copy_template
 
@@ -39,8 +39,9 @@ class Unavailable:
 sys.meta_path.insert(0, Unavailable())
 '''
 
-# The deploy path, driven the way an automation inside a function would: build, zip, release under the deploy lock
-# with a smoke call, audit record. Each step of argv[2] appends a line to the model code (new content, new hash).
+# The deploy path, driven the way an automation inside a function would (apply.py's three steps, with its own smoke
+# check since a function has no pytest to run ServiceTest): build and zip, then under the deploy lock switch live,
+# smoke, confirm or roll back; an audit record. Each step of argv[2] appends a line to the model code (a new hash).
 DEPLOYER = '''
 import json, sys, time
 from pathlib import Path
@@ -57,9 +58,9 @@ from cognite.client import ClientConfig, CogniteClient
 from cognite.client.credentials import Token
 
 from akerbp.mlops import audit
-from akerbp.mlops.deployment import release
-from akerbp.mlops.deployment import artifacts, build, functions, release
+from akerbp.mlops.deployment import artifacts, build, functions, interrupts, records, release
 from akerbp.mlops.deployment.lock import DeployLock
+from akerbp.mlops.deployment.options import FunctionOptions
 from akerbp.mlops.settings import load_settings
 from akerbp.mlops.utils import provenance
 
@@ -77,29 +78,29 @@ for step in steps:
     artifact = artifacts.resolve(settings, "dev", lambda: client, repo / ".mlops" / "cache")
     built = build.build_folder(settings, "prediction", "dev", artifact=artifact.path, model_id=artifact.model_id,
                                secrets={})
-    mlops_md = release.mlops_metadata(
+    by = provenance.who()
+    mlops_md = records.mlops_metadata(
         model=settings.model_name, service="prediction", env="dev", version=None, model_id=artifact.model_id,
-        content_hash=built.content_hash, commit="", deployed_at=release.now_iso(), by=provenance.who())
-
-    def smoke():
-        call = functions.call(client, live, DATA, deadline)
-        answer = call.response or {}
-        ok = call.status == "Completed" and answer.get("status") == "ok" and len(answer.get("prediction", [])) == 1
-        return ok, "" if ok else f"the smoke call answered {call.status} {answer}"
-
+        content_hash=built.content_hash, commit="", deployed_at=records.now_iso(), by=by)
+    new = release.NewCode(built.content_hash, build.zip_folder(built.path), FunctionOptions.from_dict(built.options),
+                          {}, mlops_md, functions.data_set_id(client, settings.dataset))
+    ctx = release.ReleaseContext(client, live, deadline, by, None, settings.models_to_keep)
     outcome = {"hash": built.content_hash}
     try:
         with DeployLock(client, live, deadline):
-            done = release.release(client, live=live, content_hash=built.content_hash,
-                                   zip_bytes=build.zip_folder(built.path), options=built.options, secrets={},
-                                   mlops_md=mlops_md, data_set=functions.data_set_id(client, settings.dataset),
-                                   deadline=deadline, progress=None, smoke=smoke, keep=settings.models_to_keep)
-        outcome.update(result="success", gap=done.switch.gap, standby=done.switch.standby, phases=done.phases)
+            out = release.put_live(ctx, new)  # 1. switch live
+            with interrupts.shielded():
+                call = functions.call(client, live, DATA, deadline)  # 2. smoke
+                answer = call.response or {}
+                if call.status != "Completed" or answer.get("status") != "ok":
+                    release.roll_back(ctx, out, f"the smoke call answered {call.status} {answer}")  # 3. roll back
+                release.confirm(ctx, out)  # ... or confirm
+        outcome.update(result="success", gap=out.switch.gap, standby=out.switch.standby, phases=out.phases)
     except release.SmokeFailed as e:
         outcome.update(result="rolled_back", message=str(e))
-    audit.record(client, "deploy", model=settings.model_name, env="dev", outcome=outcome["result"], started=started,
-                 service="prediction", model_id=artifact.model_id, code_hash=built.content_hash,
-                 message=outcome.get("message", ""), dataset=settings.dataset)
+    audit.write(client, audit.AuditEntry("deploy", settings.model_name, "dev", outcome["result"], started,
+                                         "prediction", None, artifact.model_id, built.content_hash,
+                                         outcome.get("message", ""), settings.dataset))
     outcome["seconds"] = time.time() - started
     outcomes.append(outcome)
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("click", "pytest", "_pytest")
@@ -149,7 +150,7 @@ def test_a_fresh_interpreter_without_click_or_pytest_releases_a_new_version(tmp_
     assert broken["result"] == "rolled_back" and "rolled back to the previous deployment" in broken["message"]
     live = client.functions.retrieve(external_id=LIVE)
     assert live.metadata["mlops_hash"] == second["hash"]  # the rollback put the second release back
-    assert live.status == "Ready" and release.is_verified(client, live)
+    assert live.status == "Ready" and records.is_verified(client, live)
     assert [f.external_id for f in client.functions.list(limit=None)] == [LIVE]  # no standby left behind
     trail = [(r["action"], r["hash"], r["outcome"]) for r in audit.history(client, "well_density", "dev")]
     assert trail == [("deploy", broken["hash"], "rolled_back"), ("deploy", second["hash"], "success"),
