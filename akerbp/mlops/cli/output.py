@@ -19,7 +19,7 @@ import click
 from akerbp.mlops.utils.logger import mask
 
 if TYPE_CHECKING:
-    from akerbp.mlops.deployment.deploy import ModelResult
+    from akerbp.mlops.deployment.result import ModelResult
 
 PROGRESS_AFTER = 1.0  # seconds a step (archiving, uploading, downloading, ...) runs before its progress shows
 PROGRESS_TICK = 0.5  # on a terminal the progress line is rewritten at most this often
@@ -203,27 +203,13 @@ def deploy_summary_table(results: Sequence[ModelResult]) -> str:
 
 
 def deploy_plan_text(results: Sequence[ModelResult]) -> str:
-    """What a --dry-run would do per model: upload, create, remove, delete (today's plan dicts of deployment.plan)."""
+    """What a --dry-run would do, per model: the plan the apply would execute (deployment.plan.describe)."""
+    from akerbp.mlops.deployment.plan import describe
+
     lines = ["Plan (dry run: nothing in CDF was changed):"]
     for r in results:
-        if r.plan is None:
+        if r.plan is None or not r.ok:
             lines.append(f"  {r.function}: not deployable: {r.message.splitlines()[0] if r.message else r.result}")
             continue
-        p = r.plan
-        what = f"artifact {p['artifact']}" if p["artifact"] else "no artifact (training)"
-        if p.get("verify"):
-            lines.append(f"  {r.function}: {what}; hash {p['hash'][:10]} is live but was never verified (a deploy "
-                         "of it was stopped): smoke-check it, roll back if it fails")
-            continue
-        if not p["changed"]:
-            lines.append(f"  {r.function}: {what}; unchanged (hash {p['hash'][:10]} is live): nothing to do")
-            continue
-        was = f", live has {p['live_hash'][:10]}" if p["live_hash"] else ", nothing live"
-        lines.append(f"  {r.function}: {what}; changed (hash {p['hash'][:10]}{was})")
-        lines.append(f"    upload code file {p['upload']}")
-        lines.append(f"    create: {', '.join(p['create'])}")
-        if p["remove"]:
-            lines.append(f"    remove: {', '.join(p['remove'])}")
-        if p["delete_code_files"]:
-            lines.append(f"    delete code files: {', '.join(p['delete_code_files'])}")
+        lines += describe(r.plan)
     return mask("\n".join(lines))
