@@ -13,7 +13,9 @@ setup(
     "and an offline local CDF",
     packages=find_namespace_packages(include=["akerbp.*"]),
     include_package_data=True,
-    package_data={"akerbp.mlops": ["**/*.json", "**/*.yml", "**/*.yaml", "**/*.txt", "**/*.sh", "**/*.model"]},
+    # Data files, the model repo template (akerbp/mlops/templates/) among them: its .py files ship as modules.
+    package_data={"akerbp.mlops": ["**/*.json", "**/*.yml", "**/*.yaml", "**/*.txt", "**/*.sh", "**/*.model",
+                                   "**/*.in"]},
     python_requires=">=3.10",
     install_requires=[
         "cognite-sdk>=8.22,<9",
@@ -27,7 +29,8 @@ setup(
         "numpy>=1.24",
         "pydantic>=2",
     ],
-    # test: what CI runs besides pytest (the pipeline schema check, the linter, the type checker).
-    extras_require={"test": ["check-jsonschema>=0.28", "ruff>=0.6", "mypy>=1.10"]},
+    # test: what CI runs besides pytest (the pipeline schema check, the linter, the type checker), and what
+    # tests/cli/test_init.py builds a wheel with, offline (--no-build-isolation): setuptools and wheel.
+    extras_require={"test": ["check-jsonschema>=0.28", "ruff>=0.6", "mypy>=1.10", "setuptools>=64", "wheel"]},
     entry_points={"console_scripts": ["mlops=akerbp.mlops.cli:main"]},
 )

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import requests
 
+from akerbp.mlops import model_repo
 from akerbp.mlops.deployment import functions, release
 from akerbp.mlops.deployment.lock import lock_xid
 from akerbp.mlops.local_cdf import Limits, LocalCDF
@@ -116,12 +117,9 @@ def mlops_command(args: list[str]) -> list[str]:
 
 
 def copy_template(root: Path) -> Path:
+    """A model repo of the one template (akerbp.mlops.model_repo) with TEMPLATE_SETTINGS."""
     root.mkdir(parents=True)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for folder in ("model_code", "model_artifact"):
-        shutil.copytree(REPO / folder, root / folder, ignore=ignore)
-    for script in ("deploy_prediction_service.sh", "deploy_training_service.sh"):
-        shutil.copy(REPO / script, root / script)
+    model_repo.copy_template(root)
     (root / "mlops_settings.py").write_text(TEMPLATE_SETTINGS)
     return root
 

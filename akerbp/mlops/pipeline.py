@@ -28,12 +28,9 @@ from typing import Callable, Mapping
 import yaml
 
 from akerbp.mlops.errors import UsageError
+from akerbp.mlops.model_repo import PIPELINE_FILE
 from akerbp.mlops.utils.logger import mask
 
-PIPELINE_FILE = "bitbucket-pipelines.yml"
-# `mlops init` copies these into a new model repo; tests keep them equal to this repo's own files.
-TEMPLATES_DIR = Path(__file__).parent / "templates"
-TEMPLATE_FILES = (PIPELINE_FILE, "deploy_prediction_service.sh", "deploy_training_service.sh")
 # Every variable naming a CDF project or its credentials (COGNITE_PROJECT, COGNITE_CLIENT_SECRET, COGNITE_API_KEY_*):
 # steps run here do not inherit them.
 PROJECT_VAR_PREFIX = "COGNITE_"

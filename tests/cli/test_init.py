@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import stat
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -12,7 +15,9 @@ from click.testing import CliRunner
 
 from support import mlops_command
 from akerbp.mlops.cli import main
-from akerbp.mlops.cli.init import DEFAULT_MODEL_NAME, MODEL_REPO, TEMPLATE_FILES, TEMPLATES
+from akerbp.mlops import model_repo
+from akerbp.mlops.deployment import build
+from akerbp.mlops.model_repo import DEFAULT_MODEL_NAME, ENTRIES, MODEL_REPO, TEMPLATE_ENTRIES
 from akerbp.mlops.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,18 +105,72 @@ def test_init_rejects_a_bad_model_name(tmp_path, name):
     assert files_under(tmp_path) == set()
 
 
-def test_templates_equal_the_repo_model_files():
-    """The copies shipped in the package are the repo's template model: edit model_code/ and copy it over."""
-    for folder in ("model_code", "model_artifact"):
-        assert files_under(MODEL_REPO / folder) == files_under(ROOT / folder), folder
-        for name in files_under(ROOT / folder):
-            assert (MODEL_REPO / folder / name).read_bytes() == (ROOT / folder / name).read_bytes(), \
-                f"akerbp/mlops/templates/model_repo/{folder}/{name} differs from {folder}/{name}: copy it over"
-    copied = {target for _, target in TEMPLATE_FILES if target.startswith(("model_code/", "model_artifact/"))}
-    assert copied == {f"{folder}/{name}" for folder in ("model_code", "model_artifact")
-                      for name in files_under(ROOT / folder)}
-    for source, _ in TEMPLATE_FILES:
-        assert (TEMPLATES / source).is_file(), source
+def test_the_scaffold_is_the_one_list_of_what_a_model_repo_contains(tmp_path):
+    run(tmp_path / "r")
+    listed = {entry.path for entry in ENTRIES}
+    assert {name.split("/")[0] for name in files_under(tmp_path / "r")} == listed
+    for entry in ENTRIES:
+        assert entry.source.exists() and entry.purpose, entry.path
+
+
+def test_the_repo_roots_template_entries_are_relative_links_into_the_one_template():
+    """The framework repo's root is a model repo made of the package's template, not a copy of it."""
+    for entry in TEMPLATE_ENTRIES:
+        link = ROOT / entry.path
+        assert link.is_symlink() and not os.path.isabs(os.readlink(link)), f"{entry.path} is not a relative link"
+        assert link.resolve() == (MODEL_REPO / entry.path).resolve(), entry.path
+    if (ROOT / ".git").exists():  # git stores them as links (mode 120000), so a clone has them too
+        staged = subprocess.run(["git", "ls-files", "-s", "--", *(e.path for e in TEMPLATE_ENTRIES)], cwd=ROOT,
+                                capture_output=True, text=True, timeout=60, check=True).stdout.splitlines()
+        assert sorted(line.split()[0] for line in staged) == ["120000"] * len(TEMPLATE_ENTRIES), staged
+
+
+def test_the_root_example_repo_validates_and_builds_real_files_through_its_links(tmp_path):
+    """The settings' refusal of links leaving the repo lets these in-repo links pass; the function folder gets files."""
+    (model,) = [m for m in load_settings(ROOT / "mlops_settings.py", env="dev") if m.model_name == DEFAULT_MODEL_NAME]
+    built = build.build_folder(model, "prediction", "dev", artifact=model.root / model_repo.MODEL_ARTIFACT,
+                               model_id="well_density/dev/local-x", secrets={}, build_root=tmp_path)
+    expected = {name: source for name, source in model_repo.template_files().items()
+                if name.startswith((f"{model_repo.MODEL_CODE}/", f"{model_repo.MODEL_ARTIFACT}/"))}
+    in_folder = {name: name.replace(f"{model_repo.MODEL_ARTIFACT}/", "artifact/", 1) for name in expected}
+    assert set(in_folder.values()) == {n for n in built.files if n.startswith((f"{model_repo.MODEL_CODE}/", "artifact/"))}
+    for name, source in expected.items():
+        target = built.path / in_folder[name]
+        assert not target.is_symlink() and target.read_bytes() == source.read_bytes(), name
+
+
+def _wheel_source(dest: Path) -> Path:
+    """What a wheel is built from (setup.py, pyproject.toml, the package), copied so the build writes nothing here."""
+    dest.mkdir()
+    for name in ("setup.py", "pyproject.toml", "README.md"):
+        if (ROOT / name).is_file():
+            shutil.copy(ROOT / name, dest / name)
+    shutil.copytree(ROOT / "akerbp", dest / "akerbp", symlinks=True,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".mlops", ".pytest_cache"))
+    return dest
+
+
+def test_a_built_wheel_ships_the_template_as_real_files_equal_to_the_roots(tmp_path):
+    source = _wheel_source(tmp_path / "src")
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                            "-q", "-w", str(tmp_path / "dist"), str(source)],
+                           capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stdout + built.stderr
+    (wheel,) = (tmp_path / "dist").glob("akerbp.mlops-*.whl")
+    prefix = MODEL_REPO.relative_to(ROOT).as_posix()
+    with zipfile.ZipFile(wheel) as archive:
+        members = {info.filename: info for info in archive.infolist()}
+        for name in model_repo.template_files():
+            info = members.get(f"{prefix}/{name}")
+            assert info is not None, f"the wheel lacks {prefix}/{name}"
+            mode = info.external_attr >> 16
+            assert not stat.S_ISLNK(mode), f"{name} is a link in the wheel"
+            assert archive.read(info) == (ROOT / name).read_bytes(), f"{name} differs from the repo root's"
+            if name.endswith(".sh"):
+                assert mode & stat.S_IXUSR, f"{name} is not executable in the wheel"
+        for entry in ENTRIES:
+            if entry.generated:
+                assert entry.source.relative_to(ROOT).as_posix() in members, entry.path
 
 
 def test_default_model_name_is_the_repo_template_models():

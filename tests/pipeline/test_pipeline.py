@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from akerbp.mlops import model_repo
 from akerbp.mlops import pipeline as pl
 from akerbp.mlops.cli import main
 
@@ -55,10 +56,11 @@ def test_schema_check_rejects_a_broken_pipeline(tmp_path):
     assert "by-hand" in proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("name", pl.TEMPLATE_FILES)
-def test_templates_for_mlops_init_equal_the_repo_files(name):
-    template, root = pl.TEMPLATES_DIR / name, REPO / name
-    assert template.read_bytes() == root.read_bytes(), f"copy {name} to {pl.TEMPLATES_DIR}"
+@pytest.mark.parametrize("name", [model_repo.PIPELINE_FILE, *model_repo.DEPLOY_SCRIPTS.values()])
+def test_the_repo_files_are_the_templates_for_mlops_init(name):
+    template, root = model_repo.MODEL_REPO / name, REPO / name
+    assert root.resolve() == template.resolve(), f"{name} should be a link to {template}"
+    assert template.read_bytes() == root.read_bytes()
     if name.endswith(".sh"):
         assert os.access(root, os.X_OK) and os.access(template, os.X_OK)
 
