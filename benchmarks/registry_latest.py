@@ -19,7 +19,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from akerbp.mlops import __version__, model_manager as mm, registry_index
+from akerbp.mlops import __version__, registry
+from akerbp.mlops.registry import index as registry_index
+from akerbp.mlops.registry.rules import DIRECTORY
 from akerbp.mlops.local_cdf import LocalCDF
 
 MODEL, ENV = "bench", "dev"
@@ -59,7 +61,7 @@ def fill(client, n: int) -> float:
     def version(v: int):
         client.files.upload_bytes(
             content, name=f"{MODEL}-{ENV}-{v}.tar.gz", external_id=registry_index.version_xid(MODEL, ENV, v),
-            directory=mm.DIRECTORY, data_set_id=data_set_id,
+            directory=DIRECTORY, data_set_id=data_set_id,
             metadata={"version": str(v), "model_name": MODEL, "env": ENV, "sha256": sha, "size": str(len(content)),
                       "created_by": "benchmark", "git_commit": "", "framework_version": __version__},
         )
@@ -87,15 +89,16 @@ def bench(n: int, repeat: int, work: Path) -> dict:
     with LocalCDF(work / "cdf") as cdf:
         client = cdf.client(project="bench")
         fill_s = fill(client, n)
-        assert mm.get_model_version(MODEL, ENV, client=client)["version"] == n
-        latest = lambda: mm.get_model_version(MODEL, ENV, client=client)  # noqa: E731
+        assert registry.get_model_version(MODEL, ENV, client=client).version == n
+        latest = lambda: registry.get_model_version(MODEL, ENV, client=client)  # noqa: E731
         latest_s = median_time(latest, repeat)
         latest_requests = count_requests(latest)
         start = time.perf_counter()
-        upload_requests = count_requests(lambda: mm.upload_new_model_version(MODEL, ENV, artifacts, client=client))
+        upload = lambda: registry.upload_new_model_version(MODEL, ENV, artifacts, client=client)  # noqa: E731
+        upload_requests = count_requests(upload)
         upload_s = time.perf_counter() - start
-        assert mm.get_model_version(MODEL, ENV, client=client)["version"] == n + 1
-        listing = lambda: mm.list_model_versions(MODEL, ENV, client=client)  # noqa: E731
+        assert registry.get_model_version(MODEL, ENV, client=client).version == n + 1
+        listing = lambda: registry.list_model_versions(MODEL, ENV, client=client)  # noqa: E731
         list_s = median_time(listing, max(1, repeat // 7))
         list_requests = count_requests(listing)
     return {"n": n, "fill_s": fill_s, "latest_ms": latest_s * 1000, "latest_requests": latest_requests,

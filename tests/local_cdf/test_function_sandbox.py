@@ -30,7 +30,7 @@ from akerbp.mlops.local_cdf.builder import BuildError, extract_code
 from akerbp.mlops.local_cdf import sandbox
 from akerbp.mlops.local_cdf.functions import code_dir
 from akerbp.mlops.local_cdf.worker_process import RUNNER
-from akerbp.mlops.registry_archive import extract_archive, sha256_file
+from akerbp.mlops.registry.archive import extract_archive, sha256_file
 
 # Bubblewrap (what CI installs), or a root server whose Python other users can reach (a uid per function).
 ISOLATED = sandbox.bwrap() is not None or sandbox.worker_uid("probe", sys.executable, RUNNER, "/tmp/probe") is not None

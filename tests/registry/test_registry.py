@@ -15,9 +15,10 @@ import pytest
 from cognite.client.data_classes import FileMetadataWrite
 
 from akerbp.mlops import model_manager as mm
-from akerbp.mlops import registry_transfer
+from akerbp.mlops import registry
+from akerbp.mlops.registry import transfer as registry_transfer
 from akerbp.mlops.errors import MlopsError, UsageError
-from akerbp.mlops.registry_archive import archive_folder, extract_archive, sha256_file
+from akerbp.mlops.registry.archive import archive_folder, extract_archive, sha256_file
 from support import clear_faults, fault_rules, inject_faults
 
 
@@ -230,7 +231,7 @@ client = CogniteClient(ClientConfig(client_name="child", project="test", base_ur
 print("ready", flush=True)
 sys.stdin.readline()  # barrier: the parent releases every process at once
 info = upload_new_model_version("race", "dev", folder, {"folder": folder}, client=client)
-print(json.dumps(info), flush=True)
+print(json.dumps(info.as_dict()), flush=True)
 """
 
 
@@ -518,6 +519,7 @@ def test_block_markers_across_hundreds_of_versions(client, folder, tmp_path):
 def test_helpers_notebook_api(local_cdf, folder, tmp_path, monkeypatch):
     from akerbp.mlops.cdf import client as cdf_client
     from akerbp.mlops.cdf import helpers
+    from akerbp.mlops.registry import notebook
 
     for var in cdf_client.CONFIG_VARS + ("CI", "BITBUCKET_BUILD_NUMBER"):
         monkeypatch.delenv(var, raising=False)
@@ -531,36 +533,54 @@ def test_helpers_notebook_api(local_cdf, folder, tmp_path, monkeypatch):
         assert helpers.get_model_version("nb", "dev")["version"] == 1
         assert [v["model_id"] for v in helpers.list_model_versions()] == ["nb/dev/1"]
     finally:
-        helpers._default_client = None
+        notebook._default_client = None
         cdf_client.reset_clients()
 
 
-def test_model_manager_imports_only_what_a_function_bundle_holds():
-    code = ("import sys, akerbp.mlops.model_manager; "
+def test_the_registry_imports_only_what_a_function_bundle_holds():
+    code = ("import sys, akerbp.mlops.registry, akerbp.mlops.model_manager; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('click', 'pydantic', 'yaml') "
             "or m.startswith(('akerbp.mlops.cdf', 'akerbp.mlops.cli', 'akerbp.mlops.settings'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 
-@pytest.mark.parametrize("module", sorted(p.stem for p in Path(mm.__file__).parent.glob("registry_*.py")))
-def test_registry_modules_import_only_the_stdlib_cognite_sdk_errors_and_each_other(module):
-    """model_manager needs them in every function bundle: they must not drag in anything a bundle lacks."""
-    imported = []
-    source = Path(mm.__file__).parent / f"{module}.py"
-    for node in ast.walk(ast.parse(source.read_text())):
+REGISTRY = Path(registry.__file__).parent
+# Bundled into every function with the registry, so the registry may use them (promotion's audit record, who/commit).
+BUNDLED_NEIGHBOURS = ("akerbp.mlops.errors", "akerbp.mlops.vocabulary", "akerbp.mlops.audit",
+                      "akerbp.mlops.utils.provenance")
+# Imported only inside a function, when no client is passed: a deployed function always passes its own.
+LAZY_ONLY = ("akerbp.mlops.cdf.client",)
+
+
+def _imports(nodes) -> list[str]:
+    names = []
+    for node in nodes:
         if isinstance(node, ast.Import):
-            imported += [alias.name for alias in node.names]
+            names += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
-            imported.append("." * node.level + (node.module or ""))
-    others = [name for name in imported if name.split(".")[0] not in sys.stdlib_module_names
-              and name.split(".")[0] not in ("__future__", "cognite") and name not in ("akerbp.mlops.errors", "akerbp.mlops.vocabulary")
-              and not name.startswith("akerbp.mlops.registry_")]
-    assert imported and others == []
+            names.append("." * node.level + (node.module or ""))
+    return names
 
 
-def test_function_bundles_hold_the_registry_modules():
+@pytest.mark.parametrize("module", sorted(p.stem for p in REGISTRY.glob("*.py")))
+def test_registry_modules_import_only_the_stdlib_cognite_sdk_errors_and_each_other(module):
+    """The registry is in every function bundle: it must not drag in anything a bundle lacks."""
+    tree = ast.parse((REGISTRY / f"{module}.py").read_text())
+    everywhere = _imports(ast.walk(tree))
+    lazy = _imports(n for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+                    for n in ast.walk(f))
+    others = [name for name in everywhere if name.split(".")[0] not in sys.stdlib_module_names
+              and name.split(".")[0] not in ("__future__", "cognite") and name not in BUNDLED_NEIGHBOURS
+              and name != "akerbp.mlops" and not name.startswith("akerbp.mlops.registry")
+              and not (name in LAZY_ONLY and name in lazy)]
+    assert everywhere and others == []
+
+
+def test_function_bundles_hold_the_registry_package_and_not_the_old_modules():
     from akerbp.mlops.deployment.build import runtime_files
 
-    bundled = {p.name for p in runtime_files()}
-    assert {p.name for p in Path(mm.__file__).parent.glob("registry_*.py")} | {"model_manager.py"} <= bundled
+    source = Path(registry.__file__).parent.parent
+    bundled = {p.relative_to(source).as_posix() for p in runtime_files()}
+    assert {f"registry/{p.name}" for p in REGISTRY.glob("*.py")} <= bundled
+    assert not [name for name in bundled if name.startswith("registry_") or name == "model_manager.py"]

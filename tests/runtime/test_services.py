@@ -452,11 +452,11 @@ def test_a_faulty_train_is_an_error_answer(tmp_path, in_process, body, expected)
 
 def test_a_folder_without_the_registry_fails_before_training(tmp_path):
     folder = build_function_folder(tmp_path / "fn", service="training")
-    (folder / "akerbp/mlops/model_manager.py").unlink()
+    shutil.rmtree(folder / "akerbp/mlops/registry")
     response = run_handler(folder, ServiceTest.training_input)
     assert response["status"] == "error"
     assert response["message"].startswith(
-        "the bundled model registry cannot be imported: ImportError: cannot import name 'model_manager'"
+        "the bundled model registry cannot be imported: ImportError: cannot import name 'registry'"
     )
 
 
@@ -471,7 +471,7 @@ def cdf_client(tmp_path):
 
 
 def test_training_uploads_new_versions_that_a_prediction_service_can_serve(tmp_path, cdf_client, in_process):
-    from akerbp.mlops import model_manager
+    from akerbp.mlops import registry
 
     folder = build_function_folder(tmp_path / "train", service="training")
     first = runtime.handle(ServiceTest.training_input, cdf_client, {}, {"call_id": 1}, root=folder)
@@ -494,7 +494,7 @@ def test_training_uploads_new_versions_that_a_prediction_service_can_serve(tmp_p
 
     # The uploaded artifact is a working model: serve version 2 from a prediction folder.
     serving = build_function_folder(tmp_path / "serve", artifact=False, settings={"model_id": "rhob/test/2"})
-    model_manager.download_model_version("rhob", "test", serving / "artifact", client=cdf_client)
+    registry.download_model_version("rhob", "test", serving / "artifact", client=cdf_client)
     response = run_handler(serving, ServiceTest.prediction_input)
     assert response["model_id"] == "rhob/test/2"
     assert ServiceTest.prediction_check(response)
@@ -514,12 +514,12 @@ def test_training_in_prod_uploads_when_the_condition_is_met(tmp_path, cdf_client
 
 # --- what the services may import ---------------------------------------------------------------------------------
 
-ALLOWED_FRAMEWORK = ("akerbp.mlops.services", "akerbp.mlops.utils", "akerbp.mlops.errors", "akerbp.mlops.model_manager",
+ALLOWED_FRAMEWORK = ("akerbp.mlops.services", "akerbp.mlops.utils", "akerbp.mlops.errors", "akerbp.mlops.registry",
                      "akerbp.mlops.audit", "akerbp.mlops.vocabulary", "akerbp.mlops.function_folder")
 
 
 def test_services_import_only_the_stdlib_and_the_bundled_runtime():
-    """The function folder bundles services/, utils/, errors.py, model_manager.py and audit.py: nothing else of the
+    """The function folder bundles services/, utils/, errors.py, registry/ and audit.py: nothing else of the
     framework, and no numpy or pydantic; cognite-sdk and jsonschema are installed by the requirements."""
     offending = []
     for path in sorted((MLOPS / "services").glob("*.py")):

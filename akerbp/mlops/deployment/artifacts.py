@@ -51,14 +51,12 @@ def resolve(settings, env: str, client: Callable[[], object], cache_root: Path) 
             raise UsageError(missing[0])
         return Artifact(settings.artifact_path, local_model_id(model, settings.artifact_path), None,
                         f"local folder {settings.artifact_folder}")
-    from akerbp.mlops import model_manager
+    from akerbp.mlops import registry
 
     cdf = client()
     try:
-        info = model_manager.get_model_version(model, env, pinned, client=cdf)
-    except MlopsError as e:
-        if e.__cause__ is not None:  # CDF failed to answer: nothing to advise about versions
-            raise
+        info = registry.get_model_version(model, env, pinned, client=cdf)
+    except registry.VersionUnavailable as e:
         # The registry's message says what is missing and how to upload or promote a version: only add training.
         if pinned is not None:
             raise MlopsError(f"no artifact to deploy for model {model} in {env} (artifact_version {pinned}): {e}; "
@@ -70,7 +68,7 @@ def resolve(settings, env: str, client: Callable[[], object], cache_root: Path) 
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         try:
-            model_manager.download_model_version(model, env, tmp / "artifact", version, client=cdf)
+            registry.download_model_version(model, env, tmp / "artifact", version, client=cdf)
             try:
                 (tmp / "artifact").rename(target)
             except OSError:  # filled concurrently: theirs is the same verified content

@@ -43,8 +43,8 @@ from akerbp.mlops.function_folder import (  # noqa: F401 -- the layout's names, 
     is_reserved,
 )
 
-RUNTIME_FILES = ("__init__.py", "errors.py", "model_manager.py", "audit.py")
-RUNTIME_PACKAGES = ("services", "utils")
+RUNTIME_FILES = ("__init__.py", "errors.py", "audit.py")
+RUNTIME_PACKAGES = ("services", "utils", "registry")
 # Deploy-time modules a function must never carry (pydantic settings, CLI-side logic), even if named in a lazy import.
 NEVER_BUNDLED = ("settings", "settings_files", "pipeline")
 IGNORED = ("__pycache__", "*.pyc", "*.pyo", ".pytest_cache", ".mypy_cache", ".ipynb_checkpoints", ".DS_Store", ".git")
@@ -142,7 +142,7 @@ _runtime_lock = threading.Lock()
 
 def runtime_files() -> list[Path]:
     """The bundled runtime: the services and utils packages, RUNTIME_FILES, and every top-level module of
-    akerbp.mlops they import, transitively (model_manager's helpers, audit, ...). Thread-safe; files are
+    akerbp.mlops they import, transitively (audit, vocabulary, ...). Thread-safe; files are
     re-parsed only when they changed."""
     source = Path(mlops_package.__file__).resolve().parent
     with _runtime_lock:

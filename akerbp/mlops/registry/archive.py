@@ -4,7 +4,7 @@ Deterministic so that the same folder content always gives the same bytes and so
 then tell "same model" from "different model" by hash alone (promotion idempotence, tamper detection). Safe
 extraction because an archive in CDF Files can be replaced by anyone with write access to the data set.
 
-Bundled into deployed CDF Functions with model_manager.py: stdlib and akerbp.mlops.errors only.
+Part of the registry package bundled into deployed CDF Functions: stdlib and the errors only.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from pathlib import Path, PureWindowsPath
 from typing import Callable
 
 from akerbp.mlops.errors import MlopsError, UsageError
+from akerbp.mlops.registry.errors import UnsafeArchive
 
 CHUNK = 1024 * 1024
 FILE_MODE = 0o644
@@ -138,8 +139,8 @@ def archive_folder(folder, archive_path, progress: Callable[[int, int], None] | 
     return writer.sha.hexdigest(), writer.size, files
 
 
-def _refusal(label: str, member: str, reason: str) -> MlopsError:
-    return MlopsError(f"refusing to extract {label}: entry {member!r} {reason}; nothing was written")
+def _refusal(label: str, member: str, reason: str) -> UnsafeArchive:
+    return UnsafeArchive(f"refusing to extract {label}: entry {member!r} {reason}; nothing was written")
 
 
 def _check_member(member: tarfile.TarInfo, label: str) -> None:
@@ -176,11 +177,11 @@ def _check_totals(members: list[tarfile.TarInfo], label: str) -> None:
     max_bytes = int(os.environ.get("MLOPS_ARTIFACT_MAX_BYTES") or MAX_EXTRACT_BYTES)
     max_files = int(os.environ.get("MLOPS_ARTIFACT_MAX_FILES") or MAX_EXTRACT_FILES)
     if len(members) > max_files:
-        raise MlopsError(f"refusing to extract {label}: it has {len(members)} entries, the limit is {max_files} "
+        raise UnsafeArchive(f"refusing to extract {label}: it has {len(members)} entries, the limit is {max_files} "
                          "(set MLOPS_ARTIFACT_MAX_FILES to allow more); nothing was written")
     total = sum(m.size for m in members if m.isreg())
     if total > max_bytes:
-        raise MlopsError(f"refusing to extract {label}: it extracts to {total} bytes, the limit is {max_bytes} "
+        raise UnsafeArchive(f"refusing to extract {label}: it extracts to {total} bytes, the limit is {max_bytes} "
                          "(set MLOPS_ARTIFACT_MAX_BYTES to allow more); nothing was written")
 
 
@@ -214,7 +215,7 @@ def extract_archive(archive_path, target_folder, label: str = "archive") -> int:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
     except tarfile.FilterError as e:
-        raise MlopsError(f"refusing to extract {label}: {e}; nothing was written") from e
+        raise UnsafeArchive(f"refusing to extract {label}: {e}; nothing was written") from e
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
         raise MlopsError(f"cannot extract {label} into {target}: {e}") from e
     return len(members)

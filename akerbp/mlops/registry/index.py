@@ -6,14 +6,23 @@ exists for every k <= max_version // BLOCK, created before any version in block 
 probing for the highest marker in one `files/byids` request (exponential/binary search beyond DENSE_MARKERS), then
 probing the ids of that block downwards: 2 requests up to 25,600 versions, whatever the total.
 
-Bundled into deployed CDF Functions with model_manager.py: imports only the stdlib and cognite-sdk.
+Part of the registry package bundled into deployed CDF Functions: stdlib, cognite-sdk and vocabulary only.
 """
 from __future__ import annotations
 
-from akerbp.mlops.vocabulary import index_marker_external_id as marker_xid, version_external_id as version_xid
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from cognite.client.exceptions import CogniteDuplicatedError
+
+from akerbp.mlops.vocabulary import index_marker_external_id as marker_xid
+from akerbp.mlops.vocabulary import version_external_id as version_xid
+
+if TYPE_CHECKING:
+    from cognite.client import CogniteClient
+    from cognite.client.data_classes import FileMetadata
+
+__all__ = ["INDEX_DIRECTORY", "BLOCK", "DENSE_MARKERS", "MAX_PROBE", "marker_xid", "version_xid", "is_tombstone",
+           "is_ready", "probe", "highest_marker", "scan_down", "latest_file", "ensure_data_set", "ensure_markers"]
 
 INDEX_DIRECTORY = "/mlops/index"
 BLOCK = 100  # versions per block marker
@@ -21,32 +30,32 @@ DENSE_MARKERS = 256  # markers probed one by one in the first request
 MAX_PROBE = 1000  # ids per files/byids request (the API limit)
 
 
-
-
-def is_tombstone(f) -> bool:
+def is_tombstone(f: FileMetadata) -> bool:
     """A deleted version: its number stays taken (metadata deleted="true", no content)."""
     return (f.metadata or {}).get("deleted") == "true"
 
 
-def is_ready(f) -> bool:
+def is_ready(f: FileMetadata) -> bool:
     """A usable version: fully uploaded and not deleted."""
     return bool(f.uploaded) and not is_tombstone(f)
 
 
-def probe(client, xids: list[str]) -> dict[str, Any]:
+def probe(client: CogniteClient, xids: list[str]) -> dict[str, FileMetadata]:
     """The files among `xids` that exist, by external id, in as few requests as the API allows."""
-    found = {}
+    found: dict[str, FileMetadata] = {}
     for i in range(0, len(xids), MAX_PROBE):
         chunk = xids[i:i + MAX_PROBE]
         for f in client.files.retrieve_multiple(external_ids=chunk, ignore_unknown_ids=True):
-            found[f.external_id] = f
+            if f.external_id is not None:
+                found[f.external_id] = f
     return found
 
 
-def highest_marker(client, model_name: str, env: str) -> int:
+def highest_marker(client: CogniteClient, model_name: str, env: str) -> int:
     """The highest block marker k (markers 0..k all exist), -1 when the model has no version in env."""
     candidates = list(range(DENSE_MARKERS)) + [DENSE_MARKERS << i for i in range(40)]
-    present, absent = {-1}, set()
+    present: set[int] = {-1}
+    absent: set[int] = set()
     while True:
         found = probe(client, [marker_xid(model_name, env, k) for k in candidates])
         for k in candidates:
@@ -64,7 +73,8 @@ def highest_marker(client, model_name: str, env: str) -> int:
             candidates = sorted({lo + 1 + int(i * step) for i in range(MAX_PROBE)})
 
 
-def scan_down(client, model_name: str, env: str, accept: Callable, top_block: int):
+def scan_down(client: CogniteClient, model_name: str, env: str, accept: Callable[[FileMetadata], bool],
+              top_block: int) -> FileMetadata | None:
     """The highest version accepted by `accept`, probing block by block downwards from top_block."""
     block, span = top_block, 1
     while block >= 0:
@@ -80,13 +90,13 @@ def scan_down(client, model_name: str, env: str, accept: Callable, top_block: in
     return None
 
 
-def latest_file(client, model_name: str, env: str):
+def latest_file(client: CogniteClient, model_name: str, env: str) -> FileMetadata | None:
     """The file of the latest usable version, None when there is none."""
     top = highest_marker(client, model_name, env)
     return scan_down(client, model_name, env, is_ready, top) if top >= 0 else None
 
 
-def ensure_data_set(client, external_id: str) -> int:
+def ensure_data_set(client: CogniteClient, external_id: str) -> int:
     """The id of the data set holding the model's files, created on first use (data sets cannot be deleted: no
     cleanup)."""
     from cognite.client.data_classes import DataSetWrite
@@ -102,7 +112,7 @@ def ensure_data_set(client, external_id: str) -> int:
     return found.id
 
 
-def ensure_markers(client, model_name: str, env: str, first: int, last: int, data_set_id: int | None) -> None:
+def ensure_markers(client: CogniteClient, model_name: str, env: str, first: int, last: int, data_set_id: int | None) -> None:
     """Create markers first..last in ascending order (so markers stay dense even if this process dies)."""
     for block in range(first, last + 1):
         try:

@@ -1,16 +1,17 @@
 """The registry's rules: valid model names, environments and version numbers, the metadata a version may carry (keys
-the registry reserves, CDF's limits), and the info dict a version's file gives.
+the registry reserves, CDF's limits), and how to get a version that is missing.
 
-Bundled into deployed CDF Functions with model_manager.py: stdlib and akerbp.mlops.errors only.
+Part of the registry package bundled into deployed CDF Functions: stdlib, errors and vocabulary only.
 """
 from __future__ import annotations
 
-import datetime
 import json
 from typing import Any
 
-from akerbp.mlops.vocabulary import ENVIRONMENTS as ENVS, MODEL_NAME_MAX, MODEL_NAME_PATTERN, MODEL_NAME_RULE, is_model_name  # noqa: F401 -- re-exported
-from akerbp.mlops.vocabulary import VERSION_XID as XID_RE
+from akerbp.mlops.vocabulary import ENVIRONMENTS as ENVS
+from akerbp.mlops.vocabulary import MODEL_NAME_MAX, MODEL_NAME_PATTERN, MODEL_NAME_RULE  # noqa: F401 -- re-exported
+from akerbp.mlops.vocabulary import VERSION_XID as XID_RE  # noqa: F401 -- re-exported
+from akerbp.mlops.vocabulary import is_model_name
 from akerbp.mlops.errors import UsageError
 
 DIRECTORY = "/mlops"
@@ -80,33 +81,6 @@ def check_metadata_limits(metadata: dict[str, str], what: str) -> None:
             f"{what}: metadata keys and values total {total} bytes, CDF allows {MAX_TOTAL_BYTES} "
             f"(largest: {largest!r}); shorten it or store it in the artifact folder"
         )
-
-
-# -- file objects -> version info ---------------------------------------------------------------------------
-def version_info(f) -> dict:
-    """What list/get/upload return about a version, from its CDF file."""
-    model_name, env, version = XID_RE.match(f.external_id).groups()
-    md = dict(f.metadata or {})
-    created = f.created_time
-    return {
-        "model_name": model_name,
-        "env": env,
-        "version": int(version),
-        "model_id": f.external_id,
-        "file_id": f.id,
-        "name": f.name,
-        "sha256": md.get("sha256", ""),
-        "size": int(md.get("size") or 0),
-        "created_by": md.get("created_by", ""),
-        "created_time": (
-            datetime.datetime.fromtimestamp(created / 1000, datetime.timezone.utc).isoformat(timespec="seconds")
-            if created else ""
-        ),
-        "git_commit": md.get("git_commit", ""),
-        "promoted_from": md.get("promoted_from", ""),
-        "uploaded": bool(f.uploaded),
-        "metadata": md,
-    }
 
 
 def how_to_get(model_name: str, env: str) -> str:

@@ -10,17 +10,22 @@ cognite-sdk's files.upload and files.download_to_path report no progress, so:
 - Download is files.download_to_path, which streams chunks to the target file; while it runs, a watcher thread
   reports the size of that file every WATCH_EVERY seconds (display only: the download itself is not timed).
 
-Bundled into deployed CDF Functions with model_manager.py: stdlib, cognite-sdk, akerbp.mlops.errors and
-registry_archive only.
+Part of the registry package bundled into deployed CDF Functions: stdlib, cognite-sdk, the errors and the archive
+module only.
 """
 from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from akerbp.mlops.errors import MlopsError
-from akerbp.mlops.registry_archive import sha256_file
+from akerbp.mlops.registry.archive import sha256_file
+from akerbp.mlops.registry.errors import ChecksumMismatch
+
+if TYPE_CHECKING:
+    from cognite.client import CogniteClient
+    from cognite.client.data_classes import FileMetadata, FileMultipartUploadSession
 
 WATCH_EVERY = 0.25  # seconds between two reports of a download's size on disk
 # Multipart limits of the Files API (initmultipartupload): 1 to 250 parts, each but the last of 5 MiB to 4000 MiB.
@@ -38,7 +43,7 @@ the receiver must be thread safe --, and once with finished=True when the step e
 class Step:
     """One step reported to a Progress callback (none: nothing is reported): started on enter, finished on exit."""
 
-    def __init__(self, progress: Progress | None, what: str, total: int = 0):
+    def __init__(self, progress: Progress | None, what: str, total: int = 0) -> None:
         self.progress, self.what, self.total, self.done = progress, what, total, 0
         self._lock = threading.Lock()
 
@@ -46,7 +51,7 @@ class Step:
         self._report(False)
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._report(True)
 
     def add(self, nbytes: int) -> None:
@@ -73,14 +78,15 @@ def _parts(size: int) -> tuple[int, int]:
     return part_size, max(1, -(-size // part_size))
 
 
-def upload_session(client, path: Path, *, overwrite: bool, **fields):
+def upload_session(client: CogniteClient, path: Path, *, overwrite: bool, **fields: Any
+                   ) -> FileMultipartUploadSession:
     """Create the file (fields as files.multipart_upload_session takes them): with overwrite=False this claims its
     external id or raises CogniteDuplicatedError. No content moves yet: send() does that."""
     _, parts = _parts(Path(path).stat().st_size)
     return client.files.multipart_upload_session(parts=parts, overwrite=overwrite, **fields)
 
 
-def send(session, path: Path, what: str, progress: Progress | None):
+def send(session: FileMultipartUploadSession, path: Path, what: str, progress: Progress | None) -> FileMetadata:
     """Stream path into the file of an upload_session, part by part; returns its FileMetadata (as created)."""
     size = Path(path).stat().st_size
     part_size, parts = _parts(size)
@@ -92,21 +98,21 @@ def send(session, path: Path, what: str, progress: Progress | None):
     return session.file_metadata
 
 
-def download_verified(client, f, path: Path, progress: Progress | None) -> None:
+def download_verified(client: CogniteClient, f: FileMetadata, path: Path, progress: Progress | None) -> None:
     """Stream a version's archive to path and check it against the sha256 recorded at upload."""
     md = f.metadata or {}
     with Step(progress, f"downloading {f.external_id}", int(md.get("size") or 0)) as step:
         _download(client, f.id, Path(path), step)
     actual = sha256_file(path)
     if actual != md.get("sha256"):
-        raise MlopsError(
+        raise ChecksumMismatch(
             f"checksum mismatch for {f.external_id}: its content has sha256 {actual[:16]}..., its metadata records "
             f"{(md.get('sha256') or 'none')[:16]}...: the archive was modified after upload. Nothing was extracted; "
             "upload or promote a new version"
         )
 
 
-def _download(client, file_id: int, path: Path, step: Step) -> None:
+def _download(client: CogniteClient, file_id: int, path: Path, step: Step) -> None:
     if step.progress is None:
         client.files.download_to_path(path, id=file_id)
         return

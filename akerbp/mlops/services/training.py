@@ -96,7 +96,7 @@ def _train_and_upload(data, client, settings: dict, root: Path, secrets: dict) -
     except ModelImportError as e:
         return responses.failure(e, None, secrets)
     try:  # before training, so a function folder without the registry fails fast, even in a local test
-        from akerbp.mlops import model_manager
+        from akerbp.mlops import registry
     except Exception as e:
         return responses.failure(e, None, secrets, during="the bundled model registry cannot be imported")
     folder = Path(tempfile.mkdtemp(prefix=f"mlops-train-{model_name}-"))
@@ -106,7 +106,7 @@ def _train_and_upload(data, client, settings: dict, root: Path, secrets: dict) -
         except Exception as e:
             expected = type(e).__name__ == "ModelException"
             return responses.failure(e, None, secrets, during=None if expected else "train() failed")
-        problem = _metadata_problem(metadata, folder, getattr(model_manager, "RESERVED_KEYS", ()))
+        problem = _metadata_problem(metadata, folder, getattr(registry, "RESERVED_KEYS", ()))
         if problem:
             return responses.error(problem, None, secrets)
         metadata = masking.mask_value(metadata, secrets)  # the registry keeps it: never a secret value in it
@@ -124,7 +124,7 @@ def _train_and_upload(data, client, settings: dict, root: Path, secrets: dict) -
             log.warning("no CDF client (a local call): %s trained and checked but not uploaded", model_name)
             return {"status": "ok", "training": result}
         try:
-            uploaded = model_manager.upload_new_model_version(
+            uploaded = registry.upload_new_model_version(
                 model_name,
                 env,
                 folder,
