@@ -25,6 +25,7 @@ from akerbp.mlops.vocabulary import code_file_external_id as code_xid, code_file
 from akerbp.mlops.deployment import interrupts
 from akerbp.mlops.utils import transient
 from akerbp.mlops.deployment.options import FunctionOptions
+from akerbp.mlops.function_folder import HANDLER_FILE
 from akerbp.mlops.errors import MlopsError
 
 if TYPE_CHECKING:
@@ -136,7 +137,7 @@ def create(client: CogniteClient, xid: str, name: str, file_id: int, options: Fu
            secrets: dict[str, str], metadata: dict[str, str], deadline: float | None = None) -> Function:
     """Create a function; with a deadline, an external id still held by a just-deleted function is retried."""
     kwargs: dict[str, Any] = dict(
-        name=name[:140], file_id=file_id, external_id=xid, function_path=options.function_path or "handler.py",
+        name=name[:140], file_id=file_id, external_id=xid, function_path=options.function_path or HANDLER_FILE,
         description=options.description, owner=options.owner, secrets=secrets or None,
         env_vars=options.env_vars or None, runtime=options.runtime, metadata=metadata,
     )

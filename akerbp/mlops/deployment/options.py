@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
-DEFAULT_FUNCTION_PATH = "handler.py"
+from akerbp.mlops.function_folder import HANDLER_FILE
+
+DEFAULT_FUNCTION_PATH = HANDLER_FILE
 
 
 @dataclass(frozen=True)
