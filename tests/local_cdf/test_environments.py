@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from akerbp.mlops.deployment.functions import runtime_mismatch
-from akerbp.mlops.local_cdf import pythons
+from akerbp.mlops.local_cdf.runtime import pythons
 from support import Repo, TWO_MODEL_SETTINGS, deploy_function, write_two_model_repo
 
 SERVER_RUNTIME = f"py{sys.version_info[0]}{sys.version_info[1]}"

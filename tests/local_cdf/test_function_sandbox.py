@@ -26,10 +26,10 @@ from cognite.client.credentials import Token
 
 from akerbp.mlops.errors import MlopsError
 from akerbp.mlops.local_cdf import Limits, LocalCDF
-from akerbp.mlops.local_cdf.builder import BuildError, extract_code
-from akerbp.mlops.local_cdf import sandbox
-from akerbp.mlops.local_cdf.functions import code_dir
-from akerbp.mlops.local_cdf.worker_process import RUNNER
+from akerbp.mlops.local_cdf.runtime.builder import BuildError, extract_code
+from akerbp.mlops.local_cdf.runtime import sandbox
+from akerbp.mlops.local_cdf.api.functions import code_dir
+from akerbp.mlops.local_cdf.runtime.worker_process import RUNNER
 from akerbp.mlops.registry.archive import extract_archive, sha256_file
 
 # Bubblewrap (what CI installs), or a root server whose Python other users can reach (a uid per function).
@@ -188,7 +188,7 @@ def test_a_handler_cannot_read_the_store_the_blobs_or_other_functions_folders(cd
     victim = deploy_function(other, VICTIM, "victim", secrets={"key": "beta-secret"})
     attacker = deploy_function(client, SNOOP_FILES, "attacker")
     data_dir = cdf.data_dir.resolve()
-    victim_dir = code_dir(cdf, "beta", victim.id).resolve()
+    victim_dir = code_dir(cdf.data_dir, "beta", victim.id).resolve()
     reads = [str(data_dir / "cdf.sqlite3"), str(victim_dir / "handler.py"), "../../../cdf.sqlite3",
              f"../../beta/{victim.id}/handler.py"]
     lists = [str(data_dir), str(data_dir / "blobs"), str(data_dir / "functions"), str(victim_dir)]

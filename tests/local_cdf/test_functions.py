@@ -13,7 +13,7 @@ from cognite.client.exceptions import CogniteAPIError
 
 from akerbp.mlops.local_cdf import Limits, LocalCDF
 from akerbp.mlops.local_cdf.store import Store
-from akerbp.mlops.local_cdf.workers import INTERRUPTED
+from akerbp.mlops.local_cdf.runtime.workers import INTERRUPTED
 from support import ECHO, deploy_function, make_folder, make_index, wait_built, zipped
 
 

@@ -19,11 +19,12 @@ from cognite.client import ClientConfig, CogniteClient, global_config
 from cognite.client.credentials import Token
 from cognite.client.data_classes import FileMetadataWrite
 
-from akerbp.mlops.local_cdf import LocalCDF, sandbox
-from akerbp.mlops.local_cdf.processes import start_time
-from akerbp.mlops.local_cdf.runner import descendants
+from akerbp.mlops.local_cdf import LocalCDF
+from akerbp.mlops.local_cdf.runtime import sandbox
+from akerbp.mlops.local_cdf.runtime.processes import start_time
+from akerbp.mlops.local_cdf.runtime.runner import descendants
 from akerbp.mlops.local_cdf.store import Store, _writer as temp_writer
-from akerbp.mlops.local_cdf.workers import INTERRUPTED
+from akerbp.mlops.local_cdf.runtime.workers import INTERRUPTED
 
 SERVER = """
 import sys, threading
@@ -116,7 +117,7 @@ def test_workers_die_with_a_server_killed_by_sigkill(server, tmp_path):
     proc.wait(timeout=30)
     for pid, what in ((idle_worker, "the warm idle worker"), (busy_worker, "the worker running a call"),
                       (helper, "a process the function started")):
-        wait_until(lambda: gone(pid), f"{what} ({pid}) outlived its SIGKILLed server", timeout=10)
+        wait_until(lambda pid=pid: gone(pid), f"{what} ({pid}) outlived its SIGKILLed server", timeout=10)
 
 
 @pytest.mark.skipif(sandbox.bwrap() is None, reason="bubblewrap cannot sandbox workers on this machine")
@@ -132,7 +133,7 @@ def test_sandboxed_workers_die_with_a_server_killed_by_sigkill(any_server, tmp_p
     proc.kill()
     proc.wait(timeout=30)
     for pid in running:
-        wait_until(lambda: gone(pid), f"process {pid} of a sandboxed worker outlived its SIGKILLed server", timeout=10)
+        wait_until(lambda pid=pid: gone(pid), f"process {pid} of a sandboxed worker outlived its SIGKILLed server", timeout=10)
 
 
 def partial_upload(client, tmp_path) -> socket.socket:

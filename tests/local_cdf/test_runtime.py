@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from akerbp.mlops.local_cdf import cron
-from akerbp.mlops.local_cdf.builder import BuildCancelled, BuildError, extract_code, validate_handler
-from akerbp.mlops.local_cdf.environments import prepare
-from akerbp.mlops.local_cdf.workers import INTERRUPTED, CallResult, WorkerPool
+from akerbp.mlops.local_cdf.runtime import cron
+from akerbp.mlops.local_cdf.runtime.builder import BuildCancelled, BuildError, extract_code, validate_handler
+from akerbp.mlops.local_cdf.runtime.environments import prepare
+from akerbp.mlops.local_cdf.runtime.workers import INTERRUPTED, CallResult, WorkerPool
 from support import make_index
 
 PY = sys.executable

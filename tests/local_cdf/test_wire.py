@@ -14,7 +14,7 @@ import requests
 from cognite.client.data_classes.iam import ClientCredentials
 
 from akerbp.mlops.local_cdf import Limits, LocalCDF
-from akerbp.mlops.local_cdf.projects import ENV_VAR
+from akerbp.mlops.local_cdf.api.projects import ENV_VAR
 
 CALL_FIELDS = {"id", "status", "startTime", "endTime", "functionId", "scheduleId", "scheduledTime", "error"}
 

@@ -11,16 +11,21 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from . import (auth, calls, datasets, environments, events, faults, files, functions, health, processes, projects,
-               sandbox, schedules, sessions, timeseries, upload_sweep)
-from .app import App
+from .api import calls, datasets, events, files, functions, projects, schedules, sessions, timeseries, upload_sweep
+from .http import auth, faults, health
+from .http.app import App, Services
+from .runtime import environments, processes, sandbox
+from .runtime.host import FunctionRuntime
 from .store import Store
 
 log = logging.getLogger("akerbp.mlops.local_cdf")
 SERVER_FILE = "server.json"
+# The API modules served, each with its `routes`: a new resource (workflows, RAW) is one more module in api/ and here.
+ROUTERS = (auth, projects, sessions, files, datasets, events, timeseries, functions, calls, schedules, faults, health)
 
 
 @dataclass
@@ -41,37 +46,6 @@ class _QuietHandler(WSGIRequestHandler):
     def log_request(self, code="-", size="-"):  # one line per request is noise for a laptop server
         if log.isEnabledFor(logging.DEBUG):
             super().log_request(code, size)
-
-
-class _Threads:
-    """Background work (builds, calls) of one LocalCDF, so its stop() waits for its own work and nobody else's."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._running: set[threading.Thread] = set()
-
-    def start(self, name: str, target, *args) -> threading.Thread:
-        def run() -> None:
-            try:
-                target(*args)
-            finally:
-                with self._lock:
-                    self._running.discard(threading.current_thread())
-
-        thread = threading.Thread(target=run, name=name, daemon=True)
-        with self._lock:
-            self._running.add(thread)
-        thread.start()
-        return thread
-
-    def join(self, timeout: float) -> list[str]:
-        """Wait for the threads running now, at most `timeout` seconds in all; the names of those still running."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            threads = list(self._running)
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        return [t.name for t in threads if t.is_alive()]
 
 
 class LocalCDF:
@@ -101,37 +75,36 @@ class LocalCDF:
         self.build_delay_s = _build_delay(build_delay_s)
         self._clients = clients
         self._declared_projects = list(projects or [])
-        self._server = None
+        self._server: Any = None
         self._thread: threading.Thread | None = None
-        self._workers = None
-        self._workers_lock = threading.Lock()
-        self._stopping = threading.Event()
-        self.builds = _Threads()
-        self.call_threads = _Threads()
+        self.runtime: FunctionRuntime | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------------------
     def start(self) -> "LocalCDF":
-        self._stopping = threading.Event()  # a fresh one: builds of an earlier run keep seeing theirs set
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(self.data_dir)
         sandbox.protect_data_dir(self.data_dir)  # the store's secrets and blobs unreadable to function workers
         self._clean_up_after_dead_servers()
         self.auth = auth.Auth(self.store, self._clients)
+        # A fresh runtime per start: builds of an earlier run keep seeing their stop signal set.
+        self.runtime = FunctionRuntime(self.store, self.data_dir, self.isolation, self.limits, self.build_delay_s,
+                                       base_url=lambda: self.base_url, session_token=self.auth.session_token)
         self.projects = projects.Projects(self.store, self._declared_projects + projects.declared_from_env())
         self.faults = faults.Faults()
         env_faults = os.environ.get("MLOPS_LOCAL_CDF_FAULTS")
         if env_faults:
             self.faults.add(json.loads(env_faults))
-        routers = [m.routes for m in (auth, projects, sessions, files, datasets, events, timeseries, functions, calls,
-                                       schedules, faults, health)]
-        self.app = App(self, routers)
+        self.app = App([m.routes for m in ROUTERS])
         self._server = make_server(self.host, self.port, self.app, threaded=True, request_handler=_QuietHandler)
         self.port = self._server.server_port
+        self.app.serve(Services(store=self.store, limits=self.limits, auth=self.auth, projects=self.projects,
+                                faults=self.faults, runtime=self.runtime, base_url=self.base_url,
+                                about={"dataDir": str(self.data_dir), "isolation": self.isolation}))
         # A short poll interval makes stop() take milliseconds instead of half a second.
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="local-cdf-http", daemon=True)
         self._thread.start()
-        functions.resume_builds(self)
+        functions.resume_builds(self.runtime)
         return self
 
     def _clean_up_after_dead_servers(self) -> None:
@@ -141,7 +114,7 @@ class LocalCDF:
         ended = processes.end_orphans(self.store)
         removed = self.store.remove_stale_temp_files()
         swept = upload_sweep.sweep(self.store)  # parts of expired uploads, blobs no file refers to
-        calls.fail_orphans(self)
+        calls.fail_orphans(self.store)
         if ended or removed or swept:
             log.info("Local CDF: ended %d worker(s), removed %d half-written blob(s) and %d unfinishable upload(s) "
                      "left by a server that died", len(ended), len(removed), len(swept))
@@ -149,17 +122,13 @@ class LocalCDF:
     def stop(self) -> None:
         """Stop serving, give unfinished builds back (Queued, resumed at the next start, never Failed by the
         shutdown), then stop the function workers and wait until each interrupted call is recorded Failed."""
-        self._stopping.set()
+        if self.runtime is not None:
+            self.runtime.stopping_event.set()  # before the HTTP server goes: builds start giving up at once
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
-        left = self.builds.join(timeout=30)  # a cancelled build notices within a fraction of a second
-        with self._workers_lock:
-            workers, self._workers = self._workers, None
-        if workers is not None:
-            workers.close()
-        left += self.call_threads.join(timeout=self.limits.call_timeout_s)
+        left = self.runtime.stop() if self.runtime is not None else []
         if left:
             log.warning("Local CDF stopped with work still running: %s", ", ".join(left))
 
@@ -179,29 +148,12 @@ class LocalCDF:
 
     @property
     def stopping(self) -> bool:
-        return self._stopping.is_set()
+        return self.runtime is not None and self.runtime.stopping
 
-    @property
-    def stopping_event(self) -> threading.Event:
-        """Set by stop(): long build steps watch it to give up."""
-        return self._stopping
-
-    @property
-    def workers(self):
-        """The warm function workers, started on first use; refused once stop() began (it would leak)."""
-        with self._workers_lock:
-            if self._workers is None:
-                if self._stopping.is_set():
-                    raise RuntimeError("The local CDF is stopping: no function can start")
-                from .workers import WorkerPool
-
-                self._workers = WorkerPool(registry=processes.Registry(self.store), data_dir=str(self.data_dir))
-            return self._workers
-
-    @property
-    def started_workers(self):
-        """The worker pool if one runs, without starting one."""
-        return self._workers
+    def _running_runtime(self) -> FunctionRuntime:
+        if self.runtime is None:
+            raise RuntimeError("The local CDF is not started: use `with LocalCDF(dir) as cdf:` or cdf.start()")
+        return self.runtime
 
     # -- conveniences -----------------------------------------------------------------------------------------
     def client(self, project: str = "local", client_name: str = "akerbp-mlops-local", token: str = "local-token"):
@@ -220,7 +172,7 @@ class LocalCDF:
     def run_due_schedules(self, now: datetime | None = None, wait: bool = True) -> list[dict]:
         """Fire each schedule due at `now` (UTC; default: the current time) once; returns the calls (finished,
         unless wait=False)."""
-        return schedules.run_due(self, now, wait)
+        return schedules.run_due(self._running_runtime(), now, wait)
 
     # -- a long-running server that other processes can find ---------------------------------------------------
     def announce(self, **extra) -> None:

@@ -21,8 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from . import processes
-from .errors import bad_request, duplicated, not_found
+from .runtime import processes
+from .http.errors import bad_request, duplicated, not_found
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS resources (
@@ -221,6 +221,13 @@ class Store:
         if missing and not ignore_unknown:
             raise not_found(missing, what)
         return found
+
+    def ids_where(self, db: sqlite3.Connection, project: str, kind: str, field: str, value: object) -> list[int]:
+        """The ids of `kind` whose body has `field` (a top-level name from the code) equal to `value`, inside `db`'s
+        transaction (a nonce's session, a function's schedules)."""
+        rows = db.execute(f"SELECT id FROM resources WHERE project=? AND kind=? AND json_extract(body, '$.{field}') = ?",
+                          (project, kind, value)).fetchall()
+        return [r[0] for r in rows]
 
     def delete(self, db: sqlite3.Connection, project: str, kind: str, ids: list[int]) -> None:
         for chunk in _chunks(ids, 500):

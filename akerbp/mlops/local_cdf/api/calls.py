@@ -11,18 +11,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import processes
-from .app import Ctx, Router
-from .errors import bad_request
+from ..runtime import processes
+from ..http.app import Ctx, Router
+from ..http.errors import bad_request
 from .functions import KIND as FUNCTIONS, alive, ready_function, worker_key
-from .resources import Kind, eq, query_args, time_range
+from ..http.filters import eq, time_range
+from ..http.resources import Kind, query_args
 from .sessions import consume_nonce
-from .store import now_ms, public
-from .validation import check
-from .workers import INTERRUPTED
+from ..store import now_ms, public
+from ..http.validation import check
+from ..runtime.workers import INTERRUPTED
 
 if TYPE_CHECKING:
-    from .server import LocalCDF
+    from ..runtime.host import FunctionRuntime
+    from ..store import Store
 
 routes = Router()
 KIND = "calls"
@@ -39,7 +41,7 @@ CALLS = Kind(KIND, "Function calls", view=view,
                       "endTime": time_range("endTime")})
 
 
-def start_call(cdf: "LocalCDF", project: str, fn: dict, data, session: dict, schedule_id: int | None = None,
+def start_call(rt: "FunctionRuntime", project: str, fn: dict, data, session: dict, schedule_id: int | None = None,
                scheduled_time: int | None = None) -> tuple[dict, threading.Event]:
     """Record a Running call and execute it on a thread; the event is set when the call has ended.
 
@@ -50,54 +52,54 @@ def start_call(cdf: "LocalCDF", project: str, fn: dict, data, session: dict, sch
             "_runnerPid": pid, "_runnerStarted": started}
     if schedule_id is not None:
         body.update(scheduleId=schedule_id, scheduledTime=scheduled_time)
-    with cdf.store.write() as db:
-        call = cdf.store.insert(db, project, KIND, body)
+    with rt.store.write() as db:
+        call = rt.store.insert(db, project, KIND, body)
     done = threading.Event()
-    cdf.call_threads.start(f"local-cdf-call-{project}-{call['id']}", _execute, cdf, project, fn, call, data, session,
+    rt.call_threads.start(f"local-cdf-call-{project}-{call['id']}", _execute, rt, project, fn, call, data, session,
                            done)
     return call, done
 
 
-def _execute(cdf, project, fn, call, data, session, done) -> None:
+def _execute(rt, project, fn, call, data, session, done) -> None:
     try:
         call_info = {"function_id": fn["id"], "call_id": call["id"]}
         if call.get("scheduleId") is not None:
             call_info["schedule_id"] = call["scheduleId"]
             call_info["scheduled_time"] = datetime.fromtimestamp(call["scheduledTime"] / 1000, timezone.utc).isoformat()
-        client = {"base_url": cdf.base_url, "project": project, "token": cdf.auth.session_token(project, session["id"])}
-        result = cdf.workers.call(
+        client = {"base_url": rt.base_url, "project": project, "token": rt.session_token(project, session["id"])}
+        result = rt.workers.call(
             worker_key(project, fn["id"]), Path(fn["_folder"]), fn["functionPath"], fn["_python"],
             fn.get("envVars") or {}, data, fn.get("_secrets") or {}, call_info, client,
-            cdf.limits.call_timeout_s, cdf.limits.max_response_bytes, memory_gb=fn.get("memory"),
+            rt.limits.call_timeout_s, rt.limits.max_response_bytes, memory_gb=fn.get("memory"),
         )
         changes = {"status": result.status, "endTime": now_ms(), "_response": result.response, "_logs": result.logs}
         if result.error:
             changes["error"] = result.error
     except Exception as e:  # record the failure; never leave a call Running forever
-        message = INTERRUPTED if cdf.stopping else f"Local CDF error: {e!r}"
+        message = INTERRUPTED if rt.stopping else f"Local CDF error: {e!r}"
         changes = {"status": "Failed", "endTime": now_ms(), "error": {"message": message, "trace": ""}}
     try:
-        _finish(cdf, project, call["id"], changes)
+        _finish(rt.store, project, call["id"], changes)
     finally:
         done.set()
 
 
-def _finish(cdf: "LocalCDF", project: str, call_id: int, changes: dict) -> None:
-    with cdf.store.write() as db:
-        current = cdf.store.get(project, KIND, call_id, db)
+def _finish(store: "Store", project: str, call_id: int, changes: dict) -> None:
+    with store.write() as db:
+        current = store.get(project, KIND, call_id, db)
         if current is not None and current.get("status") == "Running":
             current.update(changes)
-            cdf.store.save(db, project, KIND, current)
+            store.save(db, project, KIND, current)
 
 
-def fail_orphans(cdf: "LocalCDF") -> None:
+def fail_orphans(store: "Store") -> None:
     """Calls still Running whose process has exited never finish: record them Failed, as CDF would."""
-    for project in cdf.store.projects():
-        rows, _ = cdf.store.query(project, KIND, ["json_extract(body, '$.status') = 'Running'"])
+    for project in store.projects():
+        rows, _ = store.query(project, KIND, ["json_extract(body, '$.status') = 'Running'"])
         for found in rows:
             if not _runner_runs(found):
-                _finish(cdf, project, found["id"], {"status": "Failed", "endTime": now_ms(),
-                                                    "error": {"message": INTERRUPTED, "trace": ""}})
+                _finish(store, project, found["id"], {"status": "Failed", "endTime": now_ms(),
+                                                      "error": {"message": INTERRUPTED, "trace": ""}})
 
 
 def _runner_runs(call: dict) -> bool:
@@ -112,11 +114,11 @@ def call(ctx: Ctx, function_id: int) -> dict:
     fn = ready_function(ctx, function_id)
     data = ctx.body.get("data")
     size = len(json.dumps(data))
-    if size > ctx.cdf.limits.max_call_data_bytes:
-        raise bad_request(f"Call data is {size} bytes; the limit is {ctx.cdf.limits.max_call_data_bytes}")
+    if size > ctx.limits.max_call_data_bytes:
+        raise bad_request(f"Call data is {size} bytes; the limit is {ctx.limits.max_call_data_bytes}")
     session = consume_nonce(ctx, ctx.body.get("nonce"))
-    record, done = start_call(ctx.cdf, ctx.project, fn, data, session)
-    done.wait(ctx.cdf.limits.sync_call_wait_s)
+    record, done = start_call(ctx.runtime, ctx.project, fn, data, session)
+    done.wait(ctx.limits.sync_call_wait_s)
     return view(ctx.store.get(ctx.project, KIND, record["id"]))
 
 
@@ -129,7 +131,7 @@ def _function_calls(ctx: Ctx, function_id: int) -> tuple[str, list]:
 def _one(ctx: Ctx, function_id: int, call_id: int) -> dict:
     found = ctx.store.get(ctx.project, KIND, call_id)
     if found is None or found.get("functionId") != function_id:
-        from .errors import not_found
+        from ..http.errors import not_found
 
         raise not_found([{"id": call_id}], "Function calls")
     return found

@@ -1,9 +1,10 @@
 """Data sets: create, byids, list, update. CDF never deletes data sets, and neither do we."""
 from __future__ import annotations
 
-from .app import Ctx, Router
-from .resources import Kind, eq, metadata, prefix, time_range
-from .validation import metadata_limits, text_limit
+from ..http.app import Router
+from ..http.filters import eq, metadata, prefix, time_range
+from ..http.resources import Kind
+from ..http.validation import metadata_limits, text_limits
 
 routes = Router()
 FIELDS = {"externalId": str, "name": str, "description": str, "metadata": dict, "writeProtected": bool}
@@ -17,27 +18,10 @@ DATASETS = Kind(
 
 
 def _validate(body: dict, where: str) -> None:
-    text_limit(body.get("externalId"), f"{where}.externalId", 255)
-    text_limit(body.get("name"), f"{where}.name", 50)
-    text_limit(body.get("description"), f"{where}.description", 500)
+    text_limits(body, where, {"externalId": 255, "name": 50, "description": 500})
     metadata_limits(body.get("metadata"), f"{where}.metadata", 256, 128, 10240, 10240)
 
 
-@routes.post("/datasets")
-def create(ctx: Ctx) -> dict:
-    return DATASETS.create(ctx, FIELDS, _validate, defaults={"writeProtected": False, "metadata": {}})
-
-
-@routes.post("/datasets/byids")
-def byids(ctx: Ctx) -> dict:
-    return DATASETS.byids(ctx)
-
-
-@routes.post("/datasets/list")
-def list_datasets(ctx: Ctx) -> dict:
-    return DATASETS.list(ctx)
-
-
-@routes.post("/datasets/update")
-def update(ctx: Ctx) -> dict:
-    return DATASETS.update(ctx, validate=_validate)
+DATASETS.serve(routes, "/datasets", "dataset_id", ("create", "byids", "list", "update"), fields=FIELDS,
+               validate=lambda ctx, body, where: _validate(body, where),
+               defaults={"writeProtected": False, "metadata": {}})

@@ -6,11 +6,11 @@ matters here (resources.sorted_list: O(matching events) per page, fine for audit
 from __future__ import annotations
 
 
-from .app import Ctx, Router
-from .errors import bad_request
-from .resources import (Kind, aggregate_count, check_data_set, contains_any, data_set_ids, eq, metadata, prefix,
-                        query_args, time_range)
-from .validation import check, metadata_limits, text_limit
+from ..http.app import Ctx, Router
+from ..http.errors import bad_request
+from ..http.filters import contains_any, data_set_ids, eq, metadata, prefix, time_range
+from ..http.resources import Kind, check_data_set
+from ..http.validation import check, metadata_limits, text_limits
 
 routes = Router()
 KIND = "events"
@@ -60,11 +60,7 @@ EVENTS = Kind(
 
 
 def validate_event(body: dict, where: str) -> None:
-    text_limit(body.get("externalId"), f"{where}.externalId", 255)
-    text_limit(body.get("type"), f"{where}.type", 64)
-    text_limit(body.get("subtype"), f"{where}.subtype", 64)
-    text_limit(body.get("description"), f"{where}.description", 500)
-    text_limit(body.get("source"), f"{where}.source", 128)
+    text_limits(body, where, {"externalId": 255, "type": 64, "subtype": 64, "description": 500, "source": 128})
     metadata_limits(body.get("metadata"), f"{where}.metadata", 256, 128, 128000, 200000)
     for name in ("startTime", "endTime"):
         value = body.get(name)
@@ -80,51 +76,11 @@ def validate_event(body: dict, where: str) -> None:
             raise bad_request(f"Field '{where}.assetIds' must be at most 10000 positive integer ids")
 
 
-def _checks(ctx: Ctx):
+def _checks(ctx: Ctx, body: dict, where: str) -> None:
     """Field limits, then the data set reference (which needs the request's project)."""
-    def validate(body: dict, where: str) -> None:
-        validate_event(body, where)
-        check_data_set(ctx, body, where)
-
-    return validate
+    validate_event(body, where)
+    check_data_set(ctx, body, where)
 
 
-@routes.post("/events")
-def create(ctx: Ctx) -> dict:
-    return EVENTS.create(ctx, FIELDS, _checks(ctx))
-
-
-@routes.post("/events/byids")
-def byids(ctx: Ctx) -> dict:
-    return EVENTS.byids(ctx)
-
-
-@routes.get("/events/<int:event_id>")
-def get_one(ctx: Ctx, event_id: int) -> dict:
-    return EVENTS.one(ctx, event_id)
-
-
-@routes.post("/events/list")
-def list_events(ctx: Ctx) -> dict:
-    return EVENTS.list(ctx)
-
-
-@routes.get("/events")
-def list_events_get(ctx: Ctx) -> dict:
-    return EVENTS.list(ctx, body=query_args(ctx, ("type", "subtype", "source", "externalIdPrefix")))
-
-
-@routes.post("/events/aggregate")
-def aggregate(ctx: Ctx) -> dict:
-    return aggregate_count(ctx, EVENTS)
-
-
-@routes.post("/events/update")
-def update(ctx: Ctx) -> dict:
-    return EVENTS.update(ctx, validate=_checks(ctx))
-
-
-@routes.post("/events/delete")
-def delete(ctx: Ctx) -> dict:
-    return EVENTS.delete(ctx)
-
+EVENTS.serve(routes, "/events", "event_id", fields=FIELDS, validate=_checks,
+             get_filters=("type", "subtype", "source", "externalIdPrefix"))

@@ -20,11 +20,12 @@ from pathlib import Path
 
 from werkzeug.wrappers import Response
 
-from .app import Ctx, Router
-from .errors import CDFError, bad_request, duplicated
-from .resources import Kind, contains_any, query_args, data_set_ids, eq, metadata, prefix, time_range
-from .store import now_ms, public
-from .validation import check, identifiers, metadata_limits, text_limit
+from ..http.app import Ctx, Router
+from ..http.errors import CDFError, bad_request, duplicated
+from ..http.filters import contains_any, data_set_ids, eq, metadata, prefix, time_range
+from ..http.resources import Kind
+from ..store import now_ms, public
+from ..http.validation import check, identifiers, metadata_limits, text_limits
 
 routes = Router()
 KIND = "files"
@@ -57,11 +58,7 @@ FILES = Kind(
 
 
 def validate_file(body: dict, where: str) -> None:
-    text_limit(body.get("externalId"), f"{where}.externalId", 255)
-    text_limit(body.get("name"), f"{where}.name", 256)
-    text_limit(body.get("directory"), f"{where}.directory", 512)
-    text_limit(body.get("source"), f"{where}.source", 128)
-    text_limit(body.get("mimeType"), f"{where}.mimeType", 256)
+    text_limits(body, where, {"externalId": 255, "name": 256, "directory": 512, "source": 128, "mimeType": 256})
     metadata_limits(body.get("metadata"), f"{where}.metadata", 256, 128, 10240, 10240)
 
 
@@ -300,26 +297,6 @@ def _link_used(file_id: int) -> CDFError:
 
 
 # -- reading ----------------------------------------------------------------------------------------------
-@routes.post("/files/byids")
-def byids(ctx: Ctx) -> dict:
-    return FILES.byids(ctx)
-
-
-@routes.post("/files/list")
-def list_files(ctx: Ctx) -> dict:
-    return FILES.list(ctx)
-
-
-@routes.get("/files")
-def list_files_get(ctx: Ctx) -> dict:
-    return FILES.list(ctx, body=query_args(ctx))
-
-
-@routes.get("/files/<int:file_id>")
-def get_one(ctx: Ctx, file_id: int) -> dict:
-    return FILES.one(ctx, file_id)
-
-
 @routes.post("/files/downloadlink")
 def download_link(ctx: Ctx) -> dict:
     idents = identifiers(ctx.body)
@@ -369,14 +346,8 @@ def _stream(paths: list[Path]):
 
 
 # -- changing and deleting ----------------------------------------------------------------------------------
-@routes.post("/files/update")
-def update(ctx: Ctx) -> dict:
-    return FILES.update(ctx, validate=validate_file)
-
-
-@routes.post("/files/delete")
-def delete(ctx: Ctx) -> dict:
-    return FILES.delete(ctx, on_delete=lambda f: _drop_content(ctx, f))
+FILES.serve(routes, "/files", "file_id", ("byids", "one", "list", "list_get", "update", "delete"),
+            validate=lambda ctx, body, where: validate_file(body, where), on_delete=lambda ctx, f: _drop_content(ctx, f))
 
 
 def _drop_content(ctx: Ctx, file: dict) -> None:

@@ -18,14 +18,15 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .app import Ctx, Router
-from .errors import CDFError, bad_request, duplicated
-from .resources import Kind, eq, metadata, prefix, time_range
-from .store import public
-from .validation import NUMBER, check, items, metadata_limits, text_limit
+from ..http.app import Ctx, Router
+from ..http.errors import CDFError, bad_request, duplicated
+from ..http.filters import eq, metadata, prefix, time_range
+from ..http.resources import Kind
+from ..store import public
+from ..http.validation import NUMBER, check, items, metadata_limits, text_limit
 
 if TYPE_CHECKING:
-    from .server import LocalCDF
+    from ..runtime.host import FunctionRuntime
 
 routes = Router()
 KIND = "functions"
@@ -50,6 +51,7 @@ def _view(fn: dict) -> dict:
 
 FUNCTIONS = Kind(
     KIND, "Functions", view=_view, max_limit=10_000,  # the SDK asks for 10,000 at once: functions have no cursor
+    byids_max_items=10, snake_case_ids=True,
     filters={"name": eq("name"), "owner": eq("owner"), "fileId": eq("fileId"), "status": eq("status"),
              "externalIdPrefix": prefix("externalId"), "createdTime": time_range("createdTime"),
              "metadata": metadata},
@@ -90,7 +92,7 @@ def _validate(item: dict, where: str, limits) -> dict:
 @routes.post("/functions")
 def create(ctx: Ctx) -> dict:
     raw = items(ctx.body, max_items=1)
-    item = _validate(raw[0], "items[0]", ctx.cdf.limits)
+    item = _validate(raw[0], "items[0]", ctx.limits)
     file = ctx.store.get(ctx.project, "files", item["fileId"])
     if file is None or not file.get("uploaded"):
         raise bad_request(f"Field 'items[0].fileId': file {item['fileId']} does not exist or has no content yet")
@@ -110,47 +112,25 @@ def create(ctx: Ctx) -> dict:
     with ctx.store.write() as db:
         if body.get("externalId") and ctx.store.get_xid(ctx.project, KIND, body["externalId"], db):
             raise duplicated([{"externalId": body["externalId"]}], "Functions")
-        if ctx.store.count(ctx.project, KIND) >= ctx.cdf.limits.max_functions:
-            raise bad_request(f"This project already has {ctx.cdf.limits.max_functions} functions, the limit: "
+        if ctx.store.count(ctx.project, KIND) >= ctx.limits.max_functions:
+            raise bad_request(f"This project already has {ctx.limits.max_functions} functions, the limit: "
                               "delete one first")
         fn = ctx.store.insert(db, ctx.project, KIND, body)
-    start_build(ctx.cdf, ctx.project, fn["id"], fn["_buildClaim"])
+    start_build(ctx.runtime, ctx.project, fn["id"], fn["_buildClaim"])
     return {"items": [_view(fn)]}
 
 
-@routes.post("/functions/byids")
-def byids(ctx: Ctx) -> dict:
-    check(ctx.body, {"items": list, "ignoreUnknownIds": bool}, "", required=("items",))
-    from .validation import identifiers
-
-    found = ctx.store.resolve(ctx.project, KIND, identifiers(ctx.body, max_items=10),
-                              ignore_unknown=bool(ctx.body.get("ignoreUnknownIds")), what="Functions",
-                              snake_case=True)
-    return {"items": [_view(f) for f in found]}
-
-
-@routes.post("/functions/list")
-def list_functions(ctx: Ctx) -> dict:
-    return FUNCTIONS.list(ctx)
+def _remove_function(ctx: Ctx, fn: dict) -> None:
+    """A deleted function's warm workers, code folder and schedules go with it."""
+    if ctx.runtime.started_workers is not None:
+        ctx.runtime.started_workers.evict(worker_key(ctx.project, fn["id"]))
+    shutil.rmtree(code_dir(ctx.runtime.data_dir, ctx.project, fn["id"]), ignore_errors=True)
+    with ctx.store.write() as db:
+        ctx.store.delete(db, ctx.project, "schedules", ctx.store.ids_where(db, ctx.project, "schedules", "functionId",
+                                                                           fn["id"]))
 
 
-@routes.get("/functions/<int:function_id>")
-def get_one(ctx: Ctx, function_id: int) -> dict:
-    return _view(ctx.store.resolve(ctx.project, KIND, [{"id": function_id}], what="Functions")[0])
-
-
-@routes.post("/functions/delete")
-def delete(ctx: Ctx) -> dict:
-    def cleanup(fn: dict) -> None:
-        if ctx.cdf.started_workers is not None:
-            ctx.cdf.started_workers.evict(worker_key(ctx.project, fn["id"]))
-        shutil.rmtree(code_dir(ctx.cdf, ctx.project, fn["id"]), ignore_errors=True)
-        with ctx.store.write() as db:
-            rows = db.execute("SELECT id FROM resources WHERE project=? AND kind='schedules' AND "
-                              "json_extract(body, '$.functionId') = ?", (ctx.project, fn["id"])).fetchall()
-            ctx.store.delete(db, ctx.project, "schedules", [r[0] for r in rows])
-
-    return FUNCTIONS.delete(ctx, on_delete=cleanup)
+FUNCTIONS.serve(routes, "/functions", "function_id", ("byids", "list", "one", "delete"), on_delete=_remove_function)
 
 
 @routes.get("/functions/status")
@@ -165,8 +145,8 @@ def activate(ctx: Ctx) -> dict:
 
 @routes.get("/functions/limits")
 def limits(ctx: Ctx) -> dict:
-    return {"timeoutMinutes": int(ctx.cdf.limits.call_timeout_s // 60) or 1, "cpuCores": CPU, "memoryGb": MEMORY,
-            "runtimes": list(RUNTIMES), "responseSizeMb": max(1, ctx.cdf.limits.max_response_bytes // 1_000_000)}
+    return {"timeoutMinutes": int(ctx.limits.call_timeout_s // 60) or 1, "cpuCores": CPU, "memoryGb": MEMORY,
+            "runtimes": list(RUNTIMES), "responseSizeMb": max(1, ctx.limits.max_response_bytes // 1_000_000)}
 
 
 # -- building ---------------------------------------------------------------------------------------------
@@ -174,34 +154,34 @@ def worker_key(project: str, function_id: int) -> str:
     return f"{project}/{function_id}"
 
 
-def code_dir(cdf: "LocalCDF", project: str, function_id: int) -> Path:
-    return cdf.data_dir / "functions" / "".join(c if c.isalnum() or c in "-_" else "_" for c in project) / str(function_id)
+def code_dir(data_dir: Path, project: str, function_id: int) -> Path:
+    return data_dir / "functions" / "".join(c if c.isalnum() or c in "-_" else "_" for c in project) / str(function_id)
 
 
-def start_build(cdf: "LocalCDF", project: str, function_id: int, claim: str) -> None:
-    cdf.builds.start(f"local-cdf-build-{project}-{function_id}", _build, cdf, project, function_id, claim,
-                     cdf.stopping_event)
+def start_build(rt: "FunctionRuntime", project: str, function_id: int, claim: str) -> None:
+    rt.builds.start(f"local-cdf-build-{project}-{function_id}", _build, rt, project, function_id, claim,
+                     rt.stopping_event)
 
 
-def resume_builds(cdf: "LocalCDF") -> None:
+def resume_builds(rt: "FunctionRuntime") -> None:
     """Builds left Queued/Deploying by a process that has exited (or that stopped mid-build) are taken over, so
     no function hangs forever; the claim makes sure only one process takes each over."""
-    for project in cdf.store.projects():
-        rows, _ = cdf.store.query(project, KIND, ["json_extract(body, '$.status') IN ('Queued', 'Deploying')"])
+    for project in rt.store.projects():
+        rows, _ = rt.store.query(project, KIND, ["json_extract(body, '$.status') IN ('Queued', 'Deploying')"])
         for fn in rows:
-            claim = _claim(cdf, project, fn["id"])
+            claim = _claim(rt, project, fn["id"])
             if claim:
-                start_build(cdf, project, fn["id"], claim)
+                start_build(rt, project, fn["id"], claim)
 
 
-def _claim(cdf: "LocalCDF", project: str, function_id: int) -> str | None:
+def _claim(rt: "FunctionRuntime", project: str, function_id: int) -> str | None:
     """Compare-and-set in one write transaction: take the build only if nobody alive holds it."""
-    with cdf.store.write() as db:
-        fn = cdf.store.get(project, KIND, function_id, db)
+    with rt.store.write() as db:
+        fn = rt.store.get(project, KIND, function_id, db)
         if fn is None or fn.get("status") not in BUILDING or alive(fn.get("_builderPid")):
             return None
         fn.update(status="Queued", _builderPid=os.getpid(), _buildClaim=uuid.uuid4().hex)
-        cdf.store.save(db, project, KIND, fn)
+        rt.store.save(db, project, KIND, fn)
         return fn["_buildClaim"]
 
 
@@ -218,68 +198,68 @@ def alive(pid) -> bool:
         return False
 
 
-def _set(cdf: "LocalCDF", project: str, function_id: int, claim: str, **changes) -> dict | None:
+def _set(rt: "FunctionRuntime", project: str, function_id: int, claim: str, **changes) -> dict | None:
     """Apply a build's outcome only while the build still holds its claim (not deleted, not taken over)."""
-    with cdf.store.write() as db:
-        fn = cdf.store.get(project, KIND, function_id, db)
+    with rt.store.write() as db:
+        fn = rt.store.get(project, KIND, function_id, db)
         if fn is None or fn.get("_buildClaim") != claim:
             return None
         fn.update(changes)
-        return cdf.store.save(db, project, KIND, fn)
+        return rt.store.save(db, project, KIND, fn)
 
 
-def _build(cdf: "LocalCDF", project: str, function_id: int, claim: str, cancel: threading.Event) -> None:
+def _build(rt: "FunctionRuntime", project: str, function_id: int, claim: str, cancel: threading.Event) -> None:
     import logging
 
-    from . import environments
-    from .builder import BuildCancelled, BuildError, extract_code, validate_handler
+    from ..runtime import environments
+    from ..runtime.builder import BuildCancelled, BuildError, extract_code, validate_handler
     from .files import content_paths
 
     started = time.monotonic()
     try:
         if cancel.is_set():
             raise BuildCancelled()
-        fn = _set(cdf, project, function_id, claim, status="Deploying")
+        fn = _set(rt, project, function_id, claim, status="Deploying")
         if fn is None:
             return
-        target = code_dir(cdf, project, function_id)
-        with tempfile.TemporaryDirectory(dir=cdf.data_dir) as tmp:
+        target = code_dir(rt.data_dir, project, function_id)
+        with tempfile.TemporaryDirectory(dir=rt.data_dir) as tmp:
             zip_path = Path(tmp) / "code.zip"
-            file = cdf.store.get(project, "files", fn["fileId"])
+            file = rt.store.get(project, "files", fn["fileId"])
             if file is None or not file.get("uploaded"):
                 raise BuildError(f"The code file {fn['fileId']} was deleted before the function was built")
             with open(zip_path, "wb") as out:
-                for part in content_paths(cdf.store, project, file):
+                for part in content_paths(rt.store, project, file):
                     with open(part, "rb") as src:
                         shutil.copyfileobj(src, out, 1 << 20)
             shutil.rmtree(target, ignore_errors=True)
             extract_code(zip_path, target)
         validate_handler(target, fn["functionPath"])
-        env = environments.prepare(target, cdf.data_dir / "venvs", cdf.isolation, fn.get("runtime") or "py311",
+        env = environments.prepare(target, rt.data_dir / "venvs", rt.isolation, fn.get("runtime") or "py311",
                                    fn.get("_indexUrl"), fn.get("_extraIndexUrls"), cancel)
         if env.note:  # CDF has no build log: runtimeVersion tells clients (mlops deploy warns), this the server's log
             logging.getLogger("akerbp.mlops.local_cdf").info(
                 "Function %s (project %s): %s", fn.get("externalId") or function_id, project, env.note)
-        error = cdf.workers.check_import(worker_key(project, function_id), target, fn["functionPath"], env.python,
-                                         fn.get("envVars") or {}, timeout=cdf.limits.call_timeout_s, cancel=cancel,
+        error = rt.workers.check_import(worker_key(project, function_id), target, fn["functionPath"], env.python,
+                                         fn.get("envVars") or {}, timeout=rt.limits.call_timeout_s, cancel=cancel,
                                          memory_gb=fn.get("memory"))
         if cancel.is_set():  # the import was cut short: no verdict on the code
             raise BuildCancelled()
         if error:
             raise BuildError(error["message"], error.get("trace", ""))
         # A simulated CDF build latency (LocalCDF(build_delay_s=...)): Deploying until then; stop() cuts it short.
-        if cancel.wait(max(0.0, cdf.build_delay_s - (time.monotonic() - started))):
+        if cancel.wait(max(0.0, rt.build_delay_s - (time.monotonic() - started))):
             raise BuildCancelled()
-        _set(cdf, project, function_id, claim, status="Ready", _python=env.python, _folder=str(target),
+        _set(rt, project, function_id, claim, status="Ready", _python=env.python, _folder=str(target),
              runtimeVersion=f"Python {env.version}")
     except Exception as e:
         if cancel.is_set():
             # Stopped mid-build: hand the build back (Queued, unclaimed) for the next start's resume_builds.
-            _set(cdf, project, function_id, claim, status="Queued", _builderPid=None, _buildClaim=None)
+            _set(rt, project, function_id, claim, status="Queued", _builderPid=None, _buildClaim=None)
         elif isinstance(e, BuildError):
-            _set(cdf, project, function_id, claim, status="Failed", error={"message": e.message, "trace": e.trace})
+            _set(rt, project, function_id, claim, status="Failed", error={"message": e.message, "trace": e.trace})
         else:  # the build must end Failed, never stuck in Deploying
-            _set(cdf, project, function_id, claim, status="Failed",
+            _set(rt, project, function_id, claim, status="Failed",
                  error={"message": f"Local CDF build error: {e!r}", "trace": traceback.format_exc()})
 
 

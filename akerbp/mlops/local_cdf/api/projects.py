@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import threading
 
-from .app import Ctx, Router
-from .store import Store, now_ms
+from ..http.app import Ctx, Router
+from ..store import Store, now_ms
 
 routes = Router()
 ENV_VAR = "MLOPS_LOCAL_CDF_PROJECTS"
@@ -48,7 +48,7 @@ def _project(name: str) -> dict:
 
 @routes.get("/api/v1/projects", root=True)
 def list_projects(ctx: Ctx) -> dict:
-    return {"items": [{"urlName": p, "dataModelingStatus": "HYBRID"} for p in ctx.cdf.projects.names()]}
+    return {"items": [{"urlName": p, "dataModelingStatus": "HYBRID"} for p in ctx.services.projects.names()]}
 
 
 @routes.get("")

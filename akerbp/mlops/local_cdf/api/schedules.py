@@ -8,17 +8,18 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from . import cron
-from .app import Ctx, Router
-from .errors import bad_request
+from ..runtime import cron
+from ..http.app import Ctx, Router
+from ..http.errors import bad_request
 from .functions import KIND as FUNCTIONS
-from .resources import Kind, eq, time_range
+from ..http.filters import eq, time_range
+from ..http.resources import Kind
 from .sessions import consume_nonce
-from .store import public
-from .validation import check, items, text_limit
+from ..store import public
+from ..http.validation import check, items, text_limit
 
 if TYPE_CHECKING:
-    from .server import LocalCDF
+    from ..runtime.host import FunctionRuntime
 
 routes = Router()
 KIND = "schedules"
@@ -66,9 +67,9 @@ def create(ctx: Ctx) -> dict:
     if fn is None:
         raise bad_request("Field 'items[0].functionId': no such function")
     existing = ctx.store.query(ctx.project, KIND, ["json_extract(body, '$.functionId') = ?"], [fn["id"]])[0]
-    if len(existing) >= ctx.cdf.limits.max_schedules_per_function:
+    if len(existing) >= ctx.limits.max_schedules_per_function:
         raise bad_request(f"Function {fn['id']} already has {len(existing)} schedules; the limit is "
-                          f"{ctx.cdf.limits.max_schedules_per_function}")
+                          f"{ctx.limits.max_schedules_per_function}")
     session = consume_nonce(ctx, item.get("nonce"))
     body = {"name": item["name"], "functionId": fn["id"], "cronExpression": item["cronExpression"], "description": item.get("description"),
             "sessionId": session["id"], "when": f"cron '{item['cronExpression']}' (UTC)", "_data": item.get("data")}
@@ -77,24 +78,7 @@ def create(ctx: Ctx) -> dict:
     return {"items": [_view(schedule)]}
 
 
-@routes.post("/functions/schedules/list")
-def list_schedules(ctx: Ctx) -> dict:
-    return SCHEDULES.list(ctx)
-
-
-@routes.post("/functions/schedules/byids")
-def byids(ctx: Ctx) -> dict:
-    return SCHEDULES.byids(ctx)
-
-
-@routes.post("/functions/schedules/delete")
-def delete(ctx: Ctx) -> dict:
-    return SCHEDULES.delete(ctx)
-
-
-@routes.get("/functions/schedules/<int:schedule_id>")
-def get_one(ctx: Ctx, schedule_id: int) -> dict:
-    return SCHEDULES.one(ctx, schedule_id)
+SCHEDULES.serve(routes, "/functions/schedules", "schedule_id", ("list", "byids", "delete", "one"))
 
 
 @routes.get("/functions/schedules/<int:schedule_id>/input_data")
@@ -103,36 +87,36 @@ def input_data(ctx: Ctx, schedule_id: int) -> dict:
     return {"id": schedule_id, "data": schedule.get("_data")}
 
 
-def run_due(cdf: "LocalCDF", now: datetime | None = None, wait: bool = True) -> list[dict]:
+def run_due(rt: "FunctionRuntime", now: datetime | None = None, wait: bool = True) -> list[dict]:
     """Fire each schedule's latest due occurrence up to `now` once; with `wait`, return the finished calls."""
     from .calls import KIND as CALLS, start_call, view
 
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     started = []
-    for project in cdf.store.projects():
-        for schedule in cdf.store.query(project, KIND)[0]:
-            due = _claim(cdf, project, schedule["id"], now)
+    for project in rt.store.projects():
+        for schedule in rt.store.query(project, KIND)[0]:
+            due = _claim(rt, project, schedule["id"], now)
             if due is None:
                 continue
-            fn = cdf.store.get(project, FUNCTIONS, schedule["functionId"])
-            session = cdf.store.get(project, "sessions", schedule["sessionId"])
+            fn = rt.store.get(project, FUNCTIONS, schedule["functionId"])
+            session = rt.store.get(project, "sessions", schedule["sessionId"])
             if fn is None or fn.get("status") != "Ready" or session is None or session["status"] != "ACTIVE":
                 continue
-            call, done = start_call(cdf, project, fn, schedule.get("_data"), session, schedule["id"],
+            call, done = start_call(rt, project, fn, schedule.get("_data"), session, schedule["id"],
                                     int(due.timestamp() * 1000))
             started.append((project, call, done))
     if not wait:
         return [view(c) for _, c, _ in started]
     result = []
     for project, call, done in started:
-        done.wait(cdf.limits.call_timeout_s + 30)
-        result.append(view(cdf.store.get(project, CALLS, call["id"])))
+        done.wait(rt.limits.call_timeout_s + 30)
+        result.append(view(rt.store.get(project, CALLS, call["id"])))
     return result
 
 
-def _claim(cdf: "LocalCDF", project: str, schedule_id: int, now: datetime) -> datetime | None:
-    with cdf.store.write() as db:
-        schedule = cdf.store.get(project, KIND, schedule_id, db)
+def _claim(rt: "FunctionRuntime", project: str, schedule_id: int, now: datetime) -> datetime | None:
+    with rt.store.write() as db:
+        schedule = rt.store.get(project, KIND, schedule_id, db)
         if schedule is None:
             return None
         last = schedule.get("_lastFired")
@@ -145,5 +129,5 @@ def _claim(cdf: "LocalCDF", project: str, schedule_id: int, now: datetime) -> da
         if not due:
             return None
         schedule["_lastFired"] = int(due[-1].timestamp() * 1000)
-        cdf.store.save(db, project, KIND, schedule, touch=False)
+        rt.store.save(db, project, KIND, schedule, touch=False)
         return due[-1]

@@ -1,11 +1,11 @@
 """Sessions: what a function call or schedule acts as. A nonce is spent once, by the call or schedule that uses it."""
 from __future__ import annotations
 
-from .app import Ctx, Router
-from .auth import new_nonce
-from .errors import CDFError, bad_request
-from .store import now_ms, public
-from .validation import check, identifiers, items, limit
+from ..http.app import Ctx, Router
+from ..http.auth import new_nonce
+from ..http.errors import CDFError, bad_request
+from ..store import now_ms, public
+from ..http.validation import check, identifiers, items, limit
 
 routes = Router()
 KIND = "sessions"
@@ -28,7 +28,7 @@ def create(ctx: Ctx) -> dict:
         if len(kinds) != 1:
             raise bad_request(f"items[{i}] must have exactly one of clientId+clientSecret, tokenExchange or "
                               "oneshotTokenExchange")
-        if kinds[0] == "clientId" and not ctx.cdf.auth.valid_client(item["clientId"], item.get("clientSecret", "")):
+        if kinds[0] == "clientId" and not ctx.services.auth.valid_client(item["clientId"], item.get("clientSecret", "")):
             raise CDFError(401, f"Could not create a session for client '{item['clientId']}': invalid credentials")
         t = now_ms()
         body = {"type": TYPES[kinds[0]], "status": "READY", "nonce": new_nonce(), "creationTime": t,
@@ -76,11 +76,8 @@ def consume_nonce(ctx: Ctx, nonce: str | None) -> dict:
     if not nonce or not isinstance(nonce, str):
         raise bad_request("Field 'nonce' is required: create a session (POST /sessions) and pass its nonce")
     with ctx.store.write() as db:
-        rows = db.execute(
-            "SELECT id FROM resources WHERE project=? AND kind=? AND json_extract(body, '$.nonce') = ?",
-            (ctx.project, KIND, nonce),
-        ).fetchall()
-        session = ctx.store.get(ctx.project, KIND, rows[0][0], db) if rows else None
+        ids = ctx.store.ids_where(db, ctx.project, KIND, "nonce", nonce)
+        session = ctx.store.get(ctx.project, KIND, ids[0], db) if ids else None
         if session is None:
             raise bad_request("Invalid nonce: no session has it")
         if session["status"] != "READY":

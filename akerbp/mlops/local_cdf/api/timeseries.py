@@ -7,11 +7,11 @@ from __future__ import annotations
 
 
 from . import datapoints
-from .app import Ctx, Router
-from .errors import bad_request
-from .resources import (Kind, aggregate_count, check_data_set, data_set_ids, eq, metadata, prefix, query_args,
-                        time_range)
-from .validation import metadata_limits, text_limit
+from ..http.app import Ctx, Router
+from ..http.errors import bad_request
+from ..http.filters import data_set_ids, eq, metadata, prefix, time_range
+from ..http.resources import Kind, check_data_set
+from ..http.validation import metadata_limits, text_limits
 
 routes = Router()
 routes.routes.extend(datapoints.routes.routes)
@@ -49,12 +49,8 @@ TIME_SERIES = Kind(
 
 
 def validate_time_series(body: dict, where: str) -> None:
-    text_limit(body.get("externalId"), f"{where}.externalId", 255)
-    text_limit(body.get("name"), f"{where}.name", 255)
-    text_limit(body.get("legacyName"), f"{where}.legacyName", 255)
-    text_limit(body.get("description"), f"{where}.description", 1000)
-    text_limit(body.get("unit"), f"{where}.unit", 32)
-    text_limit(body.get("unitExternalId"), f"{where}.unitExternalId", 256)
+    text_limits(body, where, {"externalId": 255, "name": 255, "legacyName": 255, "description": 1000, "unit": 32,
+                              "unitExternalId": 256})
     metadata_limits(body.get("metadata"), f"{where}.metadata", 256, 128, 10000, 10000)
     categories = body.get("securityCategories")
     if categories is not None and (len(categories) > 100 or not all(
@@ -62,50 +58,12 @@ def validate_time_series(body: dict, where: str) -> None:
         raise bad_request(f"Field '{where}.securityCategories' must be at most 100 integer ids")
 
 
-def _checks(ctx: Ctx):
+def _checks(ctx: Ctx, body: dict, where: str) -> None:
     """Field limits, then the data set reference (which needs the request's project)."""
-    def validate(body: dict, where: str) -> None:
-        validate_time_series(body, where)
-        check_data_set(ctx, body, where)
-
-    return validate
+    validate_time_series(body, where)
+    check_data_set(ctx, body, where)
 
 
-@routes.post("/timeseries")
-def create(ctx: Ctx) -> dict:
-    return TIME_SERIES.create(ctx, FIELDS, _checks(ctx), defaults={"isString": False, "isStep": False, "metadata": {}})
-
-
-@routes.post("/timeseries/byids")
-def byids(ctx: Ctx) -> dict:
-    return TIME_SERIES.byids(ctx)
-
-
-@routes.get("/timeseries/<int:ts_id>")
-def get_one(ctx: Ctx, ts_id: int) -> dict:
-    return TIME_SERIES.one(ctx, ts_id)
-
-
-@routes.post("/timeseries/list")
-def list_time_series(ctx: Ctx) -> dict:
-    return TIME_SERIES.list(ctx)
-
-
-@routes.get("/timeseries")
-def list_time_series_get(ctx: Ctx) -> dict:
-    return TIME_SERIES.list(ctx, body=query_args(ctx))
-
-
-@routes.post("/timeseries/aggregate")
-def aggregate(ctx: Ctx) -> dict:
-    return aggregate_count(ctx, TIME_SERIES)
-
-
-@routes.post("/timeseries/update")
-def update(ctx: Ctx) -> dict:
-    return TIME_SERIES.update(ctx, validate=_checks(ctx))
-
-
-@routes.post("/timeseries/delete")
-def delete(ctx: Ctx) -> dict:
-    return TIME_SERIES.delete(ctx, on_delete=lambda ts: datapoints.drop_all(ctx, ts["id"]))
+TIME_SERIES.serve(routes, "/timeseries", "ts_id", fields=FIELDS, validate=_checks,
+                  defaults={"isString": False, "isStep": False, "metadata": {}},
+                  on_delete=lambda ctx, ts: datapoints.drop_all(ctx, ts["id"]))

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from .files import KIND, content_paths, single_blob, upload_expired
-from .store import Store
+from ..store import Store
 
 
 def sweep(store: Store) -> list[Path]:

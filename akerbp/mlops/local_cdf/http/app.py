@@ -23,7 +23,12 @@ from .errors import CDFError, bad_request
 from .validation import resource_id
 
 if TYPE_CHECKING:
-    from .server import LocalCDF
+    from ..api.projects import Projects
+    from ..runtime.host import FunctionRuntime
+    from ..server import Limits
+    from ..store import Store
+    from .auth import Auth
+    from .faults import Faults
 
 log = logging.getLogger("akerbp.mlops.local_cdf")
 PROJECT_PREFIX = "/api/v1/projects/<project>"
@@ -71,19 +76,42 @@ class Router:
         return self.route("DELETE", path, **kw)
 
 
+@dataclass(frozen=True)
+class Services:
+    """What handlers may use, and all of it: the store, the limits, the credentials, the projects, the fault rules,
+    the function runtime, the server's base URL and what the health probe tells about the server."""
+
+    store: "Store"
+    limits: "Limits"
+    auth: "Auth"
+    projects: "Projects"
+    faults: "Faults"
+    runtime: "FunctionRuntime"
+    base_url: str
+    about: dict[str, str]
+
+
 @dataclass
 class Ctx:
-    """What a handler gets: the project, the decoded body, query args, the server and the caller's token."""
+    """What a handler gets: the project, the decoded body, query args, the services and the caller's token."""
 
-    cdf: "LocalCDF"
+    services: Services
     request: Request
     project: str = ""
     token: str = ""
     _body: Any = field(default=None, repr=False)
 
     @property
-    def store(self):
-        return self.cdf.store
+    def store(self) -> "Store":
+        return self.services.store
+
+    @property
+    def limits(self) -> "Limits":
+        return self.services.limits
+
+    @property
+    def runtime(self) -> "FunctionRuntime":
+        return self.services.runtime
 
     @property
     def args(self):
@@ -106,7 +134,7 @@ class Ctx:
         raise bad_request(f"Query parameter '{name}' must be true or false, got {value!r}")
 
     def url(self, path: str) -> str:
-        return self.cdf.base_url + path
+        return self.services.base_url + path
 
 
 def _decode_json(request: Request) -> dict:
@@ -207,15 +235,20 @@ def json_response(payload: Any, status: int = 200, headers: dict | None = None) 
 
 
 class App:
-    def __init__(self, cdf: "LocalCDF", routers: list[Router]) -> None:
-        self.cdf = cdf
+    """The routes of `routers`, served with the Services given to serve() (known once the port is bound)."""
+
+    def __init__(self, routers: list[Router]) -> None:
+        self.services: Services | None = None
         rules, self.endpoints = [], {}
         for router in routers:
             for method, path, fn, root, auth in router.routes:
-                endpoint = f"{fn.__module__}.{fn.__name__}"
+                endpoint = f"{method} {path if root else PROJECT_PREFIX + path}"  # declared once each (Kind.serve)
                 self.endpoints[endpoint] = (fn, auth)
                 rules.append(Rule(path if root else PROJECT_PREFIX + path, methods=[method], endpoint=endpoint))
         self.url_map = Map(rules, strict_slashes=False, merge_slashes=False)
+
+    def serve(self, services: Services) -> None:
+        self.services = services
 
     def __call__(self, environ, start_response):
         request = Request(environ)
@@ -245,18 +278,21 @@ class App:
             raise CDFError(405, f"Method {request.method} not allowed on {request.path}") from None
         except HTTPException as e:
             raise CDFError(e.code or 400, e.description or str(e)) from None
-        fault = self.cdf.faults.take(request.method, request.path)
+        services = self.services
+        if services is None:
+            raise CDFError(503, "The local CDF is starting: retry shortly")
+        fault = services.faults.take(request.method, request.path)
         if fault is not None and not fault.serve_first:
             return fault
         fn, needs_auth = self.endpoints[endpoint]
-        ctx = Ctx(cdf=self.cdf, request=request, project=_project(values))
+        ctx = Ctx(services=services, request=request, project=_project(values))
         for name, value in values.items():  # ids in the path (<int:file_id>) obey the same range as in bodies
             if isinstance(value, int):
                 resource_id(value, name)
         if needs_auth:
-            ctx.token = self.cdf.auth.check(request.headers.get("Authorization", ""), ctx.project)
+            ctx.token = services.auth.check(request.headers.get("Authorization", ""), ctx.project)
             if ctx.project:
-                self.cdf.projects.touch(ctx.project)  # token/inspect lists it from now on
+                services.projects.touch(ctx.project)  # token/inspect lists it from now on
         result = fn(ctx, **values)
         if fault is not None:  # served, and the answer is lost
             return fault

@@ -18,7 +18,7 @@ from werkzeug.wrappers import Response
 
 from .app import Ctx, Router, json_response
 from .errors import CDFError
-from .store import Store
+from ..store import Store
 
 routes = Router()
 TOKEN_TTL_S = 3600
@@ -97,12 +97,12 @@ def token(ctx: Ctx) -> Response:
         client_id, client_secret, basic = _client_credentials(ctx.request)
     except ValueError as e:
         return _oauth_error("invalid_request", str(e), 400)
-    if not ctx.cdf.auth.valid_client(client_id, client_secret):
+    if not ctx.services.auth.valid_client(client_id, client_secret):
         # RFC 6749 5.2: a client that authenticated with HTTP Basic is told which scheme to use again.
         headers = {"WWW-Authenticate": 'Basic realm="local-cdf"'} if basic else None
         return _oauth_error("invalid_client", "Unknown client or wrong secret", 401, headers)
     return json_response(
-        {"access_token": ctx.cdf.auth.issue_token(client_id), "token_type": "Bearer", "expires_in": TOKEN_TTL_S}
+        {"access_token": ctx.services.auth.issue_token(client_id), "token_type": "Bearer", "expires_in": TOKEN_TTL_S}
     )
 
 
@@ -135,7 +135,7 @@ def _oauth_error(error: str, description: str, status: int, headers: dict | None
 
 @routes.get("/api/v1/token/inspect", root=True)
 def inspect(ctx: Ctx) -> dict:
-    projects = ctx.cdf.projects.names()
+    projects = ctx.services.projects.names()
     return {
         "subject": "local-cdf-user",
         "projects": [{"projectUrlName": p, "groups": []} for p in projects],

@@ -79,16 +79,16 @@ def _matches(rule: dict, method: str, path: str) -> bool:
 
 @routes.post("/_local/faults", root=True)
 def add_faults(ctx: Ctx) -> dict:
-    ctx.cdf.faults.add(ctx.body.get("rules"))
-    return {"rules": ctx.cdf.faults.list()}
+    ctx.services.faults.add(ctx.body.get("rules"))
+    return {"rules": ctx.services.faults.list()}
 
 
 @routes.get("/_local/faults", root=True)
 def list_faults(ctx: Ctx) -> dict:
-    return {"rules": ctx.cdf.faults.list()}
+    return {"rules": ctx.services.faults.list()}
 
 
 @routes.delete("/_local/faults", root=True)
 def clear_faults(ctx: Ctx) -> dict:
-    ctx.cdf.faults.clear()
+    ctx.services.faults.clear()
     return {"rules": []}

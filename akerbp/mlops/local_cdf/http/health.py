@@ -8,5 +8,5 @@ routes = Router()
 
 @routes.get("/_local/health", root=True, auth=False)
 def health(ctx: Ctx) -> dict:
-    return {"status": "ok", "dataDir": str(ctx.cdf.data_dir), "isolation": ctx.cdf.isolation,
+    return {"status": "ok", **ctx.services.about,
             "resources": ctx.store.kinds_count()}

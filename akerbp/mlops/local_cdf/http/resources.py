@@ -1,9 +1,10 @@
-"""What files, events, time series and data sets share: byids, filtered cursor lists, updates and deletes; and
-what events and time series share: sorted lists, counts and the dataSetId check.
+"""The standard routes every resource kind shares, declared once: create, byids, get one, filtered cursor lists
+(POST and GET), count, update and delete come from `Kind.serve`; an API module names the kind, its fields, filters
+and checks, and writes only what is its own (files' uploads, functions' builds, schedules' firing).
 
-Filters compile to SQL over the stored JSON bodies (SQLite's json_extract), so a list of 10,000 files with a
-metadata filter is one indexed scan, not 10,000 decoded bodies. The store pages in id order only; a sorted list
-therefore reads every matching body, sorts in Python and pages with an offset cursor: O(matching bodies) per page.
+Also what events and time series share: sorted lists, counts and the dataSetId check. The store pages in id order
+only; a sorted list therefore reads every matching body, sorts in Python and pages with an offset cursor:
+O(matching bodies) per page.
 """
 from __future__ import annotations
 
@@ -11,80 +12,16 @@ import base64
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .app import Ctx
-from .errors import bad_request
-from .store import public
+from ..store import public
+from .app import Ctx, Router
+from .errors import bad_request, duplicated
+from .filters import Clause
 from .validation import NUMBER, check, identifiers, items, limit, partition
 
-Clause = tuple[str, list]
-
-
-def _path(name: str) -> str:
-    return "$." + ".".join(f'"{part}"' for part in name.split("."))
-
-
-def eq(name: str) -> Callable[[Any, Ctx], Clause]:
-    def build(value, ctx):
-        if isinstance(value, bool):
-            return f"json_extract(body, '{_path(name)}') = ?", [1 if value else 0]
-        return f"json_extract(body, '{_path(name)}') = ?", [value]
-
-    return build
-
-
-def prefix(name: str) -> Callable[[Any, Ctx], Clause]:
-    def build(value, ctx):
-        if not isinstance(value, str):
-            raise bad_request(f"Filter '{name}Prefix' must be a string")
-        column = "external_id" if name == "externalId" else f"json_extract(body, '{_path(name)}')"
-        # A range, so the externalId index serves it; chr(0x10FFFF) sorts after every real character.
-        return f"{column} >= ? AND {column} < ?", [value, value + "\U0010ffff"]
-
-    return build
-
-
-def time_range(name: str) -> Callable[[Any, Ctx], Clause]:
-    def build(value, ctx):
-        check(value, {"min": int, "max": int}, f"filter.{name}")
-        clauses, params = [], []
-        if value.get("min") is not None:
-            clauses.append(f"json_extract(body, '{_path(name)}') >= ?")
-            params.append(value["min"])
-        if value.get("max") is not None:
-            clauses.append(f"json_extract(body, '{_path(name)}') <= ?")
-            params.append(value["max"])
-        return " AND ".join(clauses) or "1", params
-
-    return build
-
-
-def metadata(value, ctx) -> Clause:
-    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise bad_request("Filter 'metadata' must be an object of strings")
-    params: list = []
-    for k, v in value.items():
-        params += ['$.metadata."' + k.replace('"', '\\"') + '"', v]
-    return " AND ".join("json_extract(body, ?) = ?" for _ in value) or "1", params
-
-
-def contains_any(name: str) -> Callable[[Any, Ctx], Clause]:
-    def build(value, ctx):
-        if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
-            raise bad_request(f"Filter '{name}' must be an array of integers")
-        marks = ",".join("?" * len(value)) or "NULL"
-        return f"EXISTS (SELECT 1 FROM json_each(body, '{_path(name)}') WHERE value IN ({marks}))", list(value)
-
-    return build
-
-
-def data_set_ids(value, ctx) -> Clause:
-    if not isinstance(value, list):
-        raise bad_request("Filter 'dataSetIds' must be an array of {id} or {externalId}")
-    found = ctx.store.resolve(ctx.project, "datasets", identifiers({"items": value}, max_items=100),
-                              ignore_unknown=True)
-    ids = [d["id"] for d in found]
-    marks = ",".join("?" * len(ids)) or "NULL"
-    return f"json_extract(body, '$.dataSetId') IN ({marks})", ids
+# validate(ctx, body, where): refuse a created or updated body (400 naming `where`).
+Validate = Callable[[Ctx, dict, str], None]
+# The standard operations a kind can serve (Kind.serve's `ops`).
+STANDARD = ("create", "byids", "one", "list", "list_get", "aggregate", "update", "delete")
 
 
 @dataclass
@@ -98,6 +35,34 @@ class Kind:
     max_limit: int = 1000
     view: Callable[[dict], dict] = public
     sortable: frozenset[str] = frozenset()  # properties CDF's `sort` accepts on this kind's list; empty: no sort
+    byids_max_items: int = 1000
+    snake_case_ids: bool = False  # byids errors name unknown ids in snake_case (functions do)
+
+    def serve(self, router: Router, path: str, id_name: str, ops: tuple[str, ...] = STANDARD, *,
+              fields: dict | None = None, defaults: dict | None = None, validate: Validate | None = None,
+              on_delete: Callable[[Ctx, dict], None] | None = None, get_filters: tuple[str, ...] = ()) -> None:
+        """Declare the standard routes `ops` of this kind under `path` (e.g. "/events"). id_name names the id in
+        GET {path}/{id} (its errors say it); get_filters: the query parameters GET {path} takes as filters."""
+        unknown = set(ops) - set(STANDARD)
+        if unknown:
+            raise ValueError(f"Kind.serve: unknown operations {sorted(unknown)} (known: {', '.join(STANDARD)})")
+
+        def check_with(ctx: Ctx) -> Callable[[dict, str], None] | None:
+            return (lambda body, where: validate(ctx, body, where)) if validate else None
+
+        handlers: dict[str, tuple[str, str, Callable[..., dict]]] = {
+            "create": ("POST", path, lambda ctx: self.create(ctx, fields or {}, check_with(ctx), defaults)),
+            "byids": ("POST", f"{path}/byids", self.byids),
+            "one": ("GET", f"{path}/<int:{id_name}>", lambda ctx, **ids: self.one(ctx, ids[id_name])),
+            "list": ("POST", f"{path}/list", lambda ctx: self.list(ctx)),
+            "list_get": ("GET", path, lambda ctx: self.list(ctx, body=query_args(ctx, get_filters))),
+            "aggregate": ("POST", f"{path}/aggregate", lambda ctx: aggregate_count(ctx, self)),
+            "update": ("POST", f"{path}/update", lambda ctx: self.update(ctx, validate=check_with(ctx))),
+            "delete": ("POST", f"{path}/delete", lambda ctx: self.delete(ctx, on_delete)),
+        }
+        for op in ops:
+            method, route, handler = handlers[op]
+            router.route(method, route)(handler)
 
     def compile_filter(self, ctx: Ctx, flt: Any) -> Clause:
         if flt is None:
@@ -117,21 +82,23 @@ class Kind:
         return " AND ".join(clauses), params
 
     # -- the shared endpoints ---------------------------------------------------------------------------------
-    def create(self, ctx: Ctx, fields: dict, validate: Callable[[dict, str], None],
+    def create(self, ctx: Ctx, fields: dict, validate: Callable[[dict, str], None] | None,
                defaults: dict | None = None) -> dict:
         """Create items, each checked against `fields` and `validate(item, where)`; all or nothing."""
         bodies = []
         for i, item in enumerate(items(ctx.body)):
             where = f"items[{i}]"
             check(item, fields, where)
-            validate(item, where)
+            if validate:
+                validate(item, where)
             bodies.append({**(defaults or {}), **{k: v for k, v in item.items() if v is not None}})
         return {"items": [self.view(b) for b in ctx.store.insert_many(ctx.project, self.kind, bodies, self.what)]}
 
     def byids(self, ctx: Ctx) -> dict:
         check(ctx.body, {"items": list, "ignoreUnknownIds": bool}, "", required=("items",))
-        found = ctx.store.resolve(ctx.project, self.kind, identifiers(ctx.body),
-                                  ignore_unknown=bool(ctx.body.get("ignoreUnknownIds")), what=self.what)
+        found = ctx.store.resolve(ctx.project, self.kind, identifiers(ctx.body, max_items=self.byids_max_items),
+                                  ignore_unknown=bool(ctx.body.get("ignoreUnknownIds")), what=self.what,
+                                  snake_case=self.snake_case_ids)
         return {"items": [self.view(b) for b in found]}
 
     def one(self, ctx: Ctx, resource_id: int) -> dict:
@@ -149,7 +116,7 @@ class Kind:
                                        limit(body, maximum=self.max_limit), body.get("cursor"), partition(body))
         return {"items": [self.view(b) for b in rows], "nextCursor": cursor}
 
-    def delete(self, ctx: Ctx, on_delete: Callable[[dict], None] | None = None) -> dict:
+    def delete(self, ctx: Ctx, on_delete: Callable[[Ctx, dict], None] | None = None) -> dict:
         check(ctx.body, {"items": list, "ignoreUnknownIds": bool}, "", required=("items",))
         with ctx.store.write() as db:
             found = ctx.store.resolve(ctx.project, self.kind, identifiers(ctx.body), db=db,
@@ -157,7 +124,7 @@ class Kind:
             ctx.store.delete(db, ctx.project, self.kind, [b["id"] for b in found])
         for body in found:
             if on_delete:
-                on_delete(body)
+                on_delete(ctx, body)
         return {}
 
     def update(self, ctx: Ctx, validate: Callable[[dict, str], None] | None = None) -> dict:
@@ -181,7 +148,6 @@ class Kind:
                 if "externalId" in item["update"]:
                     clash = ctx.store.get_xid(ctx.project, self.kind, body.get("externalId"), db)
                     if body.get("externalId") is not None and clash and clash["id"] != body["id"]:
-                        from .errors import duplicated
                         raise duplicated([{"externalId": body["externalId"]}], self.what)
                 updated.append(ctx.store.save(db, ctx.project, self.kind, body))
         return {"items": [self.view(b) for b in updated]}
@@ -241,7 +207,7 @@ def check_data_set(ctx: Ctx, body: dict, where: str) -> None:
         raise bad_request(f"Field '{where}.dataSetId': data set {ds} does not exist")
 
 
-def sorted_list(ctx: Ctx, kind: Kind, body: dict, sortable: set[str]) -> dict:
+def sorted_list(ctx: Ctx, kind: Kind, body: dict, sortable: frozenset[str]) -> dict:
     """A list with CDF's `sort` (events, time series): reads all matches, sorts, pages by offset."""
     check(body, {"filter": dict, "limit": int, "cursor": str, "sort": list, "partition": str}, "")
     if body.get("partition") is not None:
@@ -257,7 +223,7 @@ def sorted_list(ctx: Ctx, kind: Kind, body: dict, sortable: set[str]) -> dict:
     return {"items": [kind.view(b) for b in page], "nextCursor": _cursor(offset + size) if more else None}
 
 
-def _sort_specs(raw: list, sortable: set[str]) -> list[tuple[list[str], bool, bool]]:
+def _sort_specs(raw: list, sortable: frozenset[str]) -> list[tuple[list[str], bool, bool]]:
     if not 1 <= len(raw) <= 2:
         raise bad_request("Field 'sort' must have 1 or 2 items")
     specs = []

@@ -98,6 +98,12 @@ def text_limit(value: Any, where: str, maximum: int) -> None:
         raise bad_request(f"Field '{where}' is {len(value)} characters long; the limit is {maximum}")
 
 
+def text_limits(body: dict, where: str, maxima: dict[str, int]) -> None:
+    """text_limit for each field of `maxima` (field -> most characters), in that order."""
+    for name, maximum in maxima.items():
+        text_limit(body.get(name), f"{where}.{name}", maximum)
+
+
 def metadata_limits(meta: Any, where: str, max_pairs: int, max_key: int, max_value: int, total: int | None = None):
     if meta is None:
         return

@@ -22,6 +22,8 @@ from . import sandbox
 from .runner import kill_descendants
 
 RUNNER = str(Path(__file__).resolve().with_name("runner.py"))
+# The folder holding the akerbp package (site-packages or the repo): one level up per dot of this module's name.
+_PACKAGES_ROOT = str(Path(RUNNER).parents[__name__.count(".")])
 KEPT_ENV = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "TMPDIR", "TEMP", "TMP", "TZ", "SYSTEMROOT",
                       "NO_PROXY", "no_proxy"})
 INTERRUPTED = "the local CDF process running this call stopped before it finished"
@@ -122,7 +124,7 @@ def _interpreter_folders(python: str) -> list[str]:
     """What the worker's interpreter and runner read, to keep visible in the sandbox (a venv may live in /tmp)."""
     real = Path(os.path.realpath(python))
     return sorted({str(real.parent.parent), str(Path(python).absolute().parent.parent), sys.prefix,
-                   sys.base_prefix, str(Path(RUNNER).parent.parent.parent.parent)})
+                   sys.base_prefix, _PACKAGES_ROOT})
 
 
 class Worker:
