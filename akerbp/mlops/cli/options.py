@@ -22,7 +22,7 @@ ENV_FILTER_HELP = "Only this environment (default: all)."
 JSON_HELP = "Print the result as JSON."
 
 
-def env(help: str = ENV_HELP, choices: Sequence[str] = ENVIRONMENTS, **kwargs: Any) -> Decorator:
+def env(help: str | None = ENV_HELP, choices: Sequence[str] = ENVIRONMENTS, **kwargs: Any) -> Decorator:
     """--env: one of dev, test, prod (or a subset, e.g. `models promote --to`); pass `required`, `default`, ..."""
     return click.option("--env", type=click.Choice(list(choices)), help=help, **kwargs)
 

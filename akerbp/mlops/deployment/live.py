@@ -286,9 +286,10 @@ def deployed_services(client: CogniteClient, envs: Iterable[str] | None = None) 
     rows = []
     for (model, service, env), group in groups.items():
         standbys = sorted(group.standbys, key=_deployed_at, reverse=True)
-        fn = group.live or (standbys[0] if standbys else None)
-        if fn is None:
+        shown = group.live or (standbys[0] if standbys else None)
+        if shown is None:
             continue
+        fn = shown
         meta = _meta(fn)
         newest = last_call(client, fn.id)
         rows.append(DeployedService(
