@@ -6,7 +6,7 @@ exists for every k <= max_version // BLOCK, created before any version in block 
 probing for the highest marker in one `files/byids` request (exponential/binary search beyond DENSE_MARKERS), then
 probing the ids of that block downwards: 2 requests up to 25,600 versions, whatever the total.
 
-Part of the registry package bundled into deployed CDF Functions: stdlib, cognite-sdk and vocabulary only.
+Part of the registry package bundled into deployed CDF Functions: stdlib, cognite-sdk, errors and vocabulary only.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Callable
 
 from cognite.client.exceptions import CogniteDuplicatedError
 
+from akerbp.mlops.errors import MlopsError
 from akerbp.mlops.vocabulary import index_marker_external_id as marker_xid
 from akerbp.mlops.vocabulary import version_external_id as version_xid
 
@@ -109,6 +110,8 @@ def ensure_data_set(client: CogniteClient, external_id: str) -> int:
             )
         except CogniteDuplicatedError:  # created concurrently
             found = client.data_sets.retrieve(external_id=external_id)
+    if found is None:  # created concurrently, then gone: data sets cannot be deleted, so CDF misbehaved
+        raise MlopsError(f"data set {external_id} was reported created but cannot be retrieved: retry")
     return found.id
 
 
