@@ -15,8 +15,11 @@ from __future__ import annotations
 import re
 import sys
 import threading
+import types
 from contextlib import contextmanager
+from typing import Any
 
+_framework_logger: types.ModuleType | None
 try:  # bundled in the function folder; guarded so a service still answers if it is not
     from akerbp.mlops.utils import logger as _framework_logger
 except ImportError:  # pragma: no cover - depends on what the deploy step bundles
@@ -30,8 +33,8 @@ LINE_LIMIT = 64 * 1024  # a line longer than this is masked and written in piece
 def masker(secrets: dict | None):
     """A function masking the call's secret values (and any secret the framework logger knows) in a text; None when
     the call has no secret long enough to mask."""
-    values = {str(v) for v in (secrets or {}).values() if v is not None}
-    values = sorted((v for v in values if len(v) >= MIN_SECRET_LENGTH), key=len, reverse=True)  # longest first
+    distinct = {str(v) for v in (secrets or {}).values() if v is not None}
+    values = sorted((v for v in distinct if len(v) >= MIN_SECRET_LENGTH), key=len, reverse=True)  # longest first
     if not values:
         return None
     pattern = re.compile("|".join(map(re.escape, values)))
@@ -59,20 +62,20 @@ def mask_value(value, secrets: dict | None):
         return hide(item) if isinstance(item, str) else item
 
     root = [value]
-    stack = [(root, 0)]
+    stack: list[tuple[Any, Any]] = [(root, 0)]  # (a dict or list of the copy, a key or index in it)
     while stack:
         container, key = stack.pop()
         item = container[key]
         if isinstance(item, str):
             container[key] = fix(item)
         elif isinstance(item, dict):
-            copy = {fix(k): v for k, v in item.items()}
-            container[key] = copy
-            stack.extend((copy, k) for k, v in copy.items() if isinstance(v, (str, dict, list, tuple)))
+            as_dict = {fix(k): v for k, v in item.items()}
+            container[key] = as_dict
+            stack.extend((as_dict, k) for k, v in as_dict.items() if isinstance(v, (str, dict, list, tuple)))
         elif isinstance(item, (list, tuple)):
-            copy = list(item)
-            container[key] = copy
-            stack.extend((copy, i) for i, v in enumerate(copy) if isinstance(v, (str, dict, list, tuple)))
+            as_list = list(item)
+            container[key] = as_list
+            stack.extend((as_list, i) for i, v in enumerate(as_list) if isinstance(v, (str, dict, list, tuple)))
     return root[0]
 
 

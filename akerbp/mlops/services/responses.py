@@ -9,11 +9,13 @@ import json
 import logging
 import sys
 import traceback
+import types
 
 from akerbp.mlops.services.masking import mask  # noqa: F401 - the services' mask
 
 RESPONSE_LIMIT_BYTES = 1_000_000  # CDF refuses larger function responses
 
+_framework_logger: types.ModuleType | None
 try:  # bundled in the function folder; guarded so a service still answers if it is not
     from akerbp.mlops.utils import logger as _framework_logger
 except ImportError:  # pragma: no cover - depends on what the deploy step bundles

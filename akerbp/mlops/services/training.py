@@ -89,8 +89,9 @@ def _train_and_upload(data, client, settings: dict, root: Path, secrets: dict) -
     log = responses.get_log()
     if env == "prod" and not condition:
         return responses.error(NO_PROD_CONDITION, None, secrets)
-    if condition and _condition_problem(condition):
-        return responses.error(_condition_problem(condition), None, secrets)
+    problem = _condition_problem(condition) if condition else None
+    if problem:
+        return responses.error(problem, None, secrets)
     try:
         module = import_model(Path(root), settings["model_module"], "training")
     except ModelImportError as e:
