@@ -1,8 +1,8 @@
 """Compatibility module: the registry's API under the name the original akerbp.mlops gave it.
 
 `import akerbp.mlops.model_manager as mm` keeps working for notebooks and scripts; the registry itself is the package
-akerbp.mlops.registry (import from there in new code). Nothing here but re-exports. Not bundled into CDF Functions:
-code running there imports akerbp.mlops.registry.
+akerbp.mlops.registry (import from there in new code). Nothing here but re-exports. Bundled into CDF Functions too,
+so model code written for the seed that imports it there keeps working.
 """
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from akerbp.mlops.cli import output
 from akerbp.mlops.model_repo import DEFAULT_MODEL_NAME, scaffold
 
 
@@ -32,17 +33,17 @@ def init(directory: Path, model_name: str, force: bool) -> None:
     """
     where = _shown(directory)
     files, existing = scaffold(directory, model_name, force, shown=where)
-    click.echo(f"Created a model repo for '{model_name}' in {where}"
+    output.echo(f"Created a model repo for '{model_name}' in {where}"
                + (f" (overwrote {', '.join(existing)})" if existing else "") + ":")
     for name in files:
-        click.echo(f"  {name}")
+        output.echo(f"  {name}")
     cd = [] if where == "." else [f"cd {where}"]
     steps = cd + [
         "python -m pytest model_code",
         "bash deploy_prediction_service.sh",
         f"mlops call {model_name} --data '{{\"data\": [{{\"GR\": 85.0, \"NPHI\": 0.25, \"DEPTH\": 2400.0}}]}}'",
     ]
-    click.echo("\nNext steps (against the local CDF unless COGNITE_* variables are set):")
+    output.echo("\nNext steps (against the local CDF unless COGNITE_* variables are set):")
     for step in steps:
-        click.echo(f"  {step}")
-    click.echo("Then replace model_code/ with your model and push; README.md lists the Bitbucket setup.")
+        output.echo(f"  {step}")
+    output.echo("Then replace model_code/ with your model and push; README.md lists the Bitbucket setup.")

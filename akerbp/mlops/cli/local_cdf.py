@@ -1,7 +1,6 @@
 """`mlops local-cdf`: run, inspect, tick and reset the offline CDF."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from akerbp.mlops.cli import output
 from akerbp.mlops.errors import UsageError
 
 data_dir_option = click.option(
@@ -107,8 +107,8 @@ def serve(host, port, data_dir, clients, isolation, projects, call_timeout, buil
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     delay = f", builds take at least {cdf.build_delay_s:g} s" if cdf.build_delay_s else ""
-    click.echo(f"Local CDF serving {cdf.data_dir} at {cdf.base_url} (token URL {cdf.token_url}, isolation "
-               f"{cdf.isolation}{delay}). Ctrl-C stops.", err=True)
+    output.note(f"Local CDF serving {cdf.data_dir} at {cdf.base_url} (token URL {cdf.token_url}, isolation "
+                f"{cdf.isolation}{delay}). Ctrl-C stops.")
     try:
         while not stop.wait(1.0):  # the scheduler's clock: fire what is due each second
             cdf.run_due_schedules(wait=False)
@@ -117,7 +117,7 @@ def serve(host, port, data_dir, clients, isolation, projects, call_timeout, buil
     finally:
         cdf.withdraw()
         cdf.stop()
-        click.echo("Local CDF stopped.", err=True)
+        output.note("Local CDF stopped.")
 
 
 @local_cdf.command()
@@ -133,13 +133,13 @@ def tick(data_dir, now, as_json):
     with LocalCDF(_data_dir(data_dir)) as cdf:
         calls = cdf.run_due_schedules(now=moment)
     if as_json:
-        click.echo(json.dumps(calls, indent=2))
+        output.print_json(calls)
         return
     if not calls:
-        click.echo(f"No schedule was due at {moment.isoformat()}.")
+        output.echo(f"No schedule was due at {moment.isoformat()}.")
     for call in calls:
-        click.echo(f"schedule {call.get('scheduleId')} -> function {call['functionId']} call {call['id']}: "
-                   f"{call['status']}")
+        output.echo(f"schedule {call.get('scheduleId')} -> function {call['functionId']} call {call['id']}: "
+                    f"{call['status']}")
 
 
 def _parse_time(value: str | None) -> datetime:
@@ -164,12 +164,12 @@ def status(data_dir, as_json):
     info = {"dataDir": str(folder), "exists": (folder / "cdf.sqlite3").exists(), "server": LocalCDF.running(folder)}
     info["resources"] = Store(folder).kinds_count() if info["exists"] else {}
     if as_json:
-        click.echo(json.dumps(info, indent=2))
+        output.print_json(info)
         return
-    click.echo(f"Data dir: {folder}" + ("" if info["exists"] else " (empty: nothing stored yet)"))
-    click.echo(f"Server:   {info['server'] or 'not running (commands start an embedded one on demand)'}")
+    output.echo(f"Data dir: {folder}" + ("" if info["exists"] else " (empty: nothing stored yet)"))
+    output.echo(f"Server:   {info['server'] or 'not running (commands start an embedded one on demand)'}")
     for key, count in info["resources"].items():
-        click.echo(f"  {key:40} {count}")
+        output.echo(f"  {key:40} {count}")
 
 
 @local_cdf.command()
@@ -186,4 +186,4 @@ def reset(data_dir, yes):
         raise UsageError(f"A local CDF server is running on {folder}: stop it first.")
     if folder.exists():
         shutil.rmtree(folder)
-    click.echo(f"Local CDF at {folder} reset.")
+    output.echo(f"Local CDF at {folder} reset.")

@@ -43,7 +43,7 @@ from akerbp.mlops.function_folder import (  # noqa: F401 -- the layout's names, 
     is_reserved,
 )
 
-RUNTIME_FILES = ("__init__.py", "errors.py", "audit.py")
+RUNTIME_FILES = ("__init__.py", "errors.py", "audit.py", "model_manager.py")  # model_manager: the seed's name
 RUNTIME_PACKAGES = ("services", "utils", "registry")
 # Deploy-time modules a function must never carry (pydantic settings, CLI-side logic), even if named in a lazy import.
 NEVER_BUNDLED = ("settings", "settings_files", "pipeline")
