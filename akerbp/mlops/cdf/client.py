@@ -21,7 +21,7 @@ import re
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 from akerbp.mlops.vocabulary import ENVIRONMENTS
 from akerbp.mlops.errors import UsageError
@@ -29,6 +29,8 @@ from akerbp.mlops.utils.logger import get_logger, mask, register_secret  # noqa:
 
 if TYPE_CHECKING:
     from cognite.client import CogniteClient
+
+    from akerbp.mlops.local_cdf import LocalCDF
 
 RETIRED_API_KEY_VARS = ("COGNITE_API_KEY_DATA", "COGNITE_API_KEY_FUNCTIONS", "COGNITE_API_KEY_FILES", "COGNITE_API_KEY")
 CONFIG_VARS = (
@@ -49,9 +51,20 @@ LOCAL_PROJECT = "local"
 CLIENT_NAME = "akerbp.mlops"
 
 _lock = threading.Lock()
-_clients: dict[tuple, "CogniteClient"] = {}
-_embedded: dict[Path, object] = {}  # data dir -> LocalCDF started by this process
+_clients: dict[tuple[object, ...], "CogniteClient"] = {}  # ("project", ...settings) or ("local", data dir)
+_embedded: dict[Path, "LocalCDF"] = {}  # data dir -> LocalCDF started by this process
 _announced: set[Path] = set()
+
+
+class CdfConfig(TypedDict):
+    """A real project's settings, as read from the COGNITE_* variables."""
+
+    project: str
+    base_url: str
+    client_id: str
+    client_secret: str
+    token_url: str
+    scopes: list[str]
 
 
 def _env(name: str) -> str:
@@ -79,7 +92,7 @@ def _refuse_api_keys() -> None:
         )
 
 
-def cdf_config_from_env() -> dict | None:
+def cdf_config_from_env() -> CdfConfig | None:
     """The real project configured by COGNITE_* variables; None when none is set. Partial -> UsageError."""
     _refuse_api_keys()
     if not any(_env(name) for name in CONFIG_VARS):
@@ -175,7 +188,7 @@ def _bypass_proxy_for_loopback() -> None:
         os.environ[var] = ",".join(entries)
 
 
-def _real_client(config: dict) -> "CogniteClient":
+def _real_client(config: CdfConfig) -> "CogniteClient":
     _sdk_ready()
     from cognite.client import ClientConfig, CogniteClient
     from cognite.client.credentials import OAuthClientCredentials
@@ -216,7 +229,7 @@ def _local_client(data_dir: Path) -> "CogniteClient":
     served = info["base_url"] if info else None
     if info and info.get("restricted"):  # `mlops local-cdf serve --client ...`: our local token would get 401
         config = cdf_config_from_env()
-        if config is not None and config["base_url"] == served.rstrip("/"):
+        if config is not None and config["base_url"] == info["base_url"].rstrip("/"):
             return _real_client(config)  # the user configured this server as their project: use their client
         raise UsageError(
             f"the local CDF served at {served} for {_display(data_dir)} accepts only the clients given to "
@@ -256,15 +269,17 @@ def get_client(force_local: bool = False) -> "CogniteClient":
     config = None if force_local else cdf_config_from_env()
     if config is None and not force_local:
         _refuse_local_cdf_in_ci()
+    key: tuple[object, ...]
     if config is not None:
         key = ("project", config["project"], config["base_url"], config["client_id"], config["token_url"],
                tuple(config["scopes"]), hash(config["client_secret"]))
     else:
-        key = ("local", local_cdf_dir())
+        data_dir = local_cdf_dir()
+        key = ("local", data_dir)
     with _lock:
         client = _clients.get(key)
         if client is None:
-            client = _real_client(config) if config is not None else _local_client(key[1])
+            client = _real_client(config) if config is not None else _local_client(data_dir)
             _clients[key] = client
         return client
 
@@ -362,9 +377,10 @@ DEBUG_HINT = "set MLOPS_LOG_LEVEL=DEBUG to see the traceback"
 
 def _causes(exc: BaseException) -> list[BaseException]:
     chain: list[BaseException] = []
-    while exc is not None and all(exc is not seen for seen in chain):
-        chain.append(exc)
-        exc = exc.__cause__ or exc.__context__
+    current: BaseException | None = exc
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or current.__context__
     return chain
 
 

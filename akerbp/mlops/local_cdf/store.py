@@ -188,7 +188,16 @@ class Store:
         ).fetchone()
         return json.loads(row[0]) if row else None
 
-    def get_xid(self, project: str, kind: str, xid: str, db: sqlite3.Connection | None = None) -> dict | None:
+    def get_known(self, project: str, kind: str, id: int, db: sqlite3.Connection | None = None,
+                  what: str = "Resources") -> dict:
+        """get() of a resource this request created or found: one deleted meanwhile is CDF's 400 naming it."""
+        body = self.get(project, kind, id, db)
+        if body is None:
+            raise not_found([{"id": id}], what)
+        return body
+
+    def get_xid(self, project: str, kind: str, xid: str | None, db: sqlite3.Connection | None = None) -> dict | None:
+        """The resource with this external id; None (no external id given) matches nothing."""
         row = (db or self.conn()).execute(
             "SELECT body FROM resources WHERE project=? AND kind=? AND external_id=?", (project, kind, xid)
         ).fetchone()

@@ -119,7 +119,7 @@ def call(ctx: Ctx, function_id: int) -> dict:
     session = consume_nonce(ctx, ctx.body.get("nonce"))
     record, done = start_call(ctx.runtime, ctx.project, fn, data, session)
     done.wait(ctx.limits.sync_call_wait_s)
-    return view(ctx.store.get(ctx.project, KIND, record["id"]))
+    return view(ctx.store.get_known(ctx.project, KIND, record["id"], what="Function calls"))
 
 
 def _function_calls(ctx: Ctx, function_id: int) -> tuple[str, list]:

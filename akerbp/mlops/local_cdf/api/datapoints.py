@@ -20,7 +20,7 @@ import base64
 import itertools
 import math
 import re
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from werkzeug.wrappers import Response
 
@@ -28,6 +28,9 @@ from ..http.app import Ctx, Router, json_response
 from ..http.errors import bad_request
 from ..store import now_ms
 from ..http.validation import check, identifiers
+
+if TYPE_CHECKING:
+    import sqlite3
 
 routes = Router()
 KIND = "timeseries"
@@ -81,6 +84,14 @@ def _resolve(ctx: Ctx, raw_items: list, what: str, ignore_unknown: bool = False,
         if ts.get("externalId") is not None:
             found[("externalId", ts["externalId"])] = ts
     return [found.get(next(iter(ident.items()))) for ident in idents]
+
+
+def _resolve_all(ctx: Ctx, raw_items: list, what: str, db: sqlite3.Connection | None = None) -> list[dict]:
+    """_resolve without ignore_unknown: an unknown item is a 400, so there is a time series for every item."""
+    series = _resolve(ctx, raw_items, what, db=db)
+    known = [ts for ts in series if ts is not None]
+    assert len(known) == len(series), "Store.resolve raises for unknown items unless they are ignored"
+    return known
 
 
 def _name(ts: dict) -> str:
@@ -152,7 +163,7 @@ def insert(ctx: Ctx) -> dict:
         check(item, {"id": int, "externalId": str, "instanceId": dict, "datapoints": list}, f"items[{i}]",
               required=("datapoints",))
     with ctx.store.write() as db:
-        series = _resolve(ctx, raw, "Time series", db=db)
+        series = _resolve_all(ctx, raw, "Time series", db=db)
         rows = [row for i, (item, ts) in enumerate(zip(raw, series))
                 for row in _datapoint_rows(ts, item["datapoints"], f"items[{i}]")]
         db.executemany("INSERT OR REPLACE INTO datapoints(ts_id, timestamp, value) VALUES (?, ?, ?)", rows)
@@ -175,7 +186,7 @@ def delete_ranges(ctx: Ctx) -> dict:
             item["exclusiveEnd"], f"items[{i}].exclusiveEnd", now)
         ranges.append((begin, end))
     with ctx.store.write() as db:
-        series = _resolve(ctx, raw, "Time series", db=db)
+        series = _resolve_all(ctx, raw, "Time series", db=db)
         db.executemany("DELETE FROM datapoints WHERE ts_id=? AND timestamp>=? AND timestamp<?",
                        [(ts["id"], begin, end) for ts, (begin, end) in zip(series, ranges)])
     return {}

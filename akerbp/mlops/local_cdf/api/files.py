@@ -164,7 +164,7 @@ def _remember_upload(ctx: Ctx, file_id: int, upload_id: str, parts: int) -> int:
     """Record a multipart upload; its expiry (the upload and its URLs end then)."""
     expires = _expiry()
     with ctx.store.write() as db:
-        file = ctx.store.get(ctx.project, KIND, file_id, db)
+        file = ctx.store.get_known(ctx.project, KIND, file_id, db, what="Files")
         file.setdefault("_uploads", {})[upload_id] = {"parts": parts, "expires": expires}
         ctx.store.save(db, ctx.project, KIND, file, touch=False)
     return expires

@@ -110,7 +110,7 @@ def run_due(rt: "FunctionRuntime", now: datetime | None = None, wait: bool = Tru
     result = []
     for project, call, done in started:
         done.wait(rt.limits.call_timeout_s + 30)
-        result.append(view(rt.store.get(project, CALLS, call["id"])))
+        result.append(view(rt.store.get_known(project, CALLS, call["id"], what="Function calls")))
     return result
 
 

@@ -271,13 +271,14 @@ class App:
     def dispatch(self, request: Request) -> Response:
         adapter = self.url_map.bind_to_environ(request.environ)
         try:
-            endpoint, values = adapter.match()
+            endpoint, matched = adapter.match()
         except NotFound:
             raise CDFError(404, f"Not found: {request.method} {request.path}") from None
         except MethodNotAllowed:
             raise CDFError(405, f"Method {request.method} not allowed on {request.path}") from None
         except HTTPException as e:
             raise CDFError(e.code or 400, e.description or str(e)) from None
+        values = dict(matched)  # _project pops the project from it
         services = self.services
         if services is None:
             raise CDFError(503, "The local CDF is starting: retry shortly")

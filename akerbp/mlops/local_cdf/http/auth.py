@@ -38,7 +38,7 @@ class Auth:
     def valid_client(self, client_id: str, client_secret: str) -> bool:
         if not client_id or not client_secret:
             return False
-        if not self.restricted:
+        if not self.clients:  # not restricted
             return True
         expected = self.clients.get(client_id)
         return expected is not None and hmac.compare_digest(expected, client_secret)

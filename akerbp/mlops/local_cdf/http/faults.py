@@ -26,12 +26,18 @@ routes = Router()
 RULE_FIELDS = {"path": str, "method": str, "status": int, "count": int, "delay": NUMBER, "after": bool}
 
 
+class FaultResponse(Response):
+    """An injected failure; serve_first: the app serves the request, then answers this instead."""
+
+    serve_first: bool = False
+
+
 class Faults:
     def __init__(self) -> None:
         self._rules: list[dict] = []
         self._lock = threading.Lock()
 
-    def add(self, rules: list) -> None:
+    def add(self, rules: object) -> None:
         if not isinstance(rules, list):
             raise bad_request("Field 'rules' must be an array")
         for i, rule in enumerate(rules):
@@ -49,7 +55,7 @@ class Faults:
         with self._lock:
             return [dict(r) for r in self._rules]
 
-    def take(self, method: str, path: str) -> Response | None:
+    def take(self, method: str, path: str) -> FaultResponse | None:
         if path.startswith("/_local/faults"):
             return None
         with self._lock:
@@ -63,7 +69,7 @@ class Faults:
         if rule.get("status") is None:
             return None
         body = {"error": {"code": rule["status"], "message": f"Injected fault ({rule['status']}) by the local CDF"}}
-        response = Response(json.dumps(body), status=rule["status"], mimetype="application/json")
+        response = FaultResponse(json.dumps(body), status=rule["status"], mimetype="application/json")
         response.serve_first = bool(rule.get("after"))  # the app serves the request, then answers this
         return response
 

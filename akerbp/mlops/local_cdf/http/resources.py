@@ -171,18 +171,18 @@ class Kind:
                 raise bad_request(f"Field '{where}.set' has the wrong type")
             body[name] = value
             return
-        current = body.get(name) or ({} if expected is dict else [])
         if expected is dict:
+            mapping: dict = body.get(name) or {}
             add, remove = op.get("add") or {}, op.get("remove") or []
             if not isinstance(add, dict) or not isinstance(remove, list):
                 raise bad_request(f"Field '{where}': add must be an object and remove an array of keys")
-            current = {**{k: v for k, v in current.items() if k not in remove}, **add}
+            body[name] = {**{k: v for k, v in mapping.items() if k not in remove}, **add}
         else:
+            values: list = body.get(name) or []
             add, remove = op.get("add") or [], op.get("remove") or []
             if not isinstance(add, list) or not isinstance(remove, list):
                 raise bad_request(f"Field '{where}': add and remove must be arrays")
-            current = [v for v in current if v not in remove] + [v for v in add if v not in current]
-        body[name] = current
+            body[name] = [v for v in values if v not in remove] + [v for v in add if v not in values]
 
 
 # -- shared by events and time series ----------------------------------------------------------------------

@@ -45,7 +45,7 @@ def items(body: dict, path: str = "items", max_items: int = 1000, min_items: int
 def identifiers(body: dict, max_items: int = 1000, snake_case: bool = False) -> list[dict]:
     """`[{"id": 1} | {"externalId": "x"}]`, each with exactly one of the two."""
     xid_key = "external_id" if snake_case else "externalId"
-    result = []
+    result: list[dict] = []
     for i, ident in enumerate(items(body, max_items=max_items)):
         where = f"items[{i}]"
         if not isinstance(ident, dict):

@@ -56,7 +56,7 @@ def _ps_start_time(pid: int) -> str | None:
 
 def is_running(pid: int | None, started: str | None) -> bool:
     """Whether the process recorded as (pid, started) still runs; a reused pid is another process."""
-    return bool(pid) and started is not None and start_time(int(pid)) == started
+    return bool(pid) and pid is not None and started is not None and start_time(int(pid)) == started
 
 
 def me() -> tuple[int, str]:

@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from . import sandbox
 from .runner import kill_descendants
@@ -38,6 +38,14 @@ class CallResult:
     response: Any = None
     error: dict | None = None
     logs: list[dict] = field(default_factory=list)
+
+
+class _UserSwitch(TypedDict, total=False):
+    """Popen's arguments that run the worker as another user (none: as the server's own)."""
+
+    user: int
+    group: int
+    extra_groups: list[int]
 
 
 @dataclass(frozen=True)
@@ -156,7 +164,7 @@ class Worker:
                 argv = [spec.python, "-u", RUNNER, str(req_r), str(rep_w), spec.function_path, *memory]
                 wrapped = sandbox.wrap(argv, folder=spec.folder, data_dir=data_dir, worker_dir=str(self.dir),
                                        extra=_interpreter_folders(spec.python))
-                switch = {}
+                switch: _UserSwitch = {}
                 if spec.uid is not None:
                     switch = {"user": spec.uid, "group": spec.uid, "extra_groups": []}
                 self.proc = subprocess.Popen(

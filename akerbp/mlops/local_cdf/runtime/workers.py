@@ -107,7 +107,7 @@ class WorkerPool:
                 and self._functions.get(key) is fw
                 and worker.alive()
             )
-            if keep:
+            if keep and worker is not None:  # keep implies a worker: the check is for mypy
                 fw.idle.append(worker)
             else:
                 fw.count -= 1
