@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -30,7 +30,8 @@ from akerbp.mlops.settings_files import RawModel, UnreadableSettings, display_pa
 from akerbp.mlops.settings_capture import pending_models, safe_repr, safe_str
 
 SETTINGS_FILES = ("mlops_settings.py", "mlops_settings.yaml")
-PYTHON_VERSIONS = ("py310", "py311", "py312", "py313")
+PythonVersion = Literal["py310", "py311", "py312", "py313"]
+PYTHON_VERSIONS: tuple[str, ...] = get_args(PythonVersion)
 SECRET_NAME_PATTERN = r"^[a-z0-9-]+$"
 MAX_ERRORS = 100
 
@@ -73,8 +74,10 @@ class _Strict(BaseModel):
 class ServiceInfo(_Strict):
     """What CDF shows for one deployed service; the limits are CDF Functions' own."""
 
-    description: str | None = Field(None, max_length=500, description="Function description (<= 500 characters).")
-    owner: str | None = Field(None, max_length=128, description="Function owner, e.g. an email (<= 128 characters).")
+    # default= by keyword, here and in ModelInfo: mypy reads a positional Field default as none, and ServiceInfo()
+    # and ModelInfo() are built without arguments.
+    description: str | None = Field(default=None, max_length=500, description="Function description (<= 500 characters).")
+    owner: str | None = Field(default=None, max_length=128, description="Function owner, e.g. an email (<= 128 characters).")
     metadata: dict[MetadataKey, MetadataValue] = Field(
         default_factory=dict,
         max_length=16,
@@ -83,8 +86,8 @@ class ServiceInfo(_Strict):
 
 
 class ModelInfo(_Strict):
-    prediction: ServiceInfo | None = Field(None, description="Shown on the prediction service's function.")
-    training: ServiceInfo | None = Field(None, description="Shown on the training service's function.")
+    prediction: ServiceInfo | None = Field(default=None, description="Shown on the prediction service's function.")
+    training: ServiceInfo | None = Field(default=None, description="Shown on the training service's function.")
 
 
 class DeploymentCondition(_Strict):
@@ -138,7 +141,7 @@ class ModelSettings(_Strict):
         None, ge=1, description="Pin: deploy this artifact version instead of the latest one of the environment."
     )
     info: ModelInfo = Field(default_factory=ModelInfo, description="Description, owner and metadata per service.")
-    python_version: Literal[PYTHON_VERSIONS] = Field("py311", description="CDF Functions runtime.")
+    python_version: PythonVersion = Field("py311", description="CDF Functions runtime.")
     dataset: str = Field(
         "mlops", min_length=1, max_length=255, description="External id of the CDF data set for artifacts and functions."
     )
@@ -360,7 +363,7 @@ def unknown_model_error(names, known, where: str) -> UsageError:
 
 # --- validation ----------------------------------------------------------------------------------------------------
 
-_FIELD_MODELS = {
+_FIELD_MODELS: dict[tuple[str, ...], type[BaseModel]] = {
     (): ModelSettings,
     ("info",): ModelInfo,
     ("info", "prediction"): ServiceInfo,
@@ -469,9 +472,9 @@ def _validate(raw: RawModel, index: int, name: str, root: Path, env: str | None,
     found.sort(key=lambda item: raw.line_of(item[0]) or 0)
     messages = []
     for loc, problem in found:
-        line = raw.line_of(loc)
+        line_no = raw.line_of(loc)
         field = f"field '{field_name(loc)}'" if loc else "its settings"
-        messages.append(f"{name}: {label}: {field}{problem}{f' (line {line})' if line else ''}")
+        messages.append(f"{name}: {label}: {field}{problem}{f' (line {line_no})' if line_no else ''}")
     return (model if not messages else None), messages
 
 
@@ -494,7 +497,9 @@ def load_settings(path: Path | str | None = None, *, env: str | None = None,
     except UnreadableSettings as e:
         raise SettingsError(e.errors, name) from None
     root = path.resolve().parent
-    models, errors, first_seen = [], [], {}
+    models: list[ModelSettings] = []
+    errors: list[str] = []
+    first_seen: dict[str, int] = {}
     for i, raw in enumerate(raws):
         model, problems = _validate(raw, i, name, root, env, services)
         errors += problems

@@ -162,7 +162,7 @@ def child(path: str, name: str, result_path: str, megabytes: str) -> None:
     """Entry point of the child: read the settings file, write the result, end at once (threads or atexit handlers
     the file left behind must not keep the process alive or change its exit code)."""
     try:
-        result = {"models": _models(path, name, int(megabytes))}
+        result: dict[str, object] = {"models": _models(path, name, int(megabytes))}
     except _Unreadable as e:
         result = {"error": str(e)}
     except BaseException as e:  # noqa: BLE001 - a bug here must still be an answer naming the file
@@ -285,12 +285,19 @@ def _item_lines(source: str) -> list[tuple[int, dict[tuple, int]]]:
         body = ast.parse(source).body
     except (SyntaxError, RecursionError, MemoryError, ValueError):
         return []
+    targets: list[ast.expr]
+    value: ast.expr | None  # None: an annotation without a value
     for stmt in body:
-        targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target] if isinstance(stmt, ast.AnnAssign) else []
-        if any(isinstance(t, ast.Name) and t.id == "models" for t in targets) and isinstance(stmt.value, (ast.List, ast.Tuple)):
+        if isinstance(stmt, ast.Assign):
+            targets, value = stmt.targets, stmt.value
+        elif isinstance(stmt, ast.AnnAssign):
+            targets, value = [stmt.target], stmt.value
+        else:
+            continue
+        if any(isinstance(t, ast.Name) and t.id == "models" for t in targets) and isinstance(value, (ast.List, ast.Tuple)):
             out = []
-            for elt in stmt.value.elts:
-                keys = {}
+            for elt in value.elts:
+                keys: dict[tuple, int] = {}
                 if isinstance(elt, ast.Call):
                     keys = {(k.arg,): k.lineno for k in elt.keywords if k.arg}
                 elif isinstance(elt, ast.Dict):

@@ -18,6 +18,7 @@ from akerbp.mlops.settings_capture import safe_repr
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
+    from pydantic_core import ErrorDetails
 
 
 class UnreadableSettings(Exception):
@@ -82,8 +83,7 @@ def _read_yaml(path: Path, name: str, model: type[BaseModel]) -> list[RawModel]:
     if not docs:
         raise UnreadableSettings(f"{name}: no models: add `models:` with a list of model settings")
     if len(docs) == 1 and isinstance(docs[0][1], dict) and "models" in docs[0][1]:
-        node, value = docs[0]
-        models = value["models"]
+        node, models = docs[0][0], docs[0][1]["models"]
         models_key, models_node = next((k, v) for k, v in node.value if k.value == "models")
         if not isinstance(models, list) or not models:
             line = models_key.start_mark.line + 1
@@ -140,7 +140,7 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def explain(error: dict, field_models: Mapping[tuple, type[BaseModel]]) -> str:
+def explain(error: ErrorDetails, field_models: Mapping[tuple, type[BaseModel]]) -> str:
     """One pydantic error as words a data scientist can act on; follows "field 'x'".
 
     field_models: the model class at each nested location, () for the top one, to suggest known field names.

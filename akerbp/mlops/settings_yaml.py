@@ -47,19 +47,21 @@ def read_documents(path: Path) -> tuple[list[yaml.Node], list[object]]:
     text = path.read_bytes()[:MAX_BYTES + 1].decode("utf-8")
     loader = BoundedLoader(text)
     try:
-        nodes = []
+        nodes: list[yaml.Node] = []
         while loader.check_node():
-            nodes.append(loader.get_node())
+            node = loader.get_node()
+            assert node is not None, "check_node() said a document follows"
+            nodes.append(node)
     finally:
         loader.dispose()
-    problems = [p for n in nodes if n is not None for p in check(n)]
+    problems = [p for n in nodes for p in check(n)]
     if problems:
         raise Refused(*problems)
     constructor = yaml.SafeLoader("")
-    values = []
+    values: list[object] = []
     for node in nodes:
         try:
-            values.append(constructor.construct_document(node) if node is not None else None)
+            values.append(constructor.construct_document(node))
         except (ValueError, OverflowError) as e:  # e.g. a timestamp out of range
             raise Refused(f"line {node.start_mark.line + 1}: a value cannot be read: {e}") from None
     return nodes, values

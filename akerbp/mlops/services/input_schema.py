@@ -39,7 +39,7 @@ def _validator(root: Path, schema_file: str):
         if key in _validators:
             return _validators[key]
         try:
-            import jsonschema  # type: ignore[import-untyped]  # no stubs in the function's environment
+            import jsonschema
         except ImportError:
             if not _warned_missing:
                 get_log().warning("jsonschema is not installed: the input schema %s is not checked", schema_file)

@@ -54,7 +54,7 @@ def mask(text: str) -> str:
     if not secrets:
         return text
     cached_for, pattern = _pattern_cache
-    if cached_for != secrets:
+    if cached_for != secrets or pattern is None:  # None: nothing compiled yet
         # Longest first, so a secret containing another is masked whole.
         alternatives = sorted(secrets, key=len, reverse=True)
         pattern = re.compile("|".join(re.escape(s) for s in alternatives))
