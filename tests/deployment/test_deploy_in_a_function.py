@@ -78,11 +78,12 @@ for step in steps:
     artifact = artifacts.resolve(settings, "dev", lambda: client, repo / ".mlops" / "cache")
     built = build.build_folder(settings, "prediction", "dev", artifact=artifact.path, model_id=artifact.model_id,
                                secrets={})
+    assert isinstance(built.options, FunctionOptions)  # one options class from build to release, no conversion
     by = provenance.who()
     mlops_md = records.mlops_metadata(
         model=settings.model_name, service="prediction", env="dev", version=None, model_id=artifact.model_id,
         content_hash=built.content_hash, commit="", deployed_at=records.now_iso(), by=by)
-    new = release.NewCode(built.content_hash, build.zip_folder(built.path), FunctionOptions.from_dict(built.options),
+    new = release.NewCode(built.content_hash, build.zip_folder(built.path), built.options,
                           {}, mlops_md, functions.data_set_id(client, settings.dataset))
     ctx = release.ReleaseContext(client, live, deadline, by, None, settings.models_to_keep)
     outcome = {"hash": built.content_hash}

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 from akerbp.mlops.deployment import build, functions, interrupts, plan as plans, records, release, smoke
 from akerbp.mlops.deployment.lock import DeployLock
-from akerbp.mlops.deployment.options import FunctionOptions
 from akerbp.mlops.deployment.result import Applied
 from akerbp.mlops.utils import provenance
 
@@ -68,7 +67,7 @@ def apply(job: ModelJob, prepared: Prepared) -> None:
                 model=settings.model_name, service=job.service, env=job.env, version=result.version,
                 model_id=result.model_id, content_hash=result.hash,
                 commit=provenance.git_commit(settings.root, mark_dirty=True), deployed_at=records.now_iso(), by=by)
-            new = release.NewCode(result.hash, zip_bytes, FunctionOptions.from_dict(prepared.built.options),
+            new = release.NewCode(result.hash, zip_bytes, prepared.built.options,
                                   prepared.secrets, mlops_md, data_set)
             out = release.put_live(ctx, new)
             applied.upload, applied.create = out.code_file_xid, list(out.switch.created)

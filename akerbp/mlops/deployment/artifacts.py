@@ -13,12 +13,15 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from akerbp.mlops.vocabulary import LOCAL_DIGEST_CHARS, local_artifact_id  # noqa: F401
 from akerbp.mlops.errors import MlopsError, UsageError
 
+if TYPE_CHECKING:
+    from cognite.client import CogniteClient
 
+    from akerbp.mlops.settings import ModelSettings
 
 @dataclass
 class Artifact:
@@ -41,7 +44,7 @@ def _how_to_train(model: str, env: str) -> str:
             f"(mlops call {model} --service training --env {env})")
 
 
-def resolve(settings, env: str, client: Callable[[], object], cache_root: Path) -> Artifact:
+def resolve(settings: ModelSettings, env: str, client: Callable[[], CogniteClient], cache_root: Path) -> Artifact:
     """The artifact to deploy; `client` is called only when the registry is needed."""
     model = settings.model_name
     pinned = settings.artifact_version

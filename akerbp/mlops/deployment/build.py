@@ -29,8 +29,10 @@ import weakref
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import akerbp.mlops as mlops_package
+from akerbp.mlops.deployment.options import FunctionOptions
 from akerbp.mlops.errors import MlopsError, UsageError
 from akerbp.mlops.function_folder import (  # noqa: F401 -- the layout's names, re-exported for the deployer
     ARTIFACT_DIR,
@@ -43,10 +45,13 @@ from akerbp.mlops.function_folder import (  # noqa: F401 -- the layout's names, 
     is_reserved,
 )
 
+if TYPE_CHECKING:
+    from akerbp.mlops.settings import ModelSettings
+
 RUNTIME_FILES = ("__init__.py", "errors.py", "audit.py", "model_manager.py")  # model_manager: the seed's name
 RUNTIME_PACKAGES = ("services", "utils", "registry")
 # Deploy-time modules a function must never carry (pydantic settings, CLI-side logic), even if named in a lazy import.
-NEVER_BUNDLED = ("settings", "settings_files", "pipeline")
+NEVER_BUNDLED = ("settings", "settings_schema", "settings_files", "pipeline")
 IGNORED = ("__pycache__", "*.pyc", "*.pyo", ".pytest_cache", ".mypy_cache", ".ipynb_checkpoints", ".DS_Store", ".git")
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 HASH_VERSION = b"akerbp.mlops function v1\0"
@@ -61,11 +66,11 @@ _ignore = shutil.ignore_patterns(*IGNORED)
 class BuiltFolder:
     path: Path
     content_hash: str
-    options: dict
+    options: FunctionOptions  # also written into the folder as mlops_function.json
     files: list[str] = field(default_factory=list)
 
 
-def function_options(settings, service: str, env: str) -> dict:
+def function_options(settings: ModelSettings, service: str, env: str) -> FunctionOptions:
     """What CDF needs besides the code: from the settings, never secret values (only their names)."""
     info = settings.service_info(service)
     user_metadata = dict(info.metadata)
@@ -82,23 +87,22 @@ def function_options(settings, service: str, env: str) -> dict:
             f"the deploy step adds {MLOPS_METADATA_KEYS} mlops_* keys and CDF allows {MAX_FUNCTION_METADATA} per "
             f"function: keep at most {room}"
         )
-    xid = settings.function_external_id(service, env)
-    return {
-        "external_id": xid,
-        "name": f"{settings.human_friendly_model_name} ({service}, {env})"[:140],
-        "description": info.description or f"akerbp.mlops {service} service of {settings.model_name} ({env})",
-        "owner": info.owner,
-        "metadata": user_metadata,
-        "env_vars": dict(settings.env_vars),
-        "cpu": settings.cpu,
-        "memory": settings.memory,
-        "runtime": settings.python_version,
-        "function_path": HANDLER_FILE,
-        "secrets": list(settings.secrets),
-    }
+    return FunctionOptions(
+        external_id=settings.function_external_id(service, env),
+        name=f"{settings.human_friendly_model_name} ({service}, {env})"[:140],
+        description=info.description or f"akerbp.mlops {service} service of {settings.model_name} ({env})",
+        owner=info.owner,
+        metadata=user_metadata,
+        env_vars=dict(settings.env_vars),
+        cpu=settings.cpu,
+        memory=settings.memory,
+        runtime=settings.python_version,
+        function_path=HANDLER_FILE,
+        secrets=list(settings.secrets),
+    )
 
 
-def requirements_txt(settings) -> str:
+def requirements_txt(settings: ModelSettings) -> str:
     """requirements.model without the framework (bundled; pip would fetch another copy), plus jsonschema when an
     input schema must be checked. cognite-sdk is preinstalled in CDF Functions."""
     lines = settings.req_path.read_text(encoding="utf-8").splitlines()
@@ -118,9 +122,9 @@ def _imported_modules(path: Path) -> frozenset[str]:
     cached = _parsed.get(path)
     if cached is not None and cached[0] == key:
         return cached[1]
-    found = set()
+    found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_bytes(), filename=str(path))):
-        names = []
+        names: list[str] = []
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -172,7 +176,8 @@ def copy_runtime(dest: Path) -> None:
     shutil.copy2(source.joinpath(*HANDLER_SOURCE), dest / HANDLER_FILE)
 
 
-def _service_settings(settings, service: str, env: str, model_id: str | None, schema: str | None) -> dict:
+def _service_settings(settings: ModelSettings, service: str, env: str, model_id: str | None,
+                      schema: str | None) -> dict[str, Any]:
     condition = settings.deployment_condition.model_dump() if settings.deployment_condition else None
     return {
         "model_name": settings.model_name,
@@ -188,8 +193,8 @@ def _service_settings(settings, service: str, env: str, model_id: str | None, sc
     }
 
 
-def _populate(dest: Path, settings, service: str, env: str, artifact: Path | None, model_id: str | None,
-              options: dict) -> None:
+def _populate(dest: Path, settings: ModelSettings, service: str, env: str, artifact: Path | None,
+              model_id: str | None, options: FunctionOptions) -> None:
     code = settings.code_folder
     if is_reserved(code):
         raise UsageError(
@@ -203,23 +208,24 @@ def _populate(dest: Path, settings, service: str, env: str, artifact: Path | Non
             raise MlopsError(f"model '{settings.model_name}': no artifact folder to deploy ({artifact})")
         shutil.copytree(artifact, dest / ARTIFACT_DIR, ignore=_ignore)
     schema = settings.input_schema
-    if schema and not (dest / schema).is_file():
+    source = settings.input_schema_path  # set when schema is
+    if schema and source is not None and not (dest / schema).is_file():
         (dest / schema).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(settings.input_schema_path, dest / schema)
+        shutil.copy2(source, dest / schema)
     (dest / REQUIREMENTS_FILE).write_text(requirements_txt(settings), encoding="utf-8")
     service_settings = _service_settings(settings, service, env, model_id, schema)
     (dest / SERVICE_SETTINGS_FILE).write_text(json.dumps(service_settings, indent=2, sort_keys=True) + "\n")
-    (dest / OPTIONS_FILE).write_text(json.dumps(options, indent=2, sort_keys=True) + "\n")
+    (dest / OPTIONS_FILE).write_text(json.dumps(options.as_dict(), indent=2, sort_keys=True) + "\n")
 
 
-def build_folder(settings, service: str, env: str, *, artifact: Path | None, model_id: str | None,
+def build_folder(settings: ModelSettings, service: str, env: str, *, artifact: Path | None, model_id: str | None,
                  secrets: dict[str, str], build_root: Path | None = None) -> BuiltFolder:
     """Build the function folder in a folder of this build's own under .mlops/build/, hash it, and point
     .mlops/build/{model}-{service}-{env} at it. The folder stays as long as the BuiltFolder is referenced."""
     options = function_options(settings, service, env)
     root = build_root or settings.root / ".mlops" / "build"
     root.mkdir(parents=True, exist_ok=True)
-    xid = options["external_id"]
+    xid = options.external_id
     _sweep(root, xid)
     with _lock:  # created and claimed at once: a sweep in another thread never sees it unclaimed
         folder = Path(tempfile.mkdtemp(prefix=f".{xid}.{os.getpid()}.", dir=root))
@@ -290,7 +296,7 @@ def _point(link: Path, folder: Path) -> None:
 
 
 def _files(folder: Path) -> list[tuple[str, Path]]:
-    found = []
+    found: list[tuple[str, Path]] = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if d not in ("__pycache__", ".pytest_cache"))
         for name in filenames:
@@ -338,10 +344,11 @@ def zip_folder(folder: Path) -> bytes:
     return buffer.getvalue()
 
 
-def read_options(zip_bytes: bytes) -> dict:
+def read_options(zip_bytes: bytes) -> dict[str, Any]:
     """The function options stored in a code zip (for rollback)."""
     try:
         with zipfile.ZipFile(io.BytesIO(zip_bytes)) as archive:
-            return json.loads(archive.read(OPTIONS_FILE))
+            options: dict[str, Any] = json.loads(archive.read(OPTIONS_FILE))
+            return options
     except (KeyError, zipfile.BadZipFile, ValueError) as e:
         raise MlopsError(f"the code file holds no readable {OPTIONS_FILE} ({e}): it was not built by akerbp.mlops") from e

@@ -1,7 +1,9 @@
 """`mlops deploy prediction|training`: test, build and ship every model of the settings, up to `jobs` at a time.
 
 Per model (prepare.py, then apply.py; a failure stops that model, the others go on):
-  1. model tests (pytest subprocess, started first, before even cognite-sdk is imported; 2-4 run meanwhile)
+  1. model tests (pytest subprocess, started first, before even cognite-sdk is imported; 2-4 run meanwhile; when
+     the local hint .mlops/verified/{function}.json says the last deploy verified these inputs, started only once
+     the plan needs them: verified_hint.py)
   2. artifacts (artifacts.py)           3. function folder + content hash (build.py)
   4. the plan (plan.py), from the live function: create, replace, verify (the same content live but never
      smoke-checked: a deploy of it was stopped or killed), or unchanged (the same content live and verified:
@@ -25,7 +27,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from akerbp.mlops.deployment import interrupts, prepare, service_check
+from akerbp.mlops.deployment import interrupts, prepare, service_check, verified_hint
 from akerbp.mlops.deployment.functions import Progress
 from akerbp.mlops.deployment.model_tests import ModelTests
 from akerbp.mlops.deployment.result import OUTCOMES, ModelResult
@@ -140,11 +142,18 @@ def deploy_model(settings: ModelSettings, service: str, env: str, target: Target
     xid = settings.function_external_id(service, env)
     result = ModelResult(settings.model_name, service, env, xid)
     started_wall, started = time.time(), time.monotonic()
-    tests = ModelTests(settings.root, settings.test_path, timeout=timeout, allow_no_tests=settings.allow_no_tests)
+    hint_file, inputs = verified_hint.path(settings, xid), _inputs(settings, service, env)
+    hint = verified_hint.read(hint_file) if inputs is not None and not (force or retest) else None
+    if hint is not None and (hint.inputs != inputs or prepare.untested_inputs(settings)):
+        hint = None  # stale, or tests the plan reruns anyway: start them first, as they overlap the rest
+    if hint is not None:
+        progress("the last deploy verified these inputs: the model tests wait for the plan")
+    tests = ModelTests(settings.root, settings.test_path, timeout=timeout, allow_no_tests=settings.allow_no_tests,
+                       start=hint is None)
     tester = service_check.ServiceTest(settings.root, settings.test_path, f"model '{settings.model_name}'",
-                                       timeout=timeout)
+                                       timeout=timeout, start=hint is None)
     job = prepare.ModelJob(settings, service, env, target, result, tests, tester, progress, started + timeout,
-                           dry_run=dry_run, force=force, retest=retest)
+                           dry_run=dry_run, force=force, retest=retest, hint=hint)
     try:
         prepare.run(job)
     except MlopsError as e:
@@ -166,6 +175,7 @@ def deploy_model(settings: ModelSettings, service: str, env: str, target: Target
         tests.stop()
         tester.close()
         result.seconds = time.monotonic() - started
+    _keep_hint(hint_file, inputs, result)
     if result.ok:
         progress(f"{result.result} in {result.seconds:.1f} s")
     elif len(result.message.splitlines()) > 1:
@@ -175,6 +185,25 @@ def deploy_model(settings: ModelSettings, service: str, env: str, target: Target
     if not dry_run:
         _audit(target, settings, result, started_wall, progress)
     return result
+
+
+def _inputs(settings: ModelSettings, service: str, env: str) -> str | None:
+    try:
+        return verified_hint.inputs_digest(settings, service, env)
+    except OSError:  # a file that cannot be read: no hint; the deploy says what it cannot read
+        return None
+
+
+def _keep_hint(file: Path, inputs: str | None, result: ModelResult) -> None:
+    """The hint for the next deploy: written when the live function is verified with this content, removed when a
+    deploy failed or would deploy (it no longer predicts `unchanged`)."""
+    try:
+        if result.result in ("deployed", "verified", "unchanged") and result.hash and inputs is not None:
+            verified_hint.write(file, verified_hint.Hint(result.hash, inputs))
+        else:
+            verified_hint.remove(file)
+    except OSError:  # e.g. a read-only checkout: the hint only saves time
+        pass
 
 
 def _is_network(e: BaseException) -> bool:

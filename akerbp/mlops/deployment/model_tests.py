@@ -1,8 +1,8 @@
 """Step 1 of a deploy: the model's own pytest tests, in a subprocess per model.
 
 A subprocess so one model's modules (and its test fixtures' side effects) never leak into another model's tests
-or into the deploy process. It starts at once and runs while the deploy step fetches artifacts and builds the
-folder; `wait()` joins it. Output goes to a temporary file (a pipe could fill up and stall the tests).
+or into the deploy process. It starts at once (or at start(), when made with start=False) and runs while the deploy
+step fetches artifacts and builds the folder; `wait()` joins it. Output goes to a temporary file (a pipe could fill up and stall the tests).
 With a timeout (the deploy's --timeout), tests still running when it passes are killed, with every process they
 started (their own process group), and wait() raises ModelTestsTimeout.
 """
@@ -16,7 +16,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import IO, Callable
 
 from akerbp.mlops.errors import MlopsError
 from akerbp.mlops.utils.logger import mask
@@ -49,9 +49,27 @@ class ModelTests:
     None: no limit) bounds them. A file that collects no tests fails unless allow_no_tests (the model's setting):
     "no tests" must not pass for "the tests passed"."""
 
-    def __init__(self, root: Path, test_file: Path, timeout: float | None = None, allow_no_tests: bool = False):
+    def __init__(self, root: Path, test_file: Path, timeout: float | None = None, allow_no_tests: bool = False,
+                 start: bool = True):
         self.root, self.test_file, self.timeout = Path(root), Path(test_file), timeout
         self.allow_no_tests = allow_no_tests
+        self._process: subprocess.Popen[bytes] | None = None
+        self._output: IO[bytes] | None = None
+        self._started = time.monotonic()
+        self._deadline: float | None = None
+        self._result: ModelTestResult | None = None
+        if start:
+            self.start()
+
+    @property
+    def started(self) -> bool:
+        return self._process is not None
+
+    def start(self, deadline: float | None = None) -> None:
+        """Start pytest (once; start=False in the constructor defers it: a deploy that expects `unchanged` starts
+        the tests only when its plan needs them). `deadline` (time.monotonic()) may cut the timeout short."""
+        if self._process is not None:
+            return
         self._output = tempfile.TemporaryFile(mode="w+b")
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(self.root)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
@@ -59,10 +77,11 @@ class ModelTests:
         env["PYTHONUNBUFFERED"] = "1"  # tests that get killed still show how far they got
         command = [sys.executable, "-m", "pytest", str(self.test_file), "-q", "-p", "no:cacheprovider"]
         self._started = time.monotonic()
-        self._deadline = None if timeout is None else self._started + timeout
+        limits = [t for t in (None if self.timeout is None else self._started + self.timeout, deadline)
+                  if t is not None]
+        self._deadline = min(limits) if limits else None
         self._process = subprocess.Popen(command, cwd=self.root, env=env, stdout=self._output,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        self._result: ModelTestResult | None = None
 
     def wait(self, stop: Callable[[], None] | None = None) -> ModelTestResult:
         """The tests' result; ModelTestsTimeout (the tests killed) if they do not end within the timeout.
@@ -71,14 +90,17 @@ class ModelTests:
             if self._result.returncode is None:
                 raise ModelTestsTimeout(self._result.summary)
             return self._result
+        self.start()
+        process = self._process
+        assert process is not None
         try:
             code = None
             while code is None:
                 remaining = None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
                 try:
-                    code = self._process.wait(timeout=remaining if stop is None else min(remaining or 0.2, 0.2))
+                    code = process.wait(timeout=remaining if stop is None else min(remaining or 0.2, 0.2))
                 except subprocess.TimeoutExpired:
-                    if remaining is not None and time.monotonic() >= self._deadline:
+                    if self._deadline is not None and time.monotonic() >= self._deadline:
                         raise
                     if stop is not None:
                         try:
@@ -90,7 +112,8 @@ class ModelTests:
             self._kill()
             output = self._read_output()
             tail = "\n".join(output.rstrip().splitlines()[-TAIL_LINES:])
-            summary = (f"model tests did not finish within {self.timeout:g} s (--timeout): they were stopped"
+            limit = f"{self.timeout:g} s" if self.timeout is not None else "the deploy's time"
+            summary = (f"model tests did not finish within {limit} (--timeout): they were stopped"
                        + (f"; the end of pytest's output:\n{tail}" if tail.strip() else ""))
             self._result = ModelTestResult(False, summary, output, time.monotonic() - self._started, None)
             raise ModelTestsTimeout(summary) from None
@@ -108,15 +131,17 @@ class ModelTests:
 
     def stop(self) -> None:
         """Stop the tests if they still run (the deploy of this model failed for another reason)."""
-        if self._result is None and self._process.poll() is None:
+        if self._result is None and self._process is not None and self._process.poll() is None:
             self._kill()
-        if not self._output.closed:
+        if self._output is not None and not self._output.closed:
             self._output.close()
 
     def _kill(self) -> None:
-        kill_session(self._process)  # the subprocess and whatever it started
+        if self._process is not None:
+            kill_session(self._process)  # the subprocess and whatever it started
 
     def _read_output(self) -> str:
+        assert self._output is not None  # started
         self._output.seek(0)
         output = mask(self._output.read().decode("utf-8", "replace"))
         self._output.close()

@@ -1,8 +1,9 @@
 """FunctionOptions: what CDF needs of a function besides its code, as one typed value from build to release.
 
-The build writes them into the function folder (mlops_function.json, as a dict: the zip is read back by rollback,
-also of deployments made before this class existed); the deploy, release and rollback pass this class, and
-functions.create turns it into cognite-sdk's arguments.
+build.function_options makes them from the settings, and the build writes them into the function folder
+(mlops_function.json, as_dict(): the zip is read back by rollback, also of deployments made before this class
+existed); the build's BuiltFolder, the deploy, release and rollback pass this class, and functions.create turns it
+into cognite-sdk's arguments.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ class FunctionOptions:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> FunctionOptions:
-        """From mlops_function.json (or build.function_options): unknown keys are ignored, missing ones default."""
+        """From mlops_function.json (a code zip's, for rollback): unknown keys are ignored, missing ones default."""
         def number(key: str) -> float | None:
             value = values.get(key)
             return None if value is None else float(value)

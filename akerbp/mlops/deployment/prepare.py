@@ -4,6 +4,9 @@ the service test, and the apply (apply.py) unless this is a dry run.
 
 The tests start before anything else so they overlap the rest; when the plan says `unchanged` (the live function
 passed its checks with exactly this content) they are stopped and not waited for (--retest waits for them).
+When the local hint (verified_hint.py) says the last deploy verified these very inputs, they are deferred instead
+(job.deferred): started as soon as the build's hash differs from the hint's or the plan needs them, never when the
+plan says `unchanged`.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from akerbp.mlops.deployment import artifacts, build, interrupts, plan as plans, records, service_check
+from akerbp.mlops.deployment import artifacts, build, interrupts, plan as plans, records, service_check, verified_hint
 from akerbp.mlops.deployment.functions import Progress
 from akerbp.mlops.deployment.model_tests import ModelTests
 from akerbp.mlops.deployment.plan import ModelPlan
@@ -49,6 +52,20 @@ class ModelJob:
     dry_run: bool = False
     force: bool = False
     retest: bool = False
+    hint: verified_hint.Hint | None = None  # the local hint matching these inputs: the tests were deferred
+
+    @property
+    def deferred(self) -> bool:
+        """The model tests and the ServiceTest process wait for the plan (or a hash that differs from the hint's)."""
+        return self.hint is not None and not self.tests.started
+
+    def start_tests(self, why: str) -> None:
+        """Start the deferred model tests and ServiceTest process, saying why."""
+        if not self.deferred:
+            return
+        self.say(f"starting the model tests: {why}")
+        self.tests.start(deadline=self.deadline)
+        self.tester.start()
 
     def timed(self, phase: str, started: float) -> float:
         now = time.monotonic()
@@ -156,6 +173,8 @@ def prepare(job: ModelJob, pool: ThreadPoolExecutor) -> Prepared:
                                        model_id=result.model_id, secrets=out.secrets)
         result.hash = out.built.content_hash
         t = job.timed("build + hash", t)
+        if job.hint is not None and job.hint.content_hash != result.hash:
+            job.start_tests(f"the content hash is {result.hash[:10]}, not the verified {job.hint.content_hash[:10]}")
         client = target.client() if target.readable() else None
         out.live = functions.retrieve(client, result.function) if client is not None else None
         live = out.live
@@ -168,12 +187,13 @@ def prepare(job: ModelJob, pool: ThreadPoolExecutor) -> Prepared:
             untested_inputs=untested_inputs(settings) if verified else ())
         t = job.timed("change detection", t)
         if out.plan.run_tests:
+            job.start_tests(f"the plan is {out.plan.action}" + (f" ({out.plan.tests})" if out.plan.tests else ""))
             if out.plan.changed and not job.dry_run:
                 out.zip_bytes = build.zip_folder(out.built.path)  # before the service test runs
                 t = job.timed("zip", t)
             out.service_test = pool.submit(service_check.run_service_test, out.built.path, job.service, job.tester,
                                            out.secrets, result.model_id, max(1.0, job.deadline - time.monotonic()),
-                                           out.built.options.get("env_vars"))
+                                           out.built.options.env_vars)
     except MlopsError as e:
         out.failure = e
     out.finished = time.monotonic()

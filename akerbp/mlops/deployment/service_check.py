@@ -18,6 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from akerbp.mlops.errors import MlopsError
 from akerbp.mlops.deployment.local_call import LocalCallError, call_handler
@@ -92,33 +93,51 @@ class ServiceTest:
     """The model's ServiceTest, living in its own process; close() it (or use `with`). `timeout` (seconds from now,
     None: no limit) bounds every answer."""
 
-    def __init__(self, root: Path, test_file: Path, label: str, timeout: float | None = None):
-        self.test_file, self.label, self.timeout = Path(test_file), label, timeout
-        self._deadline = None if timeout is None else time.monotonic() + timeout
+    def __init__(self, root: Path, test_file: Path, label: str, timeout: float | None = None, start: bool = True):
+        self.root, self.test_file, self.label, self.timeout = Path(root), Path(test_file), label, timeout
+        self._deadline: float | None = None
+        self._process: subprocess.Popen[str] | None = None
+        # A thread reads the answers, so waiting for one can time out (a blocking readline cannot).
+        self._lines: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._reader: threading.Thread | None = None
+        self._ready: dict[str, Any] | None = None
+        self._stopped: str | None = None  # why the process was stopped
+        if start:
+            self.start()
+
+    @property
+    def started(self) -> bool:
+        return self._process is not None
+
+    def start(self) -> None:
+        """Start the process (once; start=False in the constructor defers it to here or to the first question: a
+        deploy that expects `unchanged` starts it only when its plan needs it). The timeout counts from now."""
+        if self._process is not None:
+            return
+        self._deadline = None if self.timeout is None else time.monotonic() + self.timeout
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONSTARTUP")}
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         self._process = subprocess.Popen(
-            [sys.executable, "-c", RUNNER, str(root), str(test_file)], cwd=root, env=env, text=True,
+            [sys.executable, "-c", RUNNER, str(self.root), str(self.test_file)], cwd=self.root, env=env, text=True,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
         )
-        # A thread reads the answers, so waiting for one can time out (a blocking readline cannot).
-        self._lines: queue.SimpleQueue[str] = queue.SimpleQueue()
-        self._reader = threading.Thread(target=self._read, name=f"ServiceTest {label}", daemon=True)
+        self._reader = threading.Thread(target=self._read, args=(self._process,), name=f"ServiceTest {self.label}",
+                                        daemon=True)
         self._reader.start()
-        self._ready: dict | None = None
-        self._stopped: str | None = None  # why the process was stopped
 
-    def _read(self) -> None:
+    def _read(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None  # stdout=PIPE
         try:
-            for line in self._process.stdout:
+            for line in process.stdout:
                 self._lines.put(line)
         except (OSError, ValueError):  # closed
             pass
         self._lines.put("")
 
-    def _receive(self) -> dict:
+    def _receive(self) -> dict[str, Any]:
         if self._stopped:
             raise ServiceTestError(self._stopped)
+        self.start()
         remaining = None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
         try:
             line = self._lines.get(timeout=remaining)
@@ -129,10 +148,12 @@ class ServiceTest:
             raise ServiceTestError(self._stopped) from None
         if not line:
             raise ServiceTestError(f"{self.label}: the ServiceTest process of {self.test_file} exited unexpectedly")
-        return json.loads(line)
+        answer: dict[str, Any] = json.loads(line)
+        return answer
 
     def _kill(self) -> None:
-        kill_session(self._process)  # the subprocess and whatever it started
+        if self._process is not None:
+            kill_session(self._process)  # the subprocess and whatever it started
 
     def _ensure_ready(self) -> None:
         if self._ready is None:
@@ -143,10 +164,11 @@ class ServiceTest:
                 "and <service>_check (see the template's model_code/test_model.py)"
             )
 
-    def _ask(self, message: dict) -> dict:
+    def _ask(self, message: dict[str, Any]) -> dict[str, Any]:
         if self._stopped:
             raise ServiceTestError(self._stopped)
         self._ensure_ready()
+        assert self._process is not None and self._process.stdin is not None  # started by _ensure_ready, stdin=PIPE
         try:
             self._process.stdin.write(json.dumps(message) + "\n")
             self._process.stdin.flush()
@@ -154,14 +176,14 @@ class ServiceTest:
             raise ServiceTestError(f"{self.label}: the ServiceTest process of {self.test_file} has exited") from None
         return self._receive()
 
-    def input(self, service: str):
+    def input(self, service: str) -> Any:  # JSON: ServiceTest's payload
         answer = self._ask({"op": "input", "service": service})
         if "error" in answer:
             raise ServiceTestError(f"{self.label}: {self.test_file}: {answer['error']}: add it, e.g. "
                                    f"{service}_input = {{...}} (the payload a {service} call gets)")
         return answer["input"]
 
-    def check(self, service: str, response) -> CheckResult:
+    def check(self, service: str, response: object) -> CheckResult:
         answer = self._ask({"op": "check", "service": service, "response": response})
         if "passed" not in answer:
             raise ServiceTestError(f"{self.label}: {self.test_file}: {answer['error']}")
@@ -169,30 +191,34 @@ class ServiceTest:
         return CheckResult(bool(answer["passed"]), detail)
 
     def close(self) -> None:
-        if self._process.poll() is None:
+        process, reader = self._process, self._reader
+        if process is None or reader is None:  # never started
+            return
+        if process.poll() is None:
             try:
-                self._process.stdin.close()
+                if process.stdin is not None:
+                    process.stdin.close()
             except OSError:
                 pass
             try:
-                self._process.wait(timeout=5)
+                process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 self._kill()
-        self._reader.join(timeout=5)  # EOF once the process is gone
-        if self._reader.is_alive():  # something the test file started still holds the pipe
+        reader.join(timeout=5)  # EOF once the process is gone
+        if reader.is_alive():  # something the test file started still holds the pipe
             self._kill()
-            self._reader.join(timeout=5)
-        if not self._reader.is_alive():
-            self._process.stdout.close()
+            reader.join(timeout=5)
+        if not reader.is_alive() and process.stdout is not None:
+            process.stdout.close()
 
     def __enter__(self) -> "ServiceTest":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
-def show(response, secrets: dict | None = None) -> str:
+def show(response: object, secrets: dict[str, str] | None = None) -> str:
     """A response, short enough for an error message, secrets masked."""
     try:
         text = json.dumps(response, default=str)
@@ -205,7 +231,7 @@ def show(response, secrets: dict | None = None) -> str:
     return text if len(text) <= RESPONSE_SHOWN else text[:RESPONSE_SHOWN] + "..."
 
 
-def verify(tester: ServiceTest, service: str, response, expected_model_id: str | None) -> CheckResult:
+def verify(tester: ServiceTest, service: str, response: object, expected_model_id: str | None) -> CheckResult:
     """ServiceTest's check, and for prediction the model id the response names."""
     result = tester.check(service, response)
     if not result.passed:
@@ -216,8 +242,9 @@ def verify(tester: ServiceTest, service: str, response, expected_model_id: str |
     return result
 
 
-def run_service_test(folder: Path, service: str, tester: ServiceTest, secrets: dict, expected_model_id: str | None,
-                     timeout: float = 600.0, env_vars: dict | None = None) -> CheckResult:
+def run_service_test(folder: Path, service: str, tester: ServiceTest, secrets: dict[str, str],
+                     expected_model_id: str | None, timeout: float = 600.0,
+                     env_vars: dict[str, str] | None = None) -> CheckResult:
     """Call the built folder's handler in a subprocess exactly as CDF would (client=None, the function's env vars),
     then check the answer."""
     data = tester.input(service)
