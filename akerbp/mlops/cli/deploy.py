@@ -11,9 +11,9 @@ import sys
 
 import click
 
-from akerbp.mlops.vocabulary import ENVIRONMENTS as ENVS, SERVICES
-from akerbp.mlops.cli.output import echo, note, print_json
-
+from akerbp.mlops.cli import options
+from akerbp.mlops.cli.output import deploy_plan_text, deploy_summary_table, echo, note, print_json
+from akerbp.mlops.vocabulary import SERVICES
 
 
 def _progress(message: str) -> None:
@@ -22,9 +22,9 @@ def _progress(message: str) -> None:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("service", type=click.Choice(SERVICES))
-@click.option("--model", "models", multiple=True, metavar="NAME",
-              help="Deploy only this model (repeatable; default: every model in the settings).")
-@click.option("--env", type=click.Choice(ENVS), help="Target environment (default: ENV, else dev).")
+@options.model(help="Deploy only this model (repeatable; default: every model in the settings).", multiple=True,
+               dest="models")
+@options.env(help="Target environment (default: ENV, else dev).")
 @click.option("--dry-run", is_flag=True,
               help="Run the model and service tests and print the plan; change nothing in CDF.")
 @click.option("--force", is_flag=True, help="Deploy even when the live function already runs the same content.")
@@ -32,9 +32,8 @@ def _progress(message: str) -> None:
               help="Run the model and service tests even when the live function passed its checks with this content.")
 @click.option("--jobs", type=click.IntRange(min=1), default=4, show_default=True,
               help="Models deployed at once (each progress line names its function).")
-@click.option("--timeout", type=click.FloatRange(min=1), default=900, show_default=True,
-              help="Seconds a model's deploy may take, waiting for CDF included.")
-@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
+@options.timeout(900, help="Seconds a model's deploy may take, waiting for CDF included.", minimum=1)
+@options.json_output(help="Print the results as JSON on stdout.")
 def deploy(service: str, models: tuple[str, ...], env: str | None, dry_run: bool, force: bool, retest: bool,
            jobs: int, timeout: float, as_json: bool) -> None:
     """Test, build and deploy the SERVICE (prediction or training) of the models in mlops_settings.
@@ -49,7 +48,6 @@ def deploy(service: str, models: tuple[str, ...], env: str | None, dry_run: bool
     """
     from akerbp.mlops.deployment import deploy as deployment
     from akerbp.mlops.deployment import interrupts
-    from akerbp.mlops.deployment import plan as plans
 
     try:
         with interrupts.handled(_progress):
@@ -67,25 +65,25 @@ def deploy(service: str, models: tuple[str, ...], env: str | None, dry_run: bool
                     "ok": code == 0, "results": [r.as_dict() for r in results]})
     else:
         if dry_run:
-            echo(plans.plan_text(results))
+            echo(deploy_plan_text(results))
             echo()
-        echo(plans.summary_table(results))
+        echo(deploy_summary_table(results))
     sys.exit(code)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model")
-@click.option("--env", type=click.Choice(ENVS), help="Environment (default: ENV, else dev).")
-@click.option("--service", type=click.Choice(SERVICES), default="prediction", show_default=True)
+@options.env()
+@options.service()
 @click.option("--to-version", type=click.IntRange(min=1), metavar="N",
               help="Roll back to the most recent kept deployment of artifact version N (default: the previous "
                    "deployment).")
 @click.option("--list", "list_only", is_flag=True, help="List the kept deployments and change nothing.")
-@click.option("--timeout", type=click.FloatRange(min=1), default=900, show_default=True,
-              help="Seconds the rollback may take: CDF building the restored function and its warm-up call "
-                   "included.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
-def rollback(model, env, service, to_version, list_only, timeout, as_json):
+@options.timeout(900, help="Seconds the rollback may take: CDF building the restored function and its warm-up call "
+                 "included.", minimum=1)
+@options.json_output(help="Print the result as JSON on stdout.")
+def rollback(model: str, env: str | None, service: str, to_version: int | None, list_only: bool, timeout: float,
+             as_json: bool) -> None:
     """Put a previous deployment of MODEL's service back live, from its kept code file (no tests, no rebuild).
 
     The current deployment and the 2 before it are kept; rolling back twice returns to where you started.
@@ -94,9 +92,7 @@ def rollback(model, env, service, to_version, list_only, timeout, as_json):
     from akerbp.mlops.deployment import rollback as rollbacks
 
     if list_only:
-        from akerbp.mlops.cdf.client import get_environment
-
-        env = env or get_environment()
+        env = options.env_or_default(env)
         live, kept = rollbacks.deployments(model, env=env, service=service)
         current = (live.metadata or {}).get("mlops_code_file") if live is not None else None
         rows = [{**d.as_dict(), "live": str(d.file_id) == current} for d in kept]

@@ -1,5 +1,5 @@
 """The plan of one model's deploy: computed once, read-only, from what is live; `--dry-run` prints it and the
-apply (apply.py) executes it. Also the text of plans and the deploy's summary table.
+apply (apply.py) executes it. describe() is its text (cli/output.py prints it and the summary table).
 
 Actions: `create` (nothing live), `replace` (a standby built first when the live function answers, then the live
 function replaced; its schedules kept), `verify` (the live function runs this content but never passed its smoke
@@ -13,13 +13,11 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
 from akerbp.mlops.deployment import functions, records
-from akerbp.mlops.utils.logger import mask
 
 if TYPE_CHECKING:
     from cognite.client import CogniteClient
     from cognite.client.data_classes.functions import Function
 
-    from akerbp.mlops.deployment.result import ModelResult
 
 ACTIONS = ("create", "replace", "verify", "unchanged")
 
@@ -93,16 +91,6 @@ def make(client: CogniteClient | None, xid: str, content_hash: str, live: Functi
     return plan
 
 
-def plan_text(results: Sequence[ModelResult]) -> str:
-    lines = ["Plan (dry run: nothing in CDF was changed):"]
-    for r in results:
-        if r.plan is None or not r.ok:
-            lines.append(f"  {r.function}: not deployable: {r.message.splitlines()[0] if r.message else r.result}")
-            continue
-        lines += describe(r.plan)
-    return mask("\n".join(lines))
-
-
 def describe(p: ModelPlan) -> list[str]:
     """The plan of one model, as text lines."""
     what = f"artifact {p.artifact}" if p.artifact else "no artifact (training)"
@@ -123,18 +111,3 @@ def describe(p: ModelPlan) -> list[str]:
     if p.delete_code_files:
         lines.append(f"    delete code files: {', '.join(p.delete_code_files)}")
     return lines
-
-
-def summary_table(results: Sequence[ModelResult]) -> str:
-    rows = [["model", "service", "env", "version", "result", "seconds"]]
-    for r in results:
-        # a registry version's number, or the last part of another artifact's id (dev: local-{digest})
-        version = str(r.version) if r.version is not None else (r.model_id or "-").rsplit("/", 1)[-1]
-        rows.append([r.model, r.service, r.env, version, r.result, f"{r.seconds:.1f}"])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    for r in results:
-        if not r.ok:
-            first, *more = r.message.splitlines() or [""]
-            lines.append(f"{r.model} ({r.service}, {r.env}): {first}" + (" (details above)" if more else ""))
-    return mask("\n".join(lines))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from akerbp.mlops.vocabulary import ENVIRONMENTS, SERVICES, function_external_id, is_model_name
 from akerbp.mlops.deployment import functions, records
@@ -22,6 +23,9 @@ from akerbp.mlops.deployment.lock import DeployLock
 from akerbp.mlops.errors import MlopsError, UsageError
 from akerbp.mlops.utils.logger import mask
 from akerbp.mlops.utils.provenance import who
+
+if TYPE_CHECKING:
+    from cognite.client.data_classes.functions import Function
 
 
 @dataclass
@@ -56,7 +60,7 @@ def _check_model(model: str) -> None:
         raise unknown_model_error(model, names, "the settings")
 
 
-def deployments(model: str, *, env: str, service: str = "prediction") -> tuple[object, list[records.Deployment]]:
+def deployments(model: str, *, env: str, service: str = "prediction") -> tuple[Function | None, list[records.Deployment]]:
     """(the live function or None, kept deployments newest first)."""
     client = Target(env).client()
     live = function_external_id(model, service, env)
