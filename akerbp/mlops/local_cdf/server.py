@@ -16,6 +16,7 @@ from typing import Any
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from .api import calls, datasets, events, files, functions, projects, schedules, sessions, timeseries, upload_sweep
+from .api import workflows
 from .http import auth, faults, health
 from .http.app import App, Services
 from .runtime import environments, processes, sandbox
@@ -25,7 +26,8 @@ from .store import Store
 log = logging.getLogger("akerbp.mlops.local_cdf")
 SERVER_FILE = "server.json"
 # The API modules served, each with its `routes`: a new resource (workflows, RAW) is one more module in api/ and here.
-ROUTERS = (auth, projects, sessions, files, datasets, events, timeseries, functions, calls, schedules, faults, health)
+ROUTERS = (auth, projects, sessions, files, datasets, events, timeseries, functions, calls, schedules, workflows,
+           faults, health)
 
 
 @dataclass
