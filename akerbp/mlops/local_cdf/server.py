@@ -16,6 +16,7 @@ from typing import Any
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from .api import calls, datasets, events, files, functions, projects, schedules, sessions, timeseries, upload_sweep
+from .api import raw
 from .api import workflows
 from .http import auth, faults, health
 from .http.app import App, Services
@@ -26,7 +27,7 @@ from .store import Store
 log = logging.getLogger("akerbp.mlops.local_cdf")
 SERVER_FILE = "server.json"
 # The API modules served, each with its `routes`: a new resource (workflows, RAW) is one more module in api/ and here.
-ROUTERS = (auth, projects, sessions, files, datasets, events, timeseries, functions, calls, schedules, workflows,
+ROUTERS = (auth, projects, sessions, files, datasets, events, timeseries, functions, calls, schedules, raw, workflows,
            faults, health)
 
 
