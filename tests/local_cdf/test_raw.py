@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 
 import pytest
+import requests
 from cognite.client.data_classes.raw import Database, DatabaseList, Row, RowWrite, Table, TableList
 from cognite.client.exceptions import CogniteAPIError, CogniteNotFoundError
 
 from akerbp.mlops.local_cdf import LocalCDF
-from support import inject_faults
+from support import TOKEN, inject_faults
 
 
 def _rows(prefix: str, n: int, start: int = 0) -> dict[str, dict]:
@@ -166,6 +167,9 @@ def test_cdf_limits_are_refused_with_a_400_saying_which_row(client):
     with pytest.raises(CogniteAPIError) as not_an_object:
         client.post(url, json={"items": [{"key": "k", "columns": [1, 2]}]})
     assert not_an_object.value.code == 400 and "items[0].columns" in not_an_object.value.message
+    nan = requests.post(f"{client.config.base_url}{url}", data='{"items": [{"key": "k", "columns": {"v": NaN}}]}',
+                        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}, timeout=30)
+    assert nan.status_code == 400 and "NaN" in nan.json()["error"]["message"]
     with pytest.raises(CogniteAPIError) as bad_limit:
         client.get(url, params={"limit": 10_001})
     assert bad_limit.value.code == 400 and "limit" in bad_limit.value.message

