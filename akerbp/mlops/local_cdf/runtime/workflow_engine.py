@@ -69,6 +69,17 @@ def version_key(workflow: str, version: str) -> str:
     return json.dumps([workflow, version])
 
 
+def new_execution(version: dict, input: dict | None, metadata: dict | None, session_id: int, now: int,
+                  driver: dict | None = None) -> dict:
+    """The body of a new RUNNING execution of a stored workflow version (a run request's, a trigger's fire), to
+    insert and then `WorkflowEngine.start`; driver: the engine that will drive it."""
+    body = {"externalId": str(uuid.uuid4()), "workflowExternalId": version["workflowExternalId"],
+            "version": version["version"], "status": RUNNING, "startTime": now, "input": input or {},
+            "metadata": metadata, "workflowDefinition": version["workflowDefinition"], "_sessionId": session_id,
+            "_tasks": [], "_driver": dict(driver) if driver else None}
+    return {k: v for k, v in body.items() if v is not None}
+
+
 # -- planning: a function of the stored execution and the clock --------------------------------------------------
 def plan(store: "Store", db: Any, project: str, ex: dict, now: int) -> list[dict]:
     """Advance `ex` (in place) as far as the clock and the recorded outcomes allow; the tasks to launch now."""
