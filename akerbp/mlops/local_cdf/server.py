@@ -108,6 +108,7 @@ class LocalCDF:
                                         name="local-cdf-http", daemon=True)
         self._thread.start()
         functions.resume_builds(self.runtime)
+        workflows.resume_running(self.runtime)  # executions whose driver is gone: claimed once across processes
         return self
 
     def _clean_up_after_dead_servers(self) -> None:
@@ -127,6 +128,7 @@ class LocalCDF:
         shutdown), then stop the function workers and wait until each interrupted call is recorded Failed."""
         if self.runtime is not None:
             self.runtime.stopping_event.set()  # before the HTTP server goes: builds start giving up at once
+            workflows.stop(self.runtime)  # workflow drivers hand their executions back
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

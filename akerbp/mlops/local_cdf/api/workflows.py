@@ -2,14 +2,16 @@
 
 Executions run in runtime/workflow_engine.py; a function task is a call of this local CDF's own function through
 the same runtime as any call (api/calls.start_call), as the execution's session (from the nonce of the run request).
-Not served here: triggers (item 4) and resuming executions after a restart (item 5): `resume_running` is the seam.
+A server start resumes the executions whose driver is gone (`resume_running`, see the engine's docstring); a stop
+hands its own back (`stop`).
 """
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..http.app import Ctx, Router
 from ..http.errors import CDFError, bad_request, not_found
@@ -78,9 +80,12 @@ def engine(rt: "FunctionRuntime") -> WorkflowEngine:
 
 
 def _run_function(rt: "FunctionRuntime", project: str, xid: str, data: Any, session_id: int,
-                  timeout_s: float) -> Outcome:
+                  timeout_s: float, follow: int | None, started: Callable[[int], None]) -> Outcome:
     """One attempt of a function task: a call as any other, waited for up to the task's timeout (a little past
-    it, so the engine's deadline, not this wait, decides that the attempt timed out)."""
+    it, so the engine's deadline, not this wait, decides that the attempt timed out). follow: the call this attempt
+    started before a restart, whose record decides the attempt."""
+    if follow is not None:
+        return _follow_call(rt, project, xid, follow, timeout_s)
     fn = rt.store.get_xid(project, FUNCTIONS, xid)
     if fn is None:
         return Outcome(False, {}, f"Function '{xid}' does not exist: deploy it, then retry the execution")
@@ -90,26 +95,49 @@ def _run_function(rt: "FunctionRuntime", project: str, xid: str, data: Any, sess
     if session is None:
         return Outcome(False, {}, "The execution's session no longer exists: retry the execution", terminal=True)
     call, done = start_call(rt, project, fn, data, session)
-    output: dict[str, Any] = {"callId": call["id"], "functionId": fn["id"]}
+    started(call["id"])
     done.wait(timeout_s + 2 * engine_mod.POLL_S)
-    ended = rt.store.get(project, CALLS, call["id"]) or {}
-    if ended.get("status") == "Completed":
-        return Outcome(True, {**output, "response": ended.get("_response")})
-    error = (ended.get("error") or {}).get("message") or "no error message"
+    return _call_outcome(rt.store.get(project, CALLS, call["id"]) or {"id": call["id"]}, xid)
+
+
+def _follow_call(rt: "FunctionRuntime", project: str, xid: str, call_id: int, timeout_s: float) -> Outcome:
+    """Wait (up to the attempt's timeout) for a call started before a restart: its record ends it (Failed, naming
+    the stopped process, when that process died with it)."""
+    deadline = time.monotonic() + timeout_s + 2 * engine_mod.POLL_S
+    while True:
+        call = rt.store.get(project, CALLS, call_id)
+        if call is None or call.get("status") != "Running" or time.monotonic() > deadline:
+            return _call_outcome(call or {"id": call_id, "status": "Deleted"}, xid)
+        if rt.stopping:
+            raise engine_mod.Abandoned()
+        time.sleep(engine_mod.FOLLOW_POLL_S)
+
+
+def _call_outcome(call: dict, xid: str) -> Outcome:
+    output: dict[str, Any] = {"callId": call["id"], "functionId": call.get("functionId")}
+    if call.get("status") == "Completed":
+        return Outcome(True, {**output, "response": call.get("_response")})
+    error = (call.get("error") or {}).get("message") or "no error message"
     return Outcome(False, {**output, "response": None},
-                   f"Function call {call['id']} of '{xid}' {str(ended.get('status', 'Running')).lower()}: {error}")
+                   f"Function call {call['id']} of '{xid}' {str(call.get('status', 'Running')).lower()}: {error}")
 
 
 def resume_running(rt: "FunctionRuntime") -> int:
-    """Drive again every execution stored RUNNING (for a server start; item 5 decides when to call it and what
-    becomes of attempts that were in flight in a dead process). How many were picked up."""
+    """At a server start: take over each RUNNING execution whose driver is gone (a process that died or stopped)
+    and drive it on; one claimed by a live process is left to it. How many this server took over."""
     count = 0
     for project in rt.store.projects():
         rows, _ = rt.store.query(project, EXECUTIONS, ["json_extract(body, '$.status') = 'RUNNING'"])
-        for ex in rows:
-            engine(rt).start(project, ex["externalId"])
-            count += 1
+        count += sum(engine(rt).claim(project, ex["externalId"]) for ex in rows)
     return count
+
+
+def stop(rt: "FunctionRuntime") -> None:
+    """At a server stop: wake the drivers, which hand their executions back for the next start."""
+    with _ENGINES_LOCK:
+        found = _ENGINES.get(rt)
+    if found is not None:
+        found.stop()
 
 
 # -- workflows ---------------------------------------------------------------------------------------------------
@@ -300,7 +328,8 @@ def run(ctx: Ctx, xid: str, version: str) -> dict:
     t = now_ms()
     body = {"externalId": str(uuid.uuid4()), "workflowExternalId": xid, "version": version, "status": "RUNNING",
             "startTime": t, "input": ctx.body.get("input") or {}, "metadata": ctx.body.get("metadata"),
-            "workflowDefinition": found["workflowDefinition"], "_sessionId": session["id"], "_tasks": []}
+            "workflowDefinition": found["workflowDefinition"], "_sessionId": session["id"], "_tasks": [],
+            "_driver": dict(engine(ctx.runtime).driver)}
     with ctx.store.write() as db:
         _check_concurrency(ctx, xid, db)  # again inside the transaction: two runs at once cannot both slip in
         ex = ctx.store.insert(db, ctx.project, EXECUTIONS, {k: v for k, v in body.items() if v is not None})
@@ -383,6 +412,7 @@ def retry_execution(ctx: Ctx, execution_id: str) -> dict:
         if ex["status"] not in ("FAILED", "TERMINATED", "TIMED_OUT"):
             raise bad_request(f"Execution {execution_id} is {ex['status']} and cannot be retried")
         engine_mod.reset_for_retry(ex, session["id"], now)
+        ex["_driver"] = dict(engine(ctx.runtime).driver)
 
     ex = engine(ctx.runtime).step(ctx.project, execution_id, change) or {}
     engine(ctx.runtime).start(ctx.project, execution_id)

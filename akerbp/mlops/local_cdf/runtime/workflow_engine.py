@@ -3,8 +3,14 @@
 All state lives in the stored execution body (its `_tasks`), and `plan` is a function of that body and the clock:
 whoever changes an execution (the driver thread, a task finishing, the async-task update, a cancel) does so inside
 one store write transaction and runs `plan` there, then launches what it returned. So any process can pick an
-execution up from the store and go on with it (`WorkflowEngine.start` on a RUNNING execution resumes it): the seam
-for restart persistence.
+execution up from the store and go on with it.
+
+Restarts: one engine drives an execution at a time, the one named by its `_driver` (pid, process start time and the
+engine's claim); only the driver launches task attempts, others mark them `_pending` and wake it. A server that
+stops hands its executions back (no driver); a server starting claims, in one write transaction, each RUNNING
+execution whose driver is gone (`WorkflowEngine.claim`) and carries on from the stored state: tasks not started
+run, a function attempt whose call had started follows that call's own record (which the restart logic ends Failed
+when the process running it died, so the task's retries apply), a cdf request in flight counts as a failed attempt.
 
 CDF's rules followed: a task starts once every task it depends on is COMPLETED or COMPLETED_WITH_ERRORS; a failed
 attempt is retried `retries` times; after that an abortWorkflow task is FAILED and fails its workflow (tasks still
@@ -25,6 +31,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
+from . import processes
 from . import workflow_definitions as definitions
 
 if TYPE_CHECKING:
@@ -41,6 +48,12 @@ DONE_OK = (COMPLETED, WITH_ERRORS)  # a dependency in one of these lets its depe
 ABORTING = (FAILED, TERMINAL_ERROR, TIMED_OUT)  # a task ending so fails its group
 MAX_EXECUTION_MS = 24 * 3600 * 1000  # CDF: the longest an execution may run
 POLL_S = 1.0  # the driver looks again at least this often (deadlines, a task finished in another process)
+FOLLOW_POLL_S = 0.05  # how often an attempt resumed after a restart reads the record of the call it follows
+RESTARTED = "the local CDF process running this task stopped before it finished"
+
+
+class Abandoned(Exception):
+    """An attempt given up because the server stops, not ended: nothing is recorded, the next start follows it."""
 
 
 @dataclass
@@ -59,9 +72,11 @@ class Outcome:
                 "awaitingUpdate": self.awaiting_update}
 
 
-# run_function(project, function external id, data, session id, timeout s) -> Outcome (api/workflows.py gives it:
-# a call through the function runtime, as any call).
-RunFunction = Callable[[str, str, Any, int, float], Outcome]
+# run_function(project, function external id, data, session id, timeout s, follow, started) -> Outcome
+# (api/workflows.py gives it: a call through the function runtime, as any call). follow: the id of a call this attempt
+# already started (before a restart): wait for that call instead of starting one; started(call id) is told the id of
+# a call it starts, before waiting for it, so a restart can follow it.
+RunFunction = Callable[[str, str, Any, int, float, "int | None", Callable[[int], None]], Outcome]
 
 
 def version_key(workflow: str, version: str) -> str:
@@ -262,6 +277,34 @@ def find_task(ex: dict, task_id: str) -> dict | None:
     return next((t for t in ex["_tasks"] if t["id"] == task_id), None)
 
 
+def current_call(task: dict) -> int | None:
+    """The id of the call the task's current attempt started, if it started one."""
+    call = task.get("_call") or {}
+    return call.get("id") if call.get("attempt") == task.get("_attempt") else None
+
+
+def driver_alive(ex: dict) -> bool:
+    driver = ex.get("_driver") or {}
+    return processes.is_running(driver.get("pid"), driver.get("started"))
+
+
+def take_over(ex: dict, driver: dict, now: int) -> None:
+    """Make `driver` the execution's driver and pick up the attempts its dead driver had launched: a function attempt
+    that never started its call starts again (its timeout counted from now), one that did follows that call's record;
+    a cdf request may or may not have been served, so it is a failed attempt (retried as any other)."""
+    ex["_driver"] = driver
+    for task in ex["_tasks"]:
+        if (task["status"] != IN_PROGRESS or "_group" in task or "_outcome" in task or task.get("_awaitingUpdate")
+                or task.get("_pending")):
+            continue
+        if task["taskType"] == "function":
+            if current_call(task) is None:
+                task["_deadline"] = now + task["_def"]["timeout"] * 1000
+            task["_pending"] = True
+        else:
+            task["_outcome"] = Outcome(False, {}, f"Attempt {task['_attempt']} was cut short: {RESTARTED}").dump()
+
+
 # -- changes from outside the engine: cancel, retry, async update ------------------------------------------------
 def cancel(ex: dict, reason: str | None, now: int) -> None:
     _end(ex, TERMINATED, now, reason or "Cancelled by a user")
@@ -300,6 +343,30 @@ class WorkflowEngine:
         self.rt, self.store, self.run_function = rt, rt.store, run_function
         self._lock = threading.Lock()
         self._wakes: dict[str, threading.Event] = {}
+        pid, started = processes.me()
+        self.driver = {"pid": pid, "started": started, "engine": uuid.uuid4().hex}  # stored as an execution's _driver
+
+    def mine(self, ex: dict) -> bool:
+        return (ex.get("_driver") or {}).get("engine") == self.driver["engine"]
+
+    def claim(self, project: str, execution_id: str) -> bool:
+        """Take over a RUNNING execution whose driver is gone (compare-and-set in one write transaction, so of
+        several processes starting on one data dir exactly one resumes it); whether this engine now drives it."""
+        with self.store.write() as db:
+            ex = self.store.get_xid(project, KIND, execution_id, db)
+            if ex is None or ex["status"] != RUNNING or driver_alive(ex):
+                return False
+            take_over(ex, dict(self.driver), int(time.time() * 1000))
+            self.store.save(db, project, KIND, ex)
+        self.start(project, execution_id)
+        return True
+
+    def stop(self) -> None:
+        """Wake every driver, so each sees the stop and hands its execution back at once."""
+        with self._lock:
+            wakes = list(self._wakes.values())
+        for wake in wakes:
+            wake.set()
 
     def start(self, project: str, execution_id: str) -> None:
         """Drive a RUNNING execution from its stored state until it ends (or the server stops)."""
@@ -316,17 +383,28 @@ class WorkflowEngine:
         if wake is not None:
             wake.set()
 
-    def step(self, project: str, execution_id: str, change: Callable[[dict, int], Any] | None = None) -> dict | None:
-        """Apply `change(execution, now)` (if any) and plan, in one transaction; launch what became due. The
-        execution as stored after it, or None if there is none. change's result, if a dict, is kept under
-        '_changeResult' of the returned execution (not stored)."""
+    def step(self, project: str, execution_id: str, change: Callable[[dict, int], Any] | None = None,
+             launch: bool = False) -> dict | None:
+        """Apply `change(execution, now)` (if any) and plan, in one transaction; with `launch` (the driver's own
+        steps), launch what became due if this engine drives the execution and is not stopping, else leave it
+        `_pending` for the driver. The execution as stored after it, or None if there is none. change's result, if
+        a dict, is kept under '_changeResult' of the returned execution (not stored)."""
         now = int(time.time() * 1000)
         with self.store.write() as db:
             ex = self.store.get_xid(project, KIND, execution_id, db)
             if ex is None:
                 return None
             result = change(ex, now) if change else None
-            launches = plan(self.store, db, project, ex, now)
+            due = plan(self.store, db, project, ex, now)
+            launches: list[dict] = []
+            if launch and self.mine(ex) and not self.rt.stopping and ex["status"] == RUNNING:
+                launches = [t for t in ex["_tasks"] if t.get("_pending") and t["status"] == IN_PROGRESS]
+                launches += [t for t in due if t not in launches]
+                for task in launches:
+                    task.pop("_pending", None)
+            else:
+                for task in due:
+                    task["_pending"] = True
             self.store.save(db, project, KIND, ex)
         for task in launches:
             self._launch(project, ex, task)
@@ -337,8 +415,8 @@ class WorkflowEngine:
     def _drive(self, project: str, execution_id: str, wake: threading.Event) -> None:
         try:
             while not self.rt.stopping:
-                ex = self.step(project, execution_id)
-                if ex is None or ex["status"] != RUNNING:
+                ex = self.step(project, execution_id, launch=True)
+                if ex is None or ex["status"] != RUNNING or not self.mine(ex):
                     return
                 due = next_deadline(ex)
                 wait = POLL_S if due is None else min(POLL_S, max(0.0, due / 1000 - time.time()) + 0.01)
@@ -350,6 +428,12 @@ class WorkflowEngine:
         finally:
             with self._lock:
                 self._wakes.pop(execution_id, None)
+            if self.rt.stopping:  # hand it back: the next server on this data dir resumes it
+                self.step(project, execution_id, self._hand_back)
+
+    def _hand_back(self, ex: dict, now: int) -> None:
+        if self.mine(ex):
+            ex.pop("_driver", None)
 
     def _launch(self, project: str, ex: dict, task: dict) -> None:
         self.rt.call_threads.start(f"local-cdf-task-{task['id']}-{task['_attempt']}", self._attempt, project,
@@ -359,9 +443,11 @@ class WorkflowEngine:
         timeout_s = max(0.0, task["_deadline"] / 1000 - time.time())
         try:
             if task["taskType"] == "function":
-                outcome = self._function(project, task, session_id, timeout_s)
+                outcome = self._function(project, execution_id, task, session_id, timeout_s)
             else:
                 outcome = self._cdf_request(project, task["input"]["cdfRequest"], session_id, timeout_s)
+        except Abandoned:
+            return
         except Exception as e:  # an attempt that could not run is a failed attempt, retried as any other
             outcome = Outcome(False, {}, f"Local CDF error: {e!r}")
 
@@ -374,12 +460,21 @@ class WorkflowEngine:
         self.step(project, execution_id, record)
         self.wake(execution_id)
 
-    def _function(self, project: str, task: dict, session_id: int, timeout_s: float) -> Outcome:
+    def _function(self, project: str, execution_id: str, task: dict, session_id: int, timeout_s: float) -> Outcome:
         params = task["input"]
         data = params["function"].get("data")
         if params.get("isAsyncComplete"):
             data = {**(data if isinstance(data, dict) else {"data": data}), "cogniteOrchestrationTaskId": task["id"]}
-        outcome = self.run_function(project, params["function"]["externalId"], data, session_id, timeout_s)
+        def started(call_id: int) -> None:
+            def record(ex: dict, now: int) -> None:
+                current = find_task(ex, task["id"])
+                if current is not None and current["_attempt"] == task["_attempt"]:
+                    current["_call"] = {"id": call_id, "attempt": task["_attempt"]}
+
+            self.step(project, execution_id, record)
+
+        outcome = self.run_function(project, params["function"]["externalId"], data, session_id, timeout_s,
+                                    current_call(task), started)
         if outcome.ok and params.get("isAsyncComplete"):
             outcome.awaiting_update = True
         return outcome
