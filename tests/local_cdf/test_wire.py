@@ -166,3 +166,19 @@ def test_a_schedule_answers_with_function_id_but_not_function_external_id(shaped
     assert [s.id for s in shaped.functions.schedules.list(function_external_id="bare")] == [created.id]
     assert shaped.functions.schedules.list(function_external_id="full") == []
     assert shaped.functions.schedules.get_input_data(created.id) == {"x": 1}
+
+
+def test_every_schedule_response_has_exactly_cdfs_fields(shaped):
+    """Create, list, byids and get: the schedule's fields FunctionSchedule._load reads and CDF sends, nothing more;
+    the list has no cursor (CDF's schedule list has none)."""
+    fn = shaped.functions.retrieve(external_id="bare")
+    created = shaped.functions.schedules.create(name="hourly", cron_expression="0 * * * *", function_id=fn.id,
+                                                description="d", data={"x": 1})
+    fields = {"id", "name", "functionId", "description", "cronExpression", "sessionId", "when", "createdTime"}
+    listed = post(shaped, "/functions/schedules/list", {"limit": 10})
+    assert set(listed) == {"items"} and [set(s) for s in listed["items"]] == [fields]
+    byids = post(shaped, "/functions/schedules/byids", {"items": [{"id": created.id}]})
+    assert [set(s) for s in byids["items"]] == [fields]
+    one = shaped.get(f"/api/v1/projects/t/functions/schedules/{created.id}").json()
+    assert set(one) == fields
+    assert shaped.functions.schedules.retrieve(id=created.id).dump(camel_case=True).keys() == fields

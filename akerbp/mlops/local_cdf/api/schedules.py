@@ -15,7 +15,6 @@ from .functions import KIND as FUNCTIONS
 from ..http.filters import eq, time_range
 from ..http.resources import Kind
 from .sessions import consume_nonce
-from ..store import public
 from ..http.validation import check, items, text_limit
 
 if TYPE_CHECKING:
@@ -27,13 +26,14 @@ FIELDS = {"name": str, "functionId": int, "functionExternalId": str, "cronExpres
           "data": (dict, list, str, int, float, bool), "nonce": str}
 
 
+# What CDF's schedule carries (and FunctionSchedule._load reads): no input data (GET .../input_data has it), no
+# lastUpdatedTime, and no functionExternalId (CDF answers with functionId only; cognite-toolkit maps it back itself).
+FIELDS_RETURNED = ("id", "name", "functionId", "description", "cronExpression", "sessionId", "when", "createdTime")
+
+
 def _view(schedule: dict) -> dict:
-    """A schedule as CDF shows it: no input data (GET .../input_data has it), no lastUpdatedTime, and no
-    functionExternalId (CDF answers with functionId only; cognite-toolkit maps it back itself)."""
-    view = public(schedule)
-    view.pop("lastUpdatedTime", None)
-    view.pop("functionExternalId", None)  # stored by versions before this one
-    return view
+    """A schedule as CDF shows it: those fields only, whatever the stored body holds (older versions stored more)."""
+    return {k: schedule[k] for k in FIELDS_RETURNED if schedule.get(k) is not None}
 
 
 def _function_external_id(value, ctx: Ctx):
@@ -78,7 +78,13 @@ def create(ctx: Ctx) -> dict:
     return {"items": [_view(schedule)]}
 
 
-SCHEDULES.serve(routes, "/functions/schedules", "schedule_id", ("list", "byids", "delete", "one"))
+SCHEDULES.serve(routes, "/functions/schedules", "schedule_id", ("byids", "delete", "one"))
+
+
+@routes.post("/functions/schedules/list")
+def list_schedules(ctx: Ctx) -> dict:
+    """CDF's schedule list has no cursor (the SDK asks for up to 10,000 at once and reads `items` only)."""
+    return {"items": SCHEDULES.list(ctx)["items"]}
 
 
 @routes.get("/functions/schedules/<int:schedule_id>/input_data")
