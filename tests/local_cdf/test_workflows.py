@@ -22,7 +22,7 @@ from cognite.client.data_classes.workflows import WorkflowExecutionDetailed
 from cognite.client.exceptions import CogniteAPIError
 
 from akerbp.mlops.local_cdf import Limits, LocalCDF
-from support import deploy_function
+from support import clear_faults, deploy_function, fault_rules, inject_faults
 
 FN, SLOW = "wf-fn", "wf-slow"
 HANDLER = """
@@ -287,3 +287,26 @@ def test_dynamic_subworkflow_and_cdf_tasks(client: CogniteClient) -> None:
         ("fan", "score-0", "score-1", "sub", "inner", "look"), "completed")
     assert tasks["score-1"].output.response == {"action": "echo", "i": 1}
     assert tasks["look"].output.status_code == 200 and tasks["look"].output.response["externalId"] == "kinds"
+
+
+def test_injected_503s_on_run_and_task_update_are_retried_by_the_sdk(client: CogniteClient) -> None:
+    """CDF's workflow run and task update are POSTs the SDK counts as retryable: a 503 storm on them costs retries,
+    not a failure, and the run (refused before it acted) makes one execution."""
+    version(client, "faulty",
+            WorkflowTask("wait", FunctionTaskParameters(FN, {"action": "async"}, is_async_complete=True)))
+    base_url = client.config.base_url
+    try:
+        inject_faults(base_url, [{"path": "/workflows/faulty/versions/1/run", "method": "POST", "status": 503,
+                                  "count": 2}])
+        started = client.workflows.executions.run("faulty", "1")
+        assert [r["hits"] for r in fault_rules(base_url)] == [2]
+        assert [e.id for e in client.workflows.executions.list(("faulty", "1"))] == [started.id]
+        waiting = wait_task(client, started.id, "wait", lambda t: t.output.response is not None)
+        clear_faults(base_url)
+        inject_faults(base_url, [{"path": f"/workflows/tasks/{waiting.id}/update", "method": "POST", "status": 503,
+                                  "count": 2}])
+        assert client.workflows.tasks.update(waiting.id, "completed", {"ok": True}).status == "completed"
+        assert [r["hits"] for r in fault_rules(base_url)] == [2]
+        assert wait(client, started.id).status == "completed"
+    finally:
+        clear_faults(base_url)
