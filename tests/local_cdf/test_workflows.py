@@ -43,6 +43,8 @@ def handle(data, client, secrets, function_call_info):
         return {"slept": data["seconds"]}
     if action == "async":
         return {"taskId": data["cogniteOrchestrationTaskId"]}
+    if action == "big":
+        return {"blob": "x" * data["size"]}
     if action == "plan":
         return {"tasks": [{"externalId": f"score-{i}", "type": "function",
                            "parameters": {"function": {"externalId": "wf-fn", "data": {"action": "echo", "i": i}}}}
@@ -310,3 +312,33 @@ def test_injected_503s_on_run_and_task_update_are_retried_by_the_sdk(client: Cog
         assert wait(client, started.id).status == "completed"
     finally:
         clear_faults(base_url)
+
+
+def test_task_input_and_output_over_cdfs_limit_fail_the_task_or_the_update(client: CogniteClient) -> None:
+    """CDF documents 0.2 MB for a task's input or output: over it the task fails (not retried) naming the limit,
+    and an async update with a bigger output is a 400."""
+    limit = Limits().max_task_io_bytes
+    version(client, "big-out", task("make", {"action": "big", "size": limit}, retries=2))
+    before = len(client.functions.calls.list(function_external_id=FN, limit=None))
+    ex = wait(client, client.workflows.executions.run("big-out", "1").id)
+    make = tasks_of(ex)["make"]
+    assert (ex.status, make.status) == ("failed", "failed_with_terminal_error")  # CDF: not retried
+    assert f"over CDF's limit of {limit} bytes" in make.reason_for_incompletion and "output" in make.reason_for_incompletion
+    assert len(client.functions.calls.list(function_external_id=FN, limit=None)) - before == 1  # no retry
+    assert make.output.response is None  # the oversized output is not kept
+
+    version(client, "big-in", task("take", "${workflow.input}", on_failure="skipTask"))
+    ex = wait(client, client.workflows.executions.run("big-in", "1", input={"blob": "y" * limit}).id)
+    take = tasks_of(ex)["take"]
+    assert take.status == "completed_with_errors" and "task's input is" in take.reason_for_incompletion
+    assert len(client.functions.calls.list(function_external_id=FN, limit=None)) - before == 1  # never called
+
+    version(client, "big-update",
+            WorkflowTask("wait", FunctionTaskParameters(FN, {"action": "async"}, is_async_complete=True)))
+    started = client.workflows.executions.run("big-update", "1")
+    waiting = wait_task(client, started.id, "wait", lambda t: t.output.response is not None)
+    with pytest.raises(CogniteAPIError) as refused:
+        client.workflows.tasks.update(waiting.id, "completed", {"blob": "z" * limit})
+    assert refused.value.code == 400 and "Field 'output'" in refused.value.message
+    assert client.workflows.tasks.update(waiting.id, "completed", {"ok": True}).status == "completed"
+    assert wait(client, started.id).status == "completed"

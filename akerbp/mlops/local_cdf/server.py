@@ -40,6 +40,7 @@ class Limits:
     max_call_data_bytes: int = 9_000_000
     max_functions: int = 100
     max_schedules_per_function: int = 100
+    max_task_io_bytes: int = 200_000  # CDF Data Workflows: a task's input or output, 0.2 MB (as compact JSON here)
     # How long POST /functions/{id}/call waits for the call to finish before answering "Running". CDF answers at
     # once; waiting a little lets fast calls complete in one round trip instead of the SDK's 1 s polling.
     sync_call_wait_s: float = 5.0

@@ -425,6 +425,9 @@ def update_task(ctx: Ctx, task_id: str) -> dict:
     status = ctx.body["status"].upper()
     if status not in UPDATE_STATUSES:
         raise bad_request(f"Field 'status' must be one of {', '.join(UPDATE_STATUSES)}, got {ctx.body['status']!r}")
+    refused = engine_mod.too_big("output", ctx.body.get("output"), ctx.limits.max_task_io_bytes)
+    if refused:
+        raise bad_request(f"Field 'output': {refused}")
     rows, _ = ctx.store.query(ctx.project, EXECUTIONS, [
         "EXISTS (SELECT 1 FROM json_each(body, '$._tasks') WHERE json_extract(value, '$.id') = ?)"], [task_id])
     if not rows:

@@ -277,6 +277,20 @@ def find_task(ex: dict, task_id: str) -> dict | None:
     return next((t for t in ex["_tasks"] if t["id"] == task_id), None)
 
 
+def io_size(value: Any) -> int:
+    """A task input's or output's size as CDF's limit counts it (compact JSON, UTF-8; CDF does not say how)."""
+    return len(json.dumps(value, separators=(",", ":")).encode())
+
+
+def too_big(what: str, value: Any, limit: int) -> str | None:
+    """The reason a task fails when its input or output is over the limit, else None."""
+    size = io_size(value)
+    if size <= limit:
+        return None
+    return (f"The task's {what} is {size} bytes, over CDF's limit of {limit} bytes for a task's input or output: "
+            "pass a reference (a file or RAW row id) instead of the data")
+
+
 def current_call(task: dict) -> int | None:
     """The id of the call the task's current attempt started, if it started one."""
     call = task.get("_call") or {}
@@ -441,8 +455,12 @@ class WorkflowEngine:
 
     def _attempt(self, project: str, execution_id: str, session_id: int, task: dict) -> None:
         timeout_s = max(0.0, task["_deadline"] / 1000 - time.time())
+        limit = self.rt.limits.max_task_io_bytes
         try:
-            if task["taskType"] == "function":
+            refused = too_big("input", task["input"], limit)
+            if refused:
+                outcome = Outcome(False, {}, refused, terminal=True)
+            elif task["taskType"] == "function":
                 outcome = self._function(project, execution_id, task, session_id, timeout_s)
             else:
                 outcome = self._cdf_request(project, task["input"]["cdfRequest"], session_id, timeout_s)
@@ -450,6 +468,10 @@ class WorkflowEngine:
             return
         except Exception as e:  # an attempt that could not run is a failed attempt, retried as any other
             outcome = Outcome(False, {}, f"Local CDF error: {e!r}")
+        refused = too_big("output", outcome.output, limit) if outcome.ok else None
+        if refused:
+            kept = {k: v for k, v in outcome.output.items() if k in ("callId", "functionId", "statusCode")}
+            outcome = Outcome(False, kept, refused, terminal=True)
 
         def record(ex: dict, now: int) -> None:
             current = find_task(ex, task["id"])
