@@ -64,7 +64,7 @@ def local_cdf():
     """The local CDF: an HTTP server speaking the CDF API subset cognite-sdk uses, with its state on disk.
 
     Every mlops command uses it when no CDF project is configured. Run `serve` to keep one running (warm function
-    workers, schedules firing on time); other mlops commands then use that server.
+    workers, function schedules and workflow triggers firing on time); other mlops commands then use that server.
     """
 
 
@@ -89,7 +89,7 @@ def local_cdf():
               help="Simulate CDF's function build latency: a function becomes Ready no sooner than SECONDS after "
                    "its build starts (CDF takes minutes; e.g. 20). Default: $MLOPS_LOCAL_CDF_BUILD_DELAY_S, else 0.")
 def serve(host, port, data_dir, clients, isolation, projects, call_timeout, build_delay):
-    """Run the local CDF until stopped (Ctrl-C), firing function schedules on time."""
+    """Run the local CDF until stopped (Ctrl-C), firing function schedules and workflow triggers on time."""
     from akerbp.mlops.local_cdf import Limits, LocalCDF
 
     try:
@@ -124,22 +124,34 @@ def serve(host, port, data_dir, clients, isolation, projects, call_timeout, buil
 @data_dir_option
 @click.option("--now", "now", default=None, metavar="ISO-TIME",
               help="Pretend it is this time (UTC if no offset), e.g. 2026-01-01T08:00:00. Default: now.")
-@click.option("--json", "as_json", is_flag=True, help="Print the calls started as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the calls started, then the trigger runs (items with fireTime), as JSON.")
 def tick(data_dir, now, as_json):
-    """Fire the schedules that are due, once, and wait for their calls to finish."""
+    """Fire the function schedules and workflow triggers that are due, once, and wait for their calls and
+    workflow executions to finish."""
     from akerbp.mlops.local_cdf import LocalCDF
 
     moment = _parse_time(now)
     with LocalCDF(_data_dir(data_dir)) as cdf:
-        calls = cdf.run_due_schedules(now=moment)
+        fired = cdf.run_due_schedules(now=moment)
     if as_json:
-        output.print_json(calls)
+        output.print_json(fired)
         return
-    if not calls:
-        output.echo(f"No schedule was due at {moment.isoformat()}.")
-    for call in calls:
-        output.echo(f"schedule {call.get('scheduleId')} -> function {call['functionId']} call {call['id']}: "
-                    f"{call['status']}")
+    if not fired:
+        output.echo(f"No schedule was due, nor any workflow trigger, at {moment.isoformat()}.")
+    for item in fired:
+        output.echo(_trigger_line(item) if "fireTime" in item else
+                    f"schedule {item.get('scheduleId')} -> function {item['functionId']} call {item['id']}: "
+                    f"{item['status']}")
+
+
+def _trigger_line(run: dict) -> str:
+    """One trigger run as tick prints it: the execution it started, or why it started none."""
+    fired_at = datetime.fromtimestamp(run["fireTime"] / 1000, timezone.utc).isoformat()
+    outcome = (f"execution {run['workflowExecutionId']}" if run.get("workflowExecutionId")
+               else f"no execution: {run.get('reasonForFailure')}")
+    return (f"trigger {run['externalId']} (due {fired_at}) -> workflow {run['workflowExternalId']} version "
+            f"{run['workflowVersion']} {outcome}: {run['status']}")
 
 
 def _parse_time(value: str | None) -> datetime:

@@ -17,7 +17,7 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 
 from .api import calls, datasets, events, files, functions, projects, schedules, sessions, timeseries, upload_sweep
 from .api import raw
-from .api import workflows
+from .api import workflow_triggers, workflows
 from .http import auth, faults, health
 from .http.app import App, Services
 from .runtime import environments, processes, sandbox
@@ -28,7 +28,7 @@ log = logging.getLogger("akerbp.mlops.local_cdf")
 SERVER_FILE = "server.json"
 # The API modules served, each with its `routes`: a new resource (workflows, RAW) is one more module in api/ and here.
 ROUTERS = (auth, projects, sessions, files, datasets, events, timeseries, functions, calls, schedules, raw, workflows,
-           faults, health)
+           workflow_triggers, faults, health)
 
 
 @dataclass
@@ -176,9 +176,11 @@ class LocalCDF:
         )
 
     def run_due_schedules(self, now: datetime | None = None, wait: bool = True) -> list[dict]:
-        """Fire each schedule due at `now` (UTC; default: the current time) once; returns the calls (finished,
-        unless wait=False)."""
-        return schedules.run_due(self._running_runtime(), now, wait)
+        """The one clock: fire each function schedule and workflow trigger due at `now` (UTC; default: the current
+        time) once; returns the calls (finished, unless wait=False), then the trigger runs (items with a
+        `fireTime`, as the trigger's history lists them; their executions ended, unless wait=False)."""
+        rt = self._running_runtime()
+        return schedules.run_due(rt, now, wait) + workflow_triggers.run_due(rt, now, wait)
 
     # -- a long-running server that other processes can find ---------------------------------------------------
     def announce(self, **extra) -> None:
