@@ -194,6 +194,10 @@ def test_run_history_records_executions_started_and_fires_that_failed(local_cdf:
     assert runs[1].fire_time == int(day.timestamp() * 1000) and runs[1].workflow_version == "1"
     assert runs[0].reason_for_failure == failed["reasonForFailure"]
     assert [r.status for r in client.workflows.triggers.list_runs("daily", limit=1)] == ["failed"]
+    path = f"/api/v1/projects/{client.config.project}/workflows/triggers/daily/history"
+    page = client.get(path, params={"limit": 1}).json()
+    rest = client.get(path, params={"limit": 1, "cursor": page["nextCursor"]}).json()
+    assert [p["status"] for p in page["items"] + rest["items"]] == ["failed", "success"] and not rest["nextCursor"]
     client.workflows.triggers.delete("daily")
     with pytest.raises(CogniteAPIError):
         client.workflows.triggers.list_runs("daily")
