@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 import weakref
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -19,7 +18,7 @@ from ..http.resources import Kind, query_args
 from ..http.validation import check, items, limit
 from ..runtime import workflow_definitions as definitions
 from ..runtime import workflow_engine as engine_mod
-from ..runtime.workflow_engine import KIND as EXECUTIONS, VERSIONS, Outcome, WorkflowEngine, version_key
+from ..runtime.workflow_engine import KIND as EXECUTIONS, VERSIONS, Outcome, WorkflowEngine, new_execution, version_key
 from ..store import now_ms, public
 from .calls import KIND as CALLS, start_call
 from .functions import KIND as FUNCTIONS
@@ -325,14 +324,11 @@ def run(ctx: Ctx, xid: str, version: str) -> dict:
         raise not_found([{"workflowExternalId": xid, "version": version}], "Workflow versions")
     _check_concurrency(ctx, xid, None)
     session = consume_nonce(ctx, ctx.body["authentication"]["nonce"])
-    t = now_ms()
-    body = {"externalId": str(uuid.uuid4()), "workflowExternalId": xid, "version": version, "status": "RUNNING",
-            "startTime": t, "input": ctx.body.get("input") or {}, "metadata": ctx.body.get("metadata"),
-            "workflowDefinition": found["workflowDefinition"], "_sessionId": session["id"], "_tasks": [],
-            "_driver": dict(engine(ctx.runtime).driver)}
+    body = new_execution(found, ctx.body.get("input"), ctx.body.get("metadata"), session["id"], now_ms(),
+                         engine(ctx.runtime).driver)
     with ctx.store.write() as db:
         _check_concurrency(ctx, xid, db)  # again inside the transaction: two runs at once cannot both slip in
-        ex = ctx.store.insert(db, ctx.project, EXECUTIONS, {k: v for k, v in body.items() if v is not None})
+        ex = ctx.store.insert(db, ctx.project, EXECUTIONS, body)
     engine(ctx.runtime).start(ctx.project, ex["externalId"])
     return execution_view(ex)
 
