@@ -4,6 +4,8 @@ Executions run in runtime/workflow_engine.py; a function task is a call of this 
 the same runtime as any call (api/calls.start_call), as the execution's session (from the nonce of the run request).
 A server start resumes the executions whose driver is gone (`resume_running`, see the engine's docstring); a stop
 hands its own back (`stop`).
+Over 400 lines: the four resources share their views, id checks and version filters, and CDF serves them under
+one path prefix; triggers, which are a resource of their own, live in workflow_triggers.py.
 """
 from __future__ import annotations
 

@@ -17,6 +17,9 @@ attempt is retried `retries` times; after that an abortWorkflow task is FAILED a
 running are CANCELLED), a skipTask task is COMPLETED_WITH_ERRORS and the rest runs; a timeout of an abortWorkflow
 task is not retried (TIMED_OUT, the workflow FAILED), a skipTask task's is. An execution longer than 24 h is
 TIMED_OUT. A subworkflow or dynamic task runs its tasks as a group that fails or completes as one task.
+
+Over 400 lines on purpose: `plan` and the transitions it applies are one state machine over one body, and the
+WorkflowEngine below is the only code that launches what it returns; apart, each would be read through the other.
 """
 from __future__ import annotations
 
