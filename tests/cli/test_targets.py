@@ -250,7 +250,8 @@ class DropsFirstTokenRequest:
 def test_an_unexpected_error_in_one_model_does_not_stop_the_next(repo, project):
     flaky = DropsFirstTokenRequest(project.token_url)
     try:
-        run = repo.deploy("--json", LOCAL_DEPLOYMENT="True", **project_env(project, flaky.url))
+        # --jobs 1: one model after the other, so the first token request (the one dropped) is alpha's
+        run = repo.deploy("--json", "--jobs", "1", LOCAL_DEPLOYMENT="True", **project_env(project, flaky.url))
     finally:
         flaky.close()
     assert run.code == 1, run.stderr
