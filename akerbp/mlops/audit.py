@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 
 EVENT_TYPE = "mlops"
 SOURCE = "akerbp.mlops"
-ACTIONS = ("deploy", "rollback", "promotion", "training")
-OUTCOMES = ("success", "failed", "unchanged", "rolled_back", "interrupted")
+ACTIONS = ("deploy", "rollback", "promotion", "training", "automation")
+OUTCOMES = ("success", "failed", "unchanged", "rolled_back", "interrupted", "not_deployed")
 MESSAGE_LIMIT = 1000  # characters kept of a record's message (and of each extra value)
 DESCRIPTION_LIMIT = 500  # CDF's limit for an event description
 KEY_LIMIT = 128  # CDF's limit for an event metadata key

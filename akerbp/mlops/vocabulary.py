@@ -12,6 +12,8 @@ can all import it. Model names hold no '-' (and no '/'), which is what keeps the
     version index marker mlops-index/{model}/{env}/{block}
     deploy lock event    mlops-lock/{live function}
     audit event          mlops-audit/{uuid4 hex}
+    automation function  {model}-automation-{env}                 the framework + the model code, run by workflows
+    automation workflow  mlops-automation-{env}-{automation}      its trigger has the same external id
     secret variable      MLOPS_SECRET_{NAME}                       'my-key' -> MLOPS_SECRET_MY_KEY
 """
 from __future__ import annotations
@@ -20,6 +22,7 @@ import re
 
 ENVIRONMENTS = ("dev", "test", "prod")
 SERVICES = ("prediction", "training")
+AUTOMATION = "automation"  # the third kind of function per model and environment: the steps automations run
 
 MODEL_NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 MODEL_NAME_MAX = 40  # CDF's function external id limit leaves room for '-{service}-{env}-{hash[:10]}'
@@ -33,6 +36,11 @@ CODE_PREFIX = "mlops-code/"
 INDEX_PREFIX = "mlops-index/"
 LOCK_PREFIX = "mlops-lock/"
 AUDIT_PREFIX = "mlops-audit/"
+AUTOMATION_PREFIX = "mlops-automation-"
+AUTOMATION_WORKFLOW_VERSION = "1"  # one version per automation workflow, upserted in place: executions keep their history
+# An automation's name: the model-name rule (it forms external ids; no '-', so ids do not collide).
+AUTOMATION_NAME_PATTERN = MODEL_NAME_PATTERN
+AUTOMATION_NAME_MAX = 100
 LOCAL_ARTIFACT_PREFIX = "local-"
 LOCAL_DIGEST_CHARS = 10
 
@@ -90,3 +98,21 @@ def audit_external_id(uuid_hex: str) -> str:
 def secret_env_var(name: str) -> str:
     """The environment variable holding secret `name`."""
     return SECRET_ENV_PREFIX + name.upper().replace("-", "_")
+
+
+def automation_function_external_id(model: str, env: str) -> str:
+    """The function whose calls are the steps (train, gate, deploy, notify) of MODEL's automations in ENV."""
+    return function_external_id(model, AUTOMATION, env)
+
+
+def automation_workflow_external_id(name: str, env: str) -> str:
+    """The Data Workflow (and its schedule trigger) of automation NAME registered in ENV."""
+    return f"{AUTOMATION_PREFIX}{env}-{name}"
+
+
+def automation_workflow_prefix(env: str) -> str:
+    return f"{AUTOMATION_PREFIX}{env}-"
+
+
+def is_automation_name(name: object) -> bool:
+    return isinstance(name, str) and bool(_MODEL_NAME.match(name)) and len(name) <= AUTOMATION_NAME_MAX
