@@ -76,10 +76,14 @@ class ModelInfo(_Strict):
 
 
 class DeploymentCondition(_Strict):
-    """Deploy only when the artifact's metadata[metric] is above/below threshold (a quality gate)."""
+    """Deploy only when the artifact's metadata[metric] compares with threshold as `direction` says (a quality
+    gate); the meaning of each direction is akerbp.mlops.conditions', shared with the automations' BuildMetric."""
 
     metric: str = Field(min_length=1, description="Key in the model artifact's metadata, e.g. 'accuracy'.")
-    direction: Literal["above", "below"] = Field(description="'above': metric must exceed threshold; 'below': stay under.")
+    direction: Literal["above", "below", "above_or_equals", "below_or_equals", "equals"] = Field(
+        description="'above': metric > threshold; 'below': <; 'above_or_equals': >=; 'below_or_equals': <=; "
+        "'equals': ==."
+    )
     threshold: Finite
 
 

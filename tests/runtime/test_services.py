@@ -361,27 +361,30 @@ def test_a_prediction_json_cannot_carry_is_an_error_answer(tmp_path, in_process,
     "metadata, condition, met, detail",
     [
         ({"metrics": {"r2": 0.9}}, {"metric": "r2", "direction": "above", "threshold": 0.8}, True,
-         "r2 = 0.9 >= threshold 0.8 (must be above)"),
-        ({"metrics": {"r2": 0.8}}, {"metric": "r2", "direction": "above", "threshold": 0.8}, True,
-         "r2 = 0.8 >= threshold 0.8 (must be above)"),
+         "r2 = 0.9 > 0.8: met"),
+        ({"metrics": {"r2": 0.8}}, {"metric": "r2", "direction": "above", "threshold": 0.8}, False,
+         "r2 = 0.8 not > 0.8: not met"),  # "above" is strict: above_or_equals is >=
+        ({"metrics": {"r2": 0.8}}, {"metric": "r2", "direction": "above_or_equals", "threshold": 0.8}, True,
+         "r2 = 0.8 >= 0.8: met"),
         ({"metrics": {"r2": 0.7}}, {"metric": "r2", "direction": "above", "threshold": 0.8}, False,
-         "r2 = 0.7 < threshold 0.8 (must be above)"),
+         "r2 = 0.7 not > 0.8: not met"),
         ({"metrics": {"rmse": 0.03}}, {"metric": "rmse", "direction": "below", "threshold": 0.05}, True,
-         "rmse = 0.03 <= threshold 0.05 (must be below)"),
+         "rmse = 0.03 < 0.05: met"),
         ({"rmse": 0.07}, {"metric": "rmse", "direction": "below", "threshold": 0.05}, False,
-         "rmse = 0.07 > threshold 0.05 (must be below)"),
+         "rmse = 0.07 not < 0.05: not met"),
         ({"metrics": {"rmse": 0.01}, "rmse": 0.9}, {"metric": "rmse", "direction": "below", "threshold": 0.05}, True,
-         "rmse = 0.01 <= threshold 0.05 (must be below)"),
+         "rmse = 0.01 < 0.05: met"),
         ({"metrics": {"r2": 0.9}}, {"metric": "mae", "direction": "below", "threshold": 1}, False,
-         "metric 'mae' is not in the training metadata (looked in metadata['metrics'] and metadata)"),
+         "metric 'mae' is not in the training metadata (looked in metadata['metrics'] and metadata): not met"),
         ({"metrics": {"r2": float("nan")}}, {"metric": "r2", "direction": "above", "threshold": 0.5}, False,
-         "metric metrics['r2'] is nan, not a finite number"),
+         "metric metrics['r2'] is nan, not a finite number: not met"),
         ({"metrics": {"r2": "0.9"}}, {"metric": "r2", "direction": "above", "threshold": 0.5}, False,
-         "metric metrics['r2'] is '0.9', not a finite number"),
+         "metric metrics['r2'] is '0.9', not a finite number: not met"),
         ({"metrics": {"r2": 0.9}}, {"metric": "r2", "direction": "over", "threshold": 0.5}, False,
-         "deployment_condition.direction must be 'above' or 'below', got 'over'"),
+         "deployment_condition.direction: 'over' is not a direction; use one of above, below, above_or_equals, "
+         "below_or_equals, equals"),
         ({"metrics": {"r2": 0.9}}, {"metric": "r2", "direction": "above"}, False,
-         "deployment_condition.threshold must be a finite number, got None"),
+         "deployment_condition.threshold: None is not a number; give one, e.g. 0.8 or '0.8'"),
     ],
 )
 def test_condition_met(metadata, condition, met, detail):
@@ -412,9 +415,7 @@ def test_training_in_prod_refuses_a_model_below_the_condition(tmp_path, in_proce
     response = runtime.handle(ServiceTest.training_input, None, {}, None, root=folder)
     assert response["status"] == "error"
     assert response["message"].startswith("deployment condition not met: r2 = 0.8")
-    assert response["message"].endswith(
-        "< threshold 0.99 (must be above); the new version was not uploaded"
-    )
+    assert response["message"].endswith(" not > 0.99; the new version was not uploaded")
 
 
 def test_training_in_test_reports_the_condition_without_blocking(tmp_path, in_process):
@@ -515,11 +516,11 @@ def test_training_in_prod_uploads_when_the_condition_is_met(tmp_path, cdf_client
 # --- what the services may import ---------------------------------------------------------------------------------
 
 ALLOWED_FRAMEWORK = ("akerbp.mlops.services", "akerbp.mlops.utils", "akerbp.mlops.errors", "akerbp.mlops.registry",
-                     "akerbp.mlops.audit", "akerbp.mlops.vocabulary", "akerbp.mlops.function_folder")
+                     "akerbp.mlops.audit", "akerbp.mlops.vocabulary", "akerbp.mlops.function_folder", "akerbp.mlops.conditions")
 
 
 def test_services_import_only_the_stdlib_and_the_bundled_runtime():
-    """The function folder bundles services/, utils/, errors.py, registry/ and audit.py: nothing else of the
+    """The function folder bundles services/, utils/, errors.py, registry/, audit.py and conditions.py: nothing else of the
     framework, and no numpy or pydantic; cognite-sdk and jsonschema are installed by the requirements."""
     offending = []
     for path in sorted((MLOPS / "services").glob("*.py")):

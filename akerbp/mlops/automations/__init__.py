@@ -1,1 +1,21 @@
-"""Automations: scheduled retraining that trains, gates on metrics, redeploys and notifies, run by CDF Data Workflows."""
+"""Automations: scheduled retraining that trains, gates on metrics, redeploys and notifies, run by CDF Data
+Workflows. An mlops_automations.py file imports its classes from here; this package's __init__ stays cheap (standard
+library only): the file is read in a child process, and the CLI imports the rest (loader, register) lazily.
+"""
+from akerbp.mlops.automations.spec import (
+    Automation,
+    BuildMetric,
+    CustomWebhook,
+    DeployedModelMetric,
+    DeploymentSpecifications,
+    ScheduledTrigger,
+    SlackNotification,
+    ThresholdDirection,
+    TrainDeploy,
+    TrainingSpecifications,
+)
+
+__all__ = [
+    "Automation", "ScheduledTrigger", "TrainDeploy", "TrainingSpecifications", "BuildMetric", "DeployedModelMetric",
+    "ThresholdDirection", "DeploymentSpecifications", "SlackNotification", "CustomWebhook",
+]

@@ -48,7 +48,7 @@ from akerbp.mlops.function_folder import (  # noqa: F401 -- the layout's names, 
 if TYPE_CHECKING:
     from akerbp.mlops.settings import ModelSettings
 
-RUNTIME_FILES = ("__init__.py", "errors.py", "audit.py", "model_manager.py")  # model_manager: the seed's name
+RUNTIME_FILES = ("__init__.py", "errors.py", "audit.py", "model_manager.py", "conditions.py")  # model_manager: the seed's name
 RUNTIME_PACKAGES = ("services", "utils", "registry")
 # Deploy-time modules a function must never carry (pydantic settings, CLI-side logic), even if named in a lazy import.
 NEVER_BUNDLED = ("settings", "settings_schema", "settings_files", "pipeline")

@@ -9,55 +9,43 @@ unlike prediction, training has no ping.
 """
 from __future__ import annotations
 
-import math
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
+from akerbp.mlops import conditions
 from akerbp.mlops.services import masking, responses
 from akerbp.mlops.services.model_import import ModelImportError, import_model
 
-DIRECTIONS = ("above", "below")
 NO_PROD_CONDITION = (
     "training in prod needs a deployment_condition in the model's settings, or train in test and promote"
 )
 
 
 def condition_met(metadata: dict, condition: dict) -> tuple[bool, str]:
-    """Whether metadata's metric meets condition {metric, direction: above|below, threshold}, and why.
-
-    The metric is looked up in metadata["metrics"] first, then at the top of metadata. "above" means >= threshold
-    and "below" means <= threshold.
-    """
+    """Whether metadata's metric meets condition {metric, direction, threshold}, and why (conditions.build_metric:
+    the one meaning of each direction, shared with the automations' gate)."""
     problem = _condition_problem(condition)
     if problem:
         return False, problem
-    metric, direction, threshold = condition["metric"], condition["direction"], condition["threshold"]
-    metrics = metadata.get("metrics") if isinstance(metadata, dict) else None
-    if isinstance(metrics, dict) and metric in metrics:
-        value, where = metrics[metric], f"metrics[{metric!r}]"
-    elif isinstance(metadata, dict) and metric in metadata:
-        value, where = metadata[metric], repr(metric)
-    else:
-        return False, f"metric {metric!r} is not in the training metadata (looked in metadata['metrics'] and metadata)"
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return False, f"metric {where} is {value!r}, not a finite number"
-    met = value >= threshold if direction == "above" else value <= threshold
-    sign = (">=" if direction == "above" else "<=") if met else ("<" if direction == "above" else ">")
-    return met, f"{metric} = {value:g} {sign} threshold {threshold:g} (must be {direction})"
+    verdict = conditions.build_metric(condition["metric"], condition["direction"], condition["threshold"], metadata)
+    return verdict.met, verdict.detail
 
 
-def _condition_problem(condition) -> str | None:
+def _condition_problem(condition: object) -> str | None:
     if not isinstance(condition, dict):
         return f"deployment_condition must be an object {{metric, direction, threshold}}, got {condition!r}"
     if not isinstance(condition.get("metric"), str) or not condition["metric"]:
         return "deployment_condition.metric must be the name of a metric, e.g. 'r2'"
-    if condition.get("direction") not in DIRECTIONS:
-        return f"deployment_condition.direction must be 'above' or 'below', got {condition.get('direction')!r}"
-    threshold = condition.get("threshold")
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
-        return f"deployment_condition.threshold must be a finite number, got {threshold!r}"
+    try:
+        conditions.direction(condition.get("direction"))
+    except ValueError as e:
+        return f"deployment_condition.direction: {e}"
+    try:
+        conditions.threshold(condition.get("threshold"))
+    except ValueError as e:
+        return f"deployment_condition.threshold: {e}"
     return None
 
 
@@ -118,7 +106,7 @@ def _train_and_upload(data, client, settings: dict, root: Path, secrets: dict) -
             result["deployment_condition"] = {"met": met, "detail": why}
             if env == "prod" and not met:
                 return responses.error(
-                    f"deployment condition not met: {why}; the new version was not uploaded", None, secrets
+                    f"deployment condition not met: {why.removesuffix(': not met')}; the new version was not uploaded", None, secrets
                 )
             log.info("deployment condition %s: %s", "met" if met else "not met", why)
         if client is None:
