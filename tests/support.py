@@ -344,3 +344,97 @@ def assert_clean(client, live: str) -> None:
     statuses = {f.metadata.get("mlops_status") for f in functions.code_files(client, live)}
     assert statuses <= {"deployed", "failed"}, statuses
     assert client.events.retrieve(external_id=lock_xid(live)) is None
+
+
+# --- a notification receiver: a real HTTP server on loopback that records what it is sent ----------------------------
+
+@dataclass
+class Received:
+    """One request a Receiver got."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body)
+
+
+class Receiver:
+    """An HTTP server on 127.0.0.1 (a thread) standing in for Slack or a custom webhook: answers the i-th request
+    with `statuses[i]` (`default` after them), or never answers while `hang` is set (until close); records every
+    request. `with Receiver() as r: ... r.url ... r.wait_for(1)`."""
+
+    def __init__(self, statuses: tuple[int, ...] | list[int] = (), *, default: int = 200, hang: bool = False,
+                 answer: bytes = b"ok", headers: dict[str, str] | None = None):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import parse_qsl, urlsplit
+
+        self.requests: list[Received] = []
+        self._changed = threading.Condition()
+        self._released = threading.Event()
+        receiver, scripted = self, list(statuses)
+
+        class Handler(BaseHTTPRequestHandler):
+            def _any(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                parts = urlsplit(self.path)
+                seen = Received(self.command, parts.path, dict(parse_qsl(parts.query, keep_blank_values=True)),
+                                {k.lower(): v for k, v in self.headers.items()}, self.rfile.read(length))
+                with receiver._changed:
+                    receiver.requests.append(seen)
+                    status = scripted[len(receiver.requests) - 1] if len(receiver.requests) <= len(scripted) \
+                        else default
+                    receiver._changed.notify_all()
+                if hang:
+                    receiver._released.wait(timeout=60)
+                    return
+                self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(answer)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _any
+
+            def log_message(self, *args):  # quiet
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True,
+                                       name="receiver")  # a short poll: close() returns at once
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
+        """The requests once there are at least `count`; AssertionError after `timeout` seconds."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: len(self.requests) >= count, timeout=timeout):
+                raise AssertionError(f"the receiver got {len(self.requests)} requests in {timeout} s, not {count}")
+            return list(self.requests)
+
+    def close(self) -> None:
+        self._released.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+    def __enter__(self) -> Receiver:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def unused_port() -> int:
+    """A loopback port nothing listens on (bound, then released), for an unreachable receiver."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
