@@ -364,11 +364,12 @@ class Received:
 
 class Receiver:
     """An HTTP server on 127.0.0.1 (a thread) standing in for Slack or a custom webhook: answers the i-th request
-    with `statuses[i]` (`default` after them), or never answers while `hang` is set (until close); records every
+    with `statuses[i]` (`default` after them), or never answers while `hang` is set (until close), or with `dribble`
+    sends an endless header a byte every `dribble` seconds (a receiver no socket timeout catches); records every
     request. `with Receiver() as r: ... r.url ... r.wait_for(1)`."""
 
     def __init__(self, statuses: tuple[int, ...] | list[int] = (), *, default: int = 200, hang: bool = False,
-                 answer: bytes = b"ok", headers: dict[str, str] | None = None):
+                 dribble: float | None = None, answer: bytes = b"ok", headers: dict[str, str] | None = None):
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
         from urllib.parse import parse_qsl, urlsplit
@@ -391,6 +392,13 @@ class Receiver:
                     receiver._changed.notify_all()
                 if hang:
                     receiver._released.wait(timeout=60)
+                    return
+                if dribble:
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                    deadline = time.monotonic() + 60
+                    while not receiver._released.wait(timeout=dribble) and time.monotonic() < deadline:
+                        self.wfile.write(b"x")  # pacing the answer, not a synchronisation
+                        self.wfile.flush()
                     return
                 self.send_response(status)
                 for name, value in (headers or {}).items():

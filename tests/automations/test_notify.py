@@ -137,6 +137,18 @@ def test_a_receiver_that_never_answers_times_out_within_the_bound():
     assert notify.worst_case_seconds() == 52.0  # the defaults' bound, as the module says
 
 
+def test_a_receiver_dribbling_its_answer_is_cut_at_the_attempts_timeout():
+    """A byte every 50 ms never trips a socket timeout of 0.3 s: the attempt's own wall-time bound must."""
+    with Receiver(dribble=0.05) as slow:
+        started = time.monotonic()
+        result = notify.send({"type": "slack", "webhook": slow.url}, report(), {}, timeout_s=0.3, retries=0)
+        took = time.monotonic() - started
+        slow.wait_for(1)
+    assert not result["delivered"] and result["attempts"] == 1, result
+    assert "did not answer within 0.3 s" in result["error"]
+    assert took <= notify.worst_case_seconds(0.3, 0) + 0.2, took
+
+
 def test_an_unreachable_receiver_is_not_delivered_and_its_secret_url_not_shown(caplog):
     url = f"http://127.0.0.1:{unused_port()}/services/T0/B0/hidden-path-token"
     with caplog.at_level(logging.DEBUG, logger="akerbp.mlops"):
