@@ -49,7 +49,7 @@ def test_slack_gets_text_and_blocks_with_every_fact_of_the_run():
     assert "retrain_well_density" in message["text"] and "deployed to test" in message["text"]
     text = everything(message["blocks"])
     for fact in ("2024-06-02T00:00:03Z", "well_density", "retrain_well_density", "*Environment*", "success",
-                 "3 (well_density/test/3)", "r2", "0.91, needs > 0.8: met", "rmse", "0.42, needs < 0.5: met",
+                 "3 (well_density/test/3)", "r2", "0.91, needs &gt; 0.8: met", "rmse", "0.42, needs &lt; 0.5: met",
                  "well_density/test/2", "*Deployed*", "test: well_density/test/3 (deployed)", "exec-42",
                  "0123456789ab"):
         assert fact in text, fact
@@ -66,11 +66,14 @@ def test_slack_says_why_nothing_was_deployed_and_shows_a_failures_error():
         for run in (held, failed):
             assert notify.send({"type": "slack", "webhook": slack.url}, run, {}, **FAST)["delivered"]
         first, second = (r.json() for r in slack.wait_for(2))
-    assert "not deployed: r2 = 0.7 not > 0.8" in first["text"]
-    assert "0.7, needs > 0.8: not met" in everything(first) and "*Not deployed*" in everything(first)
-    assert "failed: train raised ValueError: <no rows>" in second["text"]
+    assert "not deployed: r2 = 0.7 not &gt; 0.8" in first["text"]  # Slack shows &gt; as >
+    assert "0.7, needs &gt; 0.8: not met" in everything(first) and "*Not deployed*" in everything(first)
+    assert "failed: train raised ValueError: &lt;no rows&gt;" in second["text"]
     assert "&lt;no rows&gt;" in everything(second["blocks"])  # Slack's mrkdwn escaping
     assert "none: every successful training deploys" in everything(second["blocks"])
+    long = notify.slack_message(report(status="failed", error="x" * 5000))["blocks"]
+    error_block = next(b["text"]["text"] for b in long if b.get("text", {}).get("text", "").startswith("*Error*"))
+    assert len(error_block) <= notify.SLACK_TEXT_LIMIT and error_block.endswith("…```")  # cut, still a code block
 
 
 def test_a_get_webhook_sends_the_fields_and_data_as_query_parameters():

@@ -115,12 +115,12 @@ def slack_message(report: RunReport) -> dict[str, Any]:
         _section(_deployment_text(report)),
     ]
     if report.error:
-        blocks.append(_section(f"*Error*\n```{_escape(report.error)}```"))
+        blocks.append(_section(f"*Error*\n```{_cut(_escape(report.error), SLACK_TEXT_LIMIT - 20)}```"))
     context = f"Execution {_escape(report.execution_id)}"
     if report.commit:
         context += f" · commit {_escape(report.commit[:12])}"
     blocks.append({"type": "context", "elements": [_mrkdwn(context, SLACK_FIELD_LIMIT)]})
-    return {"text": _summary(report), "blocks": blocks}
+    return {"text": _cut(_escape(_summary(report)), SLACK_TEXT_LIMIT), "blocks": blocks}
 
 
 def _title(report: RunReport) -> str:
@@ -155,7 +155,7 @@ def _deployment_text(report: RunReport) -> str:
 def _verdict_line(verdict: Mapping[str, Any]) -> str:
     """'✅ r2 (build metric): 0.91, needs > 0.8: met', with the champion's value and the detail for a comparison."""
     met = bool(verdict.get("met"))
-    symbol = _symbol(verdict.get("direction"))
+    symbol = _escape(_symbol(verdict.get("direction")))
     kind = str(verdict.get("kind") or "condition").replace("_", " ")
     value, bound = _number(verdict.get("value")), _number(verdict.get("threshold"))
     line = f"{'✅' if met else '❌'} *{_escape(verdict.get('metric'))}* ({kind}"
