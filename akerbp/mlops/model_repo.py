@@ -19,6 +19,7 @@ MODEL_REPO = TEMPLATES / "model_repo"  # copied as it is
 GENERATED = TEMPLATES / "generated"  # str.format()-ed with name=the model name
 
 SETTINGS_FILE = "mlops_settings.py"
+AUTOMATIONS_FILE = "mlops_automations.py"
 MODEL_CODE = "model_code"
 MODEL_ARTIFACT = "model_artifact"
 PIPELINE_FILE = "bitbucket-pipelines.yml"
@@ -51,6 +52,8 @@ ENTRIES = (
     Entry(PIPELINE_FILE, "branches -> deployments: pull requests dry-run, master/main/deploy/* to test then prod"),
     *(Entry(script, f"test, build and deploy the {service} service to $ENV (`mlops deploy {service}`)")
       for service, script in DEPLOY_SCRIPTS.items()),
+    Entry(AUTOMATIONS_FILE, "scheduled retraining (mlops automations): empty, with a commented example",
+          generated=True),
     Entry(".gitignore", "keeps the local CDF and built function folders out of git", generated=True),
     Entry("README.md", "how to run, deploy and set up Bitbucket", generated=True),
 )

@@ -22,7 +22,7 @@ from akerbp.mlops.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = {
-    "mlops_settings.py", ".gitignore", "README.md", "bitbucket-pipelines.yml", "deploy_prediction_service.sh",
+    "mlops_settings.py", "mlops_automations.py", ".gitignore", "README.md", "bitbucket-pipelines.yml", "deploy_prediction_service.sh",
     "deploy_training_service.sh", "model_code/__init__.py", "model_code/model.py", "model_code/well_logs.py",
     "model_code/test_model.py", "model_code/requirements.model", "model_artifact/model.json",
 }

@@ -29,6 +29,7 @@ COMMANDS = {
     "history": ("service", "history", "The audit trail of deploys, rollbacks and promotions of a model."),
     "pipeline": ("pipeline", "pipeline", "Which Bitbucket pipeline steps run for a branch; run them here."),
     "local-cdf": ("local_cdf", "local_cdf", "Run and inspect the offline local CDF."),
+    "automations": ("automations", "automations", "Scheduled retraining (train, gate, deploy, notify) as CDF workflows."),
 }
 
 
