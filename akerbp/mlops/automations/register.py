@@ -179,6 +179,7 @@ class Prepared:
     functions_to_remove: list[str] = field(default_factory=list)
     existing_triggers: dict[str, WorkflowTrigger] = field(default_factory=dict)
     existing_workflows: dict[str, Workflow] = field(default_factory=dict)
+    same_version: set[str] = field(default_factory=set)  # workflows whose registered version stays as it is
 
 
 def resolve_secrets(definitions: Sequence[AutomationDefinition],
@@ -222,7 +223,7 @@ def _version_upsert(definition: AutomationDefinition, env: str, function_xid: st
     return WorkflowVersionUpsert(
         workflow_external_id=automation_workflow_external_id(definition.name, env),
         version=AUTOMATION_WORKFLOW_VERSION,
-        workflow_definition=WorkflowDefinitionUpsert(tasks=workflow_tasks(definition, function_xid),
+        workflow_definition=WorkflowDefinitionUpsert(tasks=workflow_tasks(task_definition(definition), function_xid),
                                                      description=f"train, gate, deploy, notify: {definition.name}"))
 
 
@@ -279,6 +280,27 @@ def _field_changes(old: dict | None, new: dict) -> list[str]:
     before, after = _flatten(old), _flatten(new)
     return [f"{key}: {json.dumps(before.get(key))} -> {json.dumps(after.get(key))}"
             for key in sorted(set(before) | set(after)) if before.get(key) != after.get(key)]
+
+
+def _trigger_changes(trigger: WorkflowTrigger, definition: AutomationDefinition, meta: Mapping[str, str]) -> list[str]:
+    """What differs between the registered trigger (rule, enabled) and the definition's."""
+    rule = definition.as_dict()["trigger"]
+    zone = getattr(getattr(trigger.trigger_rule, "timezone", None), "key", None) or "UTC"
+    cron = getattr(trigger.trigger_rule, "cron_expression", None)
+    enabled = meta.get("mlops_enabled", "true") == "true"
+    return [f"trigger.{key}: {json.dumps(old)} -> {json.dumps(new)}" for key, old, new in (
+        ("cron", cron, rule["cron"]), ("timezone", zone, rule["timezone"] or "UTC"),
+        ("enabled", enabled, definition.enabled)) if old != new]
+
+
+def task_definition(definition: AutomationDefinition) -> dict:
+    """The definition the workflow version's tasks carry: all but the trigger's part (cron, timezone, enabled,
+    execute_immediately), which lives on the trigger, so a changed cron rewrites the trigger alone."""
+    values = definition.as_dict()
+    values.pop("enabled", None)
+    values.pop("execute_immediately", None)
+    values["trigger"] = {"type": values["trigger"].get("type", "schedule")}
+    return values
 
 
 def _registered_definitions(client: CogniteClient, xids: Sequence[str]) -> dict[str, dict]:
@@ -351,8 +373,13 @@ def prepare(client: CogniteClient, definitions: Sequence[AutomationDefinition], 
         registered = _registered_definitions(client, [items[i].workflow for i, _ in changed])
         for index, wanted in changed:
             item = items[index]
-            meta = (triggers[item.workflow].metadata or {})
-            notes = _field_changes(registered.get(item.workflow), wanted.definition.as_dict())
+            trigger = triggers[item.workflow]
+            meta = (trigger.metadata or {})
+            old_tasks = registered.get(item.workflow)
+            new_tasks = task_definition(wanted.definition)
+            if old_tasks == new_tasks:
+                prepared.same_version.add(item.workflow)  # only the trigger (or the workflow) changes
+            notes = _field_changes(old_tasks, new_tasks) + _trigger_changes(trigger, wanted.definition, meta)
             if meta.get("mlops_function_hash") != wanted.function.content_hash:
                 notes.append(f"function code: {meta.get('mlops_function_hash', '')[:10] or '-'} -> "
                              f"{wanted.function.content_hash[:10]}")
@@ -441,7 +468,8 @@ def _apply_one(client: CogniteClient, prepared: Prepared, wanted: _Wanted, say: 
     existing = prepared.existing_triggers.get(xid)
     if not _same_workflow(prepared.existing_workflows.get(xid), wanted.workflow):
         client.workflows.upsert(wanted.workflow)
-    client.workflows.versions.upsert(wanted.version)
+    if xid not in prepared.same_version:
+        client.workflows.versions.upsert(wanted.version)
     # The SDK's upsert makes a session from the registering credentials (a nonce), which the schedule runs with.
     client.workflows.triggers.upsert(wanted.trigger)
     if not wanted.definition.enabled:
