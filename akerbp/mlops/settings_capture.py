@@ -1,4 +1,5 @@
-"""What a settings file defines, captured in the child process that runs it and carried to the reader as JSON.
+"""What a settings file (or an automations file: KINDS) defines, captured in the child process that runs it and
+carried to the reader as JSON.
 
 The child (settings_python starts it) imports only the standard library and this module: `from akerbp.mlops import
 ModelSettings` gets a stand-in that records its keywords (the reader validates them, as for YAML), so reading costs
@@ -24,6 +25,26 @@ MEMORY_VAR = "MLOPS_SETTINGS_MEMORY_MB"
 # Set while the settings file runs: the real ModelSettings(...) records its raw input here under id(instance), so
 # the loader validates every model and reports every error together, instead of stopping at the first one that fails.
 pending_models: contextvars.ContextVar[dict | None] = contextvars.ContextVar("mlops_settings_pending", default=None)
+
+
+class Kind:
+    """What a file read this way must define: the module-level `variable`, and how to say what is wrong."""
+
+    def __init__(self, variable: str, file: str, example: str, imports: str, empty_ok: bool):
+        self.variable, self.file, self.example, self.imports, self.empty_ok = variable, file, example, imports, empty_ok
+
+    @property
+    def advice(self) -> str:
+        return f"{self.file} must only define `{self.variable}`"
+
+
+KINDS = {
+    "models": Kind("models", "a settings file", "models = [ModelSettings(model_name=..., model_file=...), ...]",
+                   "from akerbp.mlops import ModelSettings", empty_ok=False),
+    "automations": Kind("automations", "an automations file",
+                        "automations = [Automation(name=..., model=..., trigger=..., action=...), ...]",
+                        "from akerbp.mlops.automations import Automation, ...", empty_ok=True),
+}
 
 
 # --- values JSON cannot carry --------------------------------------------------------------------------------------
@@ -81,7 +102,7 @@ def encode(value, depth: int = 0, seen: frozenset = frozenset()):
             return {TAG: "dict", "items": [[encode(k, depth + 1, inner), encode(v, depth + 1, inner)] for k, v in items]}
         if isinstance(value, (list, tuple, set, frozenset)):
             return [encode(v, depth + 1, inner) for v in list(value)]
-        if isinstance(value, _Recorded):
+        if callable(getattr(type(value), "_mlops_raw", None)):  # a recorded call: ModelSettings, automations.spec
             return encode(value._mlops_raw(), depth, seen)
         if callable(getattr(type(value), "model_dump", None)):  # a pydantic model: ServiceInfo(...), ModelSettings
             raw = (pending_models.get() or {}).get(id(value))
@@ -158,11 +179,12 @@ class _Unreadable(Exception):
     """In the child: the one error to report about the file."""
 
 
-def child(path: str, name: str, result_path: str, megabytes: str) -> None:
-    """Entry point of the child: read the settings file, write the result, end at once (threads or atexit handlers
+def child(path: str, name: str, result_path: str, megabytes: str, variable: str = "models") -> None:
+    """Entry point of the child: read the file, write the result, end at once (threads or atexit handlers
     the file left behind must not keep the process alive or change its exit code)."""
+    kind = KINDS[variable]
     try:
-        result: dict[str, object] = {"models": _models(path, name, int(megabytes))}
+        result: dict[str, object] = {"items": _items(path, name, int(megabytes), kind)}
     except _Unreadable as e:
         result = {"error": str(e)}
     except BaseException as e:  # noqa: BLE001 - a bug here must still be an answer naming the file
@@ -170,7 +192,7 @@ def child(path: str, name: str, result_path: str, megabytes: str) -> None:
     try:
         text = json.dumps(result)
     except BaseException as e:  # noqa: BLE001
-        text = json.dumps({"error": f"{name}: its models cannot be sent: {type(e).__name__}: {safe_str(e)}"})
+        text = json.dumps({"error": f"{name}: its {kind.variable} cannot be sent: {type(e).__name__}: {safe_str(e)}"})
     partial = result_path + ".partial"
     with open(partial, "w", encoding="utf-8") as f:
         f.write(text)
@@ -183,28 +205,29 @@ def child(path: str, name: str, result_path: str, megabytes: str) -> None:
     os._exit(0)
 
 
-def _models(path: str, name: str, megabytes: int) -> list[dict]:
-    code, source = _compile(path, name)
+def _items(path: str, name: str, megabytes: int, kind: Kind) -> list[dict]:
+    code, source = _compile(path, name, kind)
     import akerbp.mlops as package
 
     package.ModelSettings = _Recorded  # `from akerbp.mlops import ModelSettings` without pydantic
-    namespace = {"__file__": path, "__name__": "mlops_settings", "__builtins__": __builtins__}
+    namespace = {"__file__": path, "__name__": f"mlops_{kind.variable}", "__builtins__": __builtins__}
     pending: dict[int, dict] = {}
     pending_models.set(pending)
     sys.path.insert(0, os.path.dirname(path))
     try:
         exec(code, namespace)
     except BaseException as e:  # noqa: BLE001 - whatever the file raises, SystemExit and KeyboardInterrupt included
-        raise _Unreadable(_raised(e, path, name, megabytes)) from None
+        raise _Unreadable(_raised(e, path, name, megabytes, kind)) from None
     try:
-        models = namespace.get("models", _MISSING)
+        models = namespace.get(kind.variable, _MISSING)
+        what = "ModelSettings(...) or dicts" if kind.variable == "models" else "Automation(...)"
         if models is _MISSING:
-            raise _Unreadable(f"{name}: defines no `models`: add `models = [ModelSettings(model_name=..., "
-                              "model_file=...), ...]`")
-        if not isinstance(models, (list, tuple)) or not models:
-            raise _Unreadable(f"{name}: `models` must be a non-empty list of ModelSettings(...) or dicts, not "
+            raise _Unreadable(f"{name}: defines no `{kind.variable}`: add `{kind.example}`")
+        if not isinstance(models, (list, tuple)) or (not models and not kind.empty_ok):
+            raise _Unreadable(f"{name}: `{kind.variable}` must be a {'' if kind.empty_ok else 'non-empty '}list of "
+                              f"{what}, not "
                               f"{'an empty ' + type(models).__name__ if isinstance(models, (list, tuple)) else type(models).__name__}")
-        lines = _item_lines(source)
+        lines = _item_lines(source, kind.variable)
         out = []
         for i, item in enumerate(list(models)):
             line, keys = lines[i] if i < len(lines) else (None, {})
@@ -213,22 +236,22 @@ def _models(path: str, name: str, megabytes: int) -> list[dict]:
     except _Unreadable:
         raise
     except BaseException as e:  # noqa: BLE001 - a `models` whose iteration raises...
-        raise _Unreadable(_raised(e, path, name, megabytes, what="reading its `models`")) from None
+        raise _Unreadable(_raised(e, path, name, megabytes, kind, what=f"reading its `{kind.variable}`")) from None
 
 
 _MISSING = object()
 
 
-def _compile(path: str, name: str):
+def _compile(path: str, name: str, kind: Kind = KINDS["models"]):
     """(code object, source text) of the file; _Unreadable naming the line for what Python cannot compile."""
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         data = f.read(MAX_SOURCE_BYTES + 1)
     if max(size, len(data)) > MAX_SOURCE_BYTES:
-        raise _Unreadable(f"{name}: is {size:,} bytes; a settings file may have at most {MAX_SOURCE_BYTES:,}")
+        raise _Unreadable(f"{name}: is {size:,} bytes; {kind.file} may have at most {MAX_SOURCE_BYTES:,}")
     if b"\0" in data:
         line = data[:data.index(b"\0")].count(b"\n") + 1
-        raise _Unreadable(f"{name}, line {line}: contains a null byte (\\0): a settings file is text; remove it")
+        raise _Unreadable(f"{name}, line {line}: contains a null byte (\\0): {kind.file} is text; remove it")
     try:
         encoding = "utf-8"
         if b"coding" in b"\n".join(data.splitlines()[:2]):  # a PEP 263 declaration, which Python honours
@@ -254,8 +277,8 @@ def _compile(path: str, name: str):
             from None
 
 
-def _raised(e: BaseException, path: str, name: str, megabytes: int, what: str = "") -> str:
-    """What the settings file raised, at its line, in one message."""
+def _raised(e: BaseException, path: str, name: str, megabytes: int, kind: Kind, what: str = "") -> str:
+    """What the file raised, at its line, in one message."""
     try:
         import traceback
 
@@ -265,20 +288,26 @@ def _raised(e: BaseException, path: str, name: str, megabytes: int, what: str = 
     where = f", line {lines[-1]}" if lines else ""
     during = f" while {what}" if what else ""
     if isinstance(e, SystemExit):
-        return (f"{name}{where}: called sys.exit({safe_repr(e.code)}){during}: a settings file must only define "
-                "`models`, never exit; remove the call")
+        return (f"{name}{where}: called sys.exit({safe_repr(e.code)}){during}: {kind.advice}, never exit; "
+                "remove the call")
     if isinstance(e, KeyboardInterrupt):
-        return f"{name}{where}: interrupted (KeyboardInterrupt){during}: its models were not read"
+        return f"{name}{where}: interrupted (KeyboardInterrupt){during}: its {kind.variable} were not read"
     if isinstance(e, MemoryError):
-        return (f"{name}{where}: ran out of memory (MemoryError){during}: the budget for loading settings is "
+        return (f"{name}{where}: ran out of memory (MemoryError){during}: the budget for loading it is "
                 f"{megabytes} MB ({MEMORY_VAR})")
     message = safe_str(e)
-    hint = "; add `from akerbp.mlops import ModelSettings`" if "'ModelSettings'" in message else ""
+    names = ("ModelSettings",) if kind.variable == "models" else _SPEC_NAMES
+    hint = f"; add `{kind.imports}`" if isinstance(e, NameError) and any(f"'{n}'" in message for n in names) else ""
     return f"{name}{where}: {type(e).__name__}{during}: {message[:2000]}{hint}"
 
 
-def _item_lines(source: str) -> list[tuple[int, dict[tuple, int]]]:
-    """Lines of the items of a literal top-level `models = [...]`, and of their keywords/keys."""
+_SPEC_NAMES = ("Automation", "ScheduledTrigger", "TrainDeploy", "TrainingSpecifications", "BuildMetric",
+               "DeployedModelMetric", "ThresholdDirection", "DeploymentSpecifications", "SlackNotification",
+               "CustomWebhook")
+
+
+def _item_lines(source: str, variable: str = "models") -> list[tuple[int, dict[tuple, int]]]:
+    """Lines of the items of a literal top-level `models = [...]` (or `variable`), and of their keywords/keys."""
     import ast
 
     try:
@@ -294,7 +323,7 @@ def _item_lines(source: str) -> list[tuple[int, dict[tuple, int]]]:
             targets, value = [stmt.target], stmt.value
         else:
             continue
-        if any(isinstance(t, ast.Name) and t.id == "models" for t in targets) and isinstance(value, (ast.List, ast.Tuple)):
+        if any(isinstance(t, ast.Name) and t.id == variable for t in targets) and isinstance(value, (ast.List, ast.Tuple)):
             out = []
             for elt in value.elts:
                 keys: dict[tuple, int] = {}

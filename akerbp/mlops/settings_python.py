@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from akerbp.mlops.settings_capture import MEMORY_VAR, decode
+from akerbp.mlops.settings_capture import KINDS, MEMORY_VAR, Kind, decode
 
 TIMEOUT_VAR = "MLOPS_SETTINGS_TIMEOUT"
 DEFAULT_TIMEOUT_S = 30.0
@@ -41,8 +41,9 @@ def budget() -> tuple[float, int]:
     return positive(TIMEOUT_VAR, DEFAULT_TIMEOUT_S, float), positive(MEMORY_VAR, DEFAULT_MEMORY_MB, int)
 
 
-def read(path: Path, name: str) -> list:
-    """The models of a .py settings file as RawModels; UnreadableSettings when it gives none, whatever it did."""
+def read(path: Path, name: str, variable: str = "models") -> list:
+    """The models of a .py settings file (or what else `variable` names: settings_capture.KINDS, e.g. the
+    automations of mlops_automations.py) as RawModels; UnreadableSettings when it gives none, whatever it did."""
     import tempfile
 
     from akerbp.mlops.settings_files import RawModel, UnreadableSettings
@@ -50,16 +51,16 @@ def read(path: Path, name: str) -> list:
     seconds, megabytes = budget()
     with tempfile.TemporaryDirectory(prefix="mlops-settings-") as tmp:
         result_path, output_path = Path(tmp) / "result.json", Path(tmp) / "output.txt"
-        code, timed_out = _run_child(path, name, result_path, output_path, seconds, megabytes)
+        code, timed_out = _run_child(path, name, result_path, output_path, seconds, megabytes, variable)
         output = _tail(output_path)
         result = _result(result_path) if code == 0 and not timed_out else None
     if result is None:
-        raise UnreadableSettings(_why_no_result(name, code, timed_out, seconds, megabytes, output))
+        raise UnreadableSettings(_why_no_result(name, code, timed_out, seconds, megabytes, output, KINDS[variable]))
     if "error" in result:
         raise UnreadableSettings(result["error"] + _output_note(output))
     _show(output)
     return [RawModel(decode(m["data"]), m["line"], {tuple(k): line for k, line in m["keys"]})
-            for m in result["models"]]
+            for m in result["items"]]
 
 
 # The child limits itself before anything else runs (setting limits in a preexec_fn is unsafe when the parent has
@@ -79,12 +80,12 @@ _BOOT = (
     "except ImportError:\n"  # a checkout that is not installed: where this module came from
     "    sys.path.append(sys.argv[1])\n"
     "    from akerbp.mlops import settings_capture\n"
-    "settings_capture.child(*sys.argv[2:])\n"
+    "settings_capture.child(*sys.argv[2:6], sys.argv[6])\n"
 )
 
 
 def _run_child(path: Path, name: str, result_path: Path, output_path: Path, seconds: float,
-               megabytes: int) -> tuple[int | None, bool]:
+               megabytes: int, variable: str) -> tuple[int | None, bool]:
     """(exit code or -signal, timed out) of the child reading `path`; its process group is gone afterwards."""
     import signal
     import subprocess
@@ -92,7 +93,7 @@ def _run_child(path: Path, name: str, result_path: Path, output_path: Path, seco
     framework_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
     with open(output_path, "wb") as output:
         proc = subprocess.Popen(
-            [sys.executable, "-c", _BOOT, framework_root, str(path), name, str(result_path), str(megabytes)],
+            [sys.executable, "-c", _BOOT, framework_root, str(path), name, str(result_path), str(megabytes), variable],
             stdin=subprocess.DEVNULL, stdout=output, stderr=output, start_new_session=True,
         )
     try:
@@ -130,7 +131,7 @@ def _result(path: Path) -> dict | None:
         result = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return result if isinstance(result, dict) and ("models" in result or "error" in result) else None
+    return result if isinstance(result, dict) and ("items" in result or "error" in result) else None
 
 
 def _tail(path: Path) -> str:
@@ -161,10 +162,11 @@ def _output_note(output: str) -> str:
     return "\n    its last output:\n" + "\n".join(f"      {mask(line)[:300]}" for line in lines)
 
 
-def _why_no_result(name: str, code: int | None, timed_out: bool, seconds: float, megabytes: int, output: str) -> str:
+def _why_no_result(name: str, code: int | None, timed_out: bool, seconds: float, megabytes: int, output: str,
+                   kind: Kind) -> str:
     import signal
 
-    advice = "a settings file must only define `models`"
+    advice = kind.advice
     if timed_out:
         why = (f"did not finish loading within {seconds:g} s ({TIMEOUT_VAR}): {advice}; look for a loop or a slow "
                "call at its top level")
@@ -176,10 +178,10 @@ def _why_no_result(name: str, code: int | None, timed_out: bool, seconds: float,
         why = f"was killed by {signame} while loading"
         if -code == signal.SIGXFSZ:
             why += (f": it wrote more than {OUTPUT_LIMIT_BYTES // (1024 * 1024)} MB to one file (its output, or its "
-                    "models as JSON)")
+                    f"{kind.variable} as JSON)")
         elif "MemoryError" in output or "Cannot allocate memory" in output or -code in (signal.SIGKILL, signal.SIGABRT):
             why += f" (its memory budget is {megabytes} MB: {MEMORY_VAR})"
     else:
-        why = (f"ended its process (exit code {code}) before its models were read: {advice}; remove the "
+        why = (f"ended its process (exit code {code}) before its {kind.variable} were read: {advice}; remove the "
                "os._exit()/exit call (or whatever ends the process)")
     return f"{name}: {why}{_output_note(output)}"
