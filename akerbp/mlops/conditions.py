@@ -48,7 +48,7 @@ def direction(value: object) -> ThresholdDirection:
             pass
         if value.upper() in ThresholdDirection.__members__:
             raise ValueError(f"{value!r}: write it in lowercase, {value.lower()!r} (or ThresholdDirection.{value.upper()})")
-    raise ValueError(f"{_short(value)} is not a direction; use one of {', '.join(DIRECTIONS)}")
+    raise ValueError(f"{short(value)} is not a direction; use one of {', '.join(DIRECTIONS)}")
 
 
 def threshold(value: object) -> float:
@@ -64,11 +64,11 @@ def threshold(value: object) -> float:
         except ValueError:
             if not value.strip():
                 raise ValueError("is empty; give a number, e.g. '0.8'") from None
-            raise ValueError(f"{_short(value)}: {DYNAMIC_THRESHOLD}") from None
+            raise ValueError(f"{short(value)}: {DYNAMIC_THRESHOLD}") from None
     else:
-        raise ValueError(f"{_short(value)} is not a number; give one, e.g. 0.8 or '0.8'")
+        raise ValueError(f"{short(value)} is not a number; give one, e.g. 0.8 or '0.8'")
     if not math.isfinite(number):
-        raise ValueError(f"{_short(value)} is not a finite number")
+        raise ValueError(f"{short(value)} is not a finite number")
     return number
 
 
@@ -97,7 +97,7 @@ def metric(metadata: object, name: str) -> tuple[float | None, str]:
     else:
         return None, f"metric {name!r} is not in the training metadata (looked in metadata['metrics'] and metadata)"
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None, f"metric {where} is {_short(value)}, not a finite number"
+        return None, f"metric {where} is {short(value)}, not a finite number"
     return float(value), where
 
 
@@ -127,7 +127,8 @@ def build_metric(metric_name: str, direction_: ThresholdDirection | str, thresho
     d = direction(direction_)
     bound = threshold(threshold_)
     value, where = metric(metadata, metric_name)
-    common = {"kind": "build_metric", "metric": metric_name, "direction": d.value, "threshold": bound, "env": env}
+    common: dict[str, Any] = {"kind": "build_metric", "metric": metric_name, "direction": d.value, "threshold": bound,
+                              "env": env}
     if value is None:
         return Verdict(**common, met=False, detail=f"{where}: not met")
     met = holds(value, d, bound)
@@ -148,8 +149,8 @@ def deployed_model_metric(metric_name: str, direction_: ThresholdDirection | str
     gap = threshold(margin)
     if gap < 0:
         raise ValueError(f"margin {gap:g} is negative; give 0 or more")
-    common = {"kind": "deployed_model_metric", "metric": metric_name, "direction": d.value,
-              "live_model_id": live_model_id, "env": env}
+    common: dict[str, Any] = {"kind": "deployed_model_metric", "metric": metric_name, "direction": d.value,
+                              "live_model_id": live_model_id, "env": env}
     in_env = f" in {env}" if env else ""
     value, where = metric(metadata, metric_name)
     if value is None:
@@ -187,7 +188,8 @@ def check(condition: Mapping[str, Any], metadata: object, *, env: str | None = N
     return build_metric(condition["metric_name"], condition["direction"], condition["threshold"], metadata, env=env)
 
 
-def _short(value: object) -> str:
+def short(value: object) -> str:
+    """repr(value) cut to 60 characters, for messages; never raises."""
     try:
         text = repr(value)
     except Exception:  # noqa: BLE001 - a user's object

@@ -17,7 +17,7 @@ from pydantic import (
 )
 
 from akerbp.mlops.vocabulary import ENVIRONMENTS, MODEL_NAME_PATTERN, SECRET_ENV_PREFIX, SERVICES, secret_env_var  # noqa: F401 -- re-exported
-from akerbp.mlops.errors import UsageError
+from akerbp.mlops.errors import FileProblems, UsageError
 from akerbp.mlops.settings_files import RawModel, UnreadableSettings, display_path, explain, field_name, read_models
 from akerbp.mlops.settings_capture import safe_repr, safe_str
 from akerbp.mlops.settings_schema import (  # noqa: F401 -- re-exported: the schema is part of this module's API
@@ -34,15 +34,10 @@ SETTINGS_FILES = ("mlops_settings.py", "mlops_settings.yaml")
 MAX_ERRORS = 100
 
 
-class SettingsError(UsageError):
+class SettingsError(FileProblems):
     """Invalid settings; `errors` holds one line per problem, the message lists them all."""
 
-    def __init__(self, errors: list[str], file: str | None = None):
-        self.errors = list(errors)
-        self.file = file
-        head = f"{file} is invalid" if file else "invalid settings"
-        count = f"{len(self.errors)} error{'s' if len(self.errors) != 1 else ''}"
-        super().__init__(f"{head} ({count}):\n" + "\n".join(f"  {e}" for e in self.errors))
+    what = "settings"
 
 
 # --- finding the file -------------------------------------------------------------------------------------------

@@ -64,11 +64,13 @@ def read_models(path: Path, name: str, model: type[BaseModel]) -> list[RawModel]
     return _read_yaml(path, name, model)
 
 
-def _read_yaml(path: Path, name: str, model: type[BaseModel]) -> list[RawModel]:
+def read_yaml_documents(path: Path, name: str) -> tuple[list[yaml.Node], list[Any]]:
+    """(nodes, values) of the documents of a YAML file read with bounds (settings_yaml); UnreadableSettings naming
+    the file and line for anything that keeps it from being read."""
     from akerbp.mlops import settings_yaml
 
     try:
-        nodes, values = settings_yaml.read_documents(path)
+        return settings_yaml.read_documents(path)
     except settings_yaml.Refused as e:
         raise UnreadableSettings(*(f"{name}{', ' if p.startswith('line ') else ': '}{p}" for p in e.args)) from None
     except yaml.YAMLError as e:
@@ -79,6 +81,10 @@ def _read_yaml(path: Path, name: str, model: type[BaseModel]) -> list[RawModel]:
     except UnicodeDecodeError as e:
         raise UnreadableSettings(f"{name}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}): save "
                                  "it as UTF-8") from None
+
+
+def _read_yaml(path: Path, name: str, model: type[BaseModel]) -> list[RawModel]:
+    nodes, values = read_yaml_documents(path, name)
     docs = [(n, v) for n, v in zip(nodes, values) if v is not None]
     if not docs:
         raise UnreadableSettings(f"{name}: no models: add `models:` with a list of model settings")
@@ -106,10 +112,10 @@ def _read_yaml(path: Path, name: str, model: type[BaseModel]) -> list[RawModel]:
 
 
 def _raw_from_node(node, value: Any) -> RawModel:
-    return RawModel(value, node.start_mark.line + 1, _node_lines(node))
+    return RawModel(value, node.start_mark.line + 1, node_lines(node))
 
 
-def _node_lines(node, prefix: tuple = ()) -> dict[tuple, int]:
+def node_lines(node, prefix: tuple = ()) -> dict[tuple, int]:
     """Line of every key and list item under `node`, by path: ("info", "prediction", "owner") -> 9."""
     lines = {}
     children = []
@@ -119,7 +125,7 @@ def _node_lines(node, prefix: tuple = ()) -> dict[tuple, int]:
         children = [(prefix + (i,), v, v) for i, v in enumerate(node.value)]
     for path, key, value in children:
         lines[path] = key.start_mark.line + 1
-        lines.update(_node_lines(value, path))
+        lines.update(node_lines(value, path))
     return lines
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from akerbp.mlops import conditions
+from akerbp.mlops.conditions import short
 from akerbp.mlops.automations.spec import CLASS_KEY, CLASSES, FILE_KEY, LINE_KEY, POSITIONAL_KEY
 from akerbp.mlops.vocabulary import AUTOMATION_NAME_MAX, ENVIRONMENTS, MODEL_NAME_PATTERN, is_automation_name
 
@@ -151,7 +152,7 @@ class _Checker:
         """The known fields of `value` (a recorded `cls(...)` or a mapping), aliases resolved; every other key,
         JFrog-only field and positional argument reported."""
         if not isinstance(value, dict):
-            self.bad(loc, f"expected {cls}(...) (or a mapping of its fields), got {_short(value)}")
+            self.bad(loc, f"expected {cls}(...) (or a mapping of its fields), got {short(value)}")
             return None
         given = value.get(CLASS_KEY)
         if given is not None and given != cls:
@@ -167,7 +168,7 @@ class _Checker:
             if key in (CLASS_KEY, LINE_KEY, FILE_KEY, POSITIONAL_KEY) or (key == "type" and given is None):
                 continue
             if type(key) is not str:
-                self.bad(loc + (_short(key),), "a field name must be text")
+                self.bad(loc + (short(key),), "a field name must be text")
                 continue
             name = aliases.get(key, key)
             if name in allowed:
@@ -191,7 +192,7 @@ class _Checker:
         by_type = {CLASSES[c].type_key: c for c in CLASSES if CLASSES[c].type_key}
         if not isinstance(value, dict):
             choices = " or ".join(f"{by_type[k]}(...)" for k in kinds)
-            self.bad(loc, f"expected {choices}, got {_short(value)}")
+            self.bad(loc, f"expected {choices}, got {short(value)}")
             return None
         if CLASS_KEY in value:
             type_key = CLASSES[value[CLASS_KEY]].type_key if value[CLASS_KEY] in CLASSES else None
@@ -200,10 +201,10 @@ class _Checker:
             if type_key is None:
                 self.bad(loc, f"{what} needs a type: one of {', '.join(kinds)}")
                 return None
-        if type_key not in kinds:
+        if not isinstance(type_key, str) or type_key not in kinds:
             shown = value.get(CLASS_KEY) or type_key
             choices = " or ".join(f"{by_type[k]}(...) (type: {k})" for k in kinds)
-            self.bad(loc, f"{_short(shown)} is not a {what}: use {choices}")
+            self.bad(loc, f"{short(shown)} is not a {what}: use {choices}")
             return None
         return kinds[type_key](value, loc)
 
@@ -211,7 +212,7 @@ class _Checker:
 
     def text(self, value: Any, loc: Loc, *, empty: bool = True, max_length: int | None = None) -> str | None:
         if not isinstance(value, str):
-            self.bad(loc, f"{_short(value)} is not text; quote it")
+            self.bad(loc, f"{short(value)} is not text; quote it")
             return None
         if not empty and not value.strip():
             self.bad(loc, "is empty")
@@ -223,7 +224,7 @@ class _Checker:
 
     def flag(self, value: Any, loc: Loc) -> bool | None:
         if not isinstance(value, bool):
-            self.bad(loc, f"{_short(value)} is not True or False")
+            self.bad(loc, f"{short(value)} is not True or False")
             return None
         return value
 
@@ -232,7 +233,7 @@ class _Checker:
             return None
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
             hint = " (a number of GB: '2Gi' is 2)" if isinstance(value, str) and unit == "GB" else ""
-            self.bad(loc, f"{_short(value)} is not a positive number of {unit}{hint}")
+            self.bad(loc, f"{short(value)} is not a positive number of {unit}{hint}")
             return None
         return float(value)
 
@@ -241,12 +242,12 @@ class _Checker:
         if value is None:
             return {}
         if not isinstance(value, dict):
-            self.bad(loc, f"{what} must be a mapping of text to text, not {_short(value)}")
+            self.bad(loc, f"{what} must be a mapping of text to text, not {short(value)}")
             return {}
         out = {}
         for k, v in value.items():
             if type(k) is not str or type(v) is not str:
-                self.bad(loc + (str(k),), f"{what}: {_short(k)}: {_short(v)}: keys and values must be text")
+                self.bad(loc + (str(k),), f"{what}: {short(k)}: {short(v)}: keys and values must be text")
                 continue
             problem = key_rule(k) if key_rule else None
             if problem:
@@ -260,7 +261,7 @@ class _Checker:
             pairs: dict[str, str] = {}
             for i, item in enumerate(value):
                 if not isinstance(item, str) or "=" not in item:
-                    self.bad(loc + (i,), f"{_short(item)} is not 'NAME=value'; or give a mapping {{'NAME': 'value'}}")
+                    self.bad(loc + (i,), f"{short(item)} is not 'NAME=value'; or give a mapping {{'NAME': 'value'}}")
                 else:
                     k, _, v = item.partition("=")
                     pairs[k] = v
@@ -272,7 +273,7 @@ class _Checker:
         if value is None:
             return None
         if not isinstance(value, str) or not _SECRET_NAME.match(value) or len(value) > SECRET_NAME_MAX:
-            self.bad(loc, f"{_short(value)} is not a valid secret name: lowercase letters, digits and '-', at most "
+            self.bad(loc, f"{short(value)} is not a valid secret name: lowercase letters, digits and '-', at most "
                           f"{SECRET_NAME_MAX} characters (its value comes from MLOPS_SECRET_<NAME>)")
             return None
         return value
@@ -281,7 +282,7 @@ class _Checker:
         if value is None:
             return None
         if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+", value):
-            self.bad(loc, f"{_short(value)} is not an http(s) URL: give one (https://...), or put it in a secret and "
+            self.bad(loc, f"{short(value)} is not an http(s) URL: give one (https://...), or put it in a secret and "
                           "give the secret's name (the *_secret field)")
             return None
         return value
@@ -309,7 +310,7 @@ def _trigger(c: _Checker, value: Any, loc: Loc) -> dict[str, Any] | None:
     else:
         named = {k.lower(): k for k in INTERVALS}.get(interval.lower()) if isinstance(interval, str) else None
         if named is None:
-            c.bad(loc + ("interval",), f"{_short(interval)} is not an interval; use one of "
+            c.bad(loc + ("interval",), f"{short(interval)} is not an interval; use one of "
                   + ", ".join(f"{k} ({v})" for k, v in INTERVALS.items()) + ", or a cron expression")
             ok = False
         else:
@@ -323,7 +324,7 @@ def _trigger(c: _Checker, value: Any, loc: Loc) -> dict[str, Any] | None:
 
 def _cron_problem(cron: Any) -> str | None:
     if not isinstance(cron, str) or len(cron.split()) != 5:
-        return (f"{_short(cron)} is not a cron expression of 5 fields (minute hour day-of-month month day-of-week), "
+        return (f"{short(cron)} is not a cron expression of 5 fields (minute hour day-of-month month day-of-week), "
                 "e.g. '0 0 * * 0'")
     from datetime import datetime, timezone
 
@@ -345,7 +346,7 @@ def _timezone_problem(name: Any) -> str | None:
             return None
         except (ZoneInfoNotFoundError, ValueError):
             pass
-    return f"{_short(name)} is not a known timezone: use an IANA name, e.g. 'UTC' or 'Europe/Oslo'"
+    return f"{short(name)} is not a known timezone: use an IANA name, e.g. 'UTC' or 'Europe/Oslo'"
 
 
 def _training(c: _Checker, value: Any, loc: Loc) -> dict[str, Any]:
@@ -353,7 +354,7 @@ def _training(c: _Checker, value: Any, loc: Loc) -> dict[str, Any]:
     f = f or {}
     data = f.get("data") or {}
     if not isinstance(data, dict):
-        c.bad(loc + ("data",), f"must be a mapping (what train() gets), not {_short(data)}")
+        c.bad(loc + ("data",), f"must be a mapping (what train() gets), not {short(data)}")
         data = {}
     else:
         try:
@@ -372,13 +373,13 @@ def _deployment(c: _Checker, value: Any, loc: Loc) -> dict[str, Any]:
     envs = list(DEFAULT_ENVIRONMENTS) if envs in (None, []) else envs
     here = loc + ("environments",)
     if isinstance(envs, str) or not isinstance(envs, (list, tuple)):
-        c.bad(here, f"must be a list of environments, e.g. ['test'] or ['test', 'prod'], not {_short(envs)}")
+        c.bad(here, f"must be a list of environments, e.g. ['test'] or ['test', 'prod'], not {short(envs)}")
         envs = list(DEFAULT_ENVIRONMENTS)
     else:
         envs = list(envs)
         unknown = [e for e in envs if e not in ENVIRONMENTS]
         if unknown:
-            c.bad(here, f"{', '.join(map(_short, unknown))}: not an environment; use dev, test, prod")
+            c.bad(here, f"{', '.join(map(short, unknown))}: not an environment; use dev, test, prod")
         elif len(set(envs)) != len(envs):
             c.bad(here, f"{envs}: an environment is listed twice")
         elif envs[0] == "prod":
@@ -467,7 +468,7 @@ def _webhook(c: _Checker, value: Any, loc: Loc) -> dict[str, Any] | None:
                               "CDF or logs)")
     method = f.get("http_method", "GET")
     if not isinstance(method, str) or method.upper() not in HTTP_METHODS:
-        c.bad(loc + ("http_method",), f"{_short(method)} is not an HTTP method; use one of {', '.join(HTTP_METHODS)}")
+        c.bad(loc + ("http_method",), f"{short(method)} is not an HTTP method; use one of {', '.join(HTTP_METHODS)}")
         method = None
     headers = c.string_map(f.get("headers"), loc + ("headers",), "headers")
     header_secrets = c.string_map(f.get("header_secrets"), loc + ("header_secrets",), "header_secrets")
@@ -498,14 +499,14 @@ def validate(raw: Any, model_names: Sequence[str] | None = None) -> tuple[Automa
         return None, c.problems
     name = f.get("name")
     if name not in (None, "") and not is_automation_name(name):
-        c.bad(("name",), f"{_short(name)} is not a valid automation name: lowercase letters, digits and '_', starting "
+        c.bad(("name",), f"{short(name)} is not a valid automation name: lowercase letters, digits and '_', starting "
                          f"with a letter, at most {AUTOMATION_NAME_MAX} characters ({MODEL_NAME_PATTERN})")
     model = f.get("model")
     if model not in (None, "") and model_names is not None and model not in model_names:
-        c.bad(("model",), f"{_short(model)} is not a model of mlops_settings; the models are "
+        c.bad(("model",), f"{short(model)} is not a model of mlops_settings; the models are "
                           f"{', '.join(sorted(model_names)) or 'none'}")
     elif model not in (None, "") and not isinstance(model, str):
-        c.bad(("model",), f"{_short(model)} is not a model name")
+        c.bad(("model",), f"{short(model)} is not a model name")
     trigger = c.kind(f["trigger"], ("trigger",), "trigger", {"schedule": lambda v, at: _trigger(c, v, at)}) \
         if f.get("trigger") is not None else None
     action = c.kind(f["action"], ("action",), "action", {"train_deploy": lambda v, at: _action(c, v, at)}) \
@@ -515,7 +516,7 @@ def validate(raw: Any, model_names: Sequence[str] | None = None) -> tuple[Automa
     description = c.text(f.get("description") or "", ("description",), max_length=DESCRIPTION_MAX)
     enabled = c.flag(f.get("enabled", True), ("enabled",))
     immediately = c.flag(f.get("execute_immediately", False), ("execute_immediately",))
-    if c.problems or trigger is None or action is None:
+    if c.problems or trigger is None or action is None or not isinstance(name, str) or not isinstance(model, str):
         return None, c.problems
     return AutomationDefinition(
         name=name, model=model, description=description or "", enabled=bool(enabled),
@@ -560,14 +561,7 @@ def _shared_function_conflicts(definitions: Sequence[tuple[int, AutomationDefini
             mine, theirs = d.action["training"][option], other.action["training"][option]
             if mine != theirs:
                 problems.append(Problem(i, ("action", "training", option), (
-                    f"{_short(mine)} differs from automation {other.name!r}'s {_short(theirs)}: automations of model "
+                    f"{short(mine)} differs from automation {other.name!r}'s {short(theirs)}: automations of model "
                     f"{d.model!r} registered in {d.env} share one function, so they must agree on its {option}")))
     return problems
 
-
-def _short(value: Any) -> str:
-    try:
-        text = repr(value)
-    except Exception:  # noqa: BLE001 - a user's object
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= 60 else text[:57] + "..."

@@ -37,22 +37,17 @@ from typing import Any, Sequence
 
 from akerbp.mlops.automations.definition import AutomationDefinition, Problem, validate_all
 from akerbp.mlops.automations.spec import CLASS_KEY, FILE_KEY, LINE_KEY
-from akerbp.mlops.errors import UsageError
+from akerbp.mlops.errors import FileProblems
 from akerbp.mlops.settings_files import RawModel, UnreadableSettings, display_path, field_name
 
 AUTOMATIONS_FILES = ("mlops_automations.py", "mlops_automations.yaml")
 MAX_ERRORS = 100
 
 
-class AutomationsFileError(UsageError):
-    """An invalid automations file; `errors` holds one line per problem (exit 2)."""
+class AutomationsFileError(FileProblems):
+    """An invalid automations file; `errors` holds one line per problem (a UsageError: exit 2)."""
 
-    def __init__(self, errors: Sequence[str], file: str | None = None):
-        self.errors = list(errors)
-        self.file = file
-        head = f"{file} is invalid" if file else "invalid automations"
-        count = f"{len(self.errors)} error{'s' if len(self.errors) != 1 else ''}"
-        super().__init__(f"{head} ({count}):\n" + "\n".join(f"  {e}" for e in self.errors))
+    what = "automations"
 
 
 @dataclass(frozen=True)
@@ -168,10 +163,11 @@ def _add_call_lines(value: Any, loc: tuple, lines: dict[tuple, int], calls: dict
     if not isinstance(value, dict):
         return
     line, file, cls = value.get(LINE_KEY), value.get(FILE_KEY), value.get(CLASS_KEY)
-    in_file = isinstance(line, int) and isinstance(file, str) and os.path.realpath(file) == here
-    if in_file and loc:
-        lines.setdefault(loc, line)
-    keywords = calls.get((line, cls), {}) if in_file and isinstance(cls, str) else {}
+    keywords: dict[str, int] = {}
+    if isinstance(line, int) and isinstance(file, str) and os.path.realpath(file) == here:
+        if loc:
+            lines.setdefault(loc, line)
+        keywords = calls.get((line, cls), {}) if isinstance(cls, str) else {}
     for key, item in value.items():
         if isinstance(key, str) and not key.startswith("$"):
             if key in keywords:
@@ -180,22 +176,9 @@ def _add_call_lines(value: Any, loc: tuple, lines: dict[tuple, int], calls: dict
 
 
 def _read_yaml(path: Path, name: str) -> list[RawModel]:
-    import yaml
+    from akerbp.mlops.settings_files import node_lines, read_yaml_documents
 
-    from akerbp.mlops import settings_yaml
-    from akerbp.mlops.settings_files import _node_lines
-
-    try:
-        nodes, values = settings_yaml.read_documents(path)
-    except settings_yaml.Refused as e:
-        raise UnreadableSettings(*(f"{name}{', ' if p.startswith('line ') else ': '}{p}" for p in e.args)) from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-        where = f", line {mark.line + 1}" if mark else ""
-        raise UnreadableSettings(f"{name}{where}: YAML syntax error: "
-                                 f"{getattr(e, 'problem', None) or str(e).splitlines()[0]}") from None
-    except UnicodeDecodeError:
-        raise UnreadableSettings(f"{name}: not UTF-8 text: save it as UTF-8") from None
+    nodes, values = read_yaml_documents(path, name)
     docs = [(n, v) for n, v in zip(nodes, values) if v is not None]
     if len(docs) != 1 or not isinstance(docs[0][1], dict) or "automations" not in docs[0][1]:
         raise UnreadableSettings(f"{name}: defines no `automations:`: write one document with `automations:` and a "
@@ -212,5 +195,5 @@ def _read_yaml(path: Path, name: str) -> list[RawModel]:
     if not isinstance(automations, list):
         raise UnreadableSettings(f"{name}, line {key_node.start_mark.line + 1}: `automations` must be a list (one "
                                  "'- name: ...' each)")
-    return [RawModel(item, item_node.start_mark.line + 1, _node_lines(item_node))
+    return [RawModel(item, item_node.start_mark.line + 1, node_lines(item_node))
             for item_node, item in zip(list_node.value, automations)]

@@ -54,8 +54,8 @@ class Spec:
         self._mlops_data[name] = value
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other._mlops_args == self._mlops_args \
-            and other._mlops_data == self._mlops_data  # type: ignore[attr-defined]
+        return isinstance(other, Spec) and type(other) is type(self) and other._mlops_args == self._mlops_args \
+            and other._mlops_data == self._mlops_data
 
     __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclasses it stands for
 
