@@ -55,7 +55,6 @@ Say = Callable[[str], None]
 
 CREATED, UPDATED, UNCHANGED, REMOVED = "created", "updated", "unchanged", "removed"
 HASH_KEY = "mlops_hash"
-AUTOMATION_FILES = ("mlops_automations.py", "mlops_automations.yaml")
 FUNCTION_BUILD_TIMEOUT_S = 1800.0  # CDF builds a function in minutes; the deploys wait as long
 
 
@@ -419,10 +418,11 @@ def load(root: Path, path: Path | None, env: str) -> tuple[LoadedAutomations, li
                                                          dict[str, ModelSettings]] | None:
     """The automations file (loader.load: every problem at once, exit 2), the definitions registering in env and
     the settings of their models; None when no path was given and the repo has no automations file."""
-    if path is None and not any((root / name).is_file() for name in AUTOMATION_FILES):
-        return None
     from akerbp.mlops.automations import loader
     from akerbp.mlops.settings import find_settings_file, load_settings
+
+    if path is None and loader.find_file(root) is None:
+        return None  # before the settings: a repo without automations needs nothing else
 
     settings_file = find_settings_file(root)
     models = {m.model_name: m for m in load_settings(settings_file)}

@@ -79,7 +79,9 @@ def register(path: Path | None, env: str | None, dry_run: bool, prune: bool, tim
     root = repo_root()
     found = reg.load(root, path, env)
     if found is None:
-        message = f"no {' or '.join(reg.AUTOMATION_FILES)} in {root}: nothing to register"
+        from akerbp.mlops.automations.loader import AUTOMATIONS_FILES
+
+        message = f"no {' or '.join(AUTOMATIONS_FILES)} in {root}: nothing to register"
         if as_json:
             print_json({"env": env, "file": None, "automations": [], "functions": [], "message": message})
         else:
