@@ -12,6 +12,8 @@ Standard library only: it is bundled into every function.
     akerbp/mlops/...              the bundled runtime
     <code folder>/...             the model code's top folder, common code included
     artifact/...                  the model artifact (prediction only)
+An automation function's folder (vocabulary.AUTOMATION) also holds the model's test and requirements files at their
+paths in the repo, and its service settings hold the model's settings as JSON (AUTOMATION_SETTINGS_KEY).
 
 Paths inside the settings files are relative to the folder.
 """
@@ -26,6 +28,7 @@ BUNDLE_DIR = "akerbp/mlops"  # the bundled runtime, the package as it is laid ou
 # Where handler.py comes from, relative to the akerbp.mlops package.
 HANDLER_SOURCE = ("services", "function_handler.py")
 
+AUTOMATION_SETTINGS_KEY = "model_settings"  # an automation folder's ModelSettings, as JSON
 # Keys of mlops_service_settings.json that every folder must have (the others may be null).
 SERVICE_SETTINGS_REQUIRED = ("model_name", "service", "env", "model_module")
 

@@ -66,7 +66,9 @@ def apply(job: ModelJob, prepared: Prepared) -> None:
             mlops_md = records.mlops_metadata(
                 model=settings.model_name, service=job.service, env=job.env, version=result.version,
                 model_id=result.model_id, content_hash=result.hash,
-                commit=provenance.git_commit(settings.root, mark_dirty=True), deployed_at=records.now_iso(), by=by)
+                commit=job.inside.commit if job.inside is not None else provenance.git_commit(settings.root,
+                                                                                        mark_dirty=True),
+                deployed_at=records.now_iso(), by=by)
             new = release.NewCode(result.hash, zip_bytes, prepared.built.options,
                                   prepared.secrets, mlops_md, data_set)
             out = release.put_live(ctx, new)

@@ -1,6 +1,10 @@
 """The function folder of one service: what CDF will run, built atomically, hashed and zipped deterministically.
 
 The folder's layout is function_folder.py's (the runtime reads the same names).
+Three kinds of folder (vocabulary: prediction, training and AUTOMATION): the services carry the runtime the service
+needs; an automation function (automations/function.py) runs the steps of a model's automations, deploys included,
+so it carries the deploy path and the settings too (AUTOMATION_PACKAGES), the model's test and requirements files, and
+the model's settings as JSON, but never the CLI, the local CDF or the templates.
 
 Each build gets a folder of its own (.mlops/build/.{xid}.{pid}.{random}), which the deploy zips and service-tests:
 two deploys of the same model at once (two terminals, two threads) never read each other's files, so the zip
@@ -15,6 +19,7 @@ function metadata cannot be reversed into the secret). Same hash as the live fun
 from __future__ import annotations
 
 import ast
+import dataclasses
 import hashlib
 import io
 import json
@@ -29,13 +34,14 @@ import weakref
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 import akerbp.mlops as mlops_package
 from akerbp.mlops.deployment.options import FunctionOptions
 from akerbp.mlops.errors import MlopsError, UsageError
 from akerbp.mlops.function_folder import (  # noqa: F401 -- the layout's names, re-exported for the deployer
     ARTIFACT_DIR,
+    AUTOMATION_SETTINGS_KEY,
     BUNDLE_DIR,
     HANDLER_FILE,
     HANDLER_SOURCE,
@@ -44,6 +50,7 @@ from akerbp.mlops.function_folder import (  # noqa: F401 -- the layout's names, 
     SERVICE_SETTINGS_FILE,
     is_reserved,
 )
+from akerbp.mlops.vocabulary import AUTOMATION
 
 if TYPE_CHECKING:
     from akerbp.mlops.settings import ModelSettings
@@ -52,6 +59,14 @@ RUNTIME_FILES = ("__init__.py", "errors.py", "audit.py", "model_manager.py", "co
 RUNTIME_PACKAGES = ("services", "utils", "registry")
 # Deploy-time modules a function must never carry (pydantic settings, CLI-side logic), even if named in a lazy import.
 NEVER_BUNDLED = ("settings", "settings_schema", "settings_files", "pipeline")
+# An automation function deploys from inside CDF: the deploy path, the settings and CDF access come along; the
+# packages it never carries (cli/, local_cdf/, templates/) are simply not walked, and no bundled module imports them
+# at its top.
+AUTOMATION_PACKAGES = RUNTIME_PACKAGES + ("deployment", "automations", "cdf")
+AUTOMATION_NEVER_BUNDLED = ("pipeline", "model_repo")
+# What an automation function needs besides the model's requirements: the settings (pydantic, yaml), ServiceTest's
+# checks and the model's test file (pytest), the notifications (requests). cognite-sdk is preinstalled in CDF.
+AUTOMATION_REQUIREMENTS = ("pydantic>=2", "pyyaml>=6", "pytest>=7", "requests>=2")
 IGNORED = ("__pycache__", "*.pyc", "*.pyo", ".pytest_cache", ".mypy_cache", ".ipynb_checkpoints", ".DS_Store", ".git")
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 HASH_VERSION = b"akerbp.mlops function v1\0"
@@ -102,7 +117,7 @@ def function_options(settings: ModelSettings, service: str, env: str) -> Functio
     )
 
 
-def requirements_txt(settings: ModelSettings) -> str:
+def requirements_txt(settings: ModelSettings, service: str = "prediction") -> str:
     """requirements.model without the framework (bundled; pip would fetch another copy), plus jsonschema when an
     input schema must be checked. cognite-sdk is preinstalled in CDF Functions."""
     lines = settings.req_path.read_text(encoding="utf-8").splitlines()
@@ -111,6 +126,9 @@ def requirements_txt(settings: ModelSettings) -> str:
              for line in kept if line.strip() and not line.strip().startswith("#")}
     if settings.input_schema and "jsonschema" not in names:
         kept.append("jsonschema>=4.18  # added by akerbp.mlops: the input schema is checked in the function")
+    if service == AUTOMATION:
+        kept += [f"{r}  # added by akerbp.mlops: the automation function deploys" for r in AUTOMATION_REQUIREMENTS
+                 if re.split(r"[<>=]", r, maxsplit=1)[0] not in names]
     return "\n".join(kept).rstrip() + "\n"
 
 
@@ -144,13 +162,15 @@ _parsed: dict[Path, tuple[tuple[int, int], frozenset[str]]] = {}
 _runtime_lock = threading.Lock()
 
 
-def runtime_files() -> list[Path]:
-    """The bundled runtime: the services and utils packages, RUNTIME_FILES, and every top-level module of
-    akerbp.mlops they import, transitively (audit, vocabulary, ...). Thread-safe; files are
-    re-parsed only when they changed."""
+def runtime_files(service: str = "prediction") -> list[Path]:
+    """The bundled runtime: the services and utils packages (an automation's: AUTOMATION_PACKAGES), RUNTIME_FILES,
+    and every top-level module of akerbp.mlops they import, transitively (audit, vocabulary, ...). Thread-safe; files
+    are re-parsed only when they changed."""
     source = Path(mlops_package.__file__).resolve().parent
+    packages = AUTOMATION_PACKAGES if service == AUTOMATION else RUNTIME_PACKAGES
+    never = AUTOMATION_NEVER_BUNDLED if service == AUTOMATION else NEVER_BUNDLED
     with _runtime_lock:
-        files = [p for package in RUNTIME_PACKAGES for p in sorted((source / package).rglob("*.py"))
+        files = [p for package in packages for p in sorted((source / package).rglob("*.py"))
                  if "__pycache__" not in p.parts]
         queue = [source / name for name in RUNTIME_FILES if (source / name).is_file()] + files
         seen: set[Path] = set()
@@ -161,15 +181,15 @@ def runtime_files() -> list[Path]:
             seen.add(path)
             for module in _imported_modules(path):
                 candidate = source / f"{module}.py"
-                if candidate.is_file() and module not in NEVER_BUNDLED:
+                if candidate.is_file() and module not in never:
                     queue.append(candidate)
         return sorted(seen)
 
 
-def copy_runtime(dest: Path) -> None:
+def copy_runtime(dest: Path, service: str = "prediction") -> None:
     """The bundled framework and handler.py, as every function folder holds them."""
     source = Path(mlops_package.__file__).resolve().parent
-    for path in runtime_files():
+    for path in runtime_files(service):
         target = dest / BUNDLE_DIR / path.relative_to(source)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, target)
@@ -202,7 +222,12 @@ def _populate(dest: Path, settings: ModelSettings, service: str, env: str, artif
             "folder's own layout (akerbp/, artifact/): move the model code to another folder"
         )
     shutil.copytree(settings.root / code, dest / code, ignore=_ignore)
-    copy_runtime(dest)
+    copy_runtime(dest, service)
+    if service == AUTOMATION:  # what a deploy from inside the function reads besides the code folder
+        for rel in (settings.test_file, settings.req_file):
+            if not (dest / rel).is_file():
+                (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(settings.root / rel, dest / rel)
     if service == "prediction":
         if artifact is None or not Path(artifact).is_dir():
             raise MlopsError(f"model '{settings.model_name}': no artifact folder to deploy ({artifact})")
@@ -212,17 +237,24 @@ def _populate(dest: Path, settings: ModelSettings, service: str, env: str, artif
     if schema and source is not None and not (dest / schema).is_file():
         (dest / schema).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, dest / schema)
-    (dest / REQUIREMENTS_FILE).write_text(requirements_txt(settings), encoding="utf-8")
+    (dest / REQUIREMENTS_FILE).write_text(requirements_txt(settings, service), encoding="utf-8")
     service_settings = _service_settings(settings, service, env, model_id, schema)
+    if service == AUTOMATION:  # the deploy step validates them back into ModelSettings, rooted at the folder
+        service_settings[AUTOMATION_SETTINGS_KEY] = settings.model_dump(mode="json")
     (dest / SERVICE_SETTINGS_FILE).write_text(json.dumps(service_settings, indent=2, sort_keys=True) + "\n")
     (dest / OPTIONS_FILE).write_text(json.dumps(options.as_dict(), indent=2, sort_keys=True) + "\n")
 
 
 def build_folder(settings: ModelSettings, service: str, env: str, *, artifact: Path | None, model_id: str | None,
-                 secrets: dict[str, str], build_root: Path | None = None) -> BuiltFolder:
+                 secrets: dict[str, str], build_root: Path | None = None,
+                 options_update: Mapping[str, Any] | None = None) -> BuiltFolder:
     """Build the function folder in a folder of this build's own under .mlops/build/, hash it, and point
-    .mlops/build/{model}-{service}-{env} at it. The folder stays as long as the BuiltFolder is referenced."""
+    .mlops/build/{model}-{service}-{env} at it. The folder stays as long as the BuiltFolder is referenced.
+    options_update: function options other than the settings' (an automation function's cpu, memory, env vars and
+    secret names)."""
     options = function_options(settings, service, env)
+    if options_update:
+        options = dataclasses.replace(options, **options_update)
     root = build_root or settings.root / ".mlops" / "build"
     root.mkdir(parents=True, exist_ok=True)
     xid = options.external_id

@@ -19,6 +19,8 @@ The CDF is cdf.client.client_for_env's, the one `mlops call/status/logs/history`
 CDF even when a project is configured, unless LOCAL_DEPLOYMENT=True (the original framework's switch); in CI that is
 refused before anything runs, unless MLOPS_LOCAL_CDF=1 or --dry-run.
 A model's failure, whatever it is, is recorded in its result (message masked) and the next model goes on.
+deploy_in_function is the same path for one model's prediction service, run by code inside a CDF Function (an
+automation's deploy step): the function's client, no model tests (prepare.InFunction says why), given secrets.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 from akerbp.mlops.deployment import interrupts, prepare, service_check, verified_hint
 from akerbp.mlops.deployment.functions import Progress
 from akerbp.mlops.deployment.model_tests import ModelTests
+from akerbp.mlops.deployment.prepare import InFunction
 from akerbp.mlops.deployment.result import OUTCOMES, ModelResult
 from akerbp.mlops.deployment.target import Target
 from akerbp.mlops.errors import MlopsError, UsageError
@@ -41,7 +44,8 @@ if TYPE_CHECKING:
 
     from akerbp.mlops.settings import ModelSettings
 
-__all__ = ["DEFAULT_TIMEOUT", "DEFAULT_JOBS", "Progress", "Target", "ModelResult", "deploy", "exit_code"]
+__all__ = ["DEFAULT_TIMEOUT", "DEFAULT_JOBS", "Progress", "Target", "ModelResult", "InFunction", "deploy",
+           "deploy_in_function", "exit_code"]
 
 DEFAULT_TIMEOUT = 900.0
 DEFAULT_JOBS = 4  # models deployed at once: CDF builds functions in parallel; the tests share this machine's cores
@@ -137,23 +141,33 @@ def _concurrently(work: Callable[[int], None], count: int, jobs: int) -> None:
             thread.join(timeout=WAIT_POLL_S)
 
 
+def deploy_in_function(client: CogniteClient, settings: ModelSettings, env: str, inside: InFunction, *,
+                       timeout: float = DEFAULT_TIMEOUT, progress: Progress | None = None) -> ModelResult:
+    """Deploy `settings`' prediction service to `env` through `client` (a CDF Function's own), as `mlops deploy`
+    does (build, service test, standby, replace, smoke, automatic rollback, audit) but without the model tests."""
+    return deploy_model(settings, "prediction", env, Target(env, client=client), dry_run=False, force=False,
+                        timeout=timeout, progress=progress or (lambda message: None), inside=inside)
+
+
 def deploy_model(settings: ModelSettings, service: str, env: str, target: Target, *, dry_run: bool, force: bool,
-                 timeout: float, progress: Progress, retest: bool = False) -> ModelResult:
+                 timeout: float, progress: Progress, retest: bool = False,
+                 inside: InFunction | None = None) -> ModelResult:
     xid = settings.function_external_id(service, env)
     result = ModelResult(settings.model_name, service, env, xid)
     started_wall, started = time.time(), time.monotonic()
-    hint_file, inputs = verified_hint.path(settings, xid), _inputs(settings, service, env)
+    hint_file = verified_hint.path(settings, xid)
+    inputs = _inputs(settings, service, env) if inside is None else None  # inside a function: no local hint
     hint = verified_hint.read(hint_file) if inputs is not None and not (force or retest) else None
     if hint is not None and (hint.inputs != inputs or prepare.untested_inputs(settings)):
         hint = None  # stale, or tests the plan reruns anyway: start them first, as they overlap the rest
     if hint is not None:
         progress("the last deploy verified these inputs: the model tests wait for the plan")
     tests = ModelTests(settings.root, settings.test_path, timeout=timeout, allow_no_tests=settings.allow_no_tests,
-                       start=hint is None)
+                       start=hint is None and inside is None)
     tester = service_check.ServiceTest(settings.root, settings.test_path, f"model '{settings.model_name}'",
                                        timeout=timeout, start=hint is None)
     job = prepare.ModelJob(settings, service, env, target, result, tests, tester, progress, started + timeout,
-                           dry_run=dry_run, force=force, retest=retest, hint=hint)
+                           dry_run=dry_run, force=force, retest=retest, hint=hint, inside=inside)
     try:
         prepare.run(job)
     except MlopsError as e:
@@ -175,7 +189,8 @@ def deploy_model(settings: ModelSettings, service: str, env: str, target: Target
         tests.stop()
         tester.close()
         result.seconds = time.monotonic() - started
-    _keep_hint(hint_file, inputs, result)
+    if inside is None:
+        _keep_hint(hint_file, inputs, result)
     if result.ok:
         progress(f"{result.result} in {result.seconds:.1f} s")
     elif len(result.message.splitlines()) > 1:

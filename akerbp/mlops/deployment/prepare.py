@@ -7,6 +7,9 @@ passed its checks with exactly this content) they are stopped and not waited for
 When the local hint (verified_hint.py) says the last deploy verified these very inputs, they are deferred instead
 (job.deferred): started as soon as the build's hash differs from the hint's or the plan needs them, never when the
 plan says `unchanged`.
+A deploy from inside a CDF Function (job.inside: an automation's deploy step) runs the same steps with the function's
+client, without the model tests (the reason is recorded: the code registered is what the pipeline tested), with the
+secret values it was given, and builds under a folder of its own (a function's folder may not be writable).
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Mapping, TypeVar
 
 from akerbp.mlops.deployment import artifacts, build, interrupts, plan as plans, records, service_check, verified_hint
 from akerbp.mlops.deployment.functions import Progress
@@ -36,6 +39,18 @@ T = TypeVar("T")
 PYTEST_INPUTS = ("conftest.py", "pytest.ini", "pyproject.toml", "setup.cfg", "tox.ini")
 
 
+@dataclass(frozen=True)
+class InFunction:
+    """What a deploy run inside a CDF Function does differently: the model tests are not run (`skip_tests` says
+    why), secrets are these values (not MLOPS_SECRET_*), build folders and the artifact cache go under `work_dir`,
+    and the commit recorded is `commit` (there is no git checkout)."""
+
+    skip_tests: str
+    secrets: Mapping[str, str]
+    work_dir: Path
+    commit: str = ""
+
+
 @dataclass
 class ModelJob:
     """Everything one model's deploy needs, passed as one value."""
@@ -53,6 +68,7 @@ class ModelJob:
     force: bool = False
     retest: bool = False
     hint: verified_hint.Hint | None = None  # the local hint matching these inputs: the tests were deferred
+    inside: InFunction | None = None  # a deploy from inside a CDF Function
 
     @property
     def deferred(self) -> bool:
@@ -103,7 +119,10 @@ def run(job: ModelJob) -> None:
     with ThreadPoolExecutor(max_workers=1) as pool:
         prepared = prepare(job, pool)
         plan = prepared.plan if prepared.failure is None else None
-        if plan is not None and not plan.run_tests:
+        if job.inside is not None:
+            result.tests = f"model tests not run: {job.inside.skip_tests}"
+            say(result.tests)
+        elif plan is not None and not plan.run_tests:
             job.tests.stop()
             result.tests = f"model tests {plan.tests}"
             say(f"{result.tests} (--retest reruns them)")
@@ -160,17 +179,17 @@ def prepare(job: ModelJob, pool: ThreadPoolExecutor) -> Prepared:
     settings, result, target = job.settings, job.result, job.target
     out = Prepared()
     t = time.monotonic()
+    work = job.inside.work_dir if job.inside is not None else settings.root / ".mlops"
     try:
-        out.secrets = settings.secret_values()
+        out.secrets = _secrets(job)
         artifact = None
         if job.service == "prediction":
-            artifact = artifacts.resolve(settings, job.env, target.client,
-                                         settings.root / ".mlops" / "cache" / "artifacts")
+            artifact = artifacts.resolve(settings, job.env, target.client, work / "cache" / "artifacts")
             result.version, result.model_id = artifact.version, artifact.model_id
             job.say(f"artifact {artifact.model_id} from {artifact.source}")
         t = job.timed("artifacts", t)
         out.built = build.build_folder(settings, job.service, job.env, artifact=artifact.path if artifact else None,
-                                       model_id=result.model_id, secrets=out.secrets)
+                                       model_id=result.model_id, secrets=out.secrets, build_root=work / "build")
         result.hash = out.built.content_hash
         t = job.timed("build + hash", t)
         if job.hint is not None and job.hint.content_hash != result.hash:
@@ -198,3 +217,15 @@ def prepare(job: ModelJob, pool: ThreadPoolExecutor) -> Prepared:
         out.failure = e
     out.finished = time.monotonic()
     return out
+
+
+def _secrets(job: ModelJob) -> dict[str, str]:
+    """The model's secret values: MLOPS_SECRET_*, or inside a function the values it was given."""
+    settings = job.settings
+    if job.inside is None:
+        return settings.secret_values()
+    from akerbp.mlops.deployment import secrets
+
+    return secrets.resolve(settings.secrets, lambda missing: (
+        f"model '{settings.model_name}': field 'secrets': the function deploying it holds no value for "
+        f"{', '.join(missing)}: register its automations again with these variables set"), given=job.inside.secrets)

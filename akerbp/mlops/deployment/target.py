@@ -1,5 +1,7 @@
 """Where the services of an environment live (cdf.client.client_for_env), connected on first use: a dry run in dev
-may never need it. One Target is shared by the models a deploy runs concurrently, so connecting is locked."""
+may never need it. One Target is shared by the models a deploy runs concurrently, so connecting is locked.
+Code that already holds a client (a deploy from inside a CDF Function: the function's own) gives it: that Target
+connects nowhere else and refuses nothing."""
 from __future__ import annotations
 
 import threading
@@ -10,12 +12,16 @@ if TYPE_CHECKING:
 
 
 class Target:
-    def __init__(self, env: str, dry_run: bool = False):
-        from akerbp.mlops.cdf.client import env_uses_local_cdf
-
+    def __init__(self, env: str, dry_run: bool = False, *, client: CogniteClient | None = None):
         self.env, self.dry_run = env, dry_run
-        self.local = env_uses_local_cdf(env)
-        self._client: CogniteClient | None = None
+        self.given = client is not None
+        if client is None:
+            from akerbp.mlops.cdf.client import env_uses_local_cdf
+
+            self.local = env_uses_local_cdf(env)
+        else:
+            self.local = False
+        self._client: CogniteClient | None = client
         self._lock = threading.Lock()
 
     def client(self) -> CogniteClient:
@@ -28,11 +34,15 @@ class Target:
 
     def check(self) -> None:
         """Refusals (CI guard, settings of the project) now, without connecting: that overlaps the model tests."""
+        if self.given:
+            return
         from akerbp.mlops.cdf.client import check_env_target
 
         check_env_target(self.env, dry_run=self.dry_run)
 
     def describe(self) -> str:
+        if self.given:
+            return f"CDF project {self._client.config.project if self._client else '?'} (the given client)"
         from akerbp.mlops.cdf.client import describe_env_target
 
         return describe_env_target(self.env)

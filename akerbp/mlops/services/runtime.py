@@ -6,6 +6,8 @@ settings {"model_name", "service": "prediction"|"training", "env", "model_id", "
 folder and artifact/.
 
 Paths in the settings are relative to the folder. Never raises: every problem is a {"status": "error"} answer.
+An automation function's folder (service "automation") is dispatched to automations.steps.handle, whose notify step
+raises on purpose when the run failed (so the workflow execution fails).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from pathlib import Path
 from akerbp.mlops.function_folder import SERVICE_SETTINGS_FILE, SERVICE_SETTINGS_REQUIRED
 from akerbp.mlops.services import masking, responses
 from akerbp.mlops.services.responses import ServiceError
-from akerbp.mlops.vocabulary import SERVICES
+from akerbp.mlops.vocabulary import AUTOMATION, SERVICES
 
 _settings: dict[str, dict] = {}
 _lock = threading.Lock()
@@ -46,9 +48,9 @@ def load_settings(root: Path) -> dict:
         missing = [name for name in SERVICE_SETTINGS_REQUIRED if not settings.get(name)]
         if missing:
             raise ServiceSettingsError(f"{path} lacks {', '.join(missing)}")
-        if settings["service"] not in SERVICES:
+        if settings["service"] not in SERVICES + (AUTOMATION,):
             raise ServiceSettingsError(
-                f"{path}: service must be 'prediction' or 'training', got {settings['service']!r}"
+                f"{path}: service must be 'prediction', 'training' or '{AUTOMATION}', got {settings['service']!r}"
             )
         _settings[key] = settings
         return settings
@@ -79,6 +81,10 @@ def _serve(data, client, secrets: dict, function_call_info, root, started: float
     absent = [name for name in settings.get("secrets") or [] if name not in secrets]
     if absent:
         log.warning("secret(s) %s named in the settings were not passed to this call", ", ".join(absent))
+    if settings["service"] == AUTOMATION:  # a workflow task: its failures are answers, or raised on purpose
+        from akerbp.mlops.automations import steps
+
+        return steps.handle(data, client, secrets, root=root)
     try:
         if settings["service"] == "prediction":
             from akerbp.mlops.services import prediction
