@@ -2,6 +2,7 @@
 names, a repo without an automations file, a bad file, pause/resume around the trigger's due times, run --wait."""
 from __future__ import annotations
 
+import shutil
 import textwrap
 from datetime import datetime, timedelta, timezone
 
@@ -150,3 +151,21 @@ def test_run_wait_exits_0_when_the_run_completes_and_1_when_it_fails(repo):
     listed = {a["name"]: a for a in repo.run("mlops", "automations", "list", "--json").json}
     assert listed["train_fails"]["last_run"]["status"] == "failed"
     assert listed["gate_says_no"]["last_run"]["status"] == "completed"
+
+
+def test_the_pipeline_rehearsal_registers_the_test_automations_after_the_test_deploy(tmp_path):
+    from akerbp.mlops import model_manager
+    from support import REPO
+
+    repo = Repo(copy_template(tmp_path / "piped"), isolation="shared-no-install")
+    try:
+        shutil.copy(REPO / "bitbucket-pipelines.yml", repo.root / "bitbucket-pipelines.yml")
+        write(repo, automation("from_the_pipeline"))
+        model_manager.upload_new_model_version("well_density", "test", REPO / "model_artifact", client=repo.client)
+        done = repo.run("mlops", "pipeline", "run", "--branch", "master")
+        assert done.code == 0, done.stderr
+        assert "+ ENV=test mlops automations register --prune" in done.stderr
+        triggers = {t.external_id for t in repo.client.workflows.triggers.list(limit=None)}
+        assert triggers == {"mlops-automation-test-from_the_pipeline"}
+    finally:
+        repo.close()
