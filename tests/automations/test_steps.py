@@ -23,7 +23,7 @@ from support import Receiver, copy_template
 MODEL = "well_density"
 LIVE_TEST, LIVE_PROD = f"{MODEL}-prediction-test", f"{MODEL}-prediction-prod"
 SLACK_SECRET = "slack-hook"
-# Appended to the copied template: with this env var (DeploymentSpecifications.env_vars) the model answers nonsense
+# Appended to the copied template: train() crashes the call on {"crash": true}; with this env var (DeploymentSpecifications.env_vars) the model answers nonsense
 # when it runs in CDF, but not in the deploy's own service test (its build folder is under mlops-automation-*), so
 # the smoke check after the replacement fails.
 BREAKABLE = '''
@@ -37,6 +37,15 @@ def predict(data, state, secrets):
     if _os.environ.get("BREAK_IN_CDF") and "mlops-automation-" not in str(Path(__file__).resolve()):
         return [0.0 for _ in data["data"]]
     return _predict(data, state, secrets)
+
+
+_train = train
+
+
+def train(data, folder_path, secrets):
+    if data.get("crash"):  # the call itself fails, as when train() kills its process: the task answers nothing
+        raise SystemExit(3)
+    return _train(data, folder_path, secrets)
 '''
 
 
@@ -251,3 +260,35 @@ def test_test_then_prod_promotes_the_version_and_deploys_it_to_prod(world: World
         f"{MODEL}/test/{version}"
     assert world.predict(LIVE_PROD)["model_id"] == f"{MODEL}/prod/{version}"
     assert world.predict()["model_id"] == f"{MODEL}/test/{version}"
+
+
+def test_a_train_task_that_crashes_still_reaches_notify_which_fails_the_execution(world: World) -> None:
+    before = world.versions()
+    d = world.define("crashing", training={"crash": True})
+
+    ex = world.run(d)
+
+    assert ex.status == "failed", ex.dump()
+    states = {t.external_id: t.status for t in ex.executed_tasks}
+    assert states == {"train": "completed_with_errors", "gate": "completed", "deploy": "completed",
+                      "notify": "failed"}, states
+    assert "train" in ex.reason_for_incompletion and "sys.exit" in ex.reason_for_incompletion
+    assert world.versions() == before
+    (error,) = world.received("/error/crashing")
+    assert error["status"] == "failed"
+
+
+def test_the_automation_function_bundles_the_deploy_path_but_not_the_cli_and_no_secret(world: World) -> None:
+    desired = function.desired(world.settings, "test", [world.define("x")], world.secrets)
+
+    files = {p.relative_to(desired.folder).as_posix() for p in desired.folder.rglob("*") if p.is_file()}
+
+    assert {"akerbp/mlops/deployment/deploy.py", "akerbp/mlops/automations/steps.py", "akerbp/mlops/settings.py",
+            "model_code/test_model.py", "model_code/requirements.model", "handler.py"} <= files
+    assert not [f for f in files if f.startswith(("akerbp/mlops/cli/", "akerbp/mlops/local_cdf/",
+                                                  "akerbp/mlops/templates/"))]
+    assert "pydantic" in (desired.folder / "requirements.txt").read_text()
+    secret = world.secrets[SLACK_SECRET].encode()
+    assert not [f for f in files if secret in (desired.folder / f).read_bytes()]
+    assert desired.options.secrets == [SLACK_SECRET] and "mlops_hash" not in json.dumps(desired.as_dict())
+    assert function.put_live(world.client, desired, deadline=time.monotonic() + 60, say=print) == "unchanged"

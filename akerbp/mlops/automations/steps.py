@@ -68,7 +68,8 @@ def handle(data: Any, client: CogniteClient | None, secrets: Mapping[str, str] |
                                                     "and 'automation' (the definition): re-register the automation"}
     if client is None:
         return {"ok": False, "step": step, "error": "no CDF client: an automation step runs in a CDF Function"}
-    upstream = data.get("upstream") if isinstance(data.get("upstream"), dict) else {}
+    given = data.get("upstream")
+    upstream: dict[str, Any] = given if isinstance(given, dict) else {}
     started = time.monotonic()
     if step == "notify":
         return notify(definition, upstream, client, secrets, started)
@@ -314,9 +315,7 @@ def notify(definition: dict[str, Any], upstream: Mapping[str, Any], client: Cogn
     from akerbp.mlops import audit
     from akerbp.mlops.automations import notify as notifications
 
-    trained = upstream.get("train") if isinstance(upstream.get("train"), dict) else {}
-    gated = upstream.get("gate") if isinstance(upstream.get("gate"), dict) else {}
-    deployed = upstream.get("deploy") if isinstance(upstream.get("deploy"), dict) else {}
+    trained, gated, deployed = (_output(upstream, name) for name in ("train", "gate", "deploy"))
     failed_step, error = _failed_step(upstream)
     execution_id = trained.get("execution_id")
     trigger = trained.get("trigger") or "unknown"
@@ -361,6 +360,12 @@ def notify(definition: dict[str, Any], upstream: Mapping[str, Any], client: Cogn
         raise AutomationFailed(masking.mask_value(f"automation '{definition['name']}' failed in its {failed_step} "
                                                   f"step: {error}", secrets))
     return out
+
+
+def _output(upstream: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """A step's output, {} when it answered nothing."""
+    found = upstream.get(name)
+    return found if isinstance(found, dict) else {}
 
 
 def _failed_step(upstream: Mapping[str, Any]) -> tuple[str | None, str | None]:
