@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
 
 from akerbp.mlops.errors import UsageError
@@ -309,7 +309,8 @@ def _registered_definitions(client: CogniteClient, xids: Sequence[str]) -> dict[
     from cognite.client.data_classes.workflows import WorkflowVersionId
 
     out: dict[str, dict] = {}
-    ids = [WorkflowVersionId(xid, AUTOMATION_WORKFLOW_VERSION) for xid in xids]
+    ids: list[WorkflowVersionId | tuple[str, str] | str] = [WorkflowVersionId(xid, AUTOMATION_WORKFLOW_VERSION)
+                                                            for xid in xids]
     for version in client.workflows.versions.list(ids, limit=None):
         for task in version.workflow_definition.tasks:
             data = getattr(task.parameters, "data", None)
@@ -384,7 +385,7 @@ def prepare(client: CogniteClient, definitions: Sequence[AutomationDefinition], 
                              f"{wanted.function.content_hash[:10]}")
             if item.workflow not in workflows:
                 notes.append("workflow: missing in CDF, registered again")
-            items[index] = PlannedAutomation(**{**item.__dict__, "changes": tuple(notes or ["registration changed"])})
+            items[index] = replace(item, changes=tuple(notes or ["registration changed"]))
 
     names = {d.name for d in definitions}
     stale = sorted(xid for xid in set(triggers) | set(workflows)
@@ -404,12 +405,12 @@ def prepare(client: CogniteClient, definitions: Sequence[AutomationDefinition], 
     if prune:
         orphaned = sorted({r.model for r in prepared.removals if r.model} - remaining_models)
         if orphaned:
-            live = _live_function_hashes(client, (automation_function_external_id(m, env) for m in orphaned))
+            existing = _live_function_hashes(client, (automation_function_external_id(m, env) for m in orphaned))
             for model in orphaned:
-                xid = automation_function_external_id(model, env)
-                if xid in live:
-                    prepared.functions_to_remove.append(xid)
-                    planned_functions.append(PlannedFunction(xid, model, REMOVED))
+                fn_xid = automation_function_external_id(model, env)
+                if fn_xid in existing:
+                    prepared.functions_to_remove.append(fn_xid)
+                    planned_functions.append(PlannedFunction(fn_xid, model, REMOVED))
     prepared.plan = RegisterPlan(env, file, commit, prune, tuple(items), tuple(planned_functions), tuple(not_in_file))
     return prepared
 
