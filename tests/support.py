@@ -446,3 +446,28 @@ def unused_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# --- a template model that fails its smoke check only inside CDF (an automation's deploy then rolls back) -------------
+
+BREAKABLE = '''
+
+import os as _os
+
+_predict = predict
+
+
+def predict(data, state, secrets):
+    if _os.environ.get("BREAK_IN_CDF") and "mlops-automation-" not in str(Path(__file__).resolve()):
+        return [0.0 for _ in data["data"]]
+    return _predict(data, state, secrets)
+'''
+
+
+def make_breakable(root: Path) -> None:
+    """Append BREAKABLE to the template model of the repo at `root`: with the env var BREAK_IN_CDF (an automation's
+    DeploymentSpecifications.env_vars) it answers nonsense in CDF, but not in the deploy's own service test (its build
+    folder is under the automation's mlops-automation-* work folder), so the smoke check after the replacement
+    fails."""
+    with (root / "model_code" / "model.py").open("a") as model:
+        model.write(BREAKABLE)

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from support import Receiver, Repo, Run, copy_template, mlops_command
+from support import Receiver, Repo, Run, copy_template, make_breakable, mlops_command
 
 MODEL = "well_density"
 LIVE = f"{MODEL}-prediction-test"
@@ -30,22 +30,6 @@ OSLO = ZoneInfo("Europe/Oslo")
 # Secret values with a part that cannot occur by chance: neither the whole value nor that part may show anywhere.
 SLACK_TOKEN, HOOK_TOKEN, AUTH_TOKEN = "T0SLACKx7q9", "H00Kx3v8w2", "AUTHx5k1z6"
 ISOLATION = {"MLOPS_LOCAL_CDF_ISOLATION": "shared-no-install"}  # a tick's own server builds functions the same way
-
-# Appended to the template model: with BREAK_IN_CDF (DeploymentSpecifications.env_vars) it answers nonsense in CDF,
-# but not in the deploy's own service test (its build folder is under the automation's mlops-automation-* work
-# folder), so the smoke check after the replacement fails and the deploy rolls back.
-BREAKABLE = '''
-
-import os as _os
-
-_predict = predict
-
-
-def predict(data, state, secrets):
-    if _os.environ.get("BREAK_IN_CDF") and "mlops-automation-" not in str(Path(__file__).resolve()):
-        return [0.0 for _ in data["data"]]
-    return _predict(data, state, secrets)
-'''
 
 AUTOMATIONS = '''\
 from akerbp.mlops.automations import (Automation, BuildMetric, CustomWebhook, DeployedModelMetric,
@@ -180,8 +164,7 @@ def one_run(world: World, name: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     root = copy_template(tmp_path_factory.mktemp("scenarios") / "repo")
-    with (root / "model_code" / "model.py").open("a") as model:
-        model.write(BREAKABLE)
+    make_breakable(root)  # with BREAK_IN_CDF the smoke check fails in CDF only
     first = (datetime.now(timezone.utc) + timedelta(days=2)).date()
     days = {"weekly_refit": first, "strict_gate": first, "champion_gt": first + timedelta(days=1),
             "broken_train": first + timedelta(days=1), "champion_ge": first + timedelta(days=2),
