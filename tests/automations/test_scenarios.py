@@ -29,6 +29,7 @@ RECORDS = {"data": [{"GR": 80, "NPHI": 0.25, "DEPTH": 2000}]}
 OSLO = ZoneInfo("Europe/Oslo")
 # Secret values with a part that cannot occur by chance: neither the whole value nor that part may show anywhere.
 SLACK_TOKEN, HOOK_TOKEN, AUTH_TOKEN = "T0SLACKx7q9", "H00Kx3v8w2", "AUTHx5k1z6"
+Runs = list[dict[str, Any]]  # what a tick fired: the trigger runs, as `tick --json` prints them
 ISOLATION = {"MLOPS_LOCAL_CDF_ISOLATION": "shared-no-install"}  # a tick's own server builds functions the same way
 
 AUTOMATIONS = '''\
@@ -131,13 +132,13 @@ class World:
         if key not in self.ticks:
             done = self.mlops("local-cdf", "tick", "--now", now.isoformat(), "--json", **ISOLATION)
             assert done.code == 0, done.stdout + done.stderr
-            self.ticks[key] = done.json
+            self.ticks[key] = json.loads(done.stdout)
         return self.ticks[key]
 
     def executions(self, name: str) -> list[dict[str, Any]]:
         done = self.mlops("automations", "executions", name, "--json")
         assert done.code == 0, done.stdout + done.stderr
-        return done.json
+        return list(json.loads(done.stdout))
 
     def predict(self) -> str:
         return self.repo.call(LIVE, RECORDS)["model_id"]
@@ -173,9 +174,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     crons = {name: pinned(day, "6") for name, day in days.items()}
     crons["oslo_morning"] = pinned(days["oslo_morning"], "7", 30)  # 07:30 in Oslo
     crons["busy"] = pinned(days["busy"], "6,7")  # two due times: the second comes while the first run is held
-    receivers = [Receiver(), Receiver((500, 500)), Receiver(), Receiver(hang=True)]
+    slack, hook, errors, held = Receiver(), Receiver((500, 500)), Receiver(), Receiver(hang=True)
+    receivers = [slack, hook, errors, held]
     repo = Repo(root, isolation="shared-no-install")
-    w = World(repo, *receivers, days=days)
+    w = World(repo, slack, hook, errors, held, days=days)
     try:
         (root / "mlops_automations.py").write_text(AUTOMATIONS.format(errors=w.errors.url, held=w.held.url, **crons))
         done = w.mlops("automations", "register", "--env", "test")
@@ -219,7 +221,7 @@ def fourth_day(world: World, third_day: list[dict[str, Any]]) -> list[dict[str, 
 
 # --- the scenarios -------------------------------------------------------------------------------------------------
 
-def test_a_due_run_trains_passes_its_gate_deploys_and_posts_to_slack(world: World, first_day) -> None:
+def test_a_due_run_trains_passes_its_gate_deploys_and_posts_to_slack(world: World, first_day: Runs) -> None:
     [fire] = fired(first_day, "weekly_refit")
     assert fire["status"] == "success" and fire["fireTime"] == on(world.days["weekly_refit"], 6).timestamp() * 1000
 
@@ -264,7 +266,7 @@ def posted(world: World, automation: str) -> dict[str, Any]:
     return found[0].json()
 
 
-def test_a_gate_that_fails_deploys_nothing_and_on_success_says_why(world: World, first_day) -> None:
+def test_a_gate_that_fails_deploys_nothing_and_on_success_says_why(world: World, first_day: Runs) -> None:
     run = one_run(world, "strict_gate")
     assert run["status"] == "completed" and run["outcome"] == "not_deployed" and run["deployed"] == [], run
     [verdict] = run["verdicts"]
@@ -278,7 +280,7 @@ def test_a_gate_that_fails_deploys_nothing_and_on_success_says_why(world: World,
     assert f"*Not deployed*\\n{reason}" in blocks
 
 
-def test_a_get_webhook_answering_500_twice_then_200_gets_the_fields_once(world: World, second_day) -> None:
+def test_a_get_webhook_answering_500_twice_then_200_gets_the_fields_once(world: World, second_day: Runs) -> None:
     [fire] = fired(second_day, "champion_gt")
     run = one_run(world, "champion_gt")  # one execution: a retried notification never repeats the run
     assert [r.method for r in world.hook.requests] == ["GET", "GET", "GET"]  # 500, 500, then 200: delivered
@@ -296,7 +298,7 @@ def test_a_get_webhook_answering_500_twice_then_200_gets_the_fields_once(world: 
     assert notification["target"] == "from secret 'hook-url'"
 
 
-def test_the_champion_comparison_refuses_a_challenger_not_better_by_the_margin(world: World, second_day) -> None:
+def test_the_champion_comparison_refuses_a_challenger_not_better_by_the_margin(world: World, second_day: Runs) -> None:
     champion = world.before["second_live"]
     run = one_run(world, "champion_gt")
     assert run["status"] == "completed" and run["outcome"] == "not_deployed", run
@@ -306,7 +308,7 @@ def test_the_champion_comparison_refuses_a_challenger_not_better_by_the_margin(w
     assert world.predict() == champion
 
 
-def test_train_raising_sends_on_error_and_uploads_nothing(world: World, second_day) -> None:
+def test_train_raising_sends_on_error_and_uploads_nothing(world: World, second_day: Runs) -> None:
     run = one_run(world, "broken_train")
     assert run["status"] == "failed" and run["outcome"] == "failed", run
     assert "train" in run["reason"] and "n_samples" in run["reason"]
@@ -319,7 +321,7 @@ def test_train_raising_sends_on_error_and_uploads_nothing(world: World, second_d
     assert world.errors.requests[0].headers["x-team"] == "geo"
 
 
-def test_the_champion_comparison_deploys_a_challenger_as_good_as_the_champion(world: World, third_day) -> None:
+def test_the_champion_comparison_deploys_a_challenger_as_good_as_the_champion(world: World, third_day: Runs) -> None:
     champion = world.before["second_live"]
     run = one_run(world, "champion_ge")
     assert run["status"] == "completed" and run["outcome"] == "success", run
@@ -328,7 +330,7 @@ def test_the_champion_comparison_deploys_a_challenger_as_good_as_the_champion(wo
     assert world.predict() == run["model_id"] != champion
 
 
-def test_a_failing_smoke_check_rolls_back_and_sends_on_error(world: World, fourth_day) -> None:
+def test_a_failing_smoke_check_rolls_back_and_sends_on_error(world: World, fourth_day: Runs) -> None:
     before = world.before["fourth_live"]
     run = one_run(world, "smoky")
     assert run["status"] == "failed" and run["outcome"] == "failed", run
@@ -339,7 +341,7 @@ def test_a_failing_smoke_check_rolls_back_and_sends_on_error(world: World, fourt
     assert sent["status"] == "failed" and "rolled back" in sent["error"] and sent["model_id"] == run["model_id"]
 
 
-def test_a_europe_oslo_cron_fires_at_the_oslo_time(world: World, fourth_day) -> None:
+def test_a_europe_oslo_cron_fires_at_the_oslo_time(world: World, fourth_day: Runs) -> None:
     day = world.days["oslo_morning"]
     [fire] = fired(fourth_day, "oslo_morning")
     due = on(day, 7, 30, OSLO)
@@ -351,7 +353,7 @@ def test_a_europe_oslo_cron_fires_at_the_oslo_time(world: World, fourth_day) -> 
     assert datetime.fromisoformat(oslo["trigger"]["next_run"]).astimezone(OSLO).strftime("%H:%M") == "07:30"
 
 
-def test_two_triggers_during_one_run_make_one_run_and_one_skip(world: World, fourth_day) -> None:
+def test_two_triggers_during_one_run_make_one_run_and_one_skip(world: World, fourth_day: Runs) -> None:
     day = world.days["busy"]
     command = mlops_command(["mlops", "local-cdf", "tick", "--now", on(day, 6, 1).isoformat(), "--json"])
     first = subprocess.Popen(command, cwd=world.repo.root, env=world.repo.env(**world.secrets, **ISOLATION),
@@ -375,7 +377,7 @@ def test_two_triggers_during_one_run_make_one_run_and_one_skip(world: World, fou
     assert notification["delivered"] is False  # recorded, and the run completed anyway
 
 
-def test_secret_values_appear_nowhere_a_user_or_cdf_can_read(world: World, fourth_day) -> None:
+def test_secret_values_appear_nowhere_a_user_or_cdf_can_read(world: World, fourth_day: Runs) -> None:
     client = world.repo.client
     values = [*world.secrets.values(), SLACK_TOKEN, HOOK_TOKEN, AUTH_TOKEN]
     fn = client.functions.retrieve(external_id=FUNCTION)
