@@ -3,6 +3,7 @@ register that writes nothing, a cron change that rewrites the trigger alone, dis
 before any write, the plan's JSON."""
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -61,6 +62,15 @@ def state(repo: Repo) -> tuple:
             len(c.files.list(limit=None)), len(c.events.list(limit=None)))
 
 
+def wait_for_calls(repo: Repo, timeout_s: float = 120.0) -> None:
+    """Until no call of the automation function runs, so what it writes (a version, its audit event) is not
+    counted by a later test's state()."""
+    deadline = time.monotonic() + timeout_s
+    while repo.client.functions.calls.list(function_external_id=FUNCTION, status="Running", limit=None):
+        assert time.monotonic() < deadline, f"a call of {FUNCTION} still runs after {timeout_s} s"
+        time.sleep(0.1)
+
+
 def actions(result: register.RegisterPlan) -> dict[str, str]:
     return {a.name: a.action for a in result.automations}
 
@@ -101,6 +111,7 @@ def test_a_cron_change_rewrites_the_trigger_alone_and_keeps_its_history(repo, se
     fired = repo.cdf.run_due_schedules(now=due.replace(hour=6, minute=1), wait=False)
     assert [r["status"] for r in fired if r.get("externalId") == xid] == ["failed"]  # one run at a time: skipped
     c.workflows.executions.cancel(running.id, reason="test")
+    wait_for_calls(repo)  # cancelling ends the execution, not its train call (as in CDF): let that one finish
     version_before = c.workflows.versions.retrieve((xid, "1")).last_updated_time
     workflow_before = c.workflows.retrieve(xid).last_updated_time
 
