@@ -8,9 +8,12 @@ import threading
 import types
 from pathlib import Path
 
+import pytest
+
 import akerbp.mlops as mlops_package
 from akerbp.mlops import function_folder
 from akerbp.mlops.deployment import build
+from akerbp.mlops.vocabulary import AUTOMATION
 
 MLOPS = Path(mlops_package.__file__).resolve().parent
 THREADS = 6
@@ -41,6 +44,12 @@ def test_every_module_of_services_is_what_a_deployed_function_runs():
                 queue.append(services / f"{module}.py")
     modules = {p.stem for p in services.glob("*.py")} - {"__init__", Path(function_folder.HANDLER_SOURCE[-1]).stem}
     assert modules - reached == set()
+
+
+@pytest.fixture(autouse=True)
+def own_imports_cache(tmp_path, monkeypatch):
+    """The parses counted here are this test's: no other run's cache on disk (build._imports_cache_file)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 
 def _copy_of_the_package(root: Path) -> types.SimpleNamespace:
@@ -104,3 +113,23 @@ def test_concurrent_builds_parse_each_bundled_file_once_and_agree(tmp_path, monk
     assert not any(t.is_alive() for t in threads) and errors == []
     assert len(results) == THREADS and all(r == results[0] for r in results)
     assert sorted(parsed) == sorted(str(p) for p in results[0])  # each file once, whatever the interleaving
+
+
+def test_another_process_reuses_the_parses_through_the_cache_on_disk(tmp_path, monkeypatch):
+    package = _copy_of_the_package(tmp_path)
+    monkeypatch.setattr(build, "mlops_package", package)
+    first = build.runtime_files(AUTOMATION)
+    assert (tmp_path / "cache" / "akerbp-mlops").is_dir()
+    monkeypatch.setattr(build, "_parsed", {})  # what a new process starts with
+    parsed = _counting_parses(monkeypatch)
+    assert build.runtime_files(AUTOMATION) == first and parsed == []
+
+    changed = tmp_path / "mlops" / "services" / "responses.py"
+    changed.write_text(changed.read_text() + "\n# edited\n")
+    monkeypatch.setattr(build, "_parsed", {})
+    assert build.runtime_files(AUTOMATION) == first
+    assert [Path(p).name for p in parsed] == ["responses.py"]  # only the edited file, by its content
+
+    (tmp_path / "cache" / "akerbp-mlops" / "imports-v1.json").write_text("{not json")  # a broken cache: parse
+    monkeypatch.setattr(build, "_parsed", {})
+    assert build.runtime_files(AUTOMATION) == first

@@ -132,16 +132,21 @@ def requirements_txt(settings: ModelSettings, service: str = "prediction") -> st
     return "\n".join(kept).rstrip() + "\n"
 
 
-def _imported_modules(path: Path) -> frozenset[str]:
+def _imported_modules(path: Path, known: dict[str, list[str]] | None = None) -> frozenset[str]:
     """Top-level akerbp.mlops modules a file imports (at any depth of the code: lazy imports count); parsed once per
-    content of the file (see runtime_files)."""
+    content of the file (see runtime_files). known: the on-disk cache, content digest -> modules; updated here."""
     status = path.stat()
     key = (status.st_mtime_ns, status.st_size)
     cached = _parsed.get(path)
     if cached is not None and cached[0] == key:
         return cached[1]
+    source = path.read_bytes()
+    digest = hashlib.sha256(source).hexdigest()[:32]
+    if known is not None and isinstance(known.get(digest), list):
+        _parsed[path] = (key, frozenset(known[digest]))
+        return _parsed[path][1]
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_bytes(), filename=str(path))):
+    for node in ast.walk(ast.parse(source, filename=str(path))):
         names: list[str] = []
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
@@ -152,6 +157,8 @@ def _imported_modules(path: Path) -> frozenset[str]:
             if parts[:2] == ["akerbp", "mlops"] and len(parts) > 2:
                 found.add(parts[2])
     _parsed[path] = (key, frozenset(found))
+    if known is not None:
+        known[digest] = sorted(found)
     return _parsed[path][1]
 
 
@@ -160,6 +167,40 @@ def _imported_modules(path: Path) -> frozenset[str]:
 # time: two concurrent builds parsing the same files once crashed the interpreter's AST parser.
 _parsed: dict[Path, tuple[tuple[int, int], frozenset[str]]] = {}
 _runtime_lock = threading.Lock()
+# The same, across processes: parsing the ~75 files an automation function bundles costs about a second, which every
+# `mlops automations register` (and the first deploy of a process) paid to hash an unchanged folder. Keyed by the
+# file's content digest, so an edited file is parsed again; any problem with the file (read-only home, a corrupt or
+# concurrent write) only means parsing.
+IMPORTS_CACHE_VERSION = 1
+IMPORTS_CACHE_LIMIT = 5000  # entries: a few dozen framework versions' files
+
+
+def _imports_cache_file() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "akerbp-mlops" / f"imports-v{IMPORTS_CACHE_VERSION}.json"
+
+
+def _read_imports_cache() -> dict[str, list[str]]:
+    try:
+        known = json.loads(_imports_cache_file().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return known if isinstance(known, dict) else {}
+
+
+def _write_imports_cache(known: dict[str, list[str]]) -> None:
+    """Merged with what another process wrote meanwhile; bounded (framework versions come and go)."""
+    path = _imports_cache_file()
+    kept = {**_read_imports_cache(), **known}
+    if len(kept) > IMPORTS_CACHE_LIMIT:
+        kept = dict(known)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+        tmp.write_text(json.dumps(kept, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        pass
 
 
 def runtime_files(service: str = "prediction") -> list[Path]:
@@ -174,16 +215,26 @@ def runtime_files(service: str = "prediction") -> list[Path]:
                  if "__pycache__" not in p.parts]
         queue = [source / name for name in RUNTIME_FILES if (source / name).is_file()] + files
         seen: set[Path] = set()
+        fresh = any(_parsed.get(p, ((0, 0),))[0] != _stat_key(p) for p in queue)
+        known = _read_imports_cache() if fresh else None
+        before = dict(known) if known is not None else None
         while queue:
             path = queue.pop()
             if path in seen:
                 continue
             seen.add(path)
-            for module in _imported_modules(path):
+            for module in _imported_modules(path, known):
                 candidate = source / f"{module}.py"
                 if candidate.is_file() and module not in never:
                     queue.append(candidate)
+        if known is not None and known != before:
+            _write_imports_cache(known)
         return sorted(seen)
+
+
+def _stat_key(path: Path) -> tuple[int, int]:
+    status = path.stat()
+    return status.st_mtime_ns, status.st_size
 
 
 def copy_runtime(dest: Path, service: str = "prediction") -> None:
