@@ -33,7 +33,7 @@ import ast
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from akerbp.mlops.automations.definition import AutomationDefinition, Problem, validate_all
 from akerbp.mlops.automations.spec import CLASS_KEY, FILE_KEY, LINE_KEY
@@ -73,10 +73,11 @@ def find_file(repo_root: Path) -> Path | None:
 
 
 def load(repo_root: Path | str, path: Path | str | None = None, *,
-         model_names: Sequence[str] | None = None) -> LoadedAutomations | None:
+         model_names: Sequence[str] | Callable[[], Sequence[str]] | None = None) -> LoadedAutomations | None:
     """The repo's automations, validated; None when no path is given and the root has no automations file.
 
-    model_names: the models an automation may name; None reads them from the repo's settings (load_settings).
+    model_names: the models an automation may name, or a function giving them once the file is read (the caller may
+    read the settings meanwhile); None reads them from the repo's settings (load_settings).
     """
     root = Path(repo_root)
     if path is None:
@@ -94,9 +95,8 @@ def load(repo_root: Path | str, path: Path | str | None = None, *,
         raws = _read_python(path, name) if path.suffix == ".py" else _read_yaml(path, name)
     except UnreadableSettings as e:
         raise AutomationsFileError(e.errors, name) from None
-    if model_names is None:
-        model_names = _model_names(root)
-    definitions, problems = validate_all([raw.data for raw in raws], model_names)
+    names = _model_names(root) if model_names is None else model_names() if callable(model_names) else model_names
+    definitions, problems = validate_all([raw.data for raw in raws], names)
     if problems:
         errors = [_message(name, raws, p) for p in sorted(problems, key=lambda p: (raws[p.index].line_of(p.loc) or 0,
                                                                                    p.index))]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
 
@@ -426,12 +427,28 @@ def load(root: Path, path: Path | None, env: str) -> tuple[LoadedAutomations, li
         return None  # before the settings: a repo without automations needs nothing else
 
     settings_file = find_settings_file(root)
-    models = {m.model_name: m for m in load_settings(settings_file)}
-    loaded = loader.load(root, path, model_names=sorted(models))
+    # The settings and the automations file are read by child processes at once, while this one imports the SDK
+    # that planning needs next: together they were most of an unchanged register's time.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pool.submit(_import_sdk)
+        reading = pool.submit(load_settings, settings_file)
+
+        def model_names() -> list[str]:
+            return sorted(m.model_name for m in reading.result())
+
+        loaded = loader.load(root, path, model_names=model_names)
+        models = {m.model_name: m for m in reading.result()}
     if loaded is None:
         return None
     definitions = list(loaded.for_env(env))
     return loaded, definitions, {d.model: models[d.model] for d in definitions}
+
+
+def _import_sdk() -> None:
+    try:
+        import cognite.client  # noqa: F401
+    except Exception:  # noqa: BLE001 - the import that needs it reports the problem
+        pass
 
 
 # --- applying it ------------------------------------------------------------------------------------------------------
