@@ -38,6 +38,23 @@ def test_handler_writes_through_its_injected_client(client, tmp_path):
     assert client.files.download_bytes(external_id="made-by-fn") == b"from the function"
 
 
+def test_the_injected_client_is_built_only_when_the_handler_uses_it(client, tmp_path):
+    fn = deploy_function(client, tmp_path, """
+import sys
+
+def handle(data, client):
+    if data.get("use"):
+        from cognite.client import CogniteClient
+        return {"loaded": "cognite.client" in sys.modules, "is_client": isinstance(client, CogniteClient),
+                "project": client.config.project, "files": len(client.files.list(limit=5))}
+    return {"loaded": "cognite.client" in sys.modules, "is_none": client is None}
+""")
+    untouched = fn.call({}).get_response()
+    assert untouched == {"loaded": False, "is_none": False}  # a prediction never pays for the SDK's import
+    used = fn.call({"use": True}).get_response()
+    assert used == {"loaded": True, "is_client": True, "project": client.config.project, "files": 1}
+
+
 def test_call_without_waiting_then_wait(client, tmp_path):
     fn = deploy_function(client, tmp_path, ECHO)
     call = client.functions.call(external_id="fn", data={"x": 1}, wait=False)
