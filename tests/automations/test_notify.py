@@ -87,7 +87,8 @@ def test_a_get_webhook_sends_the_fields_and_data_as_query_parameters():
     assert request.headers["x-team"] == "geo"
     assert request.query == {"a1": "b1", "execution_date": "2024-06-02T00:00:03Z", "model_id": "well_density/test/3",
                              "automation": "retrain_well_density", "status": "success", "build_id": "exec-42",
-                             "model": "well_density", "environment": "test", "version": "3", "error": ""}
+                             "model": "well_density", "environment": "test", "version": "3", "error": "",
+                             "deployed": "test: well_density/test/3 (deployed)", "reason": ""}
 
 
 def test_a_post_webhook_sends_a_json_body_and_the_secret_header_which_the_result_never_shows(caplog):
@@ -185,3 +186,8 @@ def test_a_notification_that_cannot_be_sent_is_not_delivered_and_says_why(target
 
 def test_no_target_is_no_notification():
     assert notify.send(None, report(), {}) is None
+
+
+def test_a_webhook_says_why_nothing_was_deployed():
+    held = notify.webhook_fields(report(deployed=[], not_deployed_reason="r2 = 0.7 not > 0.8"), {"k": "v"})
+    assert held["reason"] == "r2 = 0.7 not > 0.8" and held["deployed"] == "" and held["status"] == "success"

@@ -291,7 +291,9 @@ def test_a_get_webhook_answering_500_twice_then_200_gets_the_fields_once(world: 
     assert datetime.fromisoformat(sent.query.pop("execution_date").replace("Z", "+00:00")).tzinfo is not None
     assert sent.query == {"team": "geo", "automation": "champion_gt", "status": "success",
                           "build_id": fire["workflowExecutionId"], "model_id": run["model_id"], "model": MODEL,
-                          "environment": "test", "version": run["version"], "error": ""}
+                          "environment": "test", "version": run["version"], "error": "", "deployed": "",
+                          "reason": sent.query["reason"]}
+    assert sent.query["reason"].startswith("deployment condition not met: ")  # the champion was not beaten
     [notification] = run["notifications"]
     assert notification["kind"] == "webhook" and notification["delivered"] is True
     assert notification["attempts"] == 3 and notification["status_code"] == 200

@@ -82,8 +82,8 @@ def _backoff(backoff_s: float, retry: int) -> float:
 
 def webhook_fields(report: RunReport, data: Mapping[str, Any] | None = None) -> dict[str, str]:
     """A custom webhook's fields: the user's `data`, then JFrog ML's fields (execution_date, model_id, automation,
-    status, build_id = the execution id), then model, environment, version and error; all strings, every field always
-    present ("" when unknown). The framework's fields win over a `data` key of the same name."""
+    status, build_id = the execution id), then model, environment, version, error, deployed (each environment's model_id
+    and result) and reason (why nothing was deployed); all strings, every field always present ("" when unknown). The framework's fields win over a `data` key of the same name."""
     fields = {str(k): _text(v) for k, v in (data or {}).items()}
     fields.update({
         "execution_date": report.execution_time,
@@ -95,6 +95,9 @@ def webhook_fields(report: RunReport, data: Mapping[str, Any] | None = None) -> 
         "environment": report.env,
         "version": "" if report.version is None else str(report.version),
         "error": report.error or "",
+        "deployed": ", ".join(f"{d.get('env')}: {d.get('model_id') or '?'} ({d.get('result')})"
+                              for d in report.deployed or []),
+        "reason": report.not_deployed_reason or "",
     })
     return fields
 
