@@ -160,8 +160,8 @@ class LazyClient:
             object.__setattr__(self, "_client", client)
         return client
 
-    @property
-    def __class__(self):  # type: ignore[misc]  # noqa: F811 - isinstance() sees the real client's class
+    @property  # type: ignore[misc]
+    def __class__(self):  # noqa: F811 - isinstance() sees the real client's class
         return type(self._real())
 
     def __getattr__(self, name):
