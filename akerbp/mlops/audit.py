@@ -27,6 +27,7 @@ SOURCE = "akerbp.mlops"
 ACTIONS = ("deploy", "rollback", "promotion", "training", "automation")
 OUTCOMES = ("success", "failed", "unchanged", "rolled_back", "interrupted", "not_deployed")
 MESSAGE_LIMIT = 1000  # characters kept of a record's message (and of each extra value)
+STRUCTURED_LIMIT = 16_000  # of an extra list or mapping (JSON; CDF allows 128,000 per value, 200,000 in all)
 DESCRIPTION_LIMIT = 500  # CDF's limit for an event description
 KEY_LIMIT = 128  # CDF's limit for an event metadata key
 STANDARD_KEYS = ("model", "service", "env", "version", "model_id", "hash", "git_commit", "who", "outcome",
@@ -49,6 +50,24 @@ def _text(value: Any) -> str:
     if isinstance(value, (dict, list, tuple)):
         return json.dumps(value, default=str)
     return str(value)
+
+
+def _extra_text(value: Any) -> str:
+    """An extra value as metadata text, masked. Lists and mappings stay valid JSON (readers parse them back) up to
+    STRUCTURED_LIMIT characters: a longer list keeps its first items and ends with "... and N more"; any other value
+    is cut at MESSAGE_LIMIT."""
+    if not isinstance(value, (list, tuple, dict)):
+        return _mask(_text(value))[:MESSAGE_LIMIT]
+    text = _mask(_text(value))
+    if len(text) <= STRUCTURED_LIMIT:
+        return text
+    if isinstance(value, (list, tuple)):
+        items = list(value)
+        for keep in range(len(items) - 1, -1, -1):
+            shortened = _mask(_text(items[:keep] + [f"... and {len(items) - keep} more"]))
+            if len(shortened) <= STRUCTURED_LIMIT:
+                return shortened
+    return text[:STRUCTURED_LIMIT]
 
 
 def _one_line(text: str, limit: int) -> str:
@@ -112,7 +131,7 @@ def write(client: CogniteClient, entry: AuditEntry) -> None:
         for key, value in (extra or {}).items():
             key = _text(key)[:KEY_LIMIT]
             if key and key not in metadata:
-                metadata[key] = _mask(_text(value))[:MESSAGE_LIMIT]
+                metadata[key] = _extra_text(value)
         data_set_id = None
         if dataset:
             found = client.data_sets.retrieve(external_id=dataset)

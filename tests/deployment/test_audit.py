@@ -1,6 +1,7 @@
 """The audit trail as CDF events, through the real SDK and the local CDF; a failed write never raises."""
 from __future__ import annotations
 
+import json
 import time
 
 from cognite.client.data_classes import DataSetWrite
@@ -57,6 +58,17 @@ def test_long_messages_are_cut_and_the_data_set_is_used_only_if_it_exists(client
     audit.record(client, "deploy", model="m", env="test", outcome="success", started=time.time(), dataset="mlops")
     [second] = client.events.list(type="mlops", metadata={"env": "test"}, limit=None)
     assert second.data_set_id == data_set.id
+
+
+def test_a_long_list_stays_valid_json_keeping_its_first_items(client):
+    verdicts = [{"metric": f"m{i}", "detail": "x" * 300, "met": True} for i in range(100)]  # ~33,000 characters
+    audit.record(client, "automation", model="m", env="test", outcome="success", started=time.time(),
+                 extra={"verdicts": verdicts, "short": [1, 2]})
+    [row] = audit.history(client, "m")
+    kept = json.loads(row["extra"]["verdicts"])
+    assert len(row["extra"]["verdicts"]) <= audit.STRUCTURED_LIMIT and kept[:-1] == verdicts[:len(kept) - 1]
+    assert kept[-1] == f"... and {100 - (len(kept) - 1)} more" and len(kept) > 20
+    assert json.loads(row["extra"]["short"]) == [1, 2]
 
 
 def test_a_failed_write_warns_and_does_not_raise(client, local_cdf, capsys):
