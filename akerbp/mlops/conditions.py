@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any, Mapping
 
-DYNAMIC_THRESHOLD = ("dynamic (SQL) thresholds need model analytics, which is not built yet (issue 12): give a "
-                     "number")
+DYNAMIC_THRESHOLD = ("a dynamic (SQL) threshold needs model analytics, which this version of akerbp.mlops does "
+                     "not have yet: give a number, e.g. threshold=\"0.8\"")
 
 
 class ThresholdDirection(str, Enum):

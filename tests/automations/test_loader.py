@@ -191,8 +191,8 @@ BAD_CASES = {
     "SQL threshold": ({"action": 'TrainDeploy(deployment_condition=[BuildMetric(metric_name="r2", '
                                  'threshold="SELECT avg(r2) FROM analytics")])'},
                       "action.deployment_condition[0].threshold",
-                      "dynamic (SQL) thresholds need model analytics, which is not built yet (issue 12): give a "
-                      "number", "action="),
+                      "a dynamic (SQL) threshold needs model analytics, which this version of akerbp.mlops does "
+                      "not have yet: give a number", "action="),
     "prod first": ({"action": 'TrainDeploy(deployment=DeploymentSpecifications(environments=["prod"]))'},
                    "action.deployment.environments", "train in test and promote: environments=['test', 'prod']",
                    "action="),
