@@ -38,21 +38,22 @@ def test_handler_writes_through_its_injected_client(client, tmp_path):
     assert client.files.download_bytes(external_id="made-by-fn") == b"from the function"
 
 
-def test_the_injected_client_is_built_only_when_the_handler_uses_it(client, tmp_path):
-    fn = deploy_function(client, tmp_path, """
+def test_a_client_is_built_only_for_a_handler_that_names_it(client, tmp_path):
+    source = """
 import sys
 
-def handle(data, client):
-    if data.get("use"):
-        from cognite.client import CogniteClient
-        return {"loaded": "cognite.client" in sys.modules, "is_client": isinstance(client, CogniteClient),
-                "project": client.config.project, "files": len(client.files.list(limit=5))}
-    return {"loaded": "cognite.client" in sys.modules, "is_none": client is None}
-""")
-    untouched = fn.call({}).get_response()
-    assert untouched == {"loaded": False, "is_none": False}  # a prediction never pays for the SDK's import
-    used = fn.call({"use": True}).get_response()
-    assert used == {"loaded": True, "is_client": True, "project": client.config.project, "files": 1}
+def handle(data{params}):
+    {body}
+"""
+    without = deploy_function(client, tmp_path, source.format(
+        params="", body='return {"loaded": "cognite.client" in sys.modules}'), xid="no-client")
+    assert without.call({}).get_response() == {"loaded": False}  # no client asked for: the SDK is never imported
+    named = deploy_function(client, tmp_path, source.format(
+        params=", client", body='from cognite.client import CogniteClient\n    '
+        'return {"type": type(client).__name__, "is_client": isinstance(client, CogniteClient), '
+        '"project": client.config.project}'), xid="with-client")
+    assert named.call({}).get_response() == {"type": "CogniteClient", "is_client": True,
+                                             "project": client.config.project}
 
 
 def test_call_without_waiting_then_wait(client, tmp_path):

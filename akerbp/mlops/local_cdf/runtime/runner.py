@@ -139,48 +139,6 @@ def _make_client(info):
     return CogniteClient(config)
 
 
-class LazyClient:
-    """The CogniteClient a call gets, built on its first use.
-
-    Importing cognite-sdk and building a client costs about a second in a fresh worker, which a function that never
-    touches its client (a prediction service) should not pay on its first call. Anything done with it builds the
-    real client first, and `isinstance(client, CogniteClient)` holds (isinstance asks `__class__`).
-    """
-
-    __slots__ = ("_info", "_client")
-
-    def __init__(self, info):
-        object.__setattr__(self, "_info", info)
-        object.__setattr__(self, "_client", None)
-
-    def _real(self):
-        client = object.__getattribute__(self, "_client")
-        if client is None:
-            client = _make_client(object.__getattribute__(self, "_info"))
-            object.__setattr__(self, "_client", client)
-        return client
-
-    @property  # type: ignore[misc]
-    def __class__(self):  # noqa: F811 - isinstance() sees the real client's class
-        return type(self._real())
-
-    def __getattr__(self, name):
-        return getattr(self._real(), name)
-
-    def __setattr__(self, name, value):
-        setattr(self._real(), name, value)
-
-    def __dir__(self):
-        return dir(self._real())
-
-    def __repr__(self):
-        return repr(self._real())
-
-
-def _client(info):
-    return None if info is None else LazyClient(info)
-
-
 def _run_call(handle, params, request):
     """Call handle with the arguments it names; return the reply (status + response or error)."""
     os.environ.update({k: str(v) for k, v in (request.get("env") or {}).items()})
@@ -189,7 +147,7 @@ def _run_call(handle, params, request):
             "data": lambda: request.get("data"),
             "secrets": lambda: request.get("secrets"),
             "function_call_info": lambda: request.get("function_call_info"),
-            "client": lambda: _client(request.get("client")),
+            "client": lambda: _make_client(request.get("client")),
         }
         kwargs = {name: available[name]() for name in params}
         response = handle(**kwargs)
