@@ -137,6 +137,7 @@ def test_run_wait_exits_0_when_the_run_completes_and_1_when_it_fails(repo):
     ok = repo.run("mlops", "automations", "run", "gate_says_no", "--wait", "--timeout", "240")
     assert ok.code == 0, ok.stdout + ok.stderr
     assert "[gate_says_no] train: completed" in ok.stderr and "[gate_says_no] notify: completed" in ok.stderr
+    assert "  condition: r2 = " in ok.stdout and "not deployed: the deployment condition did not hold" in ok.stdout
     history = repo.run("mlops", "automations", "executions", "gate_says_no", "--env", "test", "--json")
     assert history.code == 0, history.stderr
     [run] = history.json
@@ -145,7 +146,7 @@ def test_run_wait_exits_0_when_the_run_completes_and_1_when_it_fails(repo):
 
     failed = repo.run("mlops", "automations", "run", "train_fails", "--wait", "--timeout", "240")
     assert failed.code == 1, failed.stdout + failed.stderr
-    assert "failed" in failed.stderr
+    assert "failed" in failed.stderr and "reason: " in failed.stdout and "n_samples" in failed.stdout
     [run] = repo.run("mlops", "automations", "executions", "train_fails", "--json").json
     assert run["status"] == "failed" and run["outcome"] == "failed"
     listed = {a["name"]: a for a in repo.run("mlops", "automations", "list", "--json").json}

@@ -142,6 +142,33 @@ def history(client: CogniteClient, name: str, model: str, env: str, limit: int =
     return entries[:limit]
 
 
+def one(client: CogniteClient, name: str, model: str, env: str, execution_id: str) -> ExecutionEntry | None:
+    """One run of the automation, with what its audit event says (what `run --wait` reports at the end)."""
+    execution = client.workflows.executions.retrieve_detailed(execution_id)
+    if execution is None:
+        return None
+    _, tasks = task_states(client, execution_id)
+    return _entry(name, env, execution, _audit_by_execution(client, model, env, name).get(execution_id), tasks)
+
+
+def summary(entry: ExecutionEntry) -> list[str]:
+    """What a run did, in a few lines: the version trained, each condition's verdict, what was deployed or why not,
+    the notifications."""
+    lines = [f"trained {entry.model_id or entry.version}"] if entry.model_id or entry.version else []
+    lines += [f"condition: {v.get('detail')}" for v in entry.verdicts if isinstance(v, dict) and v.get("detail")]
+    deployed = [d for d in entry.deployed if isinstance(d, dict)]
+    lines += [f"deployed to {d.get('env')}: {d.get('model_id') or '?'} ({d.get('result')})" for d in deployed]
+    if entry.outcome == "not_deployed":
+        lines.append("not deployed: the deployment condition did not hold")
+    for n in entry.notifications if isinstance(entry.notifications, list) else []:
+        if isinstance(n, dict):
+            lines.append(f"notified {n.get('kind')} ({n.get('target')}): " + (
+                "delivered" if n.get("delivered") else f"not delivered: {n.get('error')}"))
+    if entry.status != "completed" and entry.reason:
+        lines.append(f"reason: {entry.reason}")
+    return lines
+
+
 def skipped(client: CogniteClient, name: str, env: str, limit: int = 20) -> list[ExecutionEntry]:
     """The trigger's refused fires (CDF's run history, status failed): a fire while a run was going on."""
     from cognite.client.exceptions import CogniteAPIError

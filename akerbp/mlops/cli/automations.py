@@ -212,13 +212,15 @@ def run(name: str, env: str | None, wait: bool, timeout: float) -> None:
         raise MlopsError(f"CDF refused to start {automation.workflow}: {e.message}") from None
     echo(f"execution {execution.id} of {automation.workflow} started")
     if wait:
-        _wait(client, execution.id, name, automation.env, timeout)
+        _wait(client, execution.id, automation, timeout)
 
 
-def _wait(client: CogniteClient, execution_id: str, name: str, env: str, timeout: float) -> None:
-    """Poll the execution until it ends, a line per task state change; MlopsError when it did not complete."""
-    from akerbp.mlops.automations.executions import ENDED, task_states
+def _wait(client: CogniteClient, execution_id: str, automation: RegisteredAutomation, timeout: float) -> None:
+    """Poll the execution until it ends, a line per task state change, then what the run did; MlopsError when it did
+    not complete."""
+    from akerbp.mlops.automations.executions import ENDED, one, summary, task_states
 
+    name, env = automation.name, automation.env
     deadline = time.monotonic() + timeout
     seen: dict[str, str] = {}
     status = "running"
@@ -232,6 +234,10 @@ def _wait(client: CogniteClient, execution_id: str, name: str, env: str, timeout
         if status in ENDED or time.monotonic() >= deadline:
             break
         time.sleep(WAIT_POLL_S)
+    if status in ENDED:
+        entry = one(client, name, automation.model, env, execution_id)
+        for line in summary(entry) if entry is not None else []:
+            echo(f"  {line}")
     if status == "completed":
         echo(f"execution {execution_id}: completed")
         return
