@@ -35,14 +35,15 @@ def test_every_module_of_services_is_what_a_deployed_function_runs():
     """services/ holds what handler.py reaches through its imports, nothing deploy-time (that lives in
     deployment/, e.g. local_call.py): each of its modules is imported, directly or not, by the handler."""
     services = MLOPS / "services"
-    reached, queue = set(), [services.joinpath(*function_folder.HANDLER_SOURCE[1:])]
+    entries = (function_folder.HANDLER_SOURCE, function_folder.PREDICTION_HANDLER_SOURCE)
+    reached, queue = set(), [services.joinpath(*source[1:]) for source in entries]
     while queue:
         path = queue.pop()
         for module in _services_imported_by(path) - reached:
             reached.add(module)
             if (services / f"{module}.py").is_file():
                 queue.append(services / f"{module}.py")
-    modules = {p.stem for p in services.glob("*.py")} - {"__init__", Path(function_folder.HANDLER_SOURCE[-1]).stem}
+    modules = {p.stem for p in services.glob("*.py")} - {"__init__"} - {Path(source[-1]).stem for source in entries}
     assert modules - reached == set()
 
 
@@ -133,3 +134,20 @@ def test_another_process_reuses_the_parses_through_the_cache_on_disk(tmp_path, m
     (tmp_path / "cache" / "akerbp-mlops" / "imports-v1.json").write_text("{not json")  # a broken cache: parse
     monkeypatch.setattr(build, "_parsed", {})
     assert build.runtime_files(AUTOMATION) == first
+
+
+def test_a_prediction_handler_names_no_client_and_a_training_handler_does(tmp_path):
+    """CDF builds a client for each call of a handler naming one: a prediction, which never uses it, names none."""
+    from akerbp.mlops.settings import load_settings
+    from support import copy_template
+
+    (settings,) = load_settings(copy_template(tmp_path / "repo") / "mlops_settings.py")
+    signatures = {}
+    for service in ("prediction", "training"):
+        built = build.build_folder(settings, service, "dev", artifact=settings.root / settings.artifact_folder,
+                                   model_id="well_density/dev/1", secrets={})
+        tree = ast.parse((built.path / function_folder.HANDLER_FILE).read_text())
+        [handle] = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "handle"]
+        signatures[service] = [a.arg for a in handle.args.args]
+    assert signatures == {"prediction": ["data", "secrets", "function_call_info"],
+                          "training": ["data", "client", "secrets", "function_call_info"]}

@@ -45,6 +45,7 @@ from akerbp.mlops.function_folder import (  # noqa: F401 -- the layout's names, 
     BUNDLE_DIR,
     HANDLER_FILE,
     HANDLER_SOURCE,
+    handler_source,
     OPTIONS_FILE,
     REQUIREMENTS_FILE,
     SERVICE_SETTINGS_FILE,
@@ -244,7 +245,7 @@ def copy_runtime(dest: Path, service: str = "prediction") -> None:
         target = dest / BUNDLE_DIR / path.relative_to(source)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, target)
-    shutil.copy2(source.joinpath(*HANDLER_SOURCE), dest / HANDLER_FILE)
+    shutil.copy2(source.joinpath(*handler_source(service)), dest / HANDLER_FILE)
 
 
 def _service_settings(settings: ModelSettings, service: str, env: str, model_id: str | None,
