@@ -18,26 +18,14 @@ from akerbp.mlops.automations import function, tasks
 from akerbp.mlops.local_cdf import Limits, LocalCDF
 from akerbp.mlops.settings import load_settings
 from akerbp.mlops.vocabulary import automation_workflow_external_id
-from support import Receiver, copy_template
+from support import Receiver, copy_template, make_breakable
 
 MODEL = "well_density"
 LIVE_TEST, LIVE_PROD = f"{MODEL}-prediction-test", f"{MODEL}-prediction-prod"
 SLACK_SECRET = "slack-hook"
-# Appended to the copied template: train() crashes the call on {"crash": true}; with this env var (DeploymentSpecifications.env_vars) the model answers nonsense
-# when it runs in CDF, but not in the deploy's own service test (its build folder is under mlops-automation-*), so
-# the smoke check after the replacement fails.
-BREAKABLE = '''
-
-import os as _os
-
-_predict = predict
-
-
-def predict(data, state, secrets):
-    if _os.environ.get("BREAK_IN_CDF") and "mlops-automation-" not in str(Path(__file__).resolve()):
-        return [0.0 for _ in data["data"]]
-    return _predict(data, state, secrets)
-
+# Appended to the copied template after support.BREAKABLE (the model failing its smoke check only in CDF): train()
+# crashes the call on {"crash": true}.
+CRASHABLE = '''
 
 _train = train
 
@@ -83,8 +71,9 @@ class World:
         self.cdf = LocalCDF(root / "cdf", isolation="shared-no-install", limits=Limits(call_timeout_s=300)).start()
         self.client: CogniteClient = self.cdf.client(project="test")
         self.repo = copy_template(root / "repo")
+        make_breakable(self.repo)
         with (self.repo / "model_code" / "model.py").open("a") as model:
-            model.write(BREAKABLE)
+            model.write(CRASHABLE)
         (self.settings,) = load_settings(self.repo / "mlops_settings.py")
         self.receiver = Receiver()
         self.secrets = {SLACK_SECRET: f"{self.receiver.url}/slack"}
