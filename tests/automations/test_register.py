@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from akerbp.mlops.automations import register
+from akerbp.mlops.automations.plan import RegisterPlan, describe
 from akerbp.mlops.automations.definition import AutomationDefinition
 from akerbp.mlops.errors import UsageError
 from akerbp.mlops.settings import load_settings
@@ -47,7 +48,7 @@ def plan(repo: Repo, settings, definitions, env: str = "test", prune: bool = Fal
                             commit="abc123")
 
 
-def apply(repo: Repo, settings, definitions, env: str = "test", prune: bool = False) -> register.RegisterPlan:
+def apply(repo: Repo, settings, definitions, env: str = "test", prune: bool = False) -> RegisterPlan:
     lines: list[str] = []
     return register.apply(repo.client, plan(repo, settings, definitions, env, prune), say=lines.append)
 
@@ -71,7 +72,7 @@ def wait_for_calls(repo: Repo, timeout_s: float = 120.0) -> None:
         time.sleep(0.1)
 
 
-def actions(result: register.RegisterPlan) -> dict[str, str]:
+def actions(result: RegisterPlan) -> dict[str, str]:
     return {a.name: a.action for a in result.automations}
 
 
@@ -178,7 +179,7 @@ def test_dry_run_plan_writes_nothing_and_its_json_shape(repo, settings):
                     "workflow": WORKFLOW.format("dry_one"), "trigger": WORKFLOW.format("dry_one"),
                     "function": FUNCTION, "cron": "15 3 * * *", "timezone": "UTC", "enabled": True, "changes": []}
     assert {f["external_id"] for f in doc["functions"]} == {FUNCTION}
-    assert any("dry_one" in line for line in register.describe(prepared.plan))
+    assert any("dry_one" in line for line in describe(prepared.plan))
 
 
 def test_prune_removes_what_the_file_no_longer_has_and_the_function_with_the_last_one(repo, settings):

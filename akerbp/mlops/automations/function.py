@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from akerbp.mlops.automations.definition import secret_names
 from akerbp.mlops.deployment import build, functions, records, release
 from akerbp.mlops.deployment.functions import Progress
 from akerbp.mlops.deployment.lock import DeployLock
@@ -60,19 +61,6 @@ def _as_dict(definition: AutomationDefinition | Mapping[str, Any]) -> dict[str, 
     return dict(definition) if isinstance(definition, Mapping) else definition.as_dict()
 
 
-def notification_secrets(definition: Mapping[str, Any]) -> list[str]:
-    """The secret names an automation's notifications use (definition.AutomationDefinition.secret_names' rule)."""
-    names: set[str] = set()
-    for target in (definition.get("on_success"), definition.get("on_error")):
-        if not isinstance(target, dict):
-            continue
-        for key in ("webhook_secret", "url_secret"):
-            if target.get(key):
-                names.add(str(target[key]))
-        names.update(str(v) for v in (target.get("header_secrets") or {}).values())
-    return sorted(names)
-
-
 def function_options(settings: ModelSettings, definitions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """cpu, memory and env_vars of the automations' training specifications (env_vars on top of the model's); two
     automations that disagree are a UsageError naming both."""
@@ -112,7 +100,7 @@ def desired(settings: ModelSettings, env: str, definitions: Sequence[AutomationD
     if strangers:
         raise UsageError(f"automation(s) {', '.join(strangers)} are not of model '{settings.model_name}' registered "
                          f"in {env}: each model and environment has its own automation function")
-    names = sorted(set(settings.secrets).union(*(notification_secrets(d) for d in found)))
+    names = sorted(set(settings.secrets).union(*(secret_names(d) for d in found)))
     values = secret_values.resolve(names, lambda missing: (
         f"the automation function of model '{settings.model_name}' in {env} needs the secret(s): set "
         f"{', '.join(missing)} when registering"), given=secrets)

@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from akerbp.mlops.automations.definition import AutomationDefinition, Problem, validate_all
+from akerbp.mlops.automations.definition import AutomationDefinition
+from akerbp.mlops.automations.validation import Problem, validate_all
 from akerbp.mlops.automations.spec import CLASS_KEY, FILE_KEY, LINE_KEY
 from akerbp.mlops.errors import FileProblems
 from akerbp.mlops.settings_files import RawModel, UnreadableSettings, display_path, field_name

@@ -73,6 +73,7 @@ def register(path: Path | None, env: str | None, dry_run: bool, prune: bool, tim
     manual prod step.
     """
     from akerbp.mlops.automations import register as reg
+    from akerbp.mlops.automations.plan import describe
     from akerbp.mlops.cdf.client import repo_root
 
     env = options.env_or_default(env)
@@ -96,12 +97,12 @@ def register(path: Path | None, env: str | None, dry_run: bool, prune: bool, tim
         if as_json:
             print_json({**plan.as_dict(), "applied": False, "dry_run": dry_run})
             return
-        for line in reg.describe(plan):
+        for line in describe(plan):
             echo(line)
         echo("Dry run: nothing in CDF was changed." if dry_run else "Nothing to change.")
         return
     if not as_json:
-        for line in reg.describe(plan):
+        for line in describe(plan):
             echo(line)
     reg.apply(client, prepared, say=note, timeout_s=timeout)
     if as_json:
