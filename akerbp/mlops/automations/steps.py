@@ -22,7 +22,6 @@ its duration per phase ("phases").
 from __future__ import annotations
 
 import datetime
-import json
 import shutil
 import tempfile
 import time
@@ -197,6 +196,7 @@ def live_version(client: CogniteClient, model: str, env: str) -> tuple[dict[str,
     """(the metadata, the model id) of the version the live prediction service of `model` in `env` serves; (None,
     None) when none is live, (None, its id) when it serves no registry version (a dev folder)."""
     from akerbp.mlops import registry
+    from akerbp.mlops.registry.rules import decoded_metadata
 
     fn = client.functions.retrieve(external_id=function_external_id(model, "prediction", env))
     if fn is None:
@@ -209,18 +209,7 @@ def live_version(client: CogniteClient, model: str, env: str) -> tuple[dict[str,
         found = registry.get_model_version(model, env, int(version), client=client)
     except registry.VersionUnavailable:
         return None, model_id
-    return decoded(found.metadata), found.model_id
-
-
-def decoded(metadata: Mapping[str, str]) -> dict[str, Any]:
-    """A registry version's metadata with the values the registry JSON-encoded (dicts, numbers) read back."""
-    out: dict[str, Any] = {}
-    for key, value in metadata.items():
-        try:
-            out[key] = json.loads(value) if isinstance(value, str) else value
-        except ValueError:
-            out[key] = value
-    return out
+    return decoded_metadata(found.metadata), found.model_id
 
 
 # -- deploy --------------------------------------------------------------------------------------------------------
@@ -299,13 +288,7 @@ def pinned_settings(root: Path, version: int, spec: Mapping[str, Any]) -> ModelS
 
 def _upstream_failure(upstream: Mapping[str, Any], names: tuple[str, ...]) -> str | None:
     """Why the run already failed before this step (the first failed step's error), or None."""
-    for name in names:
-        out = upstream.get(name)
-        if not isinstance(out, dict):
-            return f"the {name} task did not answer (it crashed or timed out)"
-        if not out.get("ok"):
-            return str(out.get("error") or f"the {name} step failed")
-    return None
+    return _failed_step(upstream, names)[1]
 
 
 # -- notify --------------------------------------------------------------------------------------------------------
@@ -368,14 +351,15 @@ def _output(upstream: Mapping[str, Any], name: str) -> dict[str, Any]:
     return found if isinstance(found, dict) else {}
 
 
-def _failed_step(upstream: Mapping[str, Any]) -> tuple[str | None, str | None]:
+def _failed_step(upstream: Mapping[str, Any], names: tuple[str, ...] = ("train", "gate", "deploy")
+                 ) -> tuple[str | None, str | None]:
     """The step where the run failed (an upstream failure passed on names its origin), and its error."""
-    for name in ("train", "gate", "deploy"):
+    for name in names:
         out = upstream.get(name)
         if not isinstance(out, dict):
             return name, f"the {name} task did not answer (it crashed or timed out)"
         if not out.get("ok"):  # the first failure in order is where the run failed (later ones pass it on)
-            return name, str(out.get("error") or "failed")
+            return name, str(out.get("error") or f"the {name} step failed")
     return None, None
 
 

@@ -59,6 +59,17 @@ def user_metadata(metadata: dict | None, model_name: str) -> dict[str, str]:
     return result
 
 
+def decoded_metadata(metadata: dict[str, str]) -> dict[str, Any]:
+    """user_metadata read back: the values it JSON-encoded (numbers, dicts, lists) decoded, other strings as they are."""
+    out: dict[str, Any] = {}
+    for key, value in metadata.items():
+        try:
+            out[key] = json.loads(value) if isinstance(value, str) else value
+        except ValueError:
+            out[key] = value
+    return out
+
+
 def check_metadata_limits(metadata: dict[str, str], what: str) -> None:
     """CDF's Files metadata limits, with the offending key named, before any request is made."""
     if len(metadata) > MAX_KEYS:
