@@ -14,6 +14,9 @@ can all import it. Model names hold no '-' (and no '/'), which is what keeps the
     audit event          mlops-audit/{uuid4 hex}
     automation function  {model}-automation-{env}                 the framework + the model code, run by workflows
     automation workflow  mlops-automation-{env}-{automation}      its trigger has the same external id
+    batch function       {model}-batch-{env}                      the live prediction's code, run over CDF Files
+    batch output file    mlops-batch/{model}/{env}/{execution}/{input file external id or id}
+    analytics RAW table  database mlops-analytics-{env}, table {model}-calls: one row per prediction call
     secret variable      MLOPS_SECRET_{NAME}                       'my-key' -> MLOPS_SECRET_MY_KEY
 """
 from __future__ import annotations
@@ -23,6 +26,7 @@ import re
 ENVIRONMENTS = ("dev", "test", "prod")
 SERVICES = ("prediction", "training")
 AUTOMATION = "automation"  # the third kind of function per model and environment: the steps automations run
+BATCH = "batch"  # the fourth: the live prediction's code and artifact, predicting over CDF Files
 
 MODEL_NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 MODEL_NAME_MAX = 40  # CDF's function external id limit leaves room for '-{service}-{env}-{hash[:10]}'
@@ -41,6 +45,9 @@ AUTOMATION_WORKFLOW_VERSION = "1"  # one version per automation workflow, upsert
 # An automation's name: the model-name rule (it forms external ids; no '-', so ids do not collide).
 AUTOMATION_NAME_PATTERN = MODEL_NAME_PATTERN
 AUTOMATION_NAME_MAX = 100
+BATCH_OUTPUT_PREFIX = "mlops-batch/"
+ANALYTICS_DATABASE_PREFIX = "mlops-analytics-"
+ANALYTICS_CALLS_SUFFIX = "-calls"
 LOCAL_ARTIFACT_PREFIX = "local-"
 LOCAL_DIGEST_CHARS = 10
 
@@ -116,3 +123,23 @@ def automation_workflow_prefix(env: str) -> str:
 
 def is_automation_name(name: object) -> bool:
     return isinstance(name, str) and bool(_MODEL_NAME.match(name)) and len(name) <= AUTOMATION_NAME_MAX
+
+
+def batch_function_external_id(model: str, env: str) -> str:
+    """The function that runs MODEL's live prediction code over files in ENV (mlops batch, BatchExecution)."""
+    return function_external_id(model, BATCH, env)
+
+
+def batch_output_external_id(model: str, env: str, execution: str, source: str) -> str:
+    """The predictions written for input file `source` (its external id, or its id) by batch run `execution`."""
+    return f"{BATCH_OUTPUT_PREFIX}{model}/{env}/{execution}/{source}"
+
+
+def analytics_database(env: str) -> str:
+    """The RAW database holding model analytics of ENV (one per environment, so access can be granted per env)."""
+    return f"{ANALYTICS_DATABASE_PREFIX}{env}"
+
+
+def analytics_calls_table(model: str) -> str:
+    """The RAW table of MODEL's prediction calls (in analytics_database(env))."""
+    return f"{model}{ANALYTICS_CALLS_SUFFIX}"
