@@ -55,7 +55,8 @@ def test_a_build_metric_verdict_says_what_was_compared():
     verdict = conditions.build_metric("r2", D.ABOVE, "0.8", {"metrics": {"r2": 0.91}, "r2": 0.1}, env="test")
     assert verdict.as_dict() == {
         "kind": "build_metric", "metric": "r2", "direction": "above", "threshold": 0.8, "value": 0.91,
-        "live_value": None, "live_model_id": None, "env": "test", "met": True, "detail": "r2 = 0.91 > 0.8: met"}
+        "live_value": None, "live_model_id": None, "env": "test", "threshold_sql": None, "met": True,
+        "detail": "r2 = 0.91 > 0.8: met"}
     missing = conditions.build_metric("mae", "below", 1, {"metrics": {"r2": 0.9}})
     assert not missing.met and missing.value is None and "'mae' is not in the training metadata" in missing.detail
 

@@ -7,12 +7,16 @@ not, so a notification or an audit event can show it without re-deriving anythin
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any, Mapping
 
-DYNAMIC_THRESHOLD = ("a dynamic (SQL) threshold needs model analytics, which this version of akerbp.mlops does "
-                     "not have yet: give a number, e.g. threshold=\"0.8\"")
+DYNAMIC_THRESHOLD = ("a dynamic (SQL) threshold is evaluated by an automation's gate (BuildMetric or "
+                     "MetricBasedTrigger in mlops_automations.py); here give a number, e.g. threshold=\"0.8\"")
+SQL_STARTS = ("select", "with")  # a threshold string starting so is a query (DuckDB, over the analytics tables)
+_SQL = re.compile(r"^\s*(" + "|".join(SQL_STARTS) + r")\b", re.IGNORECASE)
+SQL_SHOWN = 80  # characters of a query a verdict's detail shows
 
 
 class ThresholdDirection(str, Enum):
@@ -72,6 +76,31 @@ def threshold(value: object) -> float:
     return number
 
 
+def is_sql(value: object) -> bool:
+    """Whether a threshold is a dynamic one: text starting with SELECT or WITH (any case)."""
+    return isinstance(value, str) and _SQL.match(value) is not None
+
+
+def threshold_or_sql(value: object) -> float | str:
+    """An automation's threshold: a number (as threshold()), or a SQL query returned as its stripped text, which
+    the caller evaluates (analytics.query.metric_value). ValueError for anything else."""
+    if is_sql(value):
+        return str(value).strip()
+    try:
+        return threshold(value)
+    except ValueError as e:
+        if DYNAMIC_THRESHOLD in str(e):
+            raise ValueError(f"{short(value)} is neither a number nor a SQL query: give a number, e.g. '0.8', or a "
+                             "query, e.g. 'SELECT max(metric_r2) FROM versions'") from None
+        raise
+
+
+def sql_text(sql: str) -> str:
+    """A query on one line, cut to SQL_SHOWN characters, for a verdict's detail."""
+    one = " ".join(sql.split())
+    return one if len(one) <= SQL_SHOWN else one[:SQL_SHOWN - 3] + "..."
+
+
 def holds(value: float, direction_: ThresholdDirection | str, bound: float) -> bool:
     """Whether `value` is `direction_` of `bound`: ABOVE >, BELOW <, ABOVE_OR_EQUALS >=, BELOW_OR_EQUALS <=, EQUALS ==."""
     d = direction(direction_)
@@ -114,6 +143,7 @@ class Verdict:
     live_value: float | None = None
     live_model_id: str | None = None
     env: str | None = None
+    threshold_sql: str | None = None  # a dynamic threshold: the query `threshold` is the value of
     met: bool
     detail: str
 
@@ -122,17 +152,20 @@ class Verdict:
 
 
 def build_metric(metric_name: str, direction_: ThresholdDirection | str, threshold_: object, metadata: object, *,
-                 env: str | None = None) -> Verdict:
-    """The newly trained version's metric against a fixed threshold."""
+                 env: str | None = None, threshold_sql: str | None = None) -> Verdict:
+    """The newly trained version's metric against a threshold: fixed, or (threshold_sql given) the value the
+    caller got from that query."""
     d = direction(direction_)
     bound = threshold(threshold_)
     value, where = metric(metadata, metric_name)
     common: dict[str, Any] = {"kind": "build_metric", "metric": metric_name, "direction": d.value, "threshold": bound,
-                              "env": env}
+                              "env": env, "threshold_sql": threshold_sql}
     if value is None:
         return Verdict(**common, met=False, detail=f"{where}: not met")
     met = holds(value, d, bound)
-    detail = f"{metric_name} = {value:g} {'' if met else 'not '}{d.symbol} {bound:g}: {'met' if met else 'not met'}"
+    source = f" (from {sql_text(threshold_sql)})" if threshold_sql else ""
+    detail = f"{metric_name} = {value:g} {'' if met else 'not '}{d.symbol} {bound:g}{source}: " \
+             f"{'met' if met else 'not met'}"
     return Verdict(**common, value=value, met=met, detail=detail)
 
 
@@ -179,13 +212,59 @@ def deployed_model_metric(metric_name: str, direction_: ThresholdDirection | str
 
 
 def check(condition: Mapping[str, Any], metadata: object, *, env: str | None = None,
-          live_metadata: Mapping[str, Any] | None = None, live_model_id: str | None = None) -> Verdict:
+          live_metadata: Mapping[str, Any] | None = None, live_model_id: str | None = None,
+          threshold_value: float | None = None) -> Verdict:
     """One condition of an automation definition ({"type": "build_metric" | "deployed_model_metric", ...}, as
-    definition.AutomationDefinition.as_dict() writes it) checked; the live_* arguments serve the champion one."""
+    definition.AutomationDefinition.as_dict() writes it) checked; the live_* arguments serve the champion one,
+    threshold_value a dynamic threshold (the value its query gave)."""
     if condition.get("type") == "deployed_model_metric":
         return deployed_model_metric(condition["metric_name"], condition["direction"], condition.get("margin", 0),
                                      metadata, live_metadata, live_model_id=live_model_id, env=env)
-    return build_metric(condition["metric_name"], condition["direction"], condition["threshold"], metadata, env=env)
+    given = condition["threshold"]
+    if is_sql(given):
+        if threshold_value is None:
+            raise ValueError(f"the threshold of {condition['metric_name']} is a query: evaluate it first")
+        return build_metric(condition["metric_name"], condition["direction"], threshold_value, metadata, env=env,
+                            threshold_sql=str(given))
+    return build_metric(condition["metric_name"], condition["direction"], given, metadata, env=env)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TriggerVerdict:
+    """A metric-based trigger's check: the metric's value against its threshold, and whether the action runs
+    (fired: the condition holds and no cooldown holds it back)."""
+
+    metric_sql: str
+    direction: str
+    threshold: float
+    value: float
+    threshold_sql: str | None = None
+    holds: bool
+    in_cooldown: bool = False
+    cooldown_until: str | None = None  # ISO 8601 UTC, when in_cooldown
+    fired: bool
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def trigger_verdict(metric_sql: str, direction_: ThresholdDirection | str, bound: float, value: float, *,
+                    threshold_sql: str | None = None, cooldown_until: str | None = None) -> TriggerVerdict:
+    """A metric's value against its threshold; cooldown_until (the end of the cooldown of the last triggered run,
+    when it is still ahead) holds a firing back."""
+    d = direction(direction_)
+    met = holds(value, d, bound)
+    source = f" (from {sql_text(threshold_sql)})" if threshold_sql else ""
+    detail = f"{value:g} {'' if met else 'not '}{d.symbol} {bound:g}{source}"
+    if met and cooldown_until:
+        detail += f": holds, but in cooldown until {cooldown_until}: not triggered"
+    else:
+        detail += ": triggered" if met else ": not triggered"
+    return TriggerVerdict(metric_sql=metric_sql, direction=d.value, threshold=bound, value=value,
+                          threshold_sql=threshold_sql, holds=met, in_cooldown=bool(met and cooldown_until),
+                          cooldown_until=cooldown_until if met else None, fired=met and not cooldown_until,
+                          detail=detail)
 
 
 def short(value: object) -> str:

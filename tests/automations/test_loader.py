@@ -171,6 +171,7 @@ def test_an_automations_file_error_is_a_usage_error_exit_2():
 # --- every mistake: one message with file, line, automation and field -------------------------------------------
 
 
+DRIFT = 'SqlMetric(sql_query="SELECT avg(features.GR.mean) FROM calls")'
 BAD_CASES = {
     "bad cron": ({"trigger": 'ScheduledTrigger(cron="61 * * * *")'}, "trigger.cron", "is not a valid cron expression",
                  "trigger="),
@@ -188,11 +189,26 @@ BAD_CASES = {
     "bad direction": ({"action": 'TrainDeploy(deployment_condition=BuildMetric(metric_name="r2", direction="over", '
                                  'threshold=1))'}, "action.deployment_condition.direction",
                       "'over' is not a direction; use one of above, below, above_or_equals", "action="),
-    "SQL threshold": ({"action": 'TrainDeploy(deployment_condition=[BuildMetric(metric_name="r2", '
-                                 'threshold="SELECT avg(r2) FROM analytics")])'},
-                      "action.deployment_condition[0].threshold",
-                      "a dynamic (SQL) threshold needs model analytics, which this version of akerbp.mlops does "
-                      "not have yet: give a number", "action="),
+    "threshold neither number nor SQL": ({"action": 'TrainDeploy(deployment_condition=[BuildMetric(metric_name="r2", '
+                                                    'threshold="the best so far")])'},
+                                         "action.deployment_condition[0].threshold",
+                                         "'the best so far' is neither a number nor a SQL query", "action="),
+    "bad cooldown": ({"trigger": f'MetricBasedTrigger(metric={DRIFT}, threshold=0.5, cooldown="1 day")'},
+                     "trigger.cooldown", "'1 day' is not a duration: a number and a unit, e.g. '30m', '12h', '1d'",
+                     "trigger="),
+    "bad check_cron": ({"trigger": f'MetricBasedTrigger(metric={DRIFT}, threshold=0.5, override_cron="*/15 * *")'},
+                       "trigger.check_cron", "is not a cron expression of 5 fields", "trigger="),
+    "metric missing": ({"trigger": 'MetricBasedTrigger(threshold=0.5)'}, "trigger.metric", "is required",
+                       "trigger="),
+    "metric not SqlMetric": ({"trigger": 'MetricBasedTrigger(metric="SELECT 1", threshold=0.5)'}, "trigger.metric",
+                             "expected SqlMetric(...)", "trigger="),
+    "trigger threshold not a number": ({"trigger": f'MetricBasedTrigger(metric={DRIFT}, threshold=[1])'},
+                                       "trigger.threshold", "[1] is not a number", "trigger="),
+    "batch without input": ({"action": 'BatchExecution(batch_size=10)'}, "action.input", "is required", "action="),
+    "batch size": ({"action": 'BatchExecution(input="logs/", batch_size=0)'}, "action.batch_size",
+                   "0 is not a whole number of rows from 1 to 100000", "action="),
+    "batch environment": ({"action": 'BatchExecution(input="logs/", environment="staging")'}, "action.environment",
+                          "'staging': not an environment", "action="),
     "prod first": ({"action": 'TrainDeploy(deployment=DeploymentSpecifications(environments=["prod"]))'},
                    "action.deployment.environments", "train in test and promote: environments=['test', 'prod']",
                    "action="),
@@ -238,6 +254,70 @@ def test_each_mistake_is_one_message_with_file_line_automation_and_field(tmp_pat
     name = fields.get("name", '"a1"').strip('"')
     assert error.startswith(f"{tmp_path / 'mlops_automations.py'}:{line}: automation '{name}': {field}: "), error
     assert message in error
+
+
+METRIC_AUTOMATIONS = '''\
+from akerbp.mlops.automations import *
+
+automations = [
+    Automation(name="on_drift", model="well_density",
+               trigger=MetricBasedTrigger(name="drift", metric=SqlMetric(sql_query="SELECT avg(latency_total_ms) FROM calls"),
+                                          directive=ThresholdDirection.ABOVE, threshold=250, override_cron="0 * * * *"),
+               action=TrainDeploy(deployment_condition=BuildMetric(metric_name="r2", direction="above_or_equals",
+                                                                   threshold="SELECT max(metric_r2) FROM versions"))),
+    Automation(name="nightly_scoring", model="other", trigger=ScheduledTrigger(interval="Daily"),
+               action=BatchExecution(input="logs/", output="scores/")),
+]
+'''
+
+METRIC_AUTOMATIONS_YAML = '''\
+automations:
+  - name: on_drift
+    model: well_density
+    trigger: {type: metric, name: drift, metric: {sql_query: "SELECT avg(latency_total_ms) FROM calls"},
+              direction: above, threshold: 250, check_cron: "0 * * * *"}
+    action:
+      deployment_condition: {type: build_metric, metric_name: r2, direction: above_or_equals,
+                             threshold: "SELECT max(metric_r2) FROM versions"}
+  - name: nightly_scoring
+    model: other
+    trigger: {interval: Daily}
+    action: {type: batch, input: logs/, output: scores/}
+'''
+
+
+def test_metric_triggers_dynamic_thresholds_and_batch_load_with_their_defaults(tmp_path):
+    write(tmp_path, METRIC_AUTOMATIONS)
+    drift, scoring = loader.load(tmp_path, tmp_path / "mlops_automations.py", model_names=MODELS).automations
+    assert drift.trigger == {"type": "metric", "name": "drift",
+                             "metric": {"sql_query": "SELECT avg(latency_total_ms) FROM calls"},
+                             "direction": "above", "threshold": 250.0, "cron": "0 * * * *", "timezone": "UTC",
+                             "cooldown": "1d", "cooldown_s": 86400.0}
+    assert drift.action["deployment_condition"][0]["threshold"] == "SELECT max(metric_r2) FROM versions"
+    assert drift.uses_sql() and not scoring.uses_sql()
+    assert scoring.action == {"type": "batch", "input": "logs/", "output": "scores/", "batch_size": 1000,
+                              "environment": "test"}
+    assert scoring.env == "test" and scoring.environments == ["test"]
+    yaml_root = tmp_path / "yaml"
+    write(yaml_root, METRIC_AUTOMATIONS_YAML, "mlops_automations.yaml")
+    from_yaml = loader.load(yaml_root, yaml_root / "mlops_automations.yaml", model_names=MODELS).automations
+    assert [d.as_dict() for d in from_yaml] == [drift.as_dict(), scoring.as_dict()]
+
+
+@pytest.mark.parametrize("cooldown, seconds", [("30m", 1800.0), ("12h", 43200.0), ("1w", 604800.0), ("0d", 0.0)])
+def test_a_cooldown_is_a_duration(tmp_path, cooldown, seconds):
+    write(tmp_path, one_automation(trigger=f'MetricBasedTrigger(metric={DRIFT}, threshold=1, cooldown="{cooldown}")'))
+    [d] = loader.load(tmp_path, tmp_path / "mlops_automations.py", model_names=MODELS).automations
+    assert d.trigger["cooldown_s"] == seconds and d.trigger["cron"] == "*/15 * * * *"
+
+
+def test_a_metric_trigger_reports_every_problem_at_once(tmp_path):
+    text = one_automation(trigger='MetricBasedTrigger(metric=SqlMetric(sql_query=""), direction="over", '
+                                  'threshold="many", check_cron="x", cooldown="soon", timezone="Mars/Olympus")')
+    errors = errors_of(tmp_path, text)
+    fields = sorted(e.split(": ")[2] for e in errors)
+    assert fields == ["trigger.check_cron", "trigger.cooldown", "trigger.direction", "trigger.metric.sql_query",
+                      "trigger.threshold", "trigger.timezone"], errors
 
 
 def test_a_nested_keyword_is_reported_at_its_own_line(tmp_path):

@@ -4,18 +4,21 @@ library only): the file is read in a child process, and the CLI imports the rest
 """
 from akerbp.mlops.automations.spec import (
     Automation,
+    BatchExecution,
     BuildMetric,
     CustomWebhook,
     DeployedModelMetric,
     DeploymentSpecifications,
+    MetricBasedTrigger,
     ScheduledTrigger,
     SlackNotification,
+    SqlMetric,
     ThresholdDirection,
     TrainDeploy,
     TrainingSpecifications,
 )
 
 __all__ = [
-    "Automation", "ScheduledTrigger", "TrainDeploy", "TrainingSpecifications", "BuildMetric", "DeployedModelMetric",
+    "Automation", "ScheduledTrigger", "MetricBasedTrigger", "SqlMetric", "TrainDeploy", "BatchExecution", "TrainingSpecifications", "BuildMetric", "DeployedModelMetric",
     "ThresholdDirection", "DeploymentSpecifications", "SlackNotification", "CustomWebhook",
 ]

@@ -18,7 +18,7 @@ class AutomationDefinition:
     description: str
     enabled: bool
     execute_immediately: bool
-    env: str  # where it is registered: the last of its deployment environments
+    env: str  # where it is registered: the last of its deployment environments (a BatchExecution's environment)
     trigger: dict[str, Any]
     action: dict[str, Any]
     on_success: dict[str, Any] | None = None
@@ -27,7 +27,13 @@ class AutomationDefinition:
 
     @property
     def environments(self) -> list[str]:
+        if self.action.get("type") == "batch":
+            return [str(self.action.get("environment") or self.env)]
         return list(self.action["deployment"]["environments"])
+
+    def uses_sql(self) -> bool:
+        """Whether it evaluates SQL in CDF (a metric-based trigger, a dynamic threshold): its function needs duckdb."""
+        return uses_sql(self.as_dict())
 
     def as_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps({
@@ -63,3 +69,12 @@ def secret_names(definition: Mapping[str, Any]) -> list[str]:
         names.update(n for n in (target.get("webhook_secret"), target.get("url_secret")) if n)
         names.update((target.get("header_secrets") or {}).values())
     return sorted(names)
+
+
+def uses_sql(definition: Mapping[str, Any]) -> bool:
+    """Whether an as_dict() definition has a metric-based trigger or a dynamic (SQL) threshold."""
+    from akerbp.mlops.conditions import is_sql
+
+    trigger = definition.get("trigger") or {}
+    conditions = (definition.get("action") or {}).get("deployment_condition") or []
+    return trigger.get("type") == "metric" or any(is_sql(c.get("threshold")) for c in conditions if c)

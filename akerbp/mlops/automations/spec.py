@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from akerbp.mlops.conditions import ThresholdDirection
 
 __all__ = [
-    "Automation", "ScheduledTrigger", "TrainDeploy", "TrainingSpecifications", "BuildMetric", "DeployedModelMetric",
+    "Automation", "ScheduledTrigger", "MetricBasedTrigger", "SqlMetric", "TrainDeploy", "BatchExecution", "TrainingSpecifications", "BuildMetric", "DeployedModelMetric",
     "ThresholdDirection", "DeploymentSpecifications", "SlackNotification", "CustomWebhook", "CLASS_KEY", "LINE_KEY",
     "FILE_KEY", "POSITIONAL_KEY",
 ]
@@ -83,11 +83,30 @@ class ScheduledTrigger(Spec):
     type_key = "schedule"
 
 
+class MetricBasedTrigger(Spec):
+    """Checks a metric on check_cron (alias override_cron; default every 15 minutes) and runs the action when it is
+    `direction` (alias directive) of `threshold` (a number or a SQL query): name, metric=SqlMetric(sql_query=...),
+    cooldown ("1d": no second run within it of a triggered one), timezone ("UTC")."""
+
+    type_key = "metric"
+
+
+class SqlMetric(Spec):
+    """sql_query: one row, one numeric column, over the model's `calls` (prediction calls) and `versions` tables."""
+
+
 class TrainDeploy(Spec):
     """Train, check the deployment condition(s), deploy: training (alias build_spec), deployment_condition (one or a
     list), deployment (alias deployment_spec)."""
 
     type_key = "train_deploy"
+
+
+class BatchExecution(Spec):
+    """Score files with the live prediction service: input (a file external id, or a prefix ending in "/"), output
+    (an external id prefix; default beside the input), batch_size (1000 rows per call), environment ("test")."""
+
+    type_key = "batch"
 
 
 class TrainingSpecifications(Spec):
@@ -100,7 +119,8 @@ class DeploymentSpecifications(Spec):
 
 
 class BuildMetric(Spec):
-    """The new version's metric_name against threshold (a number, or a string holding one): direction says how."""
+    """The new version's metric_name against threshold: a number (or a string holding one), or a SQL query
+    ("SELECT max(metric_r2) FROM versions ...") evaluated when the gate runs; direction says how."""
 
     type_key = "build_metric"
 
@@ -124,5 +144,5 @@ class CustomWebhook(Spec):
 
 
 CLASSES: dict[str, type[Spec]] = {cls.__name__: cls for cls in (
-    Automation, ScheduledTrigger, TrainDeploy, TrainingSpecifications, DeploymentSpecifications, BuildMetric,
-    DeployedModelMetric, SlackNotification, CustomWebhook)}
+    Automation, ScheduledTrigger, MetricBasedTrigger, SqlMetric, TrainDeploy, BatchExecution, TrainingSpecifications,
+    DeploymentSpecifications, BuildMetric, DeployedModelMetric, SlackNotification, CustomWebhook)}

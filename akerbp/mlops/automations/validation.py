@@ -64,7 +64,14 @@ JFROG_ONLY: dict[str, dict[str, str]] = {
 ALIASES: dict[str, dict[str, str]] = {  # class -> {JFrog's name: ours}
     "Automation": {"model_id": "model", "is_enabled": "enabled"},
     "TrainDeploy": {"build_spec": "training", "deployment_spec": "deployment"},
+    "MetricBasedTrigger": {"override_cron": "check_cron", "directive": "direction"},
 }
+DEFAULT_CHECK_CRON = "*/15 * * * *"
+DEFAULT_COOLDOWN = "1d"
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+DEFAULT_BATCH_SIZE = 1000
+MAX_BATCH_SIZE = 100_000
 
 
 # --- validation ----------------------------------------------------------------------------------------------------
@@ -128,8 +135,10 @@ class _Checker:
                 self.bad(loc + (name,), "is required")
         return out
 
-    def kind(self, value: Any, loc: Loc, what: str, kinds: Mapping[str, Callable[[Any, Loc], Any]]) -> Any:
-        """A field that takes one of several classes: dispatch on the class (Python) or `type` (YAML)."""
+    def kind(self, value: Any, loc: Loc, what: str, kinds: Mapping[str, Callable[[Any, Loc], Any]],
+             default: str | None = None) -> Any:
+        """A field that takes one of several classes: dispatch on the class (Python) or `type` (YAML; `default` when
+        it has none: the one kind a field had before others came)."""
         by_type = {CLASSES[c].type_key: c for c in CLASSES if CLASSES[c].type_key}
         if not isinstance(value, dict):
             choices = " or ".join(f"{by_type[k]}(...)" for k in kinds)
@@ -138,7 +147,7 @@ class _Checker:
         if CLASS_KEY in value:
             type_key = CLASSES[value[CLASS_KEY]].type_key if value[CLASS_KEY] in CLASSES else None
         else:
-            type_key = value.get("type", next(iter(kinds)) if len(kinds) == 1 else None)
+            type_key = value.get("type", default or (next(iter(kinds)) if len(kinds) == 1 else None))
             if type_key is None:
                 self.bad(loc, f"{what} needs a type: one of {', '.join(kinds)}")
                 return None
@@ -263,6 +272,51 @@ def _trigger(c: _Checker, value: Any, loc: Loc) -> dict[str, Any] | None:
     return {"type": "schedule", "cron": cron, "timezone": timezone, "interval": interval} if ok else None
 
 
+def _metric_trigger(c: _Checker, value: Any, loc: Loc) -> dict[str, Any] | None:
+    f = c.fields(value, loc, "MetricBasedTrigger", ("name", "metric", "direction", "threshold", "check_cron",
+                                                      "cooldown", "timezone"), ("metric", "threshold"))
+    if f is None:
+        return None
+    ok = True
+    name = c.text(f.get("name") or "", loc + ("name",), max_length=DESCRIPTION_MAX)
+    metric = c.fields(f.get("metric"), loc + ("metric",), "SqlMetric", ("sql_query",), ("sql_query",)) \
+        if f.get("metric") is not None else None
+    sql = None
+    if metric and metric.get("sql_query") not in (None, ""):
+        sql = c.text(metric["sql_query"], loc + ("metric", "sql_query"), empty=False)
+        problem = sql_problem(sql) if sql else None
+        if problem:
+            c.bad(loc + ("metric", "sql_query"), problem)
+            ok = False
+    direction = _direction(c, f.get("direction"), loc + ("direction",))
+    bound = _threshold(c, f.get("threshold"), loc + ("threshold",)) if f.get("threshold") not in (None, "") else None
+    cron = f.get("check_cron") or DEFAULT_CHECK_CRON
+    problem = _cron_problem(cron)
+    if problem:
+        c.bad(loc + ("check_cron",), problem)
+        ok = False
+    cooldown = f.get("cooldown", DEFAULT_COOLDOWN)
+    seconds = _duration(c, DEFAULT_COOLDOWN if cooldown is None else cooldown, loc + ("cooldown",))
+    timezone = f.get("timezone") or "UTC"
+    problem = _timezone_problem(timezone)
+    if problem:
+        c.bad(loc + ("timezone",), problem)
+        ok = False
+    if not ok or sql is None or direction is None or bound is None or seconds is None or name is None:
+        return None
+    return {"type": "metric", "name": name, "metric": {"sql_query": sql}, "direction": direction, "threshold": bound,
+            "cron": cron, "timezone": timezone, "cooldown": str(cooldown).strip(), "cooldown_s": seconds}
+
+
+def _duration(c: _Checker, value: Any, loc: Loc) -> float | None:
+    """"30m", "12h", "1d", "1w" (also "45s", "0d": no cooldown) as seconds."""
+    found = _DURATION.match(value) if isinstance(value, str) else None
+    if found is None:
+        c.bad(loc, f"{short(value)} is not a duration: a number and a unit, e.g. '30m', '12h', '1d' or '1w'")
+        return None
+    return float(found.group(1)) * DURATION_UNITS[found.group(2)]
+
+
 def _cron_problem(cron: Any) -> str | None:
     if not isinstance(cron, str) or len(cron.split()) != 5:
         return (f"{short(cron)} is not a cron expression of 5 fields (minute hour day-of-month month day-of-week), "
@@ -358,7 +412,28 @@ def _build_metric(c: _Checker, value: Any, loc: Loc) -> dict[str, Any] | None:
         return None
     return {"type": "build_metric", "metric_name": c.text(f["metric_name"], loc + ("metric_name",)),
             "direction": _direction(c, f.get("direction"), loc + ("direction",)),
-            "threshold": _number(c, f["threshold"], loc + ("threshold",), conditions.threshold)}
+            "threshold": _threshold(c, f["threshold"], loc + ("threshold",))}
+
+
+def _threshold(c: _Checker, value: Any, loc: Loc) -> float | str | None:
+    """A number, or a SQL query checked against the analytics tables' schema (no CDF needed)."""
+    found = _number(c, value, loc, conditions.threshold_or_sql)
+    if isinstance(found, str):
+        problem = sql_problem(found)
+        if problem:
+            c.bad(loc, problem)
+            return None
+    return found
+
+
+def sql_problem(sql: str) -> str | None:
+    """What is wrong with a metric or threshold query, as far as the empty tables tell (its syntax, its tables and
+    columns, its shape where it shows without rows); a wrong shape only rows show is reported when it runs."""
+    try:
+        from akerbp.mlops.analytics.query import check_sql
+    except ImportError:  # model analytics not installed yet: the query is checked when it runs
+        return None
+    return check_sql(sql)
 
 
 def _deployed_model_metric(c: _Checker, value: Any, loc: Loc) -> dict[str, Any] | None:
@@ -385,6 +460,30 @@ def _action(c: _Checker, value: Any, loc: Loc) -> dict[str, Any] | None:
                     "deployment condition", kinds) for i, item in enumerate(items)]
     return {"type": "train_deploy", "training": _training(c, f.get("training"), loc + ("training",)),
             "deployment_condition": found, "deployment": _deployment(c, f.get("deployment"), loc + ("deployment",))}
+
+
+def _batch(c: _Checker, value: Any, loc: Loc) -> dict[str, Any] | None:
+    f = c.fields(value, loc, "BatchExecution", ("input", "output", "batch_size", "environment"), ("input",))
+    if f is None:
+        return None
+    given = f.get("input")
+    inputs = given if isinstance(given, (list, tuple)) else [given]
+    if given in (None, "", []) or not all(isinstance(i, str) and i.strip() for i in inputs):
+        if given not in (None, ""):
+            c.bad(loc + ("input",), f"{short(given)} is not a file external id, a prefix ending in '/' or a list "
+                                    "of file external ids")
+        return None
+    output = f.get("output")
+    if output is not None and (not isinstance(output, str) or not output.strip()):
+        c.bad(loc + ("output",), f"{short(output)} is not an external id prefix for the output files")
+    size = f.get("batch_size", DEFAULT_BATCH_SIZE)
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_BATCH_SIZE:
+        c.bad(loc + ("batch_size",), f"{short(size)} is not a whole number of rows from 1 to {MAX_BATCH_SIZE}")
+    env = f.get("environment") or "test"
+    if env not in ENVIRONMENTS:
+        c.bad(loc + ("environment",), f"{short(env)}: not an environment; use dev, test, prod")
+    return {"type": "batch", "input": list(inputs) if isinstance(given, (list, tuple)) else given,
+            "output": output, "batch_size": size, "environment": env}
 
 
 def _slack(c: _Checker, value: Any, loc: Loc) -> dict[str, Any] | None:
@@ -448,10 +547,12 @@ def validate(raw: Any, model_names: Sequence[str] | None = None) -> tuple[Automa
                           f"{', '.join(sorted(model_names)) or 'none'}")
     elif model not in (None, "") and not isinstance(model, str):
         c.bad(("model",), f"{short(model)} is not a model name")
-    trigger = c.kind(f["trigger"], ("trigger",), "trigger", {"schedule": lambda v, at: _trigger(c, v, at)}) \
-        if f.get("trigger") is not None else None
-    action = c.kind(f["action"], ("action",), "action", {"train_deploy": lambda v, at: _action(c, v, at)}) \
-        if f.get("action") is not None else None
+    trigger = c.kind(f["trigger"], ("trigger",), "trigger", {"schedule": lambda v, at: _trigger(c, v, at),
+                                                             "metric": lambda v, at: _metric_trigger(c, v, at)},
+                     default="schedule") if f.get("trigger") is not None else None
+    action = c.kind(f["action"], ("action",), "action", {"train_deploy": lambda v, at: _action(c, v, at),
+                                                          "batch": lambda v, at: _batch(c, v, at)},
+                    default="train_deploy") if f.get("action") is not None else None
     on_success = _notification(c, f.get("on_success"), ("on_success",))
     on_error = _notification(c, f.get("on_error"), ("on_error",))
     description = c.text(f.get("description") or "", ("description",), max_length=DESCRIPTION_MAX)
@@ -461,8 +562,15 @@ def validate(raw: Any, model_names: Sequence[str] | None = None) -> tuple[Automa
         return None, c.problems
     return AutomationDefinition(
         name=name, model=model, description=description or "", enabled=bool(enabled),
-        execute_immediately=bool(immediately), env=action["deployment"]["environments"][-1], trigger=trigger,
+        execute_immediately=bool(immediately), env=registered_env(action), trigger=trigger,
         action=action, on_success=on_success, on_error=on_error, line=raw.get(LINE_KEY)), []
+
+
+def registered_env(action: Mapping[str, Any]) -> str:
+    """Where an automation registers: a BatchExecution's environment, a TrainDeploy's last deployment one."""
+    if action.get("type") == "batch":
+        return str(action.get("environment") or "test")
+    return str(action["deployment"]["environments"][-1])
 
 
 def validate_all(raws: Sequence[Any], model_names: Sequence[str] | None = None
@@ -499,6 +607,8 @@ def _shared_function_conflicts(definitions: Sequence[tuple[int, AutomationDefini
             continue
         j, other = seen[key]
         for option in ("cpu", "memory", "env_vars"):
+            if "training" not in d.action or "training" not in other.action:
+                continue  # a BatchExecution sets no function option
             mine, theirs = d.action["training"][option], other.action["training"][option]
             if mine != theirs:
                 problems.append(Problem(i, ("action", "training", option), (
