@@ -22,6 +22,7 @@ from akerbp.mlops.settings_files import RawModel, UnreadableSettings, display_pa
 from akerbp.mlops.settings_capture import safe_repr, safe_str
 from akerbp.mlops.settings_schema import (  # noqa: F401 -- re-exported: the schema is part of this module's API
     PYTHON_VERSIONS,
+    Analytics,
     DeploymentCondition,
     ModelInfo,
     ModelSettings,
@@ -93,6 +94,7 @@ _FIELD_MODELS: dict[tuple[str, ...], type[BaseModel]] = {
     ("info", "prediction"): ServiceInfo,
     ("info", "training"): ServiceInfo,
     ("deployment_condition",): DeploymentCondition,
+    ("analytics",): Analytics,
 }
 PATH_FIELDS = ("model_file", "req_file", "test_file", "input_schema")
 

@@ -87,6 +87,21 @@ class DeploymentCondition(_Strict):
     threshold: Finite
 
 
+class Analytics(_Strict):
+    """Model analytics: what the prediction service records of each call (akerbp.mlops.analytics, RAW table
+    '{model}-calls' of database 'mlops-analytics-{env}')."""
+
+    enabled: bool = Field(
+        default=True, strict=True,
+        description="Record one row per prediction call (latency, status, input and prediction statistics). The "
+        "function then names `client`, so a fresh worker also imports cognite-sdk (~1 s, once).",
+    )
+    sample_inputs: Finite = Field(
+        default=0.0, ge=0, le=1,
+        description="Share of calls (0 to 1) whose raw input is stored too (cut to 64 kB of JSON); 0 stores none.",
+    )
+
+
 def _relative_path(value: str) -> str:
     path = PurePosixPath(value.replace("\\", "/"))
     if not value.strip():
@@ -154,6 +169,10 @@ class ModelSettings(_Strict):
     )
     models_to_keep: Count = Field(3, ge=1, description="Deployments whose code is kept for rollback, the live one "
                                 "included: 3 keeps the live deployment and 2 to roll back to.")
+    analytics: Analytics = Field(
+        default_factory=Analytics,
+        description="Model analytics of the prediction service: {'enabled': true, 'sample_inputs': 0.0} by default.",
+    )
     allow_no_tests: bool = Field(
         False, strict=True,
         description="Deploy even when test_file collects no pytest tests. Off by default: a model whose tests are "
