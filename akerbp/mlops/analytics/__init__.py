@@ -1,0 +1,1 @@
+"""Model analytics: recording prediction calls (summary, recorder) and querying them (rows, query)."""
