@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from akerbp.mlops.local_cdf import Limits, LocalCDF
+from akerbp.mlops.local_cdf.runtime.environments import CACHE_ENV
 from support import CLEARED
 
 # CI runs this suite with CI=true, which makes the framework refuse a throwaway local CDF. Tests start from a
@@ -18,7 +21,17 @@ _BIN = str(Path(sys.executable).parent)
 if os.environ.get("PATH", "").split(os.pathsep)[0] != _BIN:
     os.environ["PATH"] = os.pathsep.join([_BIN, os.environ.get("PATH", "")])
 
+# One venv cache for every local CDF of the session (the xdist workers inherit it from the controller, which imports
+# this file first): a function venv is built once per requirements, not once per data dir. Builds are keyed by content
+# and file-locked, so workers share it safely; the tests of a first build (test_environments.py) use their own.
+_VENV_CACHE: str | None = None
+if not os.environ.get(CACHE_ENV):
+    _VENV_CACHE = os.environ[CACHE_ENV] = tempfile.mkdtemp(prefix="mlops-test-venvs-")
 
+
+def pytest_unconfigure(config):
+    if _VENV_CACHE is not None:  # the process that made it, after the workers ended
+        shutil.rmtree(_VENV_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
@@ -33,6 +46,12 @@ def unsandboxed(monkeypatch):
     """For tests of the local CDF's own process handling, whose handlers write host files or report host pids: no
     bubblewrap sandbox (it hides the host's /tmp and gives workers pids of their own namespace)."""
     monkeypatch.setenv("MLOPS_LOCAL_CDF_SANDBOX", "off")
+
+
+@pytest.fixture
+def own_venv_cache(monkeypatch):
+    """For tests of how a data dir builds and caches its venvs: its own venvs/ folder, not the session's cache."""
+    monkeypatch.delenv(CACHE_ENV)
 
 
 @pytest.fixture

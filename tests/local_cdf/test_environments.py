@@ -15,6 +15,7 @@ import pytest
 
 from akerbp.mlops.deployment.functions import runtime_mismatch
 from akerbp.mlops.local_cdf.runtime import pythons
+from akerbp.mlops.local_cdf.runtime.environments import CACHE_ENV
 from support import Repo, TWO_MODEL_SETTINGS, deploy_function, write_two_model_repo
 
 SERVER_RUNTIME = f"py{sys.version_info[0]}{sys.version_info[1]}"
@@ -24,6 +25,15 @@ VERSION_HANDLER = """
     def handle(client):
         return {"version": sys.version.split()[0], "client": type(client).__name__}
 """
+
+
+@pytest.fixture(scope="module", autouse=True)
+def own_venv_cache():
+    """Every local CDF here builds in its own data dir's venvs/ (the default), not in the session's shared cache
+    (conftest.py): these tests see first builds and look into that folder."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv(CACHE_ENV, raising=False)
+        yield
 
 
 def venvs(cdf) -> list[Path]:

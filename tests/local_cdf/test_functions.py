@@ -183,7 +183,7 @@ def test_due_schedule_fires_exactly_once(local_cdf, client, tmp_path):
     assert client.functions.schedules.list() == []
 
 
-def test_venv_isolation_installs_requirements_once(tmp_path):
+def test_venv_isolation_installs_requirements_once(tmp_path, own_venv_cache):
     index = make_index(tmp_path)  # an on-disk package index: offline, and the package exists nowhere else
     source = """
         import localcdf_probe

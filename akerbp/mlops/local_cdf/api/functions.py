@@ -235,8 +235,8 @@ def _build(rt: "FunctionRuntime", project: str, function_id: int, claim: str, ca
             shutil.rmtree(target, ignore_errors=True)
             extract_code(zip_path, target)
         validate_handler(target, fn["functionPath"])
-        env = environments.prepare(target, rt.data_dir / "venvs", rt.isolation, fn.get("runtime") or "py311",
-                                   fn.get("_indexUrl"), fn.get("_extraIndexUrls"), cancel)
+        env = environments.prepare(target, environments.cache_root(rt.data_dir), rt.isolation,
+                                   fn.get("runtime") or "py311", fn.get("_indexUrl"), fn.get("_extraIndexUrls"), cancel)
         if env.note:  # CDF has no build log: runtimeVersion tells clients (mlops deploy warns), this the server's log
             logging.getLogger("akerbp.mlops.local_cdf").info(
                 "Function %s (project %s): %s", fn.get("externalId") or function_id, project, env.note)

@@ -1,7 +1,8 @@
 """A function's Python environment, made at build time as CDF makes it: the runtime's Python with cognite-sdk
 preinstalled, plus requirements.txt pip-installed; a requirement pip cannot install fails the build with pip's output.
 
-Two layers, each a venv built once and cached under the data dir by what it is made of:
+Two layers, each a venv built once and cached by what it is made of, under the data dir's venvs/ (or the folder
+$MLOPS_LOCAL_CDF_VENV_CACHE names: data dirs sharing it build each venv once, e.g. a test suite's many local CDFs):
   base      what CDF preinstalls. On the server's own Python version: the server's environment itself, nothing is
             built. On another version (py312 asked, the server runs 3.11): a venv of that Python with cognite-sdk
             at the server's version, since compiled packages cannot be shared between versions.
@@ -43,6 +44,7 @@ VENV = "venv"
 SHARED_NO_INSTALL = "shared-no-install"
 ISOLATIONS = (VENV, SHARED_NO_INSTALL)
 ISOLATION_ENV = "MLOPS_LOCAL_CDF_ISOLATION"
+CACHE_ENV = "MLOPS_LOCAL_CDF_VENV_CACHE"
 READY_MARKER = ".local-cdf-ready"
 PIP_LOG = "local-cdf-pip.log"
 BASE_PTH = "_local_cdf_base.pth"
@@ -62,6 +64,12 @@ def check_isolation(value: str, where: str = "isolation") -> str:
 def default_isolation() -> str:
     """$MLOPS_LOCAL_CDF_ISOLATION, else venv: the embedded local CDF of every mlops command and `serve` share it."""
     return check_isolation(os.environ.get(ISOLATION_ENV) or VENV, f"${ISOLATION_ENV}")
+
+
+def cache_root(data_dir: Path) -> Path:
+    """Where a data dir's venvs are cached: $MLOPS_LOCAL_CDF_VENV_CACHE, else its own venvs/ folder."""
+    shared = os.environ.get(CACHE_ENV, "").strip()
+    return Path(shared) if shared else Path(data_dir) / "venvs"
 
 
 @dataclass(frozen=True)
