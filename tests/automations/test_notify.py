@@ -88,7 +88,8 @@ def test_a_get_webhook_sends_the_fields_and_data_as_query_parameters():
     assert request.query == {"a1": "b1", "execution_date": "2024-06-02T00:00:03Z", "model_id": "well_density/test/3",
                              "automation": "retrain_well_density", "status": "success", "build_id": "exec-42",
                              "model": "well_density", "environment": "test", "version": "3", "error": "",
-                             "deployed": "test: well_density/test/3 (deployed)", "reason": ""}
+                             "deployed": "test: well_density/test/3 (deployed)", "reason": "", "trigger": "",
+                             "metric_value": "", "metric_threshold": "", "thresholds": "r2: 0.8; rmse: 0.5", "batch": ""}
 
 
 def test_a_post_webhook_sends_a_json_body_and_the_secret_header_which_the_result_never_shows(caplog):

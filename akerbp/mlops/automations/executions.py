@@ -5,6 +5,10 @@ What `mlops automations list` and `executions` print, without click. The executi
 tasks' statuses when asked for); the audit event what the run did (version, the conditions' verdicts, what was
 deployed, the notifications' results, the outcome). The next run comes from the trigger's cron in its timezone
 (croniter + zoneinfo), as CDF fires it.
+
+A metric-based automation's execution is mostly a check that did not fire: no audit event (metric_check.py), its
+value and verdict in its `check` task's output, read from the detailed execution; such an entry's outcome is
+"not_triggered", and not_triggered_summary() folds them into one line.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ if TYPE_CHECKING:
     from cognite.client.data_classes.workflows import WorkflowExecution, WorkflowTrigger
 
 SKIPPED = "skipped"
+NOT_TRIGGERED = "not_triggered"
 ENDED = ("completed", "failed", "terminated", "timed_out")
 
 
@@ -72,6 +77,8 @@ class ExecutionEntry:
     verdicts: list = field(default_factory=list)
     deployed: list = field(default_factory=list)
     notifications: Any = None
+    check: dict | None = None  # a metric-based trigger's verdict: value, threshold, direction, fired, detail
+    batch: dict | None = None  # a BatchExecution's result summary
     sort_ms: int = 0
 
     def as_dict(self) -> dict:
@@ -79,7 +86,8 @@ class ExecutionEntry:
                 "trigger": self.trigger, "started": self.started, "ended": self.ended,
                 "duration_s": self.duration_s, "reason": self.reason, "tasks": [t.as_dict() for t in self.tasks],
                 "outcome": self.outcome, "version": self.version, "model_id": self.model_id,
-                "verdicts": self.verdicts, "deployed": self.deployed, "notifications": self.notifications}
+                "verdicts": self.verdicts, "deployed": self.deployed, "notifications": self.notifications,
+                "check": self.check, "batch": self.batch}
 
 
 def _audit_by_execution(client: CogniteClient, model: str, env: str, name: str) -> dict[str, dict]:
@@ -95,30 +103,45 @@ def _audit_by_execution(client: CogniteClient, model: str, env: str, name: str) 
 
 
 def _entry(name: str, env: str, execution: WorkflowExecution, audit_row: dict | None,
-           tasks: Sequence[TaskState] = ()) -> ExecutionEntry:
+           tasks: Sequence[TaskState] = (), check_output: dict | None = None) -> ExecutionEntry:
     start, end = execution.start_time or execution.created_time, execution.end_time
     row = audit_row or {}
     extra = row.get("extra") or {}
+    check = _json(extra.get("check")) or (check_output or {}).get("verdict")
+    check = check if isinstance(check, dict) else None
+    outcome = row.get("outcome") or None
+    if outcome is None and check is not None and not check.get("fired") and str(execution.status) == "completed":
+        outcome = NOT_TRIGGERED
     return ExecutionEntry(
         automation=name, env=env, status=str(execution.status), id=execution.id,
         trigger=(execution.metadata or {}).get("mlops_trigger") or ("schedule" if (execution.metadata or {}).get(
             "mlops_hash") else "manual"),
         started=_iso(start), ended=_iso(end),
         duration_s=round((end - start) / 1000, 1) if start and end else None,
-        reason=execution.reason_for_incompletion, tasks=tuple(tasks), outcome=row.get("outcome") or None,
+        reason=execution.reason_for_incompletion, tasks=tuple(tasks), outcome=outcome,
         version=row.get("version") or None, model_id=row.get("model_id") or None,
         verdicts=_json(extra.get("verdicts")) or [], deployed=_json(extra.get("deployed")) or [],
-        notifications=_json(extra.get("notifications")), sort_ms=start or 0)
+        notifications=_json(extra.get("notifications")), check=check,
+        batch=_json(extra.get("batch")) if isinstance(_json(extra.get("batch")), dict) else None, sort_ms=start or 0)
 
 
 def task_states(client: CogniteClient, execution_id: str) -> tuple[str, tuple[TaskState, ...]]:
     """(the execution's status, its tasks' states in the order they ran)."""
+    status, tasks, _ = _detailed(client, execution_id)
+    return status, tasks
+
+
+def _detailed(client: CogniteClient, execution_id: str) -> tuple[str, tuple[TaskState, ...], dict | None]:
+    """(the execution's status, its tasks' states in the order they ran, the check task's answer or None)."""
     detailed = client.workflows.executions.retrieve_detailed(execution_id)
     if detailed is None:
-        return "unknown", ()
+        return "unknown", (), None
     tasks = sorted(detailed.executed_tasks, key=lambda t: (t.start_time or 0, t.external_id))
+    check = next((t for t in tasks if t.external_id == "check"), None)
+    response = getattr(getattr(check, "output", None), "response", None) if check is not None else None
     return str(detailed.status), tuple(TaskState(t.external_id, str(t.status), _iso(t.start_time), _iso(t.end_time),
-                                                 t.reason_for_incompletion) for t in tasks)
+                                                 t.reason_for_incompletion) for t in tasks), \
+        response if isinstance(response, dict) else None
 
 
 def _workflow_executions(client: CogniteClient, xid: str) -> list[WorkflowExecution]:
@@ -134,9 +157,10 @@ def history(client: CogniteClient, name: str, model: str, env: str, limit: int =
     entries: list[ExecutionEntry] = []
     for execution in _workflow_executions(client, xid)[:limit]:
         tasks: tuple[TaskState, ...] = ()
+        check: dict | None = None
         if with_tasks:
-            _, tasks = task_states(client, execution.id)
-        entries.append(_entry(name, env, execution, audit_rows.get(execution.id), tasks))
+            _, tasks, check = _detailed(client, execution.id)
+        entries.append(_entry(name, env, execution, audit_rows.get(execution.id), tasks, check))
     entries += skipped(client, name, env, limit)
     entries.sort(key=lambda e: e.sort_ms, reverse=True)
     return entries[:limit]
@@ -147,19 +171,26 @@ def one(client: CogniteClient, name: str, model: str, env: str, execution_id: st
     execution = client.workflows.executions.retrieve_detailed(execution_id)
     if execution is None:
         return None
-    _, tasks = task_states(client, execution_id)
-    return _entry(name, env, execution, _audit_by_execution(client, model, env, name).get(execution_id), tasks)
+    _, tasks, check = _detailed(client, execution_id)
+    return _entry(name, env, execution, _audit_by_execution(client, model, env, name).get(execution_id), tasks,
+                  check)
 
 
 def summary(entry: ExecutionEntry) -> list[str]:
     """What a run did, in a few lines: the version trained, each condition's verdict, what was deployed or why not,
     the notifications."""
-    lines = [f"trained {entry.model_id or entry.version}"] if entry.model_id or entry.version else []
+    lines = [f"metric {entry.check.get('detail')}"] if entry.check else []
+    lines += [f"trained {entry.model_id or entry.version}"] if entry.model_id or entry.version else []
     lines += [f"condition: {v.get('detail')}" for v in entry.verdicts if isinstance(v, dict) and v.get("detail")]
     deployed = [d for d in entry.deployed if isinstance(d, dict)]
     lines += [f"deployed to {d.get('env')}: {d.get('model_id') or '?'} ({d.get('result')})" for d in deployed]
     if entry.outcome == "not_deployed":
         lines.append("not deployed: the deployment condition did not hold")
+    if entry.batch:
+        b = entry.batch
+        lines.append(f"scored {b.get('files')} file(s): {b.get('rows_in')} rows in, {b.get('rows_out')} out, "
+                     f"{b.get('bad_rows')} bad" + (f"; output {', '.join(map(str, b.get('outputs') or []))}"
+                                                  if b.get("outputs") else ""))
     for n in entry.notifications if isinstance(entry.notifications, list) else []:
         if isinstance(n, dict):
             lines.append(f"notified {n.get('kind')} ({n.get('target')}): " + (
@@ -167,6 +198,28 @@ def summary(entry: ExecutionEntry) -> list[str]:
     if entry.status != "completed" and entry.reason:
         lines.append(f"reason: {entry.reason}")
     return lines
+
+
+def not_triggered_summary(entries: Sequence[ExecutionEntry]) -> str | None:
+    """'12 checks not triggered since <time>, last value 0.12 < 0.5 (at <time>)' over the entries given (newest
+    first); None when none of them is a check that did not fire."""
+    quiet = [e for e in entries if e.outcome == NOT_TRIGGERED]
+    if not quiet:
+        return None
+    last, oldest = quiet[0], quiet[-1]
+    check = last.check or {}
+    value, bound = check.get("value"), check.get("threshold")
+    try:
+        from akerbp.mlops.conditions import direction
+
+        relation = direction(check.get("direction")).symbol
+    except ValueError:
+        relation = "?"
+    held = " (holds, in cooldown)" if check.get("in_cooldown") else ""
+    words = f"{value:g} {'' if check.get('holds') else 'not '}{relation} {bound:g}" if isinstance(value, (int, float)) and isinstance(
+        bound, (int, float)) else str(check.get("detail") or "?")
+    return (f"{len(quiet)} check{'s' if len(quiet) != 1 else ''} not triggered since {oldest.started}, last value "
+            f"{words}{held} (at {last.started})")
 
 
 def skipped(client: CogniteClient, name: str, env: str, limit: int = 20) -> list[ExecutionEntry]:

@@ -1,8 +1,9 @@
 """The automation function of one model and environment (`{model}-automation-{env}`): the function whose calls are
 the tasks (train, gate, deploy, notify) of that model's automations registered there.
 
-`desired` builds its folder with deployment/build.py (the AUTOMATION kind: the framework with the deploy path and
-the settings, the model's code, test and requirements files, the model's settings as JSON) and hashes it; the
+`desired` builds its folder with deployment/build.py (the AUTOMATION kind: the framework with the deploy path, the
+settings, analytics/ and batch/, the model's code, test and requirements files, the model's settings as JSON; duckdb
+added to its requirements when an automation evaluates SQL or scores files) and hashes it; the
 function's options are the automations' TrainingSpecifications (cpu, memory, env_vars), which automations sharing the
 function must agree on; its secrets are the model's plus every notification secret of those automations.
 `put_live` releases it as deploys do (deployment/release.py, under the deploy lock): a standby is built first when
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from akerbp.mlops.automations.definition import secret_names
+from akerbp.mlops.automations.definition import secret_names, uses_sql
 from akerbp.mlops.deployment import build, functions, records, release
 from akerbp.mlops.deployment.functions import Progress
 from akerbp.mlops.deployment.lock import DeployLock
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
 
 PING = {"step": "ping"}  # the call that proves a new automation function answers (steps.handle)
 OPTION_FIELDS = ("cpu", "memory", "env_vars")  # TrainingSpecifications fields that are the function's options
+# What analytics SQL (a metric-based trigger, a dynamic threshold) and batch files (parquet) need in CDF. Only the
+# functions of models whose automations use them get it: the others build as fast as before (no 20 MB wheel).
+DUCKDB_REQUIREMENT = "duckdb>=1.0"
 
 
 @dataclass
@@ -105,8 +109,9 @@ def desired(settings: ModelSettings, env: str, definitions: Sequence[AutomationD
         f"the automation function of model '{settings.model_name}' in {env} needs the secret(s): set "
         f"{', '.join(missing)} when registering"), given=secrets)
     update = {**function_options(settings, found), "secrets": names}
+    needs_duckdb = any(uses_sql(d) or (d.get("action") or {}).get("type") == "batch" for d in found)
     built = build.build_folder(settings, AUTOMATION, env, artifact=None, model_id=None, secrets=values,
-                               options_update=update)
+                               options_update=update, extra_requirements=(DUCKDB_REQUIREMENT,) if needs_duckdb else ())
     return DesiredFunction(built.options.external_id, built.content_hash, built.path, built.options, values,
                            settings.model_name, env, settings.dataset,
                            provenance.git_commit(settings.root, mark_dirty=True), built)

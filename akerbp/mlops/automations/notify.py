@@ -63,6 +63,8 @@ class RunReport:
     not_deployed_reason: str | None = None
     error: str | None = None
     commit: str | None = None
+    check: dict[str, Any] | None = None  # a metric-based trigger's verdict (conditions.TriggerVerdict.as_dict())
+    batch: dict[str, Any] | None = None  # a BatchExecution's result summary (files, rows_in, rows_out, bad_rows, ...)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,8 +100,32 @@ def webhook_fields(report: RunReport, data: Mapping[str, Any] | None = None) -> 
         "deployed": ", ".join(f"{d.get('env')}: {d.get('model_id') or '?'} ({d.get('result')})"
                               for d in report.deployed or []),
         "reason": report.not_deployed_reason or "",
+        "trigger": _trigger_text(report.check),
+        "metric_value": _field_number((report.check or {}).get("value")),
+        "metric_threshold": _field_number((report.check or {}).get("threshold")),
+        "thresholds": "; ".join(f"{v.get('metric')}: {_field_number(v.get('threshold'))}" for v in report.verdicts
+                                if isinstance(v, Mapping) and v.get("threshold") is not None),
+        "batch": _batch_text(report.batch),
     })
     return fields
+
+
+def _field_number(value: object) -> str:
+    return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
+
+
+def _trigger_text(check: Mapping[str, Any] | None) -> str:
+    """'metric 0.71 > 0.5: triggered', or "" for a scheduled run."""
+    return f"metric {check.get('detail')}" if check else ""
+
+
+def _batch_text(batch: Mapping[str, Any] | None) -> str:
+    if not batch:
+        return ""
+    text = f"{batch.get('files')} file(s), {batch.get('rows_in')} rows in, {batch.get('rows_out')} rows out, " \
+           f"{batch.get('bad_rows')} bad rows"
+    outputs = batch.get("outputs") or []
+    return text + (f"; output: {', '.join(map(str, outputs))}" if outputs else "")
 
 
 def slack_message(report: RunReport) -> dict[str, Any]:
@@ -113,10 +139,16 @@ def slack_message(report: RunReport) -> dict[str, Any]:
         {"type": "header", "text": {"type": "plain_text", "text": _cut(_title(report), SLACK_HEADER_LIMIT)}},
         {"type": "section", "fields": [_mrkdwn(f"*{name}*\n{_escape(value)}", SLACK_FIELD_LIMIT)
                                        for name, value in facts]},
-        _section("*Conditions*\n" + "\n".join(_verdict_line(v) for v in report.verdicts) if report.verdicts
-                 else "*Conditions*\nnone: every successful training deploys"),
-        _section(_deployment_text(report)),
     ]
+    if report.check:
+        blocks.append(_section(f"*Trigger*\n{_escape(_trigger_text(report.check))}\n"
+                               f"```{_cut(_escape(report.check.get('metric_sql') or ''), SLACK_TEXT_LIMIT - 200)}```"))
+    if report.batch is not None:
+        blocks.append(_section(f"*Batch*\n{_escape(_batch_text(report.batch))}"))
+    else:
+        blocks += [_section("*Conditions*\n" + "\n".join(_verdict_line(v) for v in report.verdicts)
+                            if report.verdicts else "*Conditions*\nnone: every successful training deploys"),
+                   _section(_deployment_text(report))]
     if report.error:
         blocks.append(_section(f"*Error*\n```{_cut(_escape(report.error), SLACK_TEXT_LIMIT - 20)}```"))
     context = f"Execution {_escape(report.execution_id)}"
@@ -135,13 +167,20 @@ def _summary(report: RunReport) -> str:
     if report.status != "success":
         return f"Automation {report.automation} ({where}) failed: {report.error or 'no error given'} " \
                f"(execution {report.execution_id})"
+    if report.batch is not None:
+        return f"Automation {report.automation} ({where}) succeeded{_because(report)}: scored " \
+               f"{_batch_text(report.batch)} (execution {report.execution_id})"
     trained = f"version {report.version}" if report.version is not None else "a new version"
     if report.deployed:
         went = ", ".join(f"{d.get('env')} ({d.get('result')})" for d in report.deployed)
-        return f"Automation {report.automation} ({where}) succeeded: {trained} trained, deployed to {went} " \
-               f"(execution {report.execution_id})"
-    return f"Automation {report.automation} ({where}) succeeded: {trained} trained, not deployed: " \
-           f"{report.not_deployed_reason or 'no reason given'} (execution {report.execution_id})"
+        return f"Automation {report.automation} ({where}) succeeded{_because(report)}: {trained} trained, deployed " \
+               f"to {went} (execution {report.execution_id})"
+    return f"Automation {report.automation} ({where}) succeeded{_because(report)}: {trained} trained, not " \
+           f"deployed: {report.not_deployed_reason or 'no reason given'} (execution {report.execution_id})"
+
+
+def _because(report: RunReport) -> str:
+    return f" (triggered by its metric: {_field_number(report.check.get('value'))})" if report.check else ""
 
 
 def _deployment_text(report: RunReport) -> str:
@@ -163,7 +202,10 @@ def _verdict_line(verdict: Mapping[str, Any]) -> str:
     value, bound = _number(verdict.get("value")), _number(verdict.get("threshold"))
     line = f"{'✅' if met else '❌'} *{_escape(verdict.get('metric'))}* ({kind}"
     line += f", {_escape(verdict.get('env'))})" if verdict.get("env") else ")"
-    line += f": {value}, needs {symbol} {bound}: {'met' if met else 'not met'}"
+    line += f": {value}, needs {symbol} {bound}"
+    if verdict.get("threshold_sql"):
+        line += f" (from `{_escape(conditions.sql_text(str(verdict['threshold_sql'])))}`)"
+    line += f": {'met' if met else 'not met'}"
     if verdict.get("kind") == "deployed_model_metric" or verdict.get("value") is None:
         line += f" ({_escape(verdict.get('detail') or '')})" if verdict.get("detail") else ""
     return "• " + line

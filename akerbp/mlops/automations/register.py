@@ -148,7 +148,15 @@ def _version_upsert(definition: AutomationDefinition, env: str, function_xid: st
         workflow_external_id=automation_workflow_external_id(definition.name, env),
         version=AUTOMATION_WORKFLOW_VERSION,
         workflow_definition=WorkflowDefinitionUpsert(tasks=workflow_tasks(task_definition(definition), function_xid),
-                                                     description=f"train, gate, deploy, notify: {definition.name}"))
+                                                     description=f"{_shape(definition)}: {definition.name}"))
+
+
+def _shape(definition: AutomationDefinition) -> str:
+    """The tasks in a few words, for the version's description."""
+    from akerbp.mlops.automations.tasks import action_steps, is_metric_triggered
+
+    steps = ", ".join(action_steps(definition.as_dict()))
+    return f"check, then when it triggers: {steps}" if is_metric_triggered(definition.as_dict()) else steps
 
 
 def _trigger_upsert(definition: AutomationDefinition, env: str, wanted_hash: str, definition_hash: str,
@@ -223,7 +231,11 @@ def task_definition(definition: AutomationDefinition) -> dict:
     values = definition.as_dict()
     values.pop("enabled", None)
     values.pop("execute_immediately", None)
-    values["trigger"] = {"type": values["trigger"].get("type", "schedule")}
+    trigger = values["trigger"]
+    if trigger.get("type") == "metric":  # the check step reads the metric, threshold and cooldown
+        values["trigger"] = {k: v for k, v in trigger.items() if k not in ("cron", "timezone")}
+    else:
+        values["trigger"] = {"type": trigger.get("type", "schedule")}
     return values
 
 

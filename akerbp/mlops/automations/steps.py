@@ -10,8 +10,11 @@
     deploy  only if the gate passed: the deploy path of `mlops deploy` (deployment.deploy.deploy_in_function:
             build, service test, standby, replace, smoke, automatic rollback, audit) to each environment in order;
             a later one (prod) first gets the version by promotion from the one before; a failure stops the rest
+    batch   a BatchExecution: akerbp.mlops.batch.run over the input files with the live prediction service
     notify  on_success (the run succeeded, deployed or not) or on_error (it failed), the audit event, and then,
             when the run failed, an exception naming the failed step, so the task and the execution end FAILED
+
+A metric-based automation first runs `check` (metric_check.py), whose output chooses the tasks of the `run` task.
 
 train, gate and deploy never raise for a model or deploy failure: they answer {"ok": false, "error": ...} and the
 next step passes that on without acting. A task that crashed or timed out answers nothing (the workflow runs them
@@ -42,7 +45,7 @@ if TYPE_CHECKING:
 
     from akerbp.mlops.settings_schema import ModelSettings
 
-STEPS = ("train", "gate", "deploy", "notify")
+STEPS = ("check", "train", "gate", "deploy", "batch", "notify")
 SKIP_TESTS = "the automation runs the code registered; the pipeline tested it"
 DEFAULT_DEPLOY_TIMEOUT_S = 540.0  # a CDF Function call ends after 10 minutes: the deploy must end before
 MAX_METRICS = 50  # numbers of train()'s metadata carried to the gate
@@ -72,7 +75,10 @@ def handle(data: Any, client: CogniteClient | None, secrets: Mapping[str, str] |
     started = time.monotonic()
     if step == "notify":
         return notify(definition, upstream, client, secrets, started)
-    body: Callable[..., dict[str, Any]] = {"train": train, "gate": gate, "deploy": deploy}[step]
+    from akerbp.mlops.automations.metric_check import check
+
+    body: Callable[..., dict[str, Any]] = {"check": check, "train": train, "gate": gate, "deploy": deploy,
+                                           "batch": batch}[step]
     try:
         out = body(definition, upstream, client, secrets, folder)
     except Exception as e:  # noqa: BLE001 - a bug or an SDK error: this step failed, notify says so
@@ -175,7 +181,14 @@ def gate(definition: dict[str, Any], upstream: Mapping[str, Any], client: Cognit
     verdicts: list[dict[str, Any]] = []
     lives: dict[str, tuple[dict[str, Any] | None, str | None]] = {}
     for condition in (definition["action"].get("deployment_condition") or []):
-        if condition.get("type") == "deployed_model_metric":
+        if conditions.is_sql(condition.get("threshold")):
+            try:
+                bound = dynamic_threshold(client, definition["model"], envs[0], str(condition["threshold"]))
+            except Exception as e:  # noqa: BLE001 - a query that fails at run time fails the gate, saying which
+                return {"ok": False, "verdicts": verdicts, "error": f"the dynamic threshold of "
+                        f"{condition['metric_name']} could not be evaluated: {type(e).__name__}: {e}"[:4000]}
+            verdicts.append(conditions.check(condition, metadata, env=envs[0], threshold_value=bound).as_dict())
+        elif condition.get("type") == "deployed_model_metric":
             for env in envs:
                 if env not in lives:
                     lives[env] = live_version(client, definition["model"], env)
@@ -190,6 +203,15 @@ def gate(definition: dict[str, Any], upstream: Mapping[str, Any], client: Cognit
         for v in verdicts if not v["met"])
     return {"ok": True, "passed": passed, "verdicts": verdicts, "reason": reason,
             "note": None if verdicts else "no deployment condition: every successful training deploys"}
+
+
+def dynamic_threshold(client: CogniteClient, model: str, env: str, sql: str) -> float:
+    """A BuildMetric's SQL threshold, evaluated now over the model's analytics tables in the training environment
+    (`versions` holds the new version too: a query for the best so far excludes it, e.g. WHERE version < (SELECT
+    max(version) FROM versions))."""
+    from akerbp.mlops.analytics.query import metric_value
+
+    return metric_value(client, model, env, sql)
 
 
 def live_version(client: CogniteClient, model: str, env: str) -> tuple[dict[str, Any] | None, str | None]:
@@ -291,6 +313,27 @@ def _upstream_failure(upstream: Mapping[str, Any], names: tuple[str, ...]) -> st
     return _failed_step(upstream, names)[1]
 
 
+# -- batch ---------------------------------------------------------------------------------------------------------
+def batch(definition: dict[str, Any], upstream: Mapping[str, Any], client: CogniteClient, secrets: dict[str, str],
+          root: Path) -> dict[str, Any]:
+    """Score the action's input with the live prediction service of the automation's environment."""
+    from akerbp.mlops.batch import run
+
+    began, t = time.time(), time.monotonic()
+    execution_id, trigger = _running_execution(client, definition)
+    action = definition["action"]
+    out: dict[str, Any] = {"ok": False, "execution_id": execution_id, "trigger": trigger,
+                           "started_at": round(began, 3), "phases": {"look-up": round(time.monotonic() - t, 3)}}
+    t = time.monotonic()
+    log = responses.get_log()
+    result = run(client, definition["model"], definition["env"], action["input"], action.get("output"),
+                 int(action.get("batch_size") or 1000), execution=execution_id,
+                 say=lambda message: log.info("%s", message))
+    out["phases"]["batch"] = round(time.monotonic() - t, 3)
+    out.update(ok=True, result=result.as_dict())
+    return out
+
+
 # -- notify --------------------------------------------------------------------------------------------------------
 def notify(definition: dict[str, Any], upstream: Mapping[str, Any], client: CogniteClient, secrets: dict[str, str],
            started: float) -> dict[str, Any]:
@@ -299,9 +342,11 @@ def notify(definition: dict[str, Any], upstream: Mapping[str, Any], client: Cogn
     from akerbp.mlops.automations import notify as notifications
 
     trained, gated, deployed = (_output(upstream, name) for name in ("train", "gate", "deploy"))
-    failed_step, error = _failed_step(upstream)
-    execution_id = trained.get("execution_id")
-    trigger = trained.get("trigger") or "unknown"
+    checked, batched = _output(upstream, "check"), _output(upstream, "batch")
+    first = checked or trained or batched  # the first step that ran knows the execution and when it began
+    failed_step, error = _failed_step(upstream, run_steps(definition))  # a failed check: the first in order
+    execution_id = first.get("execution_id")
+    trigger = first.get("trigger") or "unknown"
     if execution_id is None:
         execution_id, trigger = _running_execution(client, definition)
     if failed_step and not isinstance(upstream.get(failed_step), dict) and execution_id:
@@ -309,32 +354,41 @@ def notify(definition: dict[str, Any], upstream: Mapping[str, Any], client: Cogn
     went = [d for d in deployed.get("deployed") or [] if d.get("result") in ("deployed", "verified", "unchanged")]
     reason = deployed.get("not_deployed_reason") or (gated.get("reason") if gated.get("ok") else None)
     status = "failed" if failed_step else "success"
-    outcome = "failed" if failed_step else ("success" if went else "not_deployed")
+    is_batch = (definition.get("action") or {}).get("type") == "batch"
+    outcome = "failed" if failed_step else ("success" if went or is_batch else "not_deployed")
+    check_verdict = checked.get("verdict") if isinstance(checked.get("verdict"), dict) else None
+    batch_result = batched.get("result") if isinstance(batched.get("result"), dict) else None
     report = notifications.RunReport(
         execution_id=str(execution_id or ""), execution_time=_iso(time.time()), automation=definition["name"],
         model=definition["model"], env=definition["env"], status=status, version=trained.get("version"),
         model_id=trained.get("model_id"), verdicts=list(gated.get("verdicts") or []),
         deployed=[{"env": d["env"], "model_id": d.get("model_id"), "result": d.get("result")}
                   for d in deployed.get("deployed") or []],
-        not_deployed_reason=reason if not failed_step else None,
-        error=f"{failed_step}: {error}" if failed_step else None, commit=trained.get("commit") or None)
+        not_deployed_reason=reason if not failed_step and not is_batch else None,
+        error=f"{failed_step}: {error}" if failed_step else None, commit=trained.get("commit") or None,
+        check=check_verdict, batch=_batch_summary(batch_result) if batch_result else None)
     t = time.monotonic()
     target = definition.get("on_error") if failed_step else definition.get("on_success")
     sent = notifications.send(target, report, secrets)
     phases: dict[str, float] = {"send": round(time.monotonic() - t, 3)}
     notified = [sent] if sent is not None else []
     t = time.monotonic()
-    all_phases = {name: (upstream.get(name) or {}).get("phases") for name in ("train", "gate", "deploy")
+    all_phases = {name: (upstream.get(name) or {}).get("phases") for name in STEPS[:-1]
                   if isinstance(upstream.get(name), dict)}
+    extra: dict[str, Any] = {}
+    if check_verdict is not None:
+        extra["check"] = check_verdict  # metric_check.last_triggered_ms reads `fired` back: the cooldown
+    if report.batch is not None:
+        extra["batch"] = report.batch
     audit.write(client, audit.AuditEntry(
         AUTOMATION, definition["model"], definition["env"], outcome,
-        float(trained.get("started_at") or time.time() - (time.monotonic() - started)),
+        float(first.get("started_at") or time.time() - (time.monotonic() - started)),
         service=None, version=trained.get("version"), model_id=trained.get("model_id"),
         message=report.error or reason or "", dataset=None,
         extra={"automation": definition["name"], "execution_id": execution_id or "", "trigger": trigger,
                "metrics": (trained.get("metrics") or {}).get("metrics") or {}, "verdicts": report.verdicts,
                "deployed": report.deployed, "notifications": notified, "phases": all_phases,
-               "commit": trained.get("commit") or ""}))
+               "commit": trained.get("commit") or "", **extra}))
     phases["audit"] = round(time.monotonic() - t, 3)
     phases["notify"] = round(time.monotonic() - started, 3)
     out = masking.mask_value({"ok": not failed_step, "step": "notify", "status": status, "outcome": outcome,
@@ -343,6 +397,22 @@ def notify(definition: dict[str, Any], upstream: Mapping[str, Any], client: Cogn
         raise AutomationFailed(masking.mask_value(f"automation '{definition['name']}' failed in its {failed_step} "
                                                   f"step: {error}", secrets))
     return out
+
+
+def run_steps(definition: Mapping[str, Any]) -> tuple[str, ...]:
+    """The steps before notify of a run, in order (a metric-based automation's check first)."""
+    from akerbp.mlops.automations.tasks import action_steps, is_metric_triggered
+
+    return (("check",) if is_metric_triggered(definition) else ()) + action_steps(definition)[:-1]
+
+
+def _batch_summary(result: Mapping[str, Any]) -> dict[str, Any]:
+    """What a notification and the audit event keep of a BatchResult: counts, output files (at most 20), the first
+    bad rows (at most 5)."""
+    outputs = list(result.get("outputs") or result.get("output_files") or [])
+    return {"files": result.get("files"), "rows_in": result.get("rows_in"), "rows_out": result.get("rows_out"),
+            "bad_rows": len(result.get("bad_rows") or []), "first_bad_rows": list(result.get("bad_rows") or [])[:5],
+            "outputs": outputs[:20], "seconds": result.get("seconds")}
 
 
 def _output(upstream: Mapping[str, Any], name: str) -> dict[str, Any]:

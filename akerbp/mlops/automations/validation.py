@@ -390,7 +390,7 @@ def _deployment(c: _Checker, value: Any, loc: Loc) -> dict[str, Any]:
             "timeout": c.positive(timeout, loc + ("timeout",), "seconds")}
 
 
-def _number(c: _Checker, value: Any, loc: Loc, parse: Callable[[Any], float]) -> float | None:
+def _number(c: _Checker, value: Any, loc: Loc, parse: Callable[[Any], Any]) -> Any:
     try:
         return parse(value)
     except ValueError as e:

@@ -63,7 +63,7 @@ NEVER_BUNDLED = ("settings", "settings_schema", "settings_files", "pipeline")
 # An automation function deploys from inside CDF: the deploy path, the settings and CDF access come along; the
 # packages it never carries (cli/, local_cdf/, templates/) are simply not walked, and no bundled module imports them
 # at its top.
-AUTOMATION_PACKAGES = RUNTIME_PACKAGES + ("deployment", "automations", "cdf")
+AUTOMATION_PACKAGES = RUNTIME_PACKAGES + ("deployment", "automations", "cdf", "analytics", "batch")
 AUTOMATION_NEVER_BUNDLED = ("pipeline", "model_repo")
 # What an automation function needs besides the model's requirements: the settings (pydantic, yaml), ServiceTest's
 # checks and the model's test file (pytest), the notifications (requests). cognite-sdk is preinstalled in CDF.
@@ -118,7 +118,7 @@ def function_options(settings: ModelSettings, service: str, env: str) -> Functio
     )
 
 
-def requirements_txt(settings: ModelSettings, service: str = "prediction") -> str:
+def requirements_txt(settings: ModelSettings, service: str = "prediction", extra: tuple[str, ...] = ()) -> str:
     """requirements.model without the framework (bundled; pip would fetch another copy), plus jsonschema when an
     input schema must be checked. cognite-sdk is preinstalled in CDF Functions."""
     lines = settings.req_path.read_text(encoding="utf-8").splitlines()
@@ -130,6 +130,8 @@ def requirements_txt(settings: ModelSettings, service: str = "prediction") -> st
     if service == AUTOMATION:
         kept += [f"{r}  # added by akerbp.mlops: the automation function deploys" for r in AUTOMATION_REQUIREMENTS
                  if re.split(r"[<>=]", r, maxsplit=1)[0] not in names]
+    kept += [f"{r}  # added by akerbp.mlops: the automations need it" for r in extra
+             if re.split(r"[<>=]", r, maxsplit=1)[0] not in names]
     return "\n".join(kept).rstrip() + "\n"
 
 
@@ -266,7 +268,7 @@ def _service_settings(settings: ModelSettings, service: str, env: str, model_id:
 
 
 def _populate(dest: Path, settings: ModelSettings, service: str, env: str, artifact: Path | None,
-              model_id: str | None, options: FunctionOptions) -> None:
+              model_id: str | None, options: FunctionOptions, extra_requirements: tuple[str, ...] = ()) -> None:
     code = settings.code_folder
     if is_reserved(code):
         raise UsageError(
@@ -289,7 +291,7 @@ def _populate(dest: Path, settings: ModelSettings, service: str, env: str, artif
     if schema and source is not None and not (dest / schema).is_file():
         (dest / schema).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, dest / schema)
-    (dest / REQUIREMENTS_FILE).write_text(requirements_txt(settings, service), encoding="utf-8")
+    (dest / REQUIREMENTS_FILE).write_text(requirements_txt(settings, service, extra_requirements), encoding="utf-8")
     service_settings = _service_settings(settings, service, env, model_id, schema)
     if service == AUTOMATION:  # the deploy step validates them back into ModelSettings, rooted at the folder
         service_settings[AUTOMATION_SETTINGS_KEY] = settings.model_dump(mode="json")
@@ -299,11 +301,13 @@ def _populate(dest: Path, settings: ModelSettings, service: str, env: str, artif
 
 def build_folder(settings: ModelSettings, service: str, env: str, *, artifact: Path | None, model_id: str | None,
                  secrets: dict[str, str], build_root: Path | None = None,
-                 options_update: Mapping[str, Any] | None = None) -> BuiltFolder:
+                 options_update: Mapping[str, Any] | None = None,
+                 extra_requirements: tuple[str, ...] = ()) -> BuiltFolder:
     """Build the function folder in a folder of this build's own under .mlops/build/, hash it, and point
     .mlops/build/{model}-{service}-{env} at it. The folder stays as long as the BuiltFolder is referenced.
     options_update: function options other than the settings' (an automation function's cpu, memory, env vars and
-    secret names)."""
+    secret names); extra_requirements: lines for its requirements.txt besides the model's (an automation function's
+    duckdb)."""
     options = function_options(settings, service, env)
     if options_update:
         options = dataclasses.replace(options, **options_update)
@@ -315,7 +319,7 @@ def build_folder(settings: ModelSettings, service: str, env: str, *, artifact: P
         folder = Path(tempfile.mkdtemp(prefix=f".{xid}.{os.getpid()}.", dir=root))
         _in_use.add(str(folder))
     try:
-        _populate(folder, settings, service, env, artifact, model_id, options)
+        _populate(folder, settings, service, env, artifact, model_id, options, extra_requirements)
         files, digest = tree_digest(folder)
         os.chmod(folder, 0o755)
     except BaseException:
