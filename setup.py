@@ -28,6 +28,7 @@ setup(
         "jsonschema>=4.18",
         "numpy>=1.24",
         "pydantic>=2",
+        "duckdb>=1.1",
     ],
     # test: what CI runs besides pytest (the pipeline schema check, the linter, the type checker), and what
     # tests/cli/test_init.py builds a wheel with, offline (--no-build-isolation): setuptools and wheel.

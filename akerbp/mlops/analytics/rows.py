@@ -1,0 +1,503 @@
+"""The analytics tables in DuckDB: a model's call rows from RAW (kept in a local cache, fetched incrementally) and the
+registry's versions of the model.
+
+    calls     one row per prediction call (the row schema the recorder writes to analytics_calls_table(model)):
+              `features` and `prediction` are STRUCTs keyed by name (features.GR.mean), `time` a TIMESTAMP (UTC)
+    versions  the registry's versions of the model in the environment: metrics as a STRUCT (metrics.rmse), `live`
+
+The cache is a DuckDB file per (CDF base URL, project, database, table) under $XDG_CACHE_HOME/akerbp-mlops/analytics/
+(~/.cache when unset; the temp dir when there is no usable home, as inside a CDF function; in memory when neither is
+writable or another process has the file open). It holds the rows and the highest lastUpdatedTime seen: a query
+fetches only what RAW updated after that, minus OVERLAP_MS (a write that committed late), upserted by key. A file
+that does not open, or holds another SCHEMA_VERSION or another CDF's rows, is deleted and rebuilt. Rows deleted from
+RAW stay in the cache until its file is deleted. Queries see the cache read-only, so SQL cannot change it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+from urllib.parse import quote
+
+from akerbp.mlops.vocabulary import analytics_calls_table, analytics_database, function_external_id
+
+if TYPE_CHECKING:
+    import duckdb
+    from cognite.client import CogniteClient
+
+SCHEMA_VERSION = 1
+OVERLAP_MS = 10_000  # refetched at each sync: RAW may stamp a row a little before a row it already returned
+PAGE_ROWS = 10_000  # RAW's page limit
+PARTITIONS = 4  # parallel cursors of a full fetch (the SDK's default for raw reads is 10; 2 cores locally)
+STAT = "STRUCT(count BIGINT, nulls BIGINT, mean DOUBLE, std DOUBLE, min DOUBLE, max DOUBLE)"
+
+# The row schema (contract: one row per call) as DuckDB types; `features` and `prediction` are stored as MAPs (any
+# names) and shown as STRUCTs of the names present.
+ROW_COLUMNS: dict[str, str] = {
+    "time": "BIGINT", "call_id": "BIGINT", "model_id": "VARCHAR", "version": "BIGINT", "env": "VARCHAR",
+    "latency_predict_ms": "DOUBLE", "latency_total_ms": "DOUBLE", "status": "VARCHAR", "error_type": "VARCHAR",
+    "rows": "BIGINT", "features": f"MAP(VARCHAR, {STAT})", "prediction": f"MAP(VARCHAR, {STAT})",
+    "sample": "JSON", "sample_truncated": "BOOLEAN",
+}
+STRUCT_COLUMNS = ("features", "prediction")
+
+# What `mlops analytics --help` and the README say of each table: (column, DuckDB type, meaning).
+CALLS_COLUMNS = (
+    ("key", "VARCHAR", "the RAW row key, {time_ms:013d}-{call_id}"),
+    ("time", "TIMESTAMP", "when the call started (UTC)"),
+    ("time_ms", "BIGINT", "the same in epoch ms"),
+    ("call_id", "BIGINT", "the CDF function call id (NULL when unknown)"),
+    ("model_id", "VARCHAR", "the artifact served, e.g. well_density/test/3"),
+    ("version", "BIGINT", "its registry version (NULL for a local dev artifact)"),
+    ("env", "VARCHAR", "dev, test or prod"),
+    ("latency_predict_ms", "DOUBLE", "predict() alone"),
+    ("latency_total_ms", "DOUBLE", "the whole call: validation, predict, response check"),
+    ("status", "VARCHAR", "ok or error"),
+    ("error_type", "VARCHAR", "the exception type, InputSchema or ResponseInvalid; NULL when ok"),
+    ("rows", "BIGINT", "input records of the call"),
+    ("features", "STRUCT", "per numeric input feature: count, nulls, mean, std, min, max (features.GR.mean)"),
+    ("prediction", "STRUCT", "the same per numeric prediction output (prediction.prediction.mean)"),
+    ("sample", "JSON", "the raw input, only for sampled calls (settings analytics.sample_inputs)"),
+    ("sample_truncated", "BOOLEAN", "the sample was cut at 64 kB"),
+    ("updated_ms", "BIGINT", "the row's lastUpdatedTime in RAW"),
+)
+VERSIONS_COLUMNS = (
+    ("version", "INTEGER", "the registry version number n of {model}/{env}/{n}"),
+    ("model_id", "VARCHAR", "{model}/{env}/{n}, as calls.model_id"),
+    ("created", "TIMESTAMP", "when it was uploaded (UTC)"),
+    ("created_by", "VARCHAR", "who uploaded it"),
+    ("git_commit", "VARCHAR", "the commit it was trained from"),
+    ("promoted_from", "VARCHAR", "the version it was promoted from, '' unless promoted"),
+    ("live", "BOOLEAN", "the live prediction service of the environment serves it"),
+    ("metrics", "STRUCT", "train()'s metrics, by name (metrics.rmse); top-level numeric metadata too"),
+)
+
+_LOCK = threading.Lock()  # one sync of a cache file at a time in this process (DuckDB locks across processes)
+
+
+@dataclass
+class Sync:
+    """What bringing the cache up to date took: for the CLI's note and the benchmark."""
+
+    fetched: int = 0  # rows received from RAW (the overlap's included)
+    requests: int = 0  # HTTP requests to RAW
+    seconds: float = 0.0
+    full: bool = False  # everything since `since` was fetched (empty or rebuilt cache, earlier `since`)
+    cache: str = ":memory:"  # the cache file, or ":memory:"
+    rebuilt: str | None = None  # why the cache file was thrown away, if it was
+    stored: int = 0  # rows in the cache afterwards
+
+
+@dataclass
+class Tables:
+    """An open DuckDB connection with the `calls` view and the `versions` table, and their names."""
+
+    con: duckdb.DuckDBPyConnection
+    feature_names: dict[str, list[str]] = field(default_factory=dict)  # features/prediction/metrics -> names
+    sync: Sync = field(default_factory=Sync)
+
+    def close(self) -> None:
+        self.con.close()
+
+
+# -- the cache file ---------------------------------------------------------------------------------------------
+def cache_dir() -> Path | None:
+    """Where cache files go: $XDG_CACHE_HOME or ~/.cache, else the temp dir (no home: a CDF function); None when
+    neither can be written (then the tables live in memory)."""
+    home = os.path.expanduser("~")
+    bases = [os.environ.get("XDG_CACHE_HOME") or (os.path.join(home, ".cache") if home != "~" else ""),
+             tempfile.gettempdir()]
+    for base in filter(None, bases):
+        folder = Path(base) / "akerbp-mlops" / "analytics"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(folder, os.W_OK):
+            return folder
+    return None
+
+
+def identity(client: CogniteClient, db: str, table: str) -> str:
+    return json.dumps([client.config.base_url.rstrip("/"), client.config.project, db, table])
+
+
+def cache_file(client: CogniteClient, db: str, table: str) -> Path | None:
+    folder = cache_dir()
+    if folder is None:
+        return None
+    digest = hashlib.sha256(identity(client, db, table).encode()).hexdigest()[:20]
+    return folder / f"{digest}.duckdb"
+
+
+def _remove(path: Path) -> None:
+    for p in (path, path.with_name(path.name + ".wal")):
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _create(con: duckdb.DuckDBPyConnection, ident: str) -> None:
+    columns = ", ".join(f'"{name}" {kind}' for name, kind in ROW_COLUMNS.items())
+    con.execute("CREATE TABLE meta (schema_version INTEGER, identity VARCHAR, covered_from BIGINT, high BIGINT)")
+    con.execute("INSERT INTO meta VALUES (?, ?, NULL, NULL)", [SCHEMA_VERSION, ident])
+    con.execute(f"CREATE TABLE raw_calls (key VARCHAR, updated_ms BIGINT, {columns})")
+    con.execute("CREATE TABLE names (kind VARCHAR, name VARCHAR)")
+
+
+def _valid(con: duckdb.DuckDBPyConnection, ident: str) -> str | None:
+    """Why this cache cannot be trusted, or None."""
+    tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = "
+                                        "current_database()").fetchall()}
+    if tables != {"meta", "raw_calls", "names"}:
+        return f"it holds the tables {sorted(tables)}"
+    meta = con.execute("SELECT schema_version, identity FROM meta").fetchall()
+    if meta != [(SCHEMA_VERSION, ident)]:
+        return f"its schema or CDF differ ({meta[:1]})"
+    columns = [(r[0], r[1]) for r in con.execute("DESCRIBE raw_calls").fetchall()]
+    expected = [("key", "VARCHAR"), ("updated_ms", "BIGINT"), *ROW_COLUMNS.items()]
+    if [c for c, _ in columns] != [c for c, _ in expected]:
+        return "its columns differ"
+    return None
+
+
+def open_cache(path: Path | None, ident: str) -> tuple[duckdb.DuckDBPyConnection, Sync]:
+    """A read-write connection to the cache file (created or rebuilt as needed); in memory when path is None or the
+    file is held by another process."""
+    import duckdb
+
+    sync = Sync()
+    if path is not None:
+        for _ in range(2):
+            try:
+                con = duckdb.connect(str(path))
+            except duckdb.IOException as e:
+                if "lock" in str(e).lower():  # another process is syncing or querying it: work in memory
+                    break
+                sync.rebuilt = f"it does not open ({str(e).splitlines()[0][:200]})"
+                _remove(path)
+                continue
+            except duckdb.Error as e:
+                sync.rebuilt = f"it does not open ({str(e).splitlines()[0][:200]})"
+                _remove(path)
+                continue
+            try:
+                fresh = not con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = "
+                                        "current_database()").fetchone()[0]  # type: ignore[index]
+                problem = None if fresh else _valid(con, ident)
+                if fresh:
+                    _create(con, ident)
+            except duckdb.Error as e:
+                problem = f"it cannot be read ({str(e).splitlines()[0][:200]})"
+            if problem is None:
+                sync.cache = str(path)
+                return con, sync
+            con.close()
+            sync.rebuilt = problem
+            _remove(path)
+    con = duckdb.connect(":memory:")
+    _create(con, ident)
+    return con, sync
+
+
+# -- fetching from RAW ------------------------------------------------------------------------------------------
+# The page's own nextCursor: the last '"nextCursor":"' of the body. Inside strings quotes are escaped, so the text
+# occurs only as a key; CDF writes it after "items", so a sampled input holding such a key cannot be taken for it.
+_NEXT = re.compile(rb'"nextCursor"\s*:\s*"([^"\\]*)"')
+
+
+def _rows_url(client: CogniteClient, db: str, table: str) -> str:
+    return (f"/api/v1/projects/{quote(client.config.project, safe='')}/raw/dbs/{quote(db, safe='')}"
+            f"/tables/{quote(table, safe='')}")
+
+
+def _next_cursor(body: bytes) -> str | None:
+    at = body.rfind(b'"nextCursor"')
+    if at < 0:
+        return None
+    match = _NEXT.match(body, at)
+    return match.group(1).decode() if match else None
+
+
+class _Pages:
+    """RAW's row pages written as they come (the JSON bodies, unparsed: DuckDB parses them)."""
+
+    def __init__(self, client: CogniteClient, db: str, table: str, folder: Path):
+        self.client, self.url, self.folder = client, _rows_url(client, db, table), folder
+        self.files: list[Path] = []
+        self.requests = 0
+        self._lock = threading.Lock()
+
+    def _get(self, path: str, params: dict[str, Any]) -> bytes:
+        with self._lock:
+            self.requests += 1
+        return self.client.get(self.url + path, params=params).content
+
+    def read(self, cursor: str | None, min_updated: int | None, part: int) -> None:
+        """Every page from `cursor` (a partition's) or from the start, filtered by lastUpdatedTime > min_updated."""
+        page = 0
+        while True:
+            params: dict[str, Any] = {"limit": PAGE_ROWS}
+            if cursor:
+                params["cursor"] = cursor
+            elif min_updated is not None:
+                params["minLastUpdatedTime"] = min_updated
+            body = self._get("/rows", params)
+            if b'"key"' in body:  # an empty page adds nothing
+                path = self.folder / f"{part:04d}-{page:06d}.json"
+                path.write_bytes(body)
+                with self._lock:
+                    self.files.append(path)
+            page += 1
+            cursor = _next_cursor(body)
+            if not cursor:
+                return
+
+    def read_all(self, min_updated: int | None, partitions: int) -> None:
+        params: dict[str, Any] = {"numberOfCursors": partitions}
+        if min_updated is not None:
+            params["minLastUpdatedTime"] = min_updated
+        cursors = json.loads(self._get("/cursors", params))["items"]
+        with ThreadPoolExecutor(max(1, len(cursors))) as pool:
+            list(pool.map(lambda pc: self.read(pc[1], None, pc[0]), enumerate(cursors)))
+
+
+def _missing(error: Exception) -> bool:
+    """RAW answers 404 when the database or table does not exist yet: no call was recorded."""
+    return getattr(error, "code", None) == 404
+
+
+def fetch(client: CogniteClient, db: str, table: str, min_updated: int | None, folder: Path, *,
+          full: bool, partitions: int = PARTITIONS) -> _Pages:
+    """The pages of rows RAW updated after min_updated (all when None): parallel cursors for a full fetch, one
+    cursor for an increment (usually one page; the SDK's partitioned reads poll every 0.5 s)."""
+    from cognite.client.exceptions import CogniteAPIError
+
+    pages = _Pages(client, db, table, folder)
+    try:
+        if full:
+            pages.read_all(min_updated, partitions)
+        else:
+            pages.read(None, min_updated, 0)
+    except CogniteAPIError as e:
+        if not _missing(e):
+            raise
+    return pages
+
+
+# -- loading pages into the cache -------------------------------------------------------------------------------
+def _typed_select(files: list[Path]) -> str:
+    columns = ", ".join(f'"{name}" {kind}' for name, kind in ROW_COLUMNS.items())
+    listed = ", ".join(f"'{f}'" for f in files)
+    return (f"SELECT it.key AS key, it.lastUpdatedTime AS updated_ms, unnest(it.columns) FROM (SELECT unnest(items) "
+            f"AS it FROM read_json([{listed}], columns={{'items': 'STRUCT(key VARCHAR, lastUpdatedTime BIGINT, "
+            f"columns STRUCT({columns}))[]'}}, format='unstructured', maximum_object_size=1073741824))")
+
+
+def _lenient_select(files: list[Path]) -> str:
+    """Row by row through JSON: a value of the wrong type becomes NULL instead of failing the whole page."""
+    listed = ", ".join(f"'{f}'" for f in files)
+    casts = ", ".join(
+        f"TRY_CAST(c->'{name}' AS {kind}) AS \"{name}\"" if kind.startswith("MAP") or kind == "JSON"
+        else f"TRY_CAST(c->>'{name}' AS {kind}) AS \"{name}\""
+        for name, kind in ROW_COLUMNS.items())
+    return (f"SELECT j->>'key' AS key, TRY_CAST(j->>'lastUpdatedTime' AS BIGINT) AS updated_ms, {casts} FROM "
+            f"(SELECT j, j->'columns' AS c FROM (SELECT unnest(json_extract(json, '$.items[*]')) AS j FROM "
+            f"read_json_objects([{listed}], maximum_object_size=1073741824)))")
+
+
+def load(con: duckdb.DuckDBPyConnection, files: list[Path]) -> int:
+    """Upsert the rows of these pages into raw_calls by key (the newest lastUpdatedTime wins); rows loaded."""
+    import duckdb
+
+    if not files:
+        return 0
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE staging AS {_typed_select(files)}")
+    except (duckdb.ConversionException, duckdb.InvalidInputException):
+        con.execute(f"CREATE OR REPLACE TEMP TABLE staging AS {_lenient_select(files)}")
+    # A key seen twice (a partition boundary, the overlap): keep its latest version.
+    con.execute("CREATE OR REPLACE TEMP TABLE staging AS SELECT * FROM staging WHERE key IS NOT NULL "
+                "QUALIFY row_number() OVER (PARTITION BY key ORDER BY updated_ms DESC) = 1")
+    count = con.execute("SELECT count(*) FROM staging").fetchone()[0]  # type: ignore[index]
+    con.execute("BEGIN")
+    con.execute("DELETE FROM raw_calls WHERE key IN (SELECT key FROM staging)")
+    con.execute("INSERT INTO raw_calls SELECT * FROM staging")
+    for kind in STRUCT_COLUMNS:
+        con.execute(f"INSERT INTO names SELECT DISTINCT '{kind}', unnest(map_keys({kind})) AS name FROM staging "
+                    f"WHERE {kind} IS NOT NULL EXCEPT SELECT kind, name FROM names")
+    con.execute("UPDATE meta SET high = greatest(coalesce(high, 0), (SELECT max(updated_ms) FROM staging))")
+    con.execute("COMMIT")
+    con.execute("DROP TABLE staging")
+    return int(count)
+
+
+def sync(con: duckdb.DuckDBPyConnection, sync_: Sync, client: CogniteClient, db: str, table: str,
+         since_ms: int | None, overlap_ms: int = OVERLAP_MS, partitions: int = PARTITIONS) -> Sync:
+    """Bring the cache up to date for a query of the calls since `since_ms` (None: all of them)."""
+    started = time.perf_counter()
+    covered_from, high = con.execute("SELECT covered_from, high FROM meta").fetchone()  # type: ignore[misc]
+    # Full: nothing cached yet, or the cache starts after what this query wants.
+    sync_.full = high is None or (covered_from is not None and (since_ms is None or since_ms < covered_from))
+    if sync_.full:
+        min_updated = None if since_ms is None else since_ms - overlap_ms  # calls are written after they start
+    else:
+        min_updated = max(0, high - overlap_ms)
+    folder = Path(tempfile.mkdtemp(prefix="mlops-analytics-"))
+    try:
+        pages = fetch(client, db, table, min_updated, folder, full=sync_.full, partitions=partitions)
+        sync_.requests = pages.requests
+        sync_.fetched = load(con, sorted(pages.files))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    if sync_.full:
+        con.execute("UPDATE meta SET covered_from = ?", [since_ms])
+    sync_.stored = con.execute("SELECT count(*) FROM raw_calls").fetchone()[0]  # type: ignore[index]
+    sync_.seconds = time.perf_counter() - started
+    return sync_
+
+
+# -- the tables a query sees ------------------------------------------------------------------------------------
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def struct_of(column: str, names: Iterable[str], value: str = STAT) -> str:
+    """The MAP column as a STRUCT of these names (a name no row has is NULL): features.GR.mean works."""
+    names = sorted(set(names))
+    if not names:
+        return f"NULL::STRUCT({_ident('(none)')} {value}) AS {_ident(column)}"
+    fields = ", ".join(f"{_ident(n)} := {_ident(column)}[{_literal(n)}]" for n in names)
+    return f"struct_pack({fields}) AS {_ident(column)}"
+
+
+def referenced(sql: str, column: str) -> set[str]:
+    """The field names the query reads of a STRUCT column (`features.GR`, `features."my name"`): present in the
+    STRUCT even when no row has them, so a query binds before any call had that feature."""
+    pattern = rf'\b{column}\s*\.\s*(?:"((?:[^"]|"")+)"|([A-Za-z_][A-Za-z0-9_$]*))'
+    return {(quoted.replace('""', '"') if quoted else bare) for quoted, bare in re.findall(pattern, sql)}
+
+
+def calls_view(source: str, names: dict[str, set[str]], since_ms: int | None) -> str:
+    plain = [c for c in ROW_COLUMNS if c not in STRUCT_COLUMNS and c not in ("time",)]
+    columns = ["key", 'epoch_ms("time") AS "time"', '"time" AS time_ms',
+               *(_ident(c) for c in plain if c not in ("sample", "sample_truncated")),
+               *(struct_of(c, names.get(c, ())) for c in STRUCT_COLUMNS), "sample", "sample_truncated", "updated_ms"]
+    where = f' WHERE "time" >= {int(since_ms)}' if since_ms is not None else ""
+    return f"CREATE OR REPLACE TEMP VIEW calls AS SELECT {', '.join(columns)} FROM {source}{where}"
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    version: int
+    model_id: str
+    created: str  # ISO 8601 UTC or ""
+    created_by: str
+    git_commit: str
+    promoted_from: str
+    live: bool
+    metrics: dict[str, float]
+
+
+def version_metrics(metadata: dict[str, str]) -> dict[str, float]:
+    """A version's metrics: metadata['metrics'] (train()'s), then top-level numeric metadata (as conditions.metric
+    reads them); the registry's own keys are not metrics."""
+    from akerbp.mlops.registry.rules import RESERVED_KEYS, decoded_metadata
+
+    decoded = decoded_metadata(metadata)
+    out: dict[str, float] = {}
+
+    def number(value: object) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+    metrics = decoded.get("metrics")
+    if isinstance(metrics, dict):
+        out.update({str(k): float(v) for k, v in metrics.items() if number(v)})
+    for key, value in decoded.items():
+        if key not in RESERVED_KEYS and key not in out and number(value):
+            out[key] = float(value)
+    return out
+
+
+def versions_of(client: CogniteClient, model: str, env: str) -> list[VersionRow]:
+    """The registry's versions of model in env, and which one the live prediction service serves (one request)."""
+    from akerbp.mlops import registry
+
+    fn = client.functions.retrieve(external_id=function_external_id(model, "prediction", env))
+    live_id = (fn.metadata or {}).get("mlops_model_id") if fn is not None else None
+    return [VersionRow(v.version, v.model_id, v.created_time, v.created_by, v.git_commit, v.promoted_from,
+                       v.model_id == live_id, version_metrics(v.metadata))
+            for v in registry.list_model_versions(model, env, client=client)]
+
+
+def versions_table(con: duckdb.DuckDBPyConnection, versions: list[VersionRow], names: set[str]) -> None:
+    """The TEMP table `versions`; metrics a STRUCT of every metric name (of any version or the query) as DOUBLE."""
+    con.execute("CREATE OR REPLACE TEMP TABLE versions_raw (version INTEGER, model_id VARCHAR, created VARCHAR, "
+                "created_by VARCHAR, git_commit VARCHAR, promoted_from VARCHAR, live BOOLEAN, metrics JSON)")
+    if versions:
+        con.executemany("INSERT INTO versions_raw VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        [[v.version, v.model_id, v.created, v.created_by, v.git_commit, v.promoted_from, v.live,
+                          json.dumps(v.metrics)] for v in versions])
+    all_names = sorted(names.union(*(v.metrics for v in versions)))
+    shape = json.dumps({n: "DOUBLE" for n in all_names or ["(none)"]})
+    con.execute(f"CREATE OR REPLACE TEMP TABLE versions AS SELECT version, model_id, "
+                f"CAST(nullif(created, '') AS TIMESTAMPTZ) AT TIME ZONE 'UTC' AS created, created_by, git_commit, "
+                f"promoted_from, live, json_transform(metrics, {_literal(shape)}) AS metrics "
+                f"FROM versions_raw ORDER BY version")
+    con.execute("DROP TABLE versions_raw")
+
+
+def empty_tables(sql: str) -> duckdb.DuckDBPyConnection:
+    """An in-memory connection with EMPTY tables of the schema (check_sql: no CDF needed)."""
+    import duckdb
+
+    con = duckdb.connect(":memory:")
+    _create(con, "check")
+    names = {c: referenced(sql, c) for c in STRUCT_COLUMNS}
+    con.execute(calls_view("main.raw_calls", names, None))
+    versions_table(con, [], referenced(sql, "metrics"))
+    return con
+
+
+def open_tables(client: CogniteClient, model: str, env: str, sql: str, since_ms: int | None = None, *,
+                use_cache: bool = True, overlap_ms: int = OVERLAP_MS) -> Tables:
+    """The cache brought up to date and a connection whose `calls` and `versions` are ready for `sql`."""
+    db, table = analytics_database(env), analytics_calls_table(model)
+    ident = identity(client, db, table)
+    path = cache_file(client, db, table) if use_cache else None
+    with _LOCK:
+        con, sync_ = open_cache(path, ident)
+        try:
+            sync(con, sync_, client, db, table, since_ms, overlap_ms)
+            stored = {kind: {r[0] for r in con.execute("SELECT name FROM names WHERE kind = ?", [kind]).fetchall()}
+                      for kind in STRUCT_COLUMNS}
+            if sync_.cache != ":memory:":  # queries read the file read-only: SQL cannot change the cache
+                con.close()
+                import duckdb
+
+                con = duckdb.connect(":memory:")
+                con.execute(f"ATTACH {_literal(sync_.cache)} AS cache (READ_ONLY)")
+                source = "cache.main.raw_calls"
+            else:
+                source = "memory.main.raw_calls"
+        except BaseException:
+            con.close()
+            raise
+    names = {kind: stored[kind] | referenced(sql, kind) for kind in STRUCT_COLUMNS}
+    con.execute(calls_view(source, names, since_ms))
+    versions_table(con, versions_of(client, model, env), referenced(sql, "metrics"))
+    return Tables(con, {k: sorted(v) for k, v in stored.items()}, sync_)
