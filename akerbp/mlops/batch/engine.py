@@ -74,7 +74,7 @@ def _predict_file(client, loaded, data: dict, model_id, secrets: dict, work: Pat
     source = str(work / f"input{fmt}")
     client.files.download_to_path(source, id=int(data["file_id"]))
     phases["download"] = time.monotonic() - started
-    stop_after = started + float(data.get("seconds") or 1e9)
+    stop_after = started + (float(data["seconds"]) if data.get("seconds") is not None else float("inf"))
     batch_size = max(1, int(data.get("batch_size") or 1000))
     start_row = int(data.get("start_row") or 0)
     target = str(work / f"output{fmt}")

@@ -140,6 +140,23 @@ def parquet_columns(path: str) -> list[tuple[str, str]]:
         con.close()
 
 
+# DuckDB types whose Python values are JSON's already; the others reach predict() as a JSON caller would send them
+_JSON_TYPES = {"BOOLEAN", "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
+               "UBIGINT", "FLOAT", "DOUBLE", "VARCHAR"}
+
+
+def _json_like(value: Any) -> Any:
+    """A parquet value as the prediction service would get it in JSON: a decimal as a float, a date or time as ISO
+    text, bytes as hex, lists and structs element by element."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _json_like(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_like(v) for v in value]
+    return _json_default(value)
+
+
 def _read_parquet(path: str, start: int, chunk: int = 1024) -> Iterator[Row]:
     con = _connect()
     try:
@@ -148,13 +165,17 @@ def _read_parquet(path: str, start: int, chunk: int = 1024) -> Iterator[Row]:
         except Exception as e:  # duckdb.Error
             raise FormatError(f"cannot read it as parquet: {e}") from None
         names = [d[0] for d in cursor.description]
+        converted = [i for i, d in enumerate(cursor.description) if str(d[1]) not in _JSON_TYPES]
         index = start
         while True:
             rows = cursor.fetchmany(chunk)  # streamed: DuckDB keeps a chunk, not the file
             if not rows:
                 return
             for values in rows:
-                yield Row(index, dict(zip(names, values)), values)
+                record = dict(zip(names, values))
+                for i in converted:
+                    record[names[i]] = _json_like(values[i])
+                yield Row(index, record, values)
                 index += 1
     finally:
         con.close()
