@@ -91,7 +91,7 @@ def threshold_or_sql(value: object) -> float | str:
     except ValueError as e:
         if DYNAMIC_THRESHOLD in str(e):
             raise ValueError(f"{short(value)} is neither a number nor a SQL query: give a number, e.g. '0.8', or a "
-                             "query, e.g. 'SELECT max(metric_r2) FROM versions'") from None
+                             "query, e.g. 'SELECT max(metrics.r2) FROM versions'") from None
         raise
 
 

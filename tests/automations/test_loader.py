@@ -264,7 +264,7 @@ automations = [
                trigger=MetricBasedTrigger(name="drift", metric=SqlMetric(sql_query="SELECT avg(latency_total_ms) FROM calls"),
                                           directive=ThresholdDirection.ABOVE, threshold=250, override_cron="0 * * * *"),
                action=TrainDeploy(deployment_condition=BuildMetric(metric_name="r2", direction="above_or_equals",
-                                                                   threshold="SELECT max(metric_r2) FROM versions"))),
+                                                                   threshold="SELECT max(metrics.r2) FROM versions"))),
     Automation(name="nightly_scoring", model="other", trigger=ScheduledTrigger(interval="Daily"),
                action=BatchExecution(input="logs/", output="scores/")),
 ]
@@ -278,7 +278,7 @@ automations:
               direction: above, threshold: 250, check_cron: "0 * * * *"}
     action:
       deployment_condition: {type: build_metric, metric_name: r2, direction: above_or_equals,
-                             threshold: "SELECT max(metric_r2) FROM versions"}
+                             threshold: "SELECT max(metrics.r2) FROM versions"}
   - name: nightly_scoring
     model: other
     trigger: {interval: Daily}
@@ -293,7 +293,7 @@ def test_metric_triggers_dynamic_thresholds_and_batch_load_with_their_defaults(t
                              "metric": {"sql_query": "SELECT avg(latency_total_ms) FROM calls"},
                              "direction": "above", "threshold": 250.0, "cron": "0 * * * *", "timezone": "UTC",
                              "cooldown": "1d", "cooldown_s": 86400.0}
-    assert drift.action["deployment_condition"][0]["threshold"] == "SELECT max(metric_r2) FROM versions"
+    assert drift.action["deployment_condition"][0]["threshold"] == "SELECT max(metrics.r2) FROM versions"
     assert drift.uses_sql() and not scoring.uses_sql()
     assert scoring.action == {"type": "batch", "input": "logs/", "output": "scores/", "batch_size": 1000,
                               "environment": "test"}

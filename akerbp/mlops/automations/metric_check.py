@@ -3,9 +3,10 @@ cooldown, and answer the tasks the workflow's `run` task then holds (tasks.py: t
 `not_triggered` otherwise, `notify` alone when the query failed).
 
 The metric is analytics.query.metric_value over the model's tables in the environment the automation is registered
-in (the live service it watches), over the calls since the start of the last triggered run (all calls when it never
-fired): a retrained model is judged on its own calls, not on the drift that retrained it. A query may narrow the
-window itself (WHERE time > now() - INTERVAL 1 DAY).
+in (the live service it watches), over every call those tables hold: the query says its window itself (WHERE time >
+now() - INTERVAL 1 DAY; or WHERE version = (SELECT max(version) FROM calls) to judge the live version alone). A
+window fixed here (say, since the last triggered run) would leave a quiet service right after a retraining with no
+rows, an error rather than a verdict.
 
 The cooldown is read from the automation's audit events: the notify step of every run the trigger fired writes one,
 with the check's verdict (`check`, fired true); the newest one's start is the last triggered run. Only those runs
@@ -38,14 +39,15 @@ def check(definition: dict[str, Any], upstream: Mapping[str, Any], client: Cogni
     execution_id, started_by = _running_execution(client, definition)
     last_ms = last_triggered_ms(client, definition)
     out: dict[str, Any] = {"ok": False, "execution_id": execution_id, "trigger": started_by,
-                           "started_at": round(began, 3), "since": _iso(last_ms / 1000) if last_ms else None,
+                           "started_at": round(began, 3),
+                           "last_triggered": _iso(last_ms / 1000) if last_ms else None,
                            "phases": {"look-up": round(time.monotonic() - t, 3)}}
     sql, given = trigger["metric"]["sql_query"], trigger["threshold"]
     t = time.monotonic()
     try:
         from akerbp.mlops.analytics.query import metric_value
 
-        value = metric_value(client, model, env, sql, since_ms=last_ms)
+        value = metric_value(client, model, env, sql)
         threshold_sql = str(given) if conditions.is_sql(given) else None
         bound = metric_value(client, model, env, threshold_sql) if threshold_sql else float(given)
     except Exception as e:  # noqa: BLE001 - a query that fails at run time: notify reports it on_error

@@ -120,7 +120,7 @@ class DeploymentSpecifications(Spec):
 
 class BuildMetric(Spec):
     """The new version's metric_name against threshold: a number (or a string holding one), or a SQL query
-    ("SELECT max(metric_r2) FROM versions ...") evaluated when the gate runs; direction says how."""
+    ("SELECT max(metrics.r2) FROM versions ...") evaluated when the gate runs; direction says how."""
 
     type_key = "build_metric"
 

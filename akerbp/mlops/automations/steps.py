@@ -328,9 +328,12 @@ def batch(definition: dict[str, Any], upstream: Mapping[str, Any], client: Cogni
     log = responses.get_log()
     result = run(client, definition["model"], definition["env"], action["input"], action.get("output"),
                  int(action.get("batch_size") or 1000), execution=execution_id,
-                 say=lambda message: log.info("%s", message))
+                 say=lambda message: log.info("%s", message), secrets=secrets)
     out["phases"]["batch"] = round(time.monotonic() - t, 3)
-    out.update(ok=True, result=result.as_dict())
+    out.update(ok=result.ok, result=result.as_dict())
+    if not result.ok:
+        failed = [f for f in out["result"].get("files") or [] if isinstance(f, dict) and f.get("error")]
+        out["error"] = "batch failed: " + "; ".join(f"{f.get('source')}: {f.get('error')}" for f in failed[:5])[:4000]
     return out
 
 
@@ -409,10 +412,11 @@ def run_steps(definition: Mapping[str, Any]) -> tuple[str, ...]:
 def _batch_summary(result: Mapping[str, Any]) -> dict[str, Any]:
     """What a notification and the audit event keep of a BatchResult: counts, output files (at most 20), the first
     bad rows (at most 5)."""
-    outputs = list(result.get("outputs") or result.get("output_files") or [])
-    return {"files": result.get("files"), "rows_in": result.get("rows_in"), "rows_out": result.get("rows_out"),
-            "bad_rows": len(result.get("bad_rows") or []), "first_bad_rows": list(result.get("bad_rows") or [])[:5],
-            "outputs": outputs[:20], "seconds": result.get("seconds")}
+    outputs = list(result.get("outputs") or [])
+    return {"files": len(result.get("files") or []), "rows_in": result.get("rows_in"),
+            "rows_out": result.get("rows_out"), "bad_rows": result.get("bad_row_count", len(result.get("bad_rows") or [])),
+            "first_bad_rows": list(result.get("bad_rows") or [])[:5], "outputs": outputs[:20],
+            "seconds": result.get("seconds")}
 
 
 def _output(upstream: Mapping[str, Any], name: str) -> dict[str, Any]:

@@ -430,10 +430,10 @@ def sql_problem(sql: str) -> str | None:
     """What is wrong with a metric or threshold query, as far as the empty tables tell (its syntax, its tables and
     columns, its shape where it shows without rows); a wrong shape only rows show is reported when it runs."""
     try:
-        from akerbp.mlops.analytics.query import check_sql
+        from akerbp.mlops.analytics.query import check_metric_sql
     except ImportError:  # model analytics not installed yet: the query is checked when it runs
         return None
-    return check_sql(sql)
+    return check_metric_sql(sql)
 
 
 def _deployed_model_metric(c: _Checker, value: Any, loc: Loc) -> dict[str, Any] | None:

@@ -257,8 +257,10 @@ def _wait(client: CogniteClient, execution_id: str, automation: RegisteredAutoma
 @options.json_output(help="Print the runs as JSON: a list, newest first, each with its status.")
 def executions(name: str, env: str | None, limit: int, as_json: bool) -> None:
     """The runs of automation NAME, newest first: status, times, tasks, version, verdicts, what was deployed; a
-    trigger fire refused while a run was going on shows as "skipped"."""
-    from akerbp.mlops.automations.executions import history
+    trigger fire refused while a run was going on shows as "skipped". A metric-based automation's checks show their
+    value and verdict (METRIC); those that did not trigger are folded into one line (--json lists each, outcome
+    "not_triggered", with its check)."""
+    from akerbp.mlops.automations.executions import NOT_TRIGGERED, history, not_triggered_summary
 
     client, automation = _find(name, env)
     entries = history(client, name, automation.model, automation.env, limit)
@@ -268,15 +270,23 @@ def executions(name: str, env: str | None, limit: int, as_json: bool) -> None:
     if not entries:
         echo(f"{name} has not run yet in {automation.env}")
         return
+    folded = not_triggered_summary(entries)
     rows = []
     for e in entries:
+        if e.outcome == NOT_TRIGGERED:
+            continue
         tasks = " ".join(f"{t.name}:{t.status}" for t in e.tasks) or "-"
         deployed = ", ".join(f"{d.get('env')}:{d.get('result')}" for d in e.deployed if isinstance(d, dict)) or "-"
-        rows.append([_short(e.started), e.status, e.trigger or "-", e.id or "-", e.model_id or e.version or "-",
-                     e.outcome or "-", deployed, f"{e.duration_s} s" if e.duration_s is not None else "-",
+        metric = str(e.check.get("detail") or "-")[:60] if e.check else "-"
+        rows.append([_short(e.started), e.status, e.trigger or "-", e.id or "-", metric,
+                     e.model_id or e.version or "-", e.outcome or "-", deployed,
+                     f"{e.duration_s} s" if e.duration_s is not None else "-",
                      tasks if e.status != "skipped" else (e.reason or "")[:60]])
-    print_table(rows, ["STARTED (UTC)", "STATUS", "TRIGGER", "EXECUTION", "VERSION", "OUTCOME", "DEPLOYED", "TOOK",
-                       "TASKS"])
+    if rows:
+        print_table(rows, ["STARTED (UTC)", "STATUS", "TRIGGER", "EXECUTION", "METRIC", "VERSION", "OUTCOME",
+                           "DEPLOYED", "TOOK", "TASKS"])
+    if folded:
+        echo(folded)
 
 
 # --- pause, resume, delete -----------------------------------------------------------------------------------------
