@@ -139,6 +139,19 @@ def cache_file(client: CogniteClient, db: str, table: str) -> Path | None:
     return folder / f"{digest}.duckdb"
 
 
+def _connect(database: str) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection whose session time zone is UTC, as `time` is (with the icu extension DuckDB would use the
+    local zone to compare TIMESTAMP with now(); without it, it is UTC already)."""
+    import duckdb
+
+    con = duckdb.connect(database)
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+    except duckdb.Error:
+        pass  # no icu extension: UTC is the only zone
+    return con
+
+
 def _remove(path: Path) -> None:
     for p in (path, path.with_name(path.name + ".wal")):
         try:
@@ -180,7 +193,7 @@ def open_cache(path: Path | None, ident: str) -> tuple[duckdb.DuckDBPyConnection
     if path is not None:
         for _ in range(2):
             try:
-                con = duckdb.connect(str(path))
+                con = _connect(str(path))
             except duckdb.IOException as e:
                 if "lock" in str(e).lower():  # another process is syncing or querying it: work in memory
                     break
@@ -205,7 +218,7 @@ def open_cache(path: Path | None, ident: str) -> tuple[duckdb.DuckDBPyConnection
             con.close()
             sync.rebuilt = problem
             _remove(path)
-    con = duckdb.connect(":memory:")
+    con = _connect(":memory:")
     _create(con, ident)
     return con, sync
 
@@ -455,7 +468,7 @@ def versions_table(con: duckdb.DuckDBPyConnection, versions: list[VersionRow], n
     all_names = sorted(names.union(*(v.metrics for v in versions)))
     shape = json.dumps({n: "DOUBLE" for n in all_names or ["(none)"]})
     con.execute(f"CREATE OR REPLACE TEMP TABLE versions AS SELECT version, model_id, "
-                f"CAST(nullif(created, '') AS TIMESTAMPTZ) AT TIME ZONE 'UTC' AS created, created_by, git_commit, "
+                f"CAST(nullif(replace(created, '+00:00', ''), '') AS TIMESTAMP) AS created, created_by, git_commit, "
                 f"promoted_from, live, json_transform(metrics, {_literal(shape)}) AS metrics "
                 f"FROM versions_raw ORDER BY version")
     con.execute("DROP TABLE versions_raw")
@@ -463,9 +476,8 @@ def versions_table(con: duckdb.DuckDBPyConnection, versions: list[VersionRow], n
 
 def empty_tables(sql: str) -> duckdb.DuckDBPyConnection:
     """An in-memory connection with EMPTY tables of the schema (check_sql: no CDF needed)."""
-    import duckdb
 
-    con = duckdb.connect(":memory:")
+    con = _connect(":memory:")
     _create(con, "check")
     names = {c: referenced(sql, c) for c in STRUCT_COLUMNS}
     con.execute(calls_view("main.raw_calls", names, None))
@@ -487,9 +499,8 @@ def open_tables(client: CogniteClient, model: str, env: str, sql: str, since_ms:
                       for kind in STRUCT_COLUMNS}
             if sync_.cache != ":memory:":  # queries read the file read-only: SQL cannot change the cache
                 con.close()
-                import duckdb
 
-                con = duckdb.connect(":memory:")
+                con = _connect(":memory:")
                 con.execute(f"ATTACH {_literal(sync_.cache)} AS cache (READ_ONLY)")
                 source = "cache.main.raw_calls"
             else:
