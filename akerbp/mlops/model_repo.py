@@ -1,10 +1,10 @@
 """What a model repo contains, listed once: `mlops init` writes it, the pipeline code and the tests read it.
 
 The template lives once, in akerbp/mlops/templates/: model_repo/ holds the files copied as they are (the template
-model, its artifact, the deploy scripts, the Bitbucket pipeline), generated/ the texts written with the model's name
-(settings, README, .gitignore). An installed package has no repo root, so the package is the source; the framework
-repo's root is a working example repo whose template entries are relative symbolic links into model_repo/ (its own
-mlops_settings.py, README.md and .gitignore are the framework's). Standard library only.
+model, its artifact, the deploy scripts, the Bitbucket pipeline, the GitHub workflow), generated/ the texts written
+with the model's name (settings, README, .gitignore). An installed package has no repo root, so the package is the
+source; the framework repo's root is a working example repo whose template entries are relative symbolic links into
+model_repo/ (its own mlops_settings.py, README.md and .gitignore are the framework's). Standard library only.
 """
 from __future__ import annotations
 
@@ -23,6 +23,9 @@ AUTOMATIONS_FILE = "mlops_automations.py"
 MODEL_CODE = "model_code"
 MODEL_ARTIFACT = "model_artifact"
 PIPELINE_FILE = "bitbucket-pipelines.yml"
+GITHUB_WORKFLOW_FILE = ".github/workflows/mlops.yml"
+CI_CHOICES = ("bitbucket", "github", "both")  # which CI files `mlops init --ci` writes; bitbucket by default
+DEFAULT_CI = "bitbucket"
 DEPLOY_SCRIPTS = {"prediction": "deploy_prediction_service.sh", "training": "deploy_training_service.sh"}
 DEFAULT_MODEL_NAME = "well_density"  # the template model's name, as in the framework repo's own settings
 # Would make the settings ambiguous next to a new mlops_settings.py, so they count as files in the way.
@@ -58,6 +61,25 @@ ENTRIES = (
     Entry("README.md", "how to run, deploy and set up Bitbucket", generated=True),
 )
 TEMPLATE_ENTRIES = tuple(entry for entry in ENTRIES if not entry.generated)
+# The GitHub Actions workflow, in place of (--ci github) or beside (--ci both) the Bitbucket pipeline. Not in
+# ENTRIES: the framework repo's root, an example of the default, has no workflow GitHub would run.
+GITHUB_ENTRY = Entry(GITHUB_WORKFLOW_FILE, "the same mapping for GitHub Actions: pull requests dry-run, pushes to "
+                     "master/main/deploy/** to test, prod behind the production-* environments' reviewers")
+
+
+def entries(ci: str = DEFAULT_CI) -> tuple[Entry, ...]:
+    """What a model repo contains with the CI files of `ci` (one of CI_CHOICES)."""
+    if ci not in CI_CHOICES:
+        raise UsageError(f"--ci {ci!r}: expected one of {', '.join(CI_CHOICES)}")
+    if ci == "bitbucket":
+        return ENTRIES
+    out = []
+    for entry in ENTRIES:
+        if entry.path == PIPELINE_FILE:
+            out += [entry, GITHUB_ENTRY] if ci == "both" else [GITHUB_ENTRY]
+        else:
+            out.append(entry)
+    return tuple(out)
 
 
 def _tree(path: Path, relative: str) -> dict[str, Path]:
@@ -78,10 +100,10 @@ def template_files() -> dict[str, Path]:
     return files
 
 
-def scaffold_files(model_name: str) -> dict[str, bytes]:
-    """Path in the new repo -> content, in the order of ENTRIES."""
+def scaffold_files(model_name: str, ci: str = DEFAULT_CI) -> dict[str, bytes]:
+    """Path in the new repo -> content, in the order of entries(ci)."""
     files: dict[str, bytes] = {}
-    for entry in ENTRIES:
+    for entry in entries(ci):
         if entry.generated:
             files[entry.path] = entry.source.read_text(encoding="utf-8").format(name=model_name).encode()
         else:
@@ -104,7 +126,7 @@ def _write(path: Path, content: bytes) -> None:
 
 
 def scaffold(directory: Path, model_name: str, force: bool = False,
-             shown: str | None = None) -> tuple[list[str], list[str]]:
+             shown: str | None = None, ci: str = DEFAULT_CI) -> tuple[list[str], list[str]]:
     """Write a model repo for model_name into directory: (the files written, those of them it overwrote).
 
     Refuses, writing nothing, when files exist (unless force) or are in the way even of force (a folder where a file
@@ -112,7 +134,7 @@ def scaffold(directory: Path, model_name: str, force: bool = False,
     if not is_model_name(model_name):
         raise UsageError(f"--model-name {model_name!r} is not a model name: use lowercase letters, digits and '_', "
                          "starting with a letter, at most 40 characters")
-    files = scaffold_files(model_name)
+    files = scaffold_files(model_name, ci)
     existing = [name for name in (*files, *CONFLICTING) if (directory / name).exists()]
     in_the_way = [name for name in existing if name in CONFLICTING or (directory / name).is_dir()]
     if in_the_way or (existing and not force):

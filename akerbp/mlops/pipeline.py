@@ -52,6 +52,7 @@ class Step:
     manual: bool = False
     env: dict[str, str] = field(default_factory=dict)  # from the deployment: {"ENV": "test"}
     final: bool = False  # Bitbucket's `final` step: runs even after a failure
+    unset_locally: tuple[str, ...] = ()  # variables only the CI sets (GitHub: from secrets or vars)
 
     @property
     def effective_env(self) -> str | None:
@@ -65,16 +66,23 @@ class Step:
 
 @dataclass(frozen=True)
 class Selection:
-    """The pipeline Bitbucket would run: section is "branches", "default", "pull-requests" or None (nothing)."""
+    """The pipeline Bitbucket would run: section is "branches", "default", "pull-requests" or None (nothing).
+
+    A GitHub workflow's selection (pipeline_github.py) has section "push" or "pull_request", a label saying which
+    filter decided (why nothing runs, when section is None), and the jobs it skipped with why."""
 
     branch: str
     pull_request: bool
     section: str | None
     pattern: str | None
     steps: list[Step]
+    label: str | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def where(self) -> str:
+        if self.label is not None:
+            return self.label
         if self.section is None:
             return "no pipeline"
         if self.pattern is None:
