@@ -14,8 +14,9 @@ setup(
     packages=find_namespace_packages(include=["akerbp.*"]),
     include_package_data=True,
     # Data files, the model repo template (akerbp/mlops/templates/) among them: its .py files ship as modules.
+    # The GitHub workflow template is named on its own: `**` does not enter hidden folders (.github).
     package_data={"akerbp.mlops": ["**/*.json", "**/*.yml", "**/*.yaml", "**/*.txt", "**/*.sh", "**/*.model",
-                                   "**/*.in"]},
+                                   "**/*.in", "templates/model_repo/.github/workflows/*.yml"]},
     python_requires=">=3.10",
     install_requires=[
         "cognite-sdk>=8.22,<9",
