@@ -4,9 +4,9 @@ inside the deployed function reads it (services/runtime.py), the local handler c
 Standard library only: it is bundled into every function.
 
     handler.py                    copy of akerbp/mlops/services/function_handler.py (prediction_handler.py for a
-                                  prediction service): CDF's entry point
+                                  prediction service without analytics): CDF's entry point
     mlops_service_settings.json   what the service needs: model name, service, env, model id, module, artifact
-                                  folder, input schema, deployment condition, data set, secret names
+                                  folder, input schema, deployment condition, data set, secret names, analytics
     mlops_function.json           the function options (name, description, owner, metadata, env vars, cpu,
                                   memory, runtime, secret NAMES): rollback recreates the function from it
     requirements.txt              requirements.model minus akerbp.mlops (the runtime is bundled)
@@ -27,13 +27,13 @@ REQUIREMENTS_FILE = "requirements.txt"
 ARTIFACT_DIR = "artifact"
 BUNDLE_DIR = "akerbp/mlops"  # the bundled runtime, the package as it is laid out in the source
 # Where handler.py comes from, relative to the akerbp.mlops package: a prediction's names no `client` (CDF then builds
-# none per call), the others' do.
+# none per call) unless it records analytics (the rows go to RAW with the call's client); the others' do.
 HANDLER_SOURCE = ("services", "function_handler.py")
 PREDICTION_HANDLER_SOURCE = ("services", "prediction_handler.py")
 
 
-def handler_source(service: str) -> tuple[str, str]:
-    return PREDICTION_HANDLER_SOURCE if service == "prediction" else HANDLER_SOURCE
+def handler_source(service: str, analytics: bool = False) -> tuple[str, str]:
+    return PREDICTION_HANDLER_SOURCE if service == "prediction" and not analytics else HANDLER_SOURCE
 
 AUTOMATION_SETTINGS_KEY = "model_settings"  # an automation folder's ModelSettings, as JSON
 # Keys of mlops_service_settings.json that every folder must have (the others may be null).

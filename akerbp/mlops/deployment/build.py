@@ -56,7 +56,10 @@ from akerbp.mlops.vocabulary import AUTOMATION
 if TYPE_CHECKING:
     from akerbp.mlops.settings import ModelSettings
 
-RUNTIME_FILES = ("__init__.py", "errors.py", "audit.py", "model_manager.py", "conditions.py")  # model_manager: the seed's name
+RUNTIME_FILES = ("__init__.py", "errors.py", "audit.py", "model_manager.py", "conditions.py",  # model_manager: the seed's name
+                 # the recording half of analytics (stdlib only), which services/prediction.py imports: the walk
+                 # below follows top-level modules only, not a package's
+                 "analytics/__init__.py", "analytics/summary.py", "analytics/recorder.py")
 RUNTIME_PACKAGES = ("services", "utils", "registry")
 # Deploy-time modules a function must never carry (pydantic settings, CLI-side logic), even if named in a lazy import.
 NEVER_BUNDLED = ("settings", "settings_schema", "settings_files", "pipeline")
@@ -240,14 +243,15 @@ def _stat_key(path: Path) -> tuple[int, int]:
     return status.st_mtime_ns, status.st_size
 
 
-def copy_runtime(dest: Path, service: str = "prediction") -> None:
-    """The bundled framework and handler.py, as every function folder holds them."""
+def copy_runtime(dest: Path, service: str = "prediction", analytics: bool = False) -> None:
+    """The bundled framework and handler.py, as every function folder holds them (analytics: a prediction's handler
+    names `client`, to write its rows)."""
     source = Path(mlops_package.__file__).resolve().parent
     for path in runtime_files(service):
         target = dest / BUNDLE_DIR / path.relative_to(source)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, target)
-    shutil.copy2(source.joinpath(*handler_source(service)), dest / HANDLER_FILE)
+    shutil.copy2(source.joinpath(*handler_source(service, analytics)), dest / HANDLER_FILE)
 
 
 def _service_settings(settings: ModelSettings, service: str, env: str, model_id: str | None,
@@ -264,6 +268,7 @@ def _service_settings(settings: ModelSettings, service: str, env: str, model_id:
         "deployment_condition": condition,
         "dataset": settings.dataset,
         "secrets": list(settings.secrets),
+        "analytics": settings.analytics.model_dump() if service == "prediction" else None,
     }
 
 
@@ -276,7 +281,7 @@ def _populate(dest: Path, settings: ModelSettings, service: str, env: str, artif
             "folder's own layout (akerbp/, artifact/): move the model code to another folder"
         )
     shutil.copytree(settings.root / code, dest / code, ignore=_ignore)
-    copy_runtime(dest, service)
+    copy_runtime(dest, service, service == "prediction" and settings.analytics.enabled)
     if service == AUTOMATION:  # what a deploy from inside the function reads besides the code folder
         for rel in (settings.test_file, settings.req_file):
             if not (dest / rel).is_file():

@@ -1,5 +1,6 @@
 """The entry point of a deployed akerbp.mlops training service or automation function; the deploy step copies it to
-the folder root as handler.py (a prediction service's is prediction_handler.py: the same without `client`).
+the folder root as handler.py (a prediction service's too when it records analytics, whose rows it writes with the
+call's client; without analytics it is prediction_handler.py: the same without `client`).
 
 CDF finds `handle` by parsing this file, and injects the arguments it names. The folder holding this file is the
 root of the function: model code, artifact and the bundled akerbp.mlops runtime import from there.

@@ -4,6 +4,8 @@ Answers: {"status": "ok", "prediction": ..., "model_id": ...}; a ping ({} or no 
 {"status": "ok", "model_id": ..., "warm": <was the model already initialised>} after initialising, so a keep-warm
 schedule or a post-deploy smoke call leaves the worker ready; any failure answers {"status": "error", "message": ...,
 "model_id": ...}.
+A call that is not a ping is recorded for model analytics (services/call_analytics.py) when the folder's settings
+enable it: the call pays its summary and an append, a background thread writes the rows to RAW.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from akerbp.mlops.services import input_schema, responses
+from akerbp.mlops.services import call_analytics, input_schema, responses
 from akerbp.mlops.services.model_import import ModelImportError, import_model
 
 _loaded: dict[str, "LoadedModel"] = {}  # function folder -> initialised model; survives calls in a warm worker
@@ -31,7 +33,21 @@ def is_ping(data) -> bool:
     return data is None or data == {}
 
 
-def serve(data, settings: dict, root: Path, secrets: dict) -> dict:
+def serve(data, settings: dict, root: Path, secrets: dict, client=None, call_info=None) -> dict:
+    """One call's answer; a call that is not a ping is also recorded for analytics (call_analytics, when the
+    settings enable it and the handler gave a client)."""
+    if is_ping(data) or client is None or not call_analytics.enabled(settings):
+        return _answer(data, settings, root, secrets)[0]
+    time_ms, started = int(time.time() * 1000), time.perf_counter()
+    response, error_type, predict_s = _answer(data, settings, root, secrets)
+    outcome = call_analytics.Outcome(time_ms, time.perf_counter() - started, predict_s, error_type,
+                                     response.get("prediction"))
+    call_analytics.record(root, settings, client, call_info, data, outcome)
+    return response
+
+
+def _answer(data, settings: dict, root: Path, secrets: dict) -> tuple[dict, str | None, float | None]:
+    """(answer, the error type for analytics or None when ok, seconds predict() took or None when it did not run)."""
     model_id = settings.get("model_id")
     log = responses.get_log()
     key = str(Path(root).resolve())
@@ -40,28 +56,32 @@ def serve(data, settings: dict, root: Path, secrets: dict) -> dict:
         try:
             problems = input_schema.violations(data, root, settings.get("input_schema"))
         except input_schema.InputSchemaError as e:
-            return responses.failure(e, model_id, secrets)
+            return responses.failure(e, model_id, secrets), type(e).__name__, None
         if problems:
             listed = "; ".join(problems)
-            return responses.error(f"input does not match {settings['input_schema']}: {listed}", model_id, secrets)
+            message = f"input does not match {settings['input_schema']}: {listed}"
+            return responses.error(message, model_id, secrets), "InputSchema", None
     try:
         loaded = load(root, settings, secrets)
     except ModelImportError as e:
-        return responses.failure(e, model_id, secrets)
+        return responses.failure(e, model_id, secrets), type(e).__name__, None
     except Exception as e:
-        return responses.failure(e, model_id, secrets, during="initialization failed")
+        return responses.failure(e, model_id, secrets, during="initialization failed"), type(e).__name__, None
     if is_ping(data):
-        return {"status": "ok", "model_id": model_id, "warm": warm}
+        return {"status": "ok", "model_id": model_id, "warm": warm}, None, None
+    started = time.perf_counter()
     try:
         prediction = loaded.module.predict(data, loaded.state, secrets)
     except Exception as e:
         expected = type(e).__name__ == "ModelException"
-        return responses.failure(e, model_id, secrets, during=None if expected else "predict() failed")
+        answer = responses.failure(e, model_id, secrets, during=None if expected else "predict() failed")
+        return answer, type(e).__name__, time.perf_counter() - started
+    predict_s = time.perf_counter() - started
     problem = responses.json_problem(prediction, "the prediction")
     if problem:
         log.error("%s", problem)
-        return responses.error(problem, model_id, secrets)
-    return {"status": "ok", "prediction": prediction, "model_id": model_id}
+        return responses.error(problem, model_id, secrets), "ResponseInvalid", predict_s
+    return {"status": "ok", "prediction": prediction, "model_id": model_id}, None, predict_s
 
 
 def load(root: Path, settings: dict, secrets: dict) -> LoadedModel:

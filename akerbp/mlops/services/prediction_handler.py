@@ -1,8 +1,9 @@
 """The entry point of a deployed prediction service (the deploy step copies it to the folder root as handler.py):
 function_handler.py's, without the `client` argument.
 
-A prediction never uses a CDF client, and CDF builds one for every call of a handler that names it: a fresh worker
-would pay about a second of cognite-sdk import and a token on its first call, for nothing.
+A prediction without analytics (settings analytics.enabled false) never uses a CDF client, and CDF builds one for
+every call of a handler that names it: a fresh worker would pay about a second of cognite-sdk import and a token on
+its first call, for nothing.
 """
 import sys
 from pathlib import Path

@@ -2,8 +2,8 @@
 
 The folder's layout (function_folder.py, shared with the deploy step that builds it): handler.py, the service
 settings {"model_name", "service": "prediction"|"training", "env", "model_id", "model_module", "artifact_folder",
-"input_schema", "deployment_condition", "dataset", "secrets"}, the bundled akerbp/mlops/, the model code's top
-folder and artifact/.
+"input_schema", "deployment_condition", "dataset", "secrets", "analytics"}, the bundled akerbp/mlops/, the model
+code's top folder and artifact/.
 
 Paths in the settings are relative to the folder. Never raises: every problem is a {"status": "error"} answer.
 An automation function's folder (service "automation") is dispatched to automations.steps.handle, whose notify step
@@ -89,7 +89,7 @@ def _serve(data, client, secrets: dict, function_call_info, root, started: float
         if settings["service"] == "prediction":
             from akerbp.mlops.services import prediction
 
-            response = prediction.serve(data, settings, root, secrets)
+            response = prediction.serve(data, settings, root, secrets, client, function_call_info)
         else:
             from akerbp.mlops.services import training
 
