@@ -184,43 +184,46 @@ def _valid(con: duckdb.DuckDBPyConnection, ident: str) -> str | None:
     return None
 
 
-def open_cache(path: Path | None, ident: str) -> tuple[duckdb.DuckDBPyConnection, Sync]:
-    """A read-write connection to the cache file (created or rebuilt as needed); in memory when path is None or the
-    file is held by another process."""
+def _busy(error: Exception) -> bool:
+    """The file is fine but open elsewhere: another process (DuckDB's file lock) or connection of this one."""
+    text = str(error).lower()
+    return "lock" in text or "in use" in text or "already attached" in text
+
+
+def open_cache(con: duckdb.DuckDBPyConnection, path: Path | None, ident: str) -> Sync:
+    """Attach the cache file read-write as `cache` and USE it (created or rebuilt as needed); the tables in memory
+    when path is None or the file is busy."""
     import duckdb
 
     sync = Sync()
-    if path is not None:
-        for _ in range(2):
-            try:
-                con = _connect(str(path))
-            except duckdb.IOException as e:
-                if "lock" in str(e).lower():  # another process is syncing or querying it: work in memory
-                    break
-                sync.rebuilt = f"it does not open ({str(e).splitlines()[0][:200]})"
-                _remove(path)
-                continue
-            except duckdb.Error as e:
-                sync.rebuilt = f"it does not open ({str(e).splitlines()[0][:200]})"
-                _remove(path)
-                continue
-            try:
-                fresh = not con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = "
-                                        "current_database()").fetchone()[0]  # type: ignore[index]
-                problem = None if fresh else _valid(con, ident)
-                if fresh:
-                    _create(con, ident)
-            except duckdb.Error as e:
-                problem = f"it cannot be read ({str(e).splitlines()[0][:200]})"
-            if problem is None:
-                sync.cache = str(path)
-                return con, sync
-            con.close()
-            sync.rebuilt = problem
+    for _ in range(2 if path is not None else 0):
+        assert path is not None
+        try:
+            con.execute(f"ATTACH {_literal(str(path))} AS cache")
+        except duckdb.Error as e:
+            if _busy(e):
+                break
+            sync.rebuilt = f"it does not open ({str(e).splitlines()[0][:200]})"
             _remove(path)
-    con = _connect(":memory:")
+            continue
+        try:
+            con.execute("USE cache")
+            fresh = not con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = "
+                                    "current_database()").fetchone()[0]  # type: ignore[index]
+            problem = None if fresh else _valid(con, ident)
+            if fresh:
+                _create(con, ident)
+        except duckdb.Error as e:
+            problem = f"it cannot be read ({str(e).splitlines()[0][:200]})"
+        if problem is None:
+            sync.cache = str(path)
+            return sync
+        con.execute("USE memory")
+        con.execute("DETACH cache")
+        sync.rebuilt = problem
+        _remove(path)
     _create(con, ident)
-    return con, sync
+    return sync
 
 
 # -- fetching from RAW ------------------------------------------------------------------------------------------
@@ -491,24 +494,23 @@ def open_tables(client: CogniteClient, model: str, env: str, sql: str, since_ms:
     db, table = analytics_database(env), analytics_calls_table(model)
     ident = identity(client, db, table)
     path = cache_file(client, db, table) if use_cache else None
-    with _LOCK:
-        con, sync_ = open_cache(path, ident)
-        try:
+    con = _connect(":memory:")
+    try:
+        with _LOCK:
+            sync_ = open_cache(con, path, ident)
             sync(con, sync_, client, db, table, since_ms, overlap_ms)
             stored = {kind: {r[0] for r in con.execute("SELECT name FROM names WHERE kind = ?", [kind]).fetchall()}
                       for kind in STRUCT_COLUMNS}
+            source = "memory.main.raw_calls"
             if sync_.cache != ":memory:":  # queries read the file read-only: SQL cannot change the cache
-                con.close()
-
-                con = _connect(":memory:")
+                con.execute("USE memory")
+                con.execute("DETACH cache")
                 con.execute(f"ATTACH {_literal(sync_.cache)} AS cache (READ_ONLY)")
                 source = "cache.main.raw_calls"
-            else:
-                source = "memory.main.raw_calls"
-        except BaseException:
-            con.close()
-            raise
-    names = {kind: stored[kind] | referenced(sql, kind) for kind in STRUCT_COLUMNS}
-    con.execute(calls_view(source, names, since_ms))
-    versions_table(con, versions_of(client, model, env), referenced(sql, "metrics"))
+        names = {kind: stored[kind] | referenced(sql, kind) for kind in STRUCT_COLUMNS}
+        con.execute(calls_view(source, names, since_ms))
+        versions_table(con, versions_of(client, model, env), referenced(sql, "metrics"))
+    except BaseException:
+        con.close()
+        raise
     return Tables(con, {k: sorted(v) for k, v in stored.items()}, sync_)

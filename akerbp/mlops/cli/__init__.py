@@ -30,6 +30,7 @@ COMMANDS = {
     "pipeline": ("pipeline", "pipeline", "Which Bitbucket pipeline steps run for a branch; run them here."),
     "local-cdf": ("local_cdf", "local_cdf", "Run and inspect the offline local CDF."),
     "automations": ("automations", "automations", "Scheduled retraining (train, gate, deploy, notify) as CDF workflows."),
+    "analytics": ("analytics", "analytics", "SQL over a model's prediction calls: calls, errors, latency, drift."),
     "batch": ("batch", "batch", "Predict CDF files (csv, jsonl, parquet) with a model's live prediction code."),
 }
 
