@@ -41,6 +41,7 @@ models = [
         test_file="model_code/test_model.py",
         artifact_folder="model_artifact",
         info={"prediction": {"description": "RHOB from logs", "owner": "ds@example.com", "metadata": {"team": "ds"}}},
+        analytics={"enabled": False},  # deploy tests test no analytics; a client-naming handler costs ~1.4 s per worker
     ),
 ]
 '''
@@ -129,9 +130,11 @@ from akerbp.mlops import ModelSettings
 
 models = [
     ModelSettings(model_name="model1", model_file="models/model1/model.py", req_file="models/model1/requirements.model",
-                  test_file="models/model1/test_model.py", artifact_folder="artifacts/model1"{model1_extra}),
+                  test_file="models/model1/test_model.py", artifact_folder="artifacts/model1",
+                  analytics=dict(enabled=False){model1_extra}),  # as in TEMPLATE_SETTINGS: no SDK import per worker
     ModelSettings(model_name="model2", model_file="models/model2/model.py", req_file="models/model2/requirements.model",
-                  test_file="models/model2/test_model.py", artifact_folder="artifacts/model2"),
+                  test_file="models/model2/test_model.py", artifact_folder="artifacts/model2",
+                  analytics=dict(enabled=False)),
 ]
 '''
 
