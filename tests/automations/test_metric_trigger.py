@@ -220,7 +220,7 @@ def test_a_query_returning_no_rows_fails_the_run_with_a_clear_error_on_error(wor
     world.errors.wait_for(1)
     [payload] = payloads(world.errors, "no_rows")
     assert payload["status"] == "failed" and "check: the trigger's metric could not be evaluated" in payload["error"]
-    assert "no row" in payload["error"].lower(), payload["error"]
+    assert "must return one row, it returns 0" in payload["error"], payload["error"]
     assert payloads(world.hook, "no_rows") == []
 
 

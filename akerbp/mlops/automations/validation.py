@@ -429,10 +429,8 @@ def _threshold(c: _Checker, value: Any, loc: Loc) -> float | str | None:
 def sql_problem(sql: str) -> str | None:
     """What is wrong with a metric or threshold query, as far as the empty tables tell (its syntax, its tables and
     columns, its shape where it shows without rows); a wrong shape only rows show is reported when it runs."""
-    try:
-        from akerbp.mlops.analytics.query import check_metric_sql
-    except ImportError:  # model analytics not installed yet: the query is checked when it runs
-        return None
+    from akerbp.mlops.analytics.query import check_metric_sql
+
     return check_metric_sql(sql)
 
 
