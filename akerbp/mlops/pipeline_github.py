@@ -351,6 +351,16 @@ def _equal(a: Any, b: Any) -> bool:
     return _number(a) == _number(b)
 
 
+def _compare(op: str, left: Any, right: Any) -> bool:
+    a: Any
+    b: Any
+    if isinstance(left, str) and isinstance(right, str):
+        a, b = left.lower(), right.lower()
+    else:
+        a, b = _number(left), _number(right)
+    return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
+
+
 def _truthy(v: Any) -> bool:
     return v not in (None, False, "", 0) and not (isinstance(v, float) and v != v)
 
@@ -420,9 +430,7 @@ def evaluate(node: tuple, context: dict, status: dict[str, bool] | None = None) 
             return _equal(left, right)
         if op == "!=":
             return not _equal(left, right)
-        a, b = ((left.lower(), right.lower()) if isinstance(left, str) and isinstance(right, str)
-                else (_number(left), _number(right)))
-        return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
+        return _compare(op, left, right)
     name = node[1].lower()
     if name in _STATUS:
         if status is None:
