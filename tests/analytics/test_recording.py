@@ -174,3 +174,21 @@ def test_the_recording_half_of_analytics_is_bundled_into_a_prediction_folder(fun
              for p in build.runtime_files("prediction")}
     assert {"analytics/summary.py", "analytics/recorder.py", "services/call_analytics.py"} <= names
     assert "analytics/query.py" not in names
+
+
+def test_analytics_settings_change_the_folder_so_a_deploy_replaces_the_function(tmp_path):
+    """The settings reach the folder (its service settings, and the handler when on or off): a change redeploys."""
+    repo = copy_template(tmp_path / "repo")
+    hashes, handlers = {}, {}
+    for value in ('{"enabled": False}', '{"enabled": True}', '{"sample_inputs": 0.5}'):
+        (repo / "mlops_settings.py").write_text(SETTINGS.replace('{"sample_inputs": 1.0}', value)
+                                                .replace('input_schema="model_code/input.schema.json", ', ""))
+        (settings,) = load_settings(repo / "mlops_settings.py")
+        built = build.build_folder(settings, "prediction", "test", artifact=settings.artifact_path,
+                                   model_id="well_density/test/3", secrets={})
+        hashes[value] = built.content_hash
+        handlers[value] = "client" in (built.path / "handler.py").read_text().split("def handle(")[1].split(")")[0]
+        carried = json.loads((built.path / "mlops_service_settings.json").read_text())["analytics"]
+        assert carried == settings.analytics.model_dump()
+    assert len(set(hashes.values())) == 3
+    assert handlers == {'{"enabled": False}': False, '{"enabled": True}': True, '{"sample_inputs": 0.5}': True}
