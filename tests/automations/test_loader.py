@@ -204,6 +204,13 @@ BAD_CASES = {
                              "expected SqlMetric(...)", "trigger="),
     "trigger threshold not a number": ({"trigger": f'MetricBasedTrigger(metric={DRIFT}, threshold=[1])'},
                                        "trigger.threshold", "[1] is not a number", "trigger="),
+    "metric of two columns": ({"trigger": 'MetricBasedTrigger(metric=SqlMetric(sql_query="SELECT avg(rows), '
+                                          'count(*) FROM calls"), threshold=1)'}, "trigger.metric.sql_query",
+                              "a metric query must return one column, it returns 2", "trigger="),
+    "threshold query of an unknown column": ({"action": 'TrainDeploy(deployment_condition=BuildMetric(metric_name='
+                                                        '"r2", threshold="SELECT max(r2) FROM versions"))'},
+                                             "action.deployment_condition.threshold",
+                                             "it does not bind to the tables", "action="),
     "batch without input": ({"action": 'BatchExecution(batch_size=10)'}, "action.input", "is required", "action="),
     "batch size": ({"action": 'BatchExecution(input="logs/", batch_size=0)'}, "action.batch_size",
                    "0 is not a whole number of rows from 1 to 100000", "action="),
