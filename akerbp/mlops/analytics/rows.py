@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import re
 import shutil
 import tempfile
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 1
 OVERLAP_MS = 10_000  # refetched at each sync: RAW may stamp a row a little before a row it already returned
 PAGE_ROWS = 10_000  # RAW's page limit
+BATCH_PAGES = 20  # pages loaded into DuckDB at a time (200,000 rows): bounds the temporary files of a full fetch
 PARTITIONS = 4  # parallel cursors of a full fetch (the SDK's default for raw reads is 10; 2 cores locally)
 STAT = "STRUCT(count BIGINT, nulls BIGINT, mean DOUBLE, std DOUBLE, min DOUBLE, max DOUBLE)"
 
@@ -91,6 +93,7 @@ class Sync:
     fetched: int = 0  # rows received from RAW (the overlap's included)
     requests: int = 0  # HTTP requests to RAW
     seconds: float = 0.0
+    load_seconds: float = 0.0  # of which DuckDB parsing and upserting pages (the rest: waiting for RAW)
     full: bool = False  # everything since `since` was fetched (empty or rebuilt cache, earlier `since`)
     cache: str = ":memory:"  # the cache file, or ":memory:"
     rebuilt: str | None = None  # why the cache file was thrown away, if it was
@@ -250,8 +253,9 @@ class _Pages:
 
     def __init__(self, client: CogniteClient, db: str, table: str, folder: Path):
         self.client, self.url, self.folder = client, _rows_url(client, db, table), folder
-        self.files: list[Path] = []
+        self.ready: queue.Queue[Path | None] = queue.Queue()  # pages written, None when the fetch has ended
         self.requests = 0
+        self.stopped = False  # the loader failed: fetch no further
         self._lock = threading.Lock()
 
     def _get(self, path: str, params: dict[str, Any]) -> bytes:
@@ -262,7 +266,7 @@ class _Pages:
     def read(self, cursor: str | None, min_updated: int | None, part: int) -> None:
         """Every page from `cursor` (a partition's) or from the start, filtered by lastUpdatedTime > min_updated."""
         page = 0
-        while True:
+        while not self.stopped:
             params: dict[str, Any] = {"limit": PAGE_ROWS}
             if cursor:
                 params["cursor"] = cursor
@@ -272,8 +276,7 @@ class _Pages:
             if b'"key"' in body:  # an empty page adds nothing
                 path = self.folder / f"{part:04d}-{page:06d}.json"
                 path.write_bytes(body)
-                with self._lock:
-                    self.files.append(path)
+                self.ready.put(path)
             page += 1
             cursor = _next_cursor(body)
             if not cursor:
@@ -293,13 +296,11 @@ def _missing(error: Exception) -> bool:
     return getattr(error, "code", None) == 404
 
 
-def fetch(client: CogniteClient, db: str, table: str, min_updated: int | None, folder: Path, *,
-          full: bool, partitions: int = PARTITIONS) -> _Pages:
-    """The pages of rows RAW updated after min_updated (all when None): parallel cursors for a full fetch, one
-    cursor for an increment (usually one page; the SDK's partitioned reads poll every 0.5 s)."""
+def fetch(pages: _Pages, min_updated: int | None, *, full: bool, partitions: int = PARTITIONS) -> None:
+    """The pages of rows RAW updated after min_updated (all when None) into pages.ready, then None: parallel cursors
+    for a full fetch, one cursor for an increment (usually one page; the SDK's partitioned reads poll every 0.5 s)."""
     from cognite.client.exceptions import CogniteAPIError
 
-    pages = _Pages(client, db, table, folder)
     try:
         if full:
             pages.read_all(min_updated, partitions)
@@ -308,7 +309,8 @@ def fetch(client: CogniteClient, db: str, table: str, min_updated: int | None, f
     except CogniteAPIError as e:
         if not _missing(e):
             raise
-    return pages
+    finally:
+        pages.ready.put(None)
 
 
 # -- loading pages into the cache -------------------------------------------------------------------------------
@@ -332,12 +334,13 @@ def _lenient_select(files: list[Path]) -> str:
             f"read_json_objects([{listed}], maximum_object_size=1073741824)))")
 
 
-def load(con: duckdb.DuckDBPyConnection, files: list[Path]) -> int:
-    """Upsert the rows of these pages into raw_calls by key (the newest lastUpdatedTime wins); rows loaded."""
+def load(con: duckdb.DuckDBPyConnection, files: list[Path]) -> tuple[int, int | None]:
+    """Upsert the rows of these pages into raw_calls by key (the newest lastUpdatedTime wins): (rows loaded, their
+    highest lastUpdatedTime)."""
     import duckdb
 
     if not files:
-        return 0
+        return 0, None
     try:
         con.execute(f"CREATE OR REPLACE TEMP TABLE staging AS {_typed_select(files)}")
     except (duckdb.ConversionException, duckdb.InvalidInputException):
@@ -345,17 +348,16 @@ def load(con: duckdb.DuckDBPyConnection, files: list[Path]) -> int:
     # A key seen twice (a partition boundary, the overlap): keep its latest version.
     con.execute("CREATE OR REPLACE TEMP TABLE staging AS SELECT * FROM staging WHERE key IS NOT NULL "
                 "QUALIFY row_number() OVER (PARTITION BY key ORDER BY updated_ms DESC) = 1")
-    count = con.execute("SELECT count(*) FROM staging").fetchone()[0]  # type: ignore[index]
+    count, high = con.execute("SELECT count(*), max(updated_ms) FROM staging").fetchone()  # type: ignore[misc]
     con.execute("BEGIN")
     con.execute("DELETE FROM raw_calls WHERE key IN (SELECT key FROM staging)")
     con.execute("INSERT INTO raw_calls SELECT * FROM staging")
     for kind in STRUCT_COLUMNS:
         con.execute(f"INSERT INTO names SELECT DISTINCT '{kind}', unnest(map_keys({kind})) AS name FROM staging "
                     f"WHERE {kind} IS NOT NULL EXCEPT SELECT kind, name FROM names")
-    con.execute("UPDATE meta SET high = greatest(coalesce(high, 0), (SELECT max(updated_ms) FROM staging))")
     con.execute("COMMIT")
     con.execute("DROP TABLE staging")
-    return int(count)
+    return int(count), high
 
 
 def sync(con: duckdb.DuckDBPyConnection, sync_: Sync, client: CogniteClient, db: str, table: str,
@@ -370,12 +372,38 @@ def sync(con: duckdb.DuckDBPyConnection, sync_: Sync, client: CogniteClient, db:
     else:
         min_updated = max(0, high - overlap_ms)
     folder = Path(tempfile.mkdtemp(prefix="mlops-analytics-"))
+    pages = _Pages(client, db, table, folder)
+    top: int | None = None
     try:
-        pages = fetch(client, db, table, min_updated, folder, full=sync_.full, partitions=partitions)
-        sync_.requests = pages.requests
-        sync_.fetched = load(con, sorted(pages.files))
+        with ThreadPoolExecutor(1) as runner:  # DuckDB loads a batch of pages while the next ones are fetched
+            fetching = runner.submit(fetch, pages, min_updated, full=sync_.full, partitions=partitions)
+            try:
+                batch: list[Path] = []
+                done = False
+                while not done:
+                    page = pages.ready.get()  # fetch() always ends with None
+                    done = page is None
+                    if page is not None:
+                        batch.append(page)
+                    if batch and (done or len(batch) >= BATCH_PAGES):
+                        loading = time.perf_counter()
+                        count, high_ = load(con, sorted(batch))
+                        sync_.load_seconds += time.perf_counter() - loading
+                        sync_.fetched += count
+                        top = high_ if top is None or (high_ is not None and high_ > top) else top
+                        for f in batch:
+                            f.unlink()
+                        batch = []
+            except BaseException:
+                pages.stopped = True
+                raise
+            fetching.result()
     finally:
+        sync_.requests = pages.requests
         shutil.rmtree(folder, ignore_errors=True)
+    # Only now that every page is in: a failed fetch leaves `high` where it was, so its rows are fetched again.
+    if top is not None:
+        con.execute("UPDATE meta SET high = greatest(coalesce(high, 0), ?)", [top])
     if sync_.full:
         con.execute("UPDATE meta SET covered_from = ?", [since_ms])
     sync_.stored = con.execute("SELECT count(*) FROM raw_calls").fetchone()[0]  # type: ignore[index]
