@@ -3,8 +3,10 @@ RAW row per call that is not a ping (ok and error answers alike), with input and
 never fails or slows a call; the recorder's buffer is bounded (drops counted)."""
 from __future__ import annotations
 
+import ast
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -174,6 +176,11 @@ def test_the_recording_half_of_analytics_is_bundled_into_a_prediction_folder(fun
              for p in build.runtime_files("prediction")}
     assert {"analytics/summary.py", "analytics/recorder.py", "services/call_analytics.py"} <= names
     assert "analytics/query.py" not in names
+    for module in ("summary", "recorder"):  # bundled into every prediction: the standard library only
+        tree = ast.parse((Path(build.mlops_package.__file__).parent / "analytics" / f"{module}.py").read_text())
+        imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names} | \
+            {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert {name.split(".")[0] for name in imported} <= set(sys.stdlib_module_names), (module, imported)
 
 
 def test_analytics_settings_change_the_folder_so_a_deploy_replaces_the_function(tmp_path):

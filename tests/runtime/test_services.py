@@ -516,7 +516,8 @@ def test_training_in_prod_uploads_when_the_condition_is_met(tmp_path, cdf_client
 # --- what the services may import ---------------------------------------------------------------------------------
 
 ALLOWED_FRAMEWORK = ("akerbp.mlops.services", "akerbp.mlops.utils", "akerbp.mlops.errors", "akerbp.mlops.registry",
-                     "akerbp.mlops.audit", "akerbp.mlops.vocabulary", "akerbp.mlops.function_folder", "akerbp.mlops.conditions")
+                     "akerbp.mlops.audit", "akerbp.mlops.vocabulary", "akerbp.mlops.function_folder", "akerbp.mlops.conditions",
+                     "akerbp.mlops.analytics.summary", "akerbp.mlops.analytics.recorder")  # analytics' recording half
 
 
 def test_services_import_only_the_stdlib_and_the_bundled_runtime():
