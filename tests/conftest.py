@@ -1,6 +1,7 @@
 """Shared fixtures: a real local CDF over HTTP and a real cognite-sdk client talking to it."""
 from __future__ import annotations
 
+import compileall
 import os
 import shutil
 import sys
@@ -27,6 +28,14 @@ if os.environ.get("PATH", "").split(os.pathsep)[0] != _BIN:
 _VENV_CACHE: str | None = None
 if not os.environ.get(CACHE_ENV):
     _VENV_CACHE = os.environ[CACHE_ENV] = tempfile.mkdtemp(prefix="mlops-test-venvs-")
+
+
+# This machine (and CI) may set PYTHONDONTWRITEBYTECODE, and Repo.env() sets it for the CLI subprocesses: then no
+# process writes akerbp's bytecode and every one of the suite's hundreds of `mlops` subprocesses compiles the
+# framework again. Compile it once here (compileall skips what is up to date; imports still check each file's mtime,
+# so an edited module is recompiled, never run stale). Function folders never bundle __pycache__ (build.IGNORED).
+if not os.environ.get("PYTEST_XDIST_WORKER"):
+    compileall.compile_dir(str(Path(__file__).resolve().parents[1] / "akerbp"), quiet=2)
 
 
 def pytest_unconfigure(config):
