@@ -14,8 +14,10 @@ Jobs run in `needs` order; a job's `if:` is evaluated with the expression subset
 cancelled(); strings compare case-insensitively). An `if:` without a status function means `success() && (...)`:
 a job whose need was skipped is skipped. A job whose `if:` holds after a failed need runs after a failure too (like
 Bitbucket's `final`). Whether an environment has required reviewers is repository configuration, not in the file:
-production-*/prod-* environments (the template's protected ones) count as manual steps. Locally, `uses:` actions
-do not run, and values from `secrets`/`vars` are not set (every COGNITE_* is withheld anyway, see pipeline.py).
+production-*/prod-* environments (the template's protected ones) count as manual steps; an environment sets no ENV
+(on GitHub it does not). Locally, `uses:` actions do not run, each `run:` with its own env or working-directory runs
+in a subshell (as its own process on GitHub), and values from `secrets`/`vars` are not set (every COGNITE_* is
+withheld anyway, see pipeline.py).
 """
 from __future__ import annotations
 
@@ -580,6 +582,14 @@ def _script_entry(step: Any, where: str, context: dict, unset: list[str]) -> str
     return "(\n" + "\n".join(prefix + [run]) + "\n)"
 
 
+def _skip_reason(job: dict, node: tuple, context: dict, not_run: list[str], where: str) -> str:
+    """Why a job is skipped: its own `if:` is false, or (GitHub's implicit success()) a job it needs did not run."""
+    implicit = node[:3] == ("bin", "&&", ("call", "success", []))
+    if not_run and ("if" not in job or (implicit and _job_runs(node[3], context, [], where, job["if"]))):
+        return f"needs {', '.join(not_run)}, which did not run"
+    return f"if: {job['if']}"
+
+
 def job_step(job_id: str, job: dict, context: dict, workflow_env: tuple[dict, list], source: str,
              final: bool) -> Step:
     """A job as one runnable Step: its `run:` scripts in order, its environment as the deployment."""
@@ -593,10 +603,11 @@ def job_step(job_id: str, job: dict, context: dict, workflow_env: tuple[dict, li
         script = [f"# uses: {job['uses']} (a reusable workflow: not run locally)"]
     else:
         script = [_script_entry(step, f"{where}.steps[{i}]", context, unset) for i, step in enumerate(job["steps"])]
-    deployment_env = env_for_deployment(environment)
-    return Step(name=str(job.get("name") or job_id), script=script, deployment=environment,
-                manual=deployment_env.get("ENV") == "prod", env={**deployment_env, **env}, final=final,
-                unset_locally=tuple(dict.fromkeys(unset)))
+    # Unlike a Bitbucket deployment here, an environment sets no ENV: on GitHub only the workflow's own env or an
+    # inline `ENV=...` does, and a rehearsal that supplied one would hide a workflow deploying to dev.
+    manual = env_for_deployment(environment).get("ENV") == "prod"
+    return Step(name=str(job.get("name") or job_id), script=script, deployment=environment, manual=manual, env=env,
+                final=final, unset_locally=tuple(dict.fromkeys(unset)))
 
 
 def select_jobs(config: dict, branch: str, *, pull_request: bool = False, base: str | None = None,
@@ -623,7 +634,7 @@ def select_jobs(config: dict, branch: str, *, pull_request: bool = False, base: 
         context["needs"] = {n: {"result": results[n], "outputs": {}} for n in needs}
         if not _job_runs(node, context, [results[n] for n in needs], where, job.get("if")):
             results[job_id] = "skipped"
-            reason = f"if: {job['if']}" if "if" in job else "a job it needs was skipped"
+            reason = _skip_reason(job, node, context, [n for n in needs if results[n] != "success"], where)
             skipped.append((str(job.get("name") or job_id), reason))
             continue
         results[job_id] = "success"

@@ -251,13 +251,14 @@ def test_jobs_follow_needs_and_if_with_githubs_skip_rules(tmp_path):
     assert names(sel) == [("build", False), ("prod", True), ("last", False)]  # needs order; production-* waits
     assert [s.final for s in sel.steps] == [False, False, True]  # always(): runs after a failure too
     assert dict(sel.skipped) == {"only-other": "if: github.ref_name == 'other'",
-                                 "after-other": "a job it needs was skipped"}
+                                 "after-other": "needs only-other, which did not run"}
     build = sel.steps[0]
     assert build.env == {"WORKFLOW": "w", "KIND": "build-main"} and build.unset_locally == ("TOKEN",)
     assert build.script[0].startswith("# uses: actions/checkout@v4")
     assert build.script[1] == '(\ncd "sub"\nexport STEP="s"\necho build\n)'
     assert build.script[2].startswith("# skipped")
-    assert sel.steps[1].deployment == "production-x" and sel.steps[1].effective_env == "prod"
+    # an environment gives no ENV (on GitHub it sets none): only the workflow's env or an inline ENV= does
+    assert sel.steps[1].deployment == "production-x" and sel.steps[1].effective_env is None
     assert names(gh.select_jobs(config, "dev")) == [("build", False), ("last", False)]
 
 
@@ -411,6 +412,7 @@ jobs:
   first:
     runs-on: x
     environment: test-x
+    env: {ENV: test}
     steps:
       - uses: actions/checkout@v4
       - run: echo "first ENV=$ENV local=$MLOPS_LOCAL_CDF project=${COGNITE_PROJECT:-none} step=$STEP"
@@ -421,7 +423,7 @@ jobs:
     needs: first
     runs-on: x
     environment: production-x
-    steps: [{run: echo "prod ENV=$ENV"}]
+    steps: [{run: 'export ENV=prod; echo "prod ENV=$ENV"'}]
   report:
     needs: [first, prod]
     if: always()
