@@ -137,7 +137,8 @@ def test_another_process_reuses_the_parses_through_the_cache_on_disk(tmp_path, m
 
 
 def test_a_prediction_handler_names_no_client_and_a_training_handler_does(tmp_path):
-    """CDF builds a client for each call of a handler naming one: a prediction without analytics (these settings), which never uses it, names none."""
+    """CDF builds a client for each call of a handler naming one: a prediction without analytics (these settings),
+    which never uses it, names none."""
     from akerbp.mlops.settings import load_settings
     from support import copy_template
 
