@@ -152,6 +152,17 @@ def test_jsonl_lines_that_are_not_objects_are_bad_rows(world: World) -> None:
     assert [r["prediction"] for r in out] == pytest.approx(expected(world, [(80, 0.25, 2000), (90, 0.3, 2500)]))
 
 
+def test_a_csv_duckdb_cannot_read_goes_row_by_row_and_lists_the_ragged_row(world: World) -> None:
+    world.upload("wells/ragged.csv", b"GR,NPHI,DEPTH,id\n80,0.25,2000,w1\n81,0.25,2000,w2,extra\n82,0.3,2100,0012\n")
+
+    result = world.run("wells/ragged.csv", execution="e6")
+
+    assert (result.rows_in, result.rows_out) == (3, 2)
+    assert [(b["row"], b["error"]) for b in result.bad_rows] == [(1, "5 fields, the header has 4")]
+    lines = world.download(result.outputs[0]).decode().splitlines()
+    assert lines[0] == "GR,NPHI,DEPTH,id,prediction" and lines[2].startswith("82,0.3,2100,0012,")  # text kept
+
+
 def test_a_prefix_predicts_every_file_under_it_into_the_output_prefix(world: World) -> None:
     for name, n in (("a.csv", 3), ("sub/b.csv", 5), ("c.csv", 0)):
         world.upload(f"many/{name}", csv_bytes(n))

@@ -46,11 +46,14 @@ class FileResult:
     calls: int = 0
     error: str | None = None
     seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)  # the calls' download, predict, upload seconds, summed
+    peak_rss_mb: float | None = None  # the batch function worker's peak memory, as its last call saw it
 
     def as_dict(self) -> dict[str, Any]:
         return {"source": self.source, "source_id": self.source_id, "outputs": self.outputs, "rows": self.rows,
                 "rows_out": self.rows_out, "bad_rows": self.bad_rows, "calls": self.calls, "error": self.error,
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3), "phases": {k: round(v, 3) for k, v in self.phases.items()},
+                "peak_rss_mb": self.peak_rss_mb}
 
 
 @dataclass
@@ -238,6 +241,9 @@ def _predict_file(client: CogniteClient, xid: str, f: FileMetadata, target: str,
         result.rows_out += answer["rows_out"]
         result.bad_rows += answer["bad_rows"]
         result.outputs.append(answer["output"])
+        for phase, spent in (answer.get("phases") or {}).items():
+            result.phases[phase] = result.phases.get(phase, 0.0) + spent
+        result.peak_rss_mb = answer.get("peak_rss_mb")
         bad += [{"file": source, **row} for row in answer.get("bad") or []][:MAX_BAD_ROWS - len(bad)]
         start_row = answer.get("next_row")
         if start_row is not None:

@@ -15,7 +15,8 @@ says where the next call starts, and the output of each such call is a part, `{o
 
 Call data: {"file_id", "format", "output", "name", "execution", "source", "batch_size", "start_row", "seconds",
 "data_set_id"}. Answer: {"status": "ok", "rows", "rows_out", "bad_rows", "bad": [{"row", "error"}], "next_row"
-(None when the file is done), "output", "output_id", "model_id", "phases"} or {"status": "error", "message"}.
+(None when the file is done), "output", "output_id", "model_id", "phases", "peak_rss_mb"} or {"status": "error",
+"message"}.
 """
 from __future__ import annotations
 
@@ -66,8 +67,6 @@ def _handle(root: Path, data: Any, client, secrets: dict) -> dict:
 
 
 def _predict_file(client, loaded, data: dict, model_id, secrets: dict, work: Path) -> dict:
-    from akerbp.mlops.services import masking
-
     fmt = data["format"]
     phases: dict[str, float] = {}
     started = time.monotonic()
@@ -78,47 +77,16 @@ def _predict_file(client, loaded, data: dict, model_id, secrets: dict, work: Pat
     batch_size = max(1, int(data.get("batch_size") or 1000))
     start_row = int(data.get("start_row") or 0)
     target = str(work / f"output{fmt}")
-    writer = formats.Writer(target, fmt, source)
-    counts = {"rows": 0, "bad": 0}
-    bad: list[dict] = []
-
-    def report(index: int, error: str) -> None:
-        counts["bad"] += 1
-        if len(bad) < MAX_REPORTED:
-            bad.append({"row": index, "error": masking.mask(error, secrets)[:ERROR_CHARS]})
-
-    def flush(batch: list[formats.Row]) -> None:
-        good = []
-        for row in batch:
-            if row.error is not None:
-                report(row.index, row.error)
-            else:
-                good.append(row)
-        for row, prediction in _predictions(loaded, good, secrets, report):
-            writer.write(row.original, prediction)
-
-    rows = formats.read(source, fmt, start_row)
-    next_row = None
     t = time.monotonic()
-    batch: list[formats.Row] = []
     try:
-        for row in rows:
-            batch.append(row)
-            counts["rows"] += 1
-            if len(batch) >= batch_size:
-                flush(batch)
-                batch = []
-                if time.monotonic() >= stop_after:
-                    following = next(rows, None)
-                    next_row = following.index if following is not None else None
-                    break
-        if batch:
-            flush(batch)
-    finally:
-        close = getattr(rows, "close", None)
-        if close is not None:
-            close()
-    writer.close()
+        done = _predict_rows(loaded, formats.Source(source, fmt, start_row, batch_size), target, stop_after, secrets)
+    except formats.Malformed as e:
+        if fmt != ".csv":
+            return {"status": "error", "message": f"{data.get('source')}: {e}", "model_id": model_id}
+        print(f"DuckDB cannot read {data.get('source')} as standard csv ({e}): reading it row by row", flush=True)
+        done = _predict_rows(loaded, formats.Source(source, fmt, start_row, batch_size, columnar=False), target,
+                             stop_after, secrets)
+    counts, bad, next_row, rows_out = done
     phases["predict"] = time.monotonic() - t
     t = time.monotonic()
     metadata = {"source": str(data.get("source", "")), "source_id": str(data["file_id"]), "model_id": model_id or "",
@@ -131,9 +99,18 @@ def _predict_file(client, loaded, data: dict, model_id, secrets: dict, work: Pat
     uploaded = client.files.upload(target, external_id=xid, name=name, metadata=metadata,
                                    data_set_id=data.get("data_set_id"), overwrite=True)
     phases["upload"] = time.monotonic() - t
-    return {"status": "ok", "rows": counts["rows"], "rows_out": writer.rows, "bad_rows": counts["bad"], "bad": bad,
+    return {"status": "ok", "rows": counts["rows"], "rows_out": rows_out, "bad_rows": counts["bad"], "bad": bad,
             "next_row": next_row, "output": xid, "output_id": uploaded.id, "model_id": model_id,
-            "phases": {k: round(v, 3) for k, v in phases.items()}}
+            "phases": {k: round(v, 3) for k, v in phases.items()}, "peak_rss_mb": _peak_rss_mb()}
+
+
+def _peak_rss_mb() -> float | None:
+    """The worker's peak resident memory so far (Linux: ru_maxrss is in kB), so a run can show it is bounded."""
+    try:
+        import resource
+    except ImportError:  # not on Linux
+        return None
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def part_external_id(output: str, start: int, end: int) -> str:
@@ -141,27 +118,65 @@ def part_external_id(output: str, start: int, end: int) -> str:
     return f"{output}.rows-{start}-{end}"
 
 
-def _predictions(loaded, rows: list[formats.Row], secrets: dict, report):
-    """(row, its prediction) for the rows predict() answers; the others reported. One call for the batch; a record
-    at a time only when that call fails."""
-    if not rows:
-        return []
+def _predict_rows(loaded, source: formats.Source, target: str, stop_after: float, secrets: dict):
+    """Predict the source's batches into `target` until they end or the time is up: (counts, the first bad rows,
+    the row the next call starts from or None, rows written)."""
+    from akerbp.mlops.services import masking
+
+    counts = {"rows": 0, "bad": 0}
+    bad: list[dict] = []
+
+    def report(index: int, error: str) -> None:
+        counts["bad"] += 1
+        if len(bad) < MAX_REPORTED:
+            bad.append({"row": index, "error": masking.mask(error, secrets)[:ERROR_CHARS]})
+
+    writer = source.writer(target)
+    batches = source.batches()
+    next_row = None
     try:
-        answer = _as_list(loaded.module.predict({"data": [r.record for r in rows]}, loaded.state, secrets), len(rows))
-    except Exception:  # noqa: BLE001 - some record is bad: find which
-        answer = None
-    if answer is not None:
-        return list(zip(rows, answer))
-    out = []
-    for row in rows:
+        for batch in batches:
+            counts["rows"] += len(batch.records)
+            ok, predictions = _predictions(loaded, batch, secrets, report)
+            writer.write_batch(batch, ok, predictions)
+            if time.monotonic() >= stop_after:
+                if next(batches, None) is not None:  # more rows: the next call goes on from here
+                    next_row = batch.start + len(batch.records)
+                break
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
+    writer.close()
+    return counts, bad, next_row, writer.rows
+
+
+def _predictions(loaded, batch: formats.Batch, secrets: dict, report) -> tuple[list[bool] | None, list]:
+    """(which rows were predicted, None for all; a prediction per row, None where not). One predict() call for the
+    batch; a record at a time only when that call fails."""
+    for position, error in batch.errors.items():
+        report(batch.start + position, error)
+    n = len(batch.records)
+    if not batch.errors:
         try:
-            one = _as_list(loaded.module.predict({"data": [row.record]}, loaded.state, secrets), 1, strict=True)
+            answer = _as_list(loaded.module.predict({"data": batch.records}, loaded.state, secrets), n)
+        except Exception:  # noqa: BLE001 - some record is bad: find which
+            answer = None
+        if answer is not None:
+            return None, answer
+    ok = [False] * n
+    predictions: list = [None] * n
+    for i, record in enumerate(batch.records):
+        if record is None:
+            continue
+        try:
+            one = _as_list(loaded.module.predict({"data": [record]}, loaded.state, secrets), 1, strict=True)
             assert one is not None  # strict: raised instead
         except Exception as e:  # noqa: BLE001 - the row's own error is the report
-            report(row.index, f"{type(e).__name__}: {e}")
+            report(batch.start + i, f"{type(e).__name__}: {e}")
             continue
-        out.append((row, one[0]))
-    return out
+        ok[i], predictions[i] = True, one[0]
+    return ok, predictions
 
 
 def _as_list(answer: Any, n: int, strict: bool = False) -> list | None:

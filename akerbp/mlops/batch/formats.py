@@ -1,36 +1,39 @@
-"""The file formats of batch executions, read and written a row at a time so memory is bounded by a batch, not by
-the file: .csv (the csv module), .jsonl (a JSON object per line) and .parquet (DuckDB, imported only for parquet).
+"""The file formats of batch executions, read and written a batch at a time so memory is bounded by the batch size,
+not by the file: .csv, .jsonl (a JSON object per line) and .parquet.
 
-Bundled into the batch function: standard library only, besides DuckDB for parquet.
+csv and parquet go through DuckDB (columnar.py: the project's analytics engine, fast and streaming); jsonl, and a
+csv DuckDB cannot read as standard csv, row by row here (the csv and json modules). Bundled into the batch function:
+standard library only, besides DuckDB (imported on first use).
 
-Reading yields Row(index, record, original, error) from `start` on: `record` is what predict() gets (a dict),
-`original` what the writer copies to the output, `error` why the row cannot be a record (the row is then reported
-as bad, not fatal). A csv value that reads as a number is passed to predict() as one (an empty one as None); the
-output keeps the row's original text. Row indexes count data rows from 0 (a csv header is not a row; blank jsonl
-lines are skipped).
+Reading yields Batch(start, records, errors, originals): `records` is what predict() gets (dicts; None for a row
+that cannot be one, `errors` saying why by its position: the row is reported as bad, not fatal). A csv value that
+reads as a number is passed to predict() as one (an empty one as None); the output keeps the row's original text.
+A parquet value reaches predict() as a JSON caller would send it (a decimal as a float, a date or time as ISO text);
+the output keeps its type. Row indexes count data rows from 0 (a csv header is not a row; blank lines are skipped).
 
-Writing takes each row's original and its prediction columns (`prediction`, or the keys of a dict prediction):
-csv and jsonl straight to the file; parquet through a JSON-lines spool that DuckDB copies into parquet on close,
-with the input's column types and DOUBLE/BIGINT/BOOLEAN/VARCHAR prediction columns (JSON text for lists and
-objects), so parquet output never needs the whole table in memory either.
+Writing takes each batch's predictions: the output row is the input row's columns (as they were), then the
+prediction columns (`prediction`, or the keys of a dict prediction, which replace input columns of the same name);
+rows not predicted are left out.
 """
 from __future__ import annotations
 
 import csv
 import json
-import math
-import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, Iterator
 
 FORMATS = (".csv", ".jsonl", ".parquet")
 PREDICTION = "prediction"  # the output column of a prediction that is not a dict
-DUCKDB_MEMORY = "256MB"  # DuckDB's own limit while reading or copying parquet; it spills beyond it
+_NUMBER_START = frozenset("0123456789+-.iInN")  # how a text float() reads can start (inf, nan included)
 
 
 class FormatError(ValueError):
-    """A file that cannot be read as its format (unknown extension, unreadable header or parquet file)."""
+    """A file that cannot be read as its format."""
+
+
+class Malformed(FormatError):
+    """DuckDB cannot read the file (a csv then goes row by row; a parquet file fails)."""
 
 
 def format_of(name: str | None) -> str | None:
@@ -40,27 +43,19 @@ def format_of(name: str | None) -> str | None:
 
 
 @dataclass
-class Row:
-    index: int
-    record: dict | None
-    original: Any
-    error: str | None = None
+class Batch:
+    start: int  # the index of its first row
+    records: list  # dicts, None for a row that cannot be a record
+    errors: dict[int, str] = field(default_factory=dict)  # position in the batch -> why it is not a record
+    originals: list | None = None  # what a row writer copies (row by row only)
 
 
-def read(path: str, fmt: str, start: int = 0) -> Iterator[Row]:
-    """The rows of `path` from row `start` on."""
-    if fmt == ".csv":
-        return _read_csv(path, start)
-    if fmt == ".jsonl":
-        return _read_jsonl(path, start)
-    if fmt == ".parquet":
-        return _read_parquet(path, start)
-    raise FormatError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")
-
-
-def _number(text: str) -> Any:
+def number(text: Any) -> Any:
+    """A csv value as predict() gets it: a number when it reads as one, None when empty, else the text."""
     if not text:
         return None
+    if not isinstance(text, str) or text[0] not in _NUMBER_START:
+        return text
     try:
         value = float(text)
     except ValueError:
@@ -69,7 +64,69 @@ def _number(text: str) -> Any:
     return int(text) if digits.isdigit() and digits.isascii() else value
 
 
-def _read_csv(path: str, start: int) -> Iterator[Row]:
+def json_default(value: Any) -> Any:
+    """A value JSON has no type for: a date or time as ISO text, bytes as hex, a decimal as a float, else text."""
+    iso = getattr(value, "isoformat", None)
+    if callable(iso):
+        return iso()
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex()
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+class Source:
+    """An input file opened for one call: its batches from row `start`, and the writer of its output."""
+
+    def __init__(self, path: str, fmt: str, start: int, batch_size: int, columnar: bool = True):
+        if fmt not in FORMATS:
+            raise FormatError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")
+        from akerbp.mlops.batch import columnar as fast
+
+        self.path, self.fmt, self.start, self.batch_size = path, fmt, start, batch_size
+        self.columns: list[tuple[str, str]] | None = None
+        if fmt == ".parquet":
+            self.columns = fast.parquet_columns(path)
+        elif fmt == ".csv" and columnar:
+            self.columns = fast.csv_columns(path)
+        self.columnar = self.columns is not None
+
+    def batches(self) -> Iterator[Batch]:
+        if self.columnar:
+            from akerbp.mlops.batch import columnar as fast
+
+            assert self.columns is not None
+            return fast.read(self.fmt, self.path, self.columns, self.start, self.batch_size)
+        rows = _csv_rows(self.path, self.start) if self.fmt == ".csv" else _jsonl_rows(self.path, self.start)
+        return _batched(rows, self.start, self.batch_size)
+
+    def writer(self, target: str):
+        if self.columnar:
+            from akerbp.mlops.batch import columnar as fast
+
+            assert self.columns is not None
+            return fast.Writer(target, self.fmt, self.path, self.columns, self.start)
+        return RowWriter(target, self.fmt, self.path)
+
+
+def _batched(rows: Iterator[tuple[dict | None, Any, str | None]], start: int, size: int) -> Iterator[Batch]:
+    batch = Batch(start, [], {}, [])
+    for record, original, error in rows:
+        if error is not None:
+            batch.errors[len(batch.records)] = error
+        batch.records.append(record)
+        assert batch.originals is not None
+        batch.originals.append(original)
+        if len(batch.records) >= size:
+            yield batch
+            batch = Batch(batch.start + len(batch.records), [], {}, [])
+    if batch.records:
+        yield batch
+
+
+def _csv_rows(path: str, start: int) -> Iterator[tuple[dict | None, Any, str | None]]:
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         header = next(reader, None)
@@ -84,9 +141,9 @@ def _read_csv(path: str, start: int) -> Iterator[Row]:
             if index < start:
                 continue
             if len(fields) != width:
-                yield Row(index, None, fields, f"{len(fields)} fields, the header has {width}")
+                yield None, fields, f"{len(fields)} fields, the header has {width}"
                 continue
-            yield Row(index, {name: _number(value) for name, value in zip(header, fields)}, fields)
+            yield {name: number(value) for name, value in zip(header, fields)}, fields, None
 
 
 def csv_header(path: str) -> list[str]:
@@ -94,7 +151,7 @@ def csv_header(path: str) -> list[str]:
         return next(csv.reader(f), None) or []
 
 
-def _read_jsonl(path: str, start: int) -> Iterator[Row]:
+def _jsonl_rows(path: str, start: int) -> Iterator[tuple[dict | None, Any, str | None]]:
     with open(path, encoding="utf-8") as f:
         index = -1
         for line in f:
@@ -106,82 +163,13 @@ def _read_jsonl(path: str, start: int) -> Iterator[Row]:
             try:
                 record = json.loads(line)
             except ValueError as e:
-                yield Row(index, None, None, f"not JSON: {e}")
+                yield None, None, f"not JSON: {e}"
                 continue
             if not isinstance(record, dict):
-                yield Row(index, None, None, f"a JSON {type(record).__name__}, not an object")
+                yield None, None, f"a JSON {type(record).__name__}, not an object"
                 continue
-            yield Row(index, record, record)
+            yield record, record, None
 
-
-def _connect():
-    import duckdb
-
-    return duckdb.connect(config={"memory_limit": DUCKDB_MEMORY, "threads": 1,
-                                  "preserve_insertion_order": True})
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def parquet_columns(path: str) -> list[tuple[str, str]]:
-    """(name, DuckDB type) of a parquet file's columns."""
-    con = _connect()
-    try:
-        return [(r[0], r[1]) for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [path]).fetchall()]
-    except Exception as e:  # duckdb.Error: an unreadable parquet file
-        raise FormatError(f"cannot read it as parquet: {e}") from None
-    finally:
-        con.close()
-
-
-# DuckDB types whose Python values are JSON's already; the others reach predict() as a JSON caller would send them
-_JSON_TYPES = {"BOOLEAN", "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
-               "UBIGINT", "FLOAT", "DOUBLE", "VARCHAR"}
-
-
-def _json_like(value: Any) -> Any:
-    """A parquet value as the prediction service would get it in JSON: a decimal as a float, a date or time as ISO
-    text, bytes as hex, lists and structs element by element."""
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    if isinstance(value, dict):
-        return {str(k): _json_like(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_like(v) for v in value]
-    return _json_default(value)
-
-
-def _read_parquet(path: str, start: int, chunk: int = 1024) -> Iterator[Row]:
-    con = _connect()
-    try:
-        try:
-            cursor = con.execute(f"SELECT * FROM read_parquet(?) OFFSET {int(start)}", [path])
-        except Exception as e:  # duckdb.Error
-            raise FormatError(f"cannot read it as parquet: {e}") from None
-        names = [d[0] for d in cursor.description]
-        converted = [i for i, d in enumerate(cursor.description) if str(d[1]) not in _JSON_TYPES]
-        index = start
-        while True:
-            rows = cursor.fetchmany(chunk)  # streamed: DuckDB keeps a chunk, not the file
-            if not rows:
-                return
-            for values in rows:
-                record = dict(zip(names, values))
-                for i in converted:
-                    record[names[i]] = _json_like(values[i])
-                yield Row(index, record, values)
-                index += 1
-    finally:
-        con.close()
-
-
-# --- writing -----------------------------------------------------------------------------------------------------
 
 def prediction_columns(prediction: Any) -> dict[str, Any]:
     """The output columns of one row's prediction."""
@@ -194,45 +182,26 @@ def _plain(value: Any) -> Any:
         return ""
     if isinstance(value, (str, int, float, bool)):
         return value
-    return json.dumps(value, default=str)
+    return json.dumps(value, default=json_default)
 
 
-def _json_default(value: Any) -> Any:
-    iso = getattr(value, "isoformat", None)
-    if callable(iso):
-        return iso()
-    if isinstance(value, (bytes, bytearray)):
-        return value.hex()
-    try:
-        return float(value)  # Decimal, numpy scalars
-    except (TypeError, ValueError):
-        return str(value)
-
-
-def _finite(value: Any) -> Any:
-    return None if isinstance(value, float) and not math.isfinite(value) else value
-
-
-class Writer:
-    """Rows written one at a time to `path` in format `fmt`; close() finishes the file (parquet: the copy)."""
+class RowWriter:
+    """Rows written one at a time to a csv or jsonl file (what the row-by-row readers read)."""
 
     def __init__(self, path: str, fmt: str, source: str):
-        self.path, self.fmt, self.source = path, fmt, source
+        self.path, self.fmt = path, fmt
         self.rows = 0
         self.columns: list[str] | None = None  # the prediction columns, fixed by the first row
+        self._file = open(path, "w", newline="" if fmt == ".csv" else None, encoding="utf-8")
         if fmt == ".csv":
-            self._file = open(path, "w", newline="", encoding="utf-8")
             self._csv = csv.writer(self._file)
             self._header = csv_header(source)
-        elif fmt == ".jsonl":
-            self._file = open(path, "w", encoding="utf-8")
-        elif fmt == ".parquet":
-            self._input = parquet_columns(source)
-            self._spool_path = path + ".spool.jsonl"
-            self._file = open(self._spool_path, "w", encoding="utf-8")
-            self._types: dict[str, str] = {}
-        else:
-            raise FormatError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")
+
+    def write_batch(self, batch: Batch, ok: list[bool] | None, predictions: list) -> None:
+        assert batch.originals is not None
+        for i, (original, prediction) in enumerate(zip(batch.originals, predictions)):
+            if ok is None or ok[i]:
+                self.write(original, prediction)
 
     def write(self, original: Any, prediction: Any) -> None:
         columns = prediction_columns(prediction)
@@ -249,46 +218,11 @@ class Writer:
                 else:
                     cells.append(value)
             self._csv.writerow(cells)
-        elif self.fmt == ".jsonl":
-            self._file.write(json.dumps({**original, **columns}, default=_json_default) + "\n")
         else:
-            row = dict(zip((n for n, _ in self._input), original))
-            for name in self.columns:
-                value = _finite(columns.get(name))
-                self._note_type(name, value)
-                row[name] = json.dumps(value) if isinstance(value, (list, dict)) else value
-            self._file.write(json.dumps(row, default=_json_default, allow_nan=False) + "\n")
+            self._file.write(json.dumps({**original, **columns}, default=json_default) + "\n")
         self.rows += 1
 
-    def _note_type(self, name: str, value: Any) -> None:
-        if value is None:
-            return
-        kind = ("BOOLEAN" if isinstance(value, bool) else "BIGINT" if isinstance(value, int)
-                else "DOUBLE" if isinstance(value, float) else "VARCHAR")
-        seen = self._types.get(name)
-        if seen is None or seen == kind:
-            self._types[name] = kind
-        elif {seen, kind} == {"BIGINT", "DOUBLE"}:
-            self._types[name] = "DOUBLE"
-        else:
-            self._types[name] = "VARCHAR"
-
     def close(self) -> None:
+        if self.fmt == ".csv" and self.columns is None:  # no row predicted: the header alone
+            self._csv.writerow([*self._header, PREDICTION])
         self._file.close()
-        if self.fmt != ".parquet":
-            if self.fmt == ".csv" and self.columns is None:  # no row predicted: the header alone
-                with open(self.path, "w", newline="", encoding="utf-8") as f:
-                    csv.writer(f).writerow([*self._header, PREDICTION])
-            return
-        types = dict(self._input)
-        for name in self.columns or [PREDICTION]:
-            types[name] = self._types.get(name, "DOUBLE")
-        struct = "{" + ", ".join(f"{_literal(n)}: {_literal(t)}" for n, t in types.items()) + "}"
-        con = _connect()
-        try:
-            select = ", ".join(_quote(n) for n in types)
-            con.execute(f"COPY (SELECT {select} FROM read_json(?, format='newline_delimited', columns={struct})) "
-                        f"TO {_literal(self.path)} (FORMAT parquet)", [self._spool_path])
-        finally:
-            con.close()
-            os.remove(self._spool_path)
