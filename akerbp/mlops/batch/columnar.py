@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from akerbp.mlops.batch.formats import PREDICTION, Batch, Malformed, json_default, number
 
@@ -102,6 +102,7 @@ def read(fmt: str, path: str, columns: list[tuple[str, str]], start: int, batch_
         except Exception as e:  # noqa: BLE001 - duckdb.Error
             raise Malformed(str(e)) from None
         names = [n for n, _ in columns]
+        convert: list[tuple[str, Callable[[Any], Any]]]
         if fmt == ".csv":
             convert = [(n, number) for n, t in columns if t == "VARCHAR"]
         else:
