@@ -2,8 +2,9 @@
 
     python benchmarks/analytics_recording.py [--calls 300] [--records 100] [--json]
 
-The template's prediction service is deployed twice on one local CDF, with analytics on and off (two model names,
-the same code and artifact), then called --calls times each, alternating, with an input of --records records like
+The template's prediction service is deployed three times on one local CDF: analytics on, off, and "client only"
+(the on folder with recording switched off: its handler still names `client`, so CDF builds a client per call),
+then called --calls times each, in turn, with an input of --records records like
 the template's. Prints p50 and p95 of the call latency as the caller sees it for both and their difference, the
 latency the service itself reports in its rows (latency_total_ms), and the call-path cost measured in this process:
 summarize() alone and summarize + append (call_analytics.record to a Recorder). Goal (issue 12): the added latency
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -23,11 +25,13 @@ from pathlib import Path
 from akerbp.mlops import model_repo
 from akerbp.mlops.analytics.summary import summarize
 from akerbp.mlops.deployment import build
+from akerbp.mlops.function_folder import SERVICE_SETTINGS_FILE
 from akerbp.mlops.local_cdf import Limits, LocalCDF
 from akerbp.mlops.services import call_analytics
 from akerbp.mlops.settings import load_settings
 from akerbp.mlops.vocabulary import analytics_calls_table, analytics_database
 
+CLIENT_ONLY = "bench_client-prediction-test"
 SETTINGS = '''
 from akerbp.mlops import ModelSettings
 
@@ -78,17 +82,26 @@ def main() -> None:
                 built.append(folder)
                 xid = settings.function_external_id("prediction", "test")
                 client.functions.create(name=xid, external_id=xid, folder=str(folder.path), function_path="handler.py")
-            for xid in ("bench_on-prediction-test", "bench_off-prediction-test"):
+                if settings.analytics.enabled:  # the same folder recording nothing: what naming `client` costs alone
+                    plain = root / "client_only"
+                    shutil.copytree(folder.path, plain)
+                    service_settings = json.loads((plain / SERVICE_SETTINGS_FILE).read_text())
+                    service_settings["analytics"]["enabled"] = False
+                    (plain / SERVICE_SETTINGS_FILE).write_text(json.dumps(service_settings))
+                    client.functions.create(name=CLIENT_ONLY, external_id=CLIENT_ONLY, folder=str(plain),
+                                            function_path="handler.py")
+            for xid in ("bench_on-prediction-test", "bench_off-prediction-test", CLIENT_ONLY):
                 deadline = time.monotonic() + 300
                 while client.functions.retrieve(external_id=xid).status != "Ready":
                     assert time.monotonic() < deadline, f"{xid} not Ready in 300 s"
                     time.sleep(0.2)
                 assert client.functions.call(external_id=xid, data=data).get_response()["status"] == "ok"  # warm
-            latency: dict[str, list[float]] = {"on": [], "off": []}
+            latency: dict[str, list[float]] = {"on": [], "off": [], "client": []}
             for _ in range(args.calls):
-                for kind in ("on", "off"):
+                for kind in ("on", "off", "client"):
                     started = time.perf_counter()
-                    call = client.functions.call(external_id=f"bench_{kind}-prediction-test", data=data)
+                    call = client.functions.call(external_id=f"bench_{kind}-prediction-test" if kind != "client"
+                                                 else CLIENT_ONLY, data=data)
                     latency[kind].append(time.perf_counter() - started)
                     assert call.status == "Completed", call.error
             db, table = analytics_database("test"), analytics_calls_table("bench_on")
@@ -105,15 +118,17 @@ def main() -> None:
             summary_s = timed(lambda: summarize(data, prediction), 2000)
             record_s = timed(lambda: call_analytics.record(root, settings_on, client, {"call_id": 1}, data, outcome),
                              2000)
-    on, off = percentiles(latency["on"]), percentiles(latency["off"])
+    thousand = records(1000)
+    on, off, named = percentiles(latency["on"]), percentiles(latency["off"]), percentiles(latency["client"])
     result = {
         "calls": args.calls, "records": args.records,
-        "call_on": on, "call_off": off,
+        "call_on": on, "call_off": off, "call_client_only": named,
         "added_ms": {k: on[k] - off[k] for k in on},
+        "added_by_recording_ms": {k: on[k] - named[k] for k in on},
         "rows_written": len(rows),
         "service_latency_total": percentiles(reported) if reported else None,
         "summarize": percentiles(summary_s),
-        "summarize_1000_records": percentiles(timed(lambda: summarize(records(1000), [2.4] * 1000), 200)),
+        "summarize_1000_records": percentiles(timed(lambda: summarize(thousand, [2.4] * 1000), 500)),
         "summary_and_append": percentiles(record_s),
     }
     if args.json:
@@ -122,7 +137,11 @@ def main() -> None:
     print(f"{args.calls} calls each, {args.records} records per input")
     print(f"  analytics on : p50 {on['p50_ms']:.1f} ms  p95 {on['p95_ms']:.1f} ms")
     print(f"  analytics off: p50 {off['p50_ms']:.1f} ms  p95 {off['p95_ms']:.1f} ms")
+    print(f"  client only  : p50 {named['p50_ms']:.1f} ms  p95 {named['p95_ms']:.1f} ms  (handler names client, "
+          "records nothing)")
     print(f"  added        : p50 {result['added_ms']['p50_ms']:+.1f} ms  p95 {result['added_ms']['p95_ms']:+.1f} ms")
+    by = result["added_by_recording_ms"]
+    print(f"  of which the recording (on - client only): p50 {by['p50_ms']:+.1f} ms  p95 {by['p95_ms']:+.1f} ms")
     print(f"  rows written : {len(rows)} (expected {args.calls + 1})")
     for key in ("summarize", "summarize_1000_records", "summary_and_append"):
         figures = result[key]

@@ -147,6 +147,10 @@ def test_sampling_off_stores_no_input_and_a_large_input_is_cut_whole_records_fir
     outcome = call_analytics.Outcome(time_ms=1, latency_total_s=0.01, latency_predict_s=0.005, prediction=[1.0])
     key, row = call_analytics.call_row(settings, {"call_id": 7}, GOOD, outcome)
     assert key == "0000000000001-7" and "sample" not in row and row["version"] == 1
+    settings["analytics"]["sample_inputs"] = 1.0
+    assert call_analytics.call_row(settings, None, GOOD, outcome)[1]["sample"] == GOOD
+    assert "sample" not in call_analytics.call_row(settings, None, GOOD, outcome, sample=False)[1], \
+        "a backed-up buffer takes no samples"
     big = {"data": [{"GR": float(i), "NPHI": 0.1, "DEPTH": 1000.0 + i} for i in range(5000)]}
     sample, truncated = call_analytics.sample_of(big)
     assert truncated and 0 < len(sample["data"]) < 5000 and sample["data"] == big["data"][:len(sample["data"])]

@@ -142,7 +142,7 @@ class Recorder:
             return True
         except Exception as e:  # anything: analytics never fails the worker
             self._warn(f"analytics: writing {len(rows)} row(s) to RAW {self.database}/{self.table} failed "
-                       f"(attempt {self._attempts + 1} of {MAX_ATTEMPTS}; kept to retry): "
+                       f"(attempt {self._attempts + 1} of {MAX_ATTEMPTS}): "
                        f"{type(e).__name__}: {str(e)[:300]}")
             return False
 

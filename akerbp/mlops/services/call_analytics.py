@@ -4,6 +4,8 @@ analytics_calls_table(model)), handed to the folder's Recorder, which writes it 
 What a call pays: the summary of its input and prediction and an append. Settings {"analytics": {"enabled",
 "sample_inputs"}} in the folder's service settings; a folder built before analytics existed, or a call without a
 client (a prediction handler that names none), records nothing. Never raises: analytics never fails a prediction.
+While the buffer is backed up (SAMPLED_BACKLOG rows waiting: RAW slow or down) no input is sampled, so samples cannot
+fill a worker's memory.
 """
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ from akerbp.mlops.services import responses
 from akerbp.mlops.vocabulary import VERSION_XID, analytics_calls_table, analytics_database
 
 SAMPLE_LIMIT_BYTES = 64_000
+# A backed-up buffer (RAW slow or down) takes no more samples: 10,000 rows of 64 kB would be 640 MB of a worker.
+SAMPLED_BACKLOG = 500
 
 
 @dataclass
@@ -43,17 +47,17 @@ def record(root: Path, settings: dict, client, call_info, data, outcome: Outcome
     if client is None or not enabled(settings):
         return
     try:
-        key, row = call_row(settings, call_info, data, outcome)
         model = settings["model_name"]
         recorder = recorder_for(str(root), analytics_database(settings["env"]), analytics_calls_table(model),
                                 log=responses.get_log())
+        key, row = call_row(settings, call_info, data, outcome, sample=recorder.buffered < SAMPLED_BACKLOG)
         recorder.record(key, row, client)
     except Exception as e:  # noqa: BLE001 - the call has its answer already
         responses.get_log().warning("analytics: the call's row was not recorded: %s: %s", type(e).__name__, e)
 
 
-def call_row(settings: dict, call_info, data, outcome: Outcome) -> tuple[str, dict]:
-    """(RAW key, columns) of one call."""
+def call_row(settings: dict, call_info, data, outcome: Outcome, sample: bool = True) -> tuple[str, dict]:
+    """(RAW key, columns) of one call; sample: whether it may carry an input sample (when sampled)."""
     call_id = (call_info or {}).get("call_id") if isinstance(call_info, dict) else None
     model_id = settings.get("model_id")
     match = VERSION_XID.match(model_id) if isinstance(model_id, str) else None
@@ -72,7 +76,7 @@ def call_row(settings: dict, call_info, data, outcome: Outcome) -> tuple[str, di
         **stats,
     }
     share = (settings.get("analytics") or {}).get("sample_inputs") or 0
-    if share and random.random() < share:
+    if sample and share and random.random() < share:
         row["sample"], truncated = sample_of(data)
         if truncated:
             row["sample_truncated"] = True
