@@ -341,6 +341,32 @@ def live_state(client, live: str) -> tuple[str, bool]:
     return fn.metadata["mlops_hash"], release.is_verified(client, fn)
 
 
+def verified_live(repo: "Repo", live: str, env: str = "dev") -> str | None:
+    """The live prediction function's content hash when it runs what the repo holds now (the folder a deploy would
+    build from its local artifact, hashed) and passed its smoke check, with the local hint of that verified deploy
+    matching the repo's inputs; else None. Lets a test that needs "the repo's content live and verified" skip a
+    redeploy that would only say `unchanged`."""
+    import tempfile
+
+    from akerbp.mlops.deployment import artifacts, build, verified_hint
+    from akerbp.mlops.settings import load_settings
+
+    if live not in repo.functions():
+        return None
+    settings = next(m for m in load_settings(repo.root / "mlops_settings.py") if live.startswith(f"{m.model_name}-"))
+    hint = verified_hint.read(verified_hint.path(settings, live))
+    if hint is None or hint.inputs != verified_hint.inputs_digest(settings, "prediction", env):
+        return None
+    live_hash, verified = live_state(repo.client, live)
+    with tempfile.TemporaryDirectory() as tmp:
+        built = build.build_folder(settings, "prediction", env, artifact=settings.artifact_path, secrets={},
+                                   model_id=artifacts.local_model_id(settings.model_name, settings.artifact_path),
+                                   build_root=Path(tmp))
+        content_hash = built.content_hash
+        del built
+    return live_hash if verified and live_hash == hint.content_hash == content_hash else None
+
+
 def assert_clean(client, live: str) -> None:
     """Nothing half-done: no standby, no unproven code file, no deploy lock."""
     assert functions.standbys(client, live) == []

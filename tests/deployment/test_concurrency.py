@@ -125,8 +125,10 @@ STORMS = {
 
 @pytest.mark.parametrize("storm", list(STORMS))
 def test_a_503_storm_in_any_phase_neither_fails_nor_half_does_a_good_deploy(repo, storm):
-    run = repo.run(*DEPLOY, ENV="dev")  # a verified baseline with a previous deployment to replace
-    assert run.code == 0, run.stderr
+    # A verified baseline with a previous deployment to replace: what the test before left, else a deploy's.
+    if LIVE not in repo.functions() or not live_state(repo.client, LIVE)[1]:
+        run = repo.run(*DEPLOY, ENV="dev")
+        assert run.code == 0, run.stderr
     change_code(repo.root, f"storm-{storm}")
     before = {f.external_id for f in repo.client.functions.list(limit=None)}
     records = len(audit.history(repo.client, "well_density", "dev"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from support import Repo, change_code, copy_template, write_two_model_repo
+from support import Repo, change_code, copy_template, verified_live, write_two_model_repo
 
 LIVE = "well_density-prediction-dev"
 
@@ -59,7 +59,7 @@ def test_the_dry_run_plan_is_what_the_apply_then_does(repo):
 
 
 def test_an_unchanged_redeploy_does_not_rerun_the_model_tests_unless_retest(repo):
-    deployed(repo)
+    verified_live(repo, LIVE) or deployed(repo)  # the repo's content live, verified
     run = repo.deploy("--json")
     assert run.code == 0, run.stderr
     assert run.result()["result"] == "unchanged"
@@ -73,7 +73,7 @@ def test_an_unchanged_redeploy_does_not_rerun_the_model_tests_unless_retest(repo
 
 
 def test_a_test_file_outside_the_bundled_code_is_rerun_since_the_hash_does_not_cover_it(repo):
-    deployed(repo)
+    verified_live(repo, LIVE) or deployed(repo)  # the repo's content live, verified
     (repo.root / "conftest.py").write_text("# read by pytest, not deployed\n")
     try:
         run = repo.deploy("--json")

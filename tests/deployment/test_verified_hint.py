@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from akerbp.mlops.deployment import verified_hint
-from support import Repo, change_code, copy_template
+from support import Repo, change_code, copy_template, verified_live
 
 LIVE = "well_density-prediction-dev"
 RECORD_IMPORT = '''
@@ -47,6 +47,12 @@ def deploy(repo: Repo, marker: Path, *args: str) -> tuple[dict, str, list[str]]:
     return run.result(), run.stderr, imported
 
 
+def baseline(repo: Repo, marker: Path) -> str:
+    """The hash of the repo's content, live and verified with its hint written: what the test before left (each
+    leaves it so), else a deploy's."""
+    return verified_live(repo, LIVE) or deploy(repo, marker)[0]["hash"]
+
+
 def test_an_unchanged_redeploy_with_a_matching_hint_starts_no_model_tests(repo, tmp_path):
     first, _, imported = deploy(repo, tmp_path / "marker")
     assert first["result"] in ("deployed", "unchanged") and "pytest" in imported and "ServiceTest" in imported
@@ -61,7 +67,7 @@ def test_an_unchanged_redeploy_with_a_matching_hint_starts_no_model_tests(repo, 
 
 
 def test_a_matching_hint_with_other_content_live_still_runs_the_tests(repo, tmp_path):
-    deploy(repo, tmp_path / "marker")
+    baseline(repo, tmp_path / "marker")
     model, hint = repo.root / "model_code" / "model.py", hint_file(repo)
     code, verified = model.read_text(), hint.read_text()
     change_code(repo.root, "someone else's")
@@ -79,11 +85,11 @@ def test_a_matching_hint_with_other_content_live_still_runs_the_tests(repo, tmp_
 
 @pytest.mark.parametrize("content", ["{not json", json.dumps({"version": 1, "content_hash": 3}), ""])
 def test_a_corrupt_hint_is_ignored_and_rewritten(repo, tmp_path, content):
-    first, _, _ = deploy(repo, tmp_path / "marker")
+    first = baseline(repo, tmp_path / "marker")
     hint_file(repo).write_text(content)
 
     result, stderr, imported = deploy(repo, tmp_path / "marker")
     assert result["result"] == "unchanged" and "the model tests wait for the plan" not in stderr
     assert "ServiceTest" in imported  # started first, as without a hint
     hint = verified_hint.read(hint_file(repo))
-    assert hint is not None and hint.content_hash == first["hash"] == result["hash"]
+    assert hint is not None and hint.content_hash == first == result["hash"]
