@@ -181,3 +181,15 @@ def test_a_value_of_the_wrong_type_is_null_not_a_failed_page(client):
                                                              "k2": call_row(2, NOW + 1)[1]}, ensure_parent=True)
     result = run_sql(client, "odd", ENV, "SELECT call_id, features.GR.mean FROM calls ORDER BY time")
     assert result.rows == [(None, 50.0), (2, 50.0)]
+
+
+def test_a_feature_that_comes_later_widens_the_cached_struct(client):
+    table = analytics_calls_table("wide")
+    client.raw.rows.insert(DB, table, dict([call_row(1, NOW)]), ensure_parent=True)
+    assert metric_value(client, "wide", ENV, "SELECT count(*) FROM calls") == 1
+    key, columns = call_row(2, NOW + 1)
+    columns["features"]["DEPTH"] = {**columns["features"]["GR"], "mean": 2200.0}
+    client.raw.rows.insert(DB, table, {key: columns}, ensure_parent=True)
+    result = run_sql(client, "wide", ENV, "SELECT call_id, features.DEPTH.mean, features.GR.mean FROM calls ORDER BY 1")
+    assert result.rows == [(1, None, 50.0), (2, 2200.0, 50.0)]
+    assert result.sync is not None and not result.sync.full
