@@ -23,7 +23,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import yaml
 
@@ -105,16 +105,22 @@ class StepResult:
 
 def load_pipeline_file(path: Path | str) -> dict:
     """Parse a bitbucket-pipelines.yml, with errors that name the file and what is wrong in it."""
+    config = load_ci_file(path, "pipeline")
+    _check_config(config, str(path))
+    return config
+
+
+def load_ci_file(path: Path | str, what: str) -> Any:
+    """Parse a CI file's YAML (Bitbucket's pipeline, a GitHub workflow), with errors that name the file and where."""
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"{path}: pipeline file not found (run from the repo root or pass --file)")
+        raise UsageError(f"{path}: {what} file not found (run from the repo root or pass --file)")
     try:
         config = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise UsageError(f"{path}: invalid YAML{where}: {getattr(e, 'problem', None) or e}") from None
-    _check_config(config, str(path))
     return config
 
 

@@ -26,11 +26,10 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
 
 from akerbp.mlops.errors import UsageError
 from akerbp.mlops.model_repo import GITHUB_WORKFLOW_FILE
-from akerbp.mlops.pipeline import Selection, Step, env_for_deployment
+from akerbp.mlops.pipeline import Selection, Step, env_for_deployment, load_ci_file
 
 WORKFLOW_FILE = GITHUB_WORKFLOW_FILE
 EVENTS = ("push", "pull_request")
@@ -45,15 +44,7 @@ _SHELLS = (None, "bash", "sh")
 
 def load_workflow_file(path: Path | str) -> dict:
     """Parse a workflow file, with errors that name the file and what is wrong in it."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"{path}: workflow file not found (run from the repo root or pass --file)")
-    try:
-        config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise UsageError(f"{path}: invalid YAML{where}: {getattr(e, 'problem', None) or e}") from None
+    config = load_ci_file(path, "workflow")
     _check_config(config, str(path))
     return config
 
