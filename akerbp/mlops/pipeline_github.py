@@ -26,7 +26,6 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
-
 from akerbp.mlops.errors import UsageError
 from akerbp.mlops.model_repo import GITHUB_WORKFLOW_FILE
 from akerbp.mlops.pipeline import Selection, Step, env_for_deployment, load_ci_file
