@@ -1,29 +1,49 @@
 """Metric-based triggers and dynamic thresholds as a user lives them: a model repo whose automations file has a drift
-trigger and BuildMetric thresholds from SQL, registered once (one automation function), runs started with `mlops
-automations run --wait`, prediction-call rows in RAW (the analytics row schema), real HTTP receivers for the
-notifications, and what `mlops automations executions` then shows.
+trigger and BuildMetric thresholds from SQL, registered once (one automation function); the template's prediction
+service live in test with analytics on, so real prediction calls leave their rows in RAW (the service's recorder);
+time moved with the local CDF's clock (run_due_schedules(now=...), what `mlops local-cdf tick --now` does), which
+fires the drift trigger on its check cron; real HTTP receivers for the notifications; and what `mlops automations
+executions` then shows.
 
-The rows are inserted with the SDK in the contract's schema (what the prediction services' recorder writes), so
-each scenario says exactly which calls the metric sees. The checks run in order, one module: the drift scenario's
-retraining is the version the dynamic thresholds compare with.
+The drift metric reads the newest CALLS calls (its query's window), so each scenario's calls decide it, not the
+deploy's smoke call before them. The other automations' triggers are paused, so a tick fires on_drift alone; they
+run with `mlops automations run`. The checks run in order, one module: the drift scenario's retraining is the version
+the dynamic thresholds compare with.
 """
 from __future__ import annotations
 
 import json
 import time
-import uuid
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterator, NamedTuple
 
 import pytest
+from cognite.client.exceptions import CogniteAPIError
 
 from support import Receiver, Repo, Run, copy_template
 
+from akerbp.mlops.deployment.deploy import deploy_model
+from akerbp.mlops.deployment.target import Target
+from akerbp.mlops.registry import upload_new_model_version
+from akerbp.mlops.settings import load_settings
 from akerbp.mlops.vocabulary import analytics_calls_table, analytics_database
 
 MODEL = "well_density"
+LIVE = f"{MODEL}-prediction-test"
+DRIFT = "mlops-automation-test-on_drift"  # the drift automation's workflow and trigger
+OTHERS = ("no_rows", "beat_best", "match_best")  # paused: run with `mlops automations run`
 DATA = {"n_samples": 300, "seed": 1}  # every run trains on the same data: the same r2
-DRIFT_SQL = "SELECT abs(avg(features.GR.mean) - 80) FROM calls"  # how far GR moved from the training data's
+CALLS = 3  # prediction calls per scenario step, and the drift metric's window
+# How far the newest calls' GR moved from the training data's (a row per call: features.GR.mean is its records')
+DRIFT_SQL = f"SELECT abs(avg(features.GR.mean) - 80) FROM (SELECT * FROM calls ORDER BY time DESC LIMIT {CALLS})"
+SETTINGS = '''
+from akerbp.mlops import ModelSettings
+
+models = [ModelSettings(model_name="well_density", model_file="model_code/model.py",
+                        req_file="model_code/requirements.model", test_file="model_code/test_model.py",
+                        artifact_folder="model_artifact", analytics={"enabled": True})]
+'''
 
 AUTOMATIONS = '''\
 from akerbp.mlops.automations import (Automation, BuildMetric, CustomWebhook, DeploymentSpecifications,
@@ -68,6 +88,7 @@ class World:
     hook: Receiver
     errors: Receiver
     register: Run
+    clock: datetime  # the local CDF's time at the last tick
     outputs: list[Run] = field(default_factory=list)
 
     def mlops(self, *args: str) -> Run:
@@ -83,35 +104,65 @@ class World:
         assert done.code == 0, done.stdout + done.stderr
         return list(json.loads(done.stdout))
 
-    def calls(self, gr: float, count: int = 3) -> None:
-        """`count` prediction calls whose inputs' GR averages `gr`, as the recorder writes them."""
-        from cognite.client.data_classes import RowWrite
+    def calls(self, gr: float) -> list[dict[str, Any]]:
+        """CALLS prediction calls of the live service whose records' GR average `gr` (NPHI and DEPTH as in the
+        training data); their rows, once the service's recorder has written them to RAW."""
+        ids = []
+        for i in range(CALLS):
+            records = [{"GR": gr + d, "NPHI": 0.25, "DEPTH": 2000.0 + 100 * i} for d in (-10.0, 0.0, 10.0)]
+            call = self.repo.client.functions.call(external_id=LIVE, data={"data": records})
+            assert call.status == "Completed", call.error
+            assert call.get_response()["status"] == "ok", call.get_response()
+            ids.append(call.id)
+        return rows_of(self.repo.client, ids)
 
-        now = int(time.time() * 1000)
-        rows = []
-        for i in range(count):
-            call = uuid.uuid4().hex
-            stats = {"count": 10, "nulls": 0, "mean": gr, "std": 5.0, "min": gr - 10, "max": gr + 10}
-            rows.append(RowWrite(key=f"{now + i:013d}-{call}", columns={
-                "time": now + i, "call_id": None, "model_id": f"{MODEL}/test/1", "version": 1, "env": "test",
-                "latency_predict_ms": 2.0, "latency_total_ms": 3.0, "status": "ok", "error_type": None, "rows": 10,
-                "features": {"GR": stats, "NPHI": {**stats, "mean": 0.25, "min": 0.2, "max": 0.3, "std": 0.01}},
-                "prediction": {"prediction": {**stats, "mean": 2.4}}}))
-        self.repo.client.raw.rows.insert(analytics_database("test"), analytics_calls_table(MODEL), rows,
-                                         ensure_parent=True)
+    def tick(self) -> dict[str, Any]:
+        """Move the local CDF's clock to on_drift's next due time (its check cron: every 30 minutes) and fire what is
+        due, as `mlops local-cdf tick --now` does; the run it fired, its execution ended."""
+        self.clock += timedelta(minutes=30)
+        runs = self.repo.cdf.run_due_schedules(now=self.clock)
+        assert [(r.get("externalId"), r.get("status")) for r in runs] == [(DRIFT, "success")], runs
+        return runs[0]
+
+
+def rows_of(client, call_ids: list[int], timeout: float = 30.0) -> list[dict[str, Any]]:
+    """The RAW rows of these calls, in their order, once all are written; AssertionError after `timeout` seconds."""
+    deadline, found = time.monotonic() + timeout, {}
+    while time.monotonic() < deadline:
+        try:
+            rows = client.raw.rows.list(analytics_database("test"), analytics_calls_table(MODEL), limit=None)
+        except CogniteAPIError:  # no table before the first write
+            rows = []
+        found = {r.columns["call_id"]: r.columns for r in rows if r.columns.get("call_id") in call_ids}
+        if len(found) == len(call_ids):
+            return [found[i] for i in call_ids]
+        time.sleep(0.1)  # polling RAW, as a reader must: the recorder writes every 0.5 s
+    raise AssertionError(f"{len(found)} of the {len(call_ids)} calls' rows in RAW after {timeout} s")
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """The repo with its prediction service live in test (the template's artifact as version 1, analytics on) and
+    its automations registered, the triggers but on_drift's paused."""
     root = copy_template(tmp_path_factory.mktemp("metric") / "repo")
+    (root / "mlops_settings.py").write_text(SETTINGS)
     hook, errors = Receiver(), Receiver()
     repo = Repo(root, isolation="shared-no-install")
     try:
+        (settings,) = load_settings(root / "mlops_settings.py")
+        upload_new_model_version(MODEL, "test", settings.artifact_path, client=repo.client)
+        deployed = deploy_model(settings, "prediction", "test", Target("test", client=repo.client), dry_run=False,
+                                force=False, timeout=300, progress=lambda message: None)
+        assert deployed.ok, deployed.message
         (root / "mlops_automations.py").write_text(AUTOMATIONS.format(data=DATA, errors=errors.url, hook=hook.url,
                                                                       drift=DRIFT_SQL))
         done = repo.run("mlops", "automations", "register", "--env", "test", "--json")
         assert done.code == 0, done.stdout + done.stderr
-        yield World(repo, hook, errors, done)
+        for name in OTHERS:
+            repo.client.workflows.triggers.pause(f"mlops-automation-test-{name}")
+        now = datetime.now(timezone.utc)  # after the triggers were made: the first tick fires on_drift
+        clock = now.replace(minute=now.minute // 30 * 30, second=0, microsecond=0) + timedelta(minutes=1)
+        yield World(repo, hook, errors, done, clock)
     finally:
         hook.close()
         errors.close()
@@ -150,60 +201,73 @@ def test_a_query_of_two_columns_is_refused_at_register_time_naming_the_field(wor
 
 # --- the drift scenario --------------------------------------------------------------------------------------------
 
+class Step(NamedTuple):
+    """One step of the scenario: the calls' rows in RAW, then the trigger run the next due time fired."""
+
+    rows: list[dict[str, Any]]
+    run: dict[str, Any]
+
+
 @pytest.fixture(scope="module")
-def quiet_check(world: World) -> Run:
-    """Calls like the training data: the drift metric is 0, under its threshold of 20."""
-    world.calls(gr=80)
-    return world.run("on_drift")
+def quiet_check(world: World) -> Step:
+    """Calls like the training data (GR 80 on average), then the check's due time: the drift metric is 0, under its
+    threshold of 20."""
+    return Step(world.calls(gr=80), world.tick())
 
 
-def test_a_check_that_does_not_hold_records_its_value_and_notifies_nobody(world: World, quiet_check: Run) -> None:
-    assert quiet_check.code == 0, quiet_check.stdout + quiet_check.stderr
-    assert "metric 0 not > 20: not triggered" in quiet_check.stdout, quiet_check.stdout
+def test_a_check_that_does_not_hold_records_its_value_and_notifies_nobody(world: World, quiet_check: Step) -> None:
+    rows, run = quiet_check
+    assert [(r["status"], r["model_id"], r["version"], r["env"], r["rows"]) for r in rows] == \
+        [("ok", f"{MODEL}/test/1", 1, "test", 3)] * CALLS  # what the live service's recorder wrote
+    gr = rows[0]["features"]["GR"]
+    assert (gr["count"], gr["nulls"], gr["mean"], gr["min"], gr["max"]) == (3, 0, 80.0, 70.0, 90.0)
+    assert rows[0]["prediction"]["prediction"]["count"] == 3 and sorted(rows[0]["features"]) == ["DEPTH", "GR", "NPHI"]
     [entry] = world.executions("on_drift")
+    assert entry["id"] == run["workflowExecutionId"] and entry["trigger"] == "schedule", (entry, run)
     assert entry["status"] == "completed" and entry["outcome"] == "not_triggered" and entry["version"] is None
     assert sorted(t["name"] for t in entry["tasks"]) == ["check", "not_triggered", "run"]
     check = entry["check"]
     assert (check["value"], check["threshold"], check["direction"], check["fired"]) == (0.0, 20.0, "above", False)
-    assert check["metric_sql"] == DRIFT_SQL
+    assert check["metric_sql"] == DRIFT_SQL and check["detail"] == "0 not > 20: not triggered"
     assert payloads(world.hook, "on_drift") == [] and payloads(world.errors, "on_drift") == []
     text = world.mlops("automations", "executions", "on_drift", "--env", "test")
     assert "1 check not triggered since " in text.stdout and "last value 0 not > 20" in text.stdout, text.stdout
 
 
 @pytest.fixture(scope="module")
-def drifted(world: World, quiet_check: Run) -> Run:
-    """Calls with GR far from the training data's (160): the average moves to 120, 40 above the training's."""
-    world.calls(gr=160)
-    return world.run("on_drift")
+def drifted(world: World, quiet_check: Step) -> Step:
+    """Calls whose GR (200 on average) is beyond any training record's (at most about 165), then the next due time:
+    the newest calls' GR moved 120 from the training data's."""
+    return Step(world.calls(gr=200), world.tick())
 
 
 def test_drift_over_the_threshold_retrains_once_and_the_notification_carries_the_value(world: World,
-                                                                                       drifted: Run) -> None:
-    assert drifted.code == 0, drifted.stdout + drifted.stderr
+                                                                                       drifted: Step) -> None:
+    assert [r["features"]["GR"]["mean"] for r in drifted.rows] == [200.0] * CALLS
     newest = world.executions("on_drift")[0]
+    assert newest["id"] == drifted.run["workflowExecutionId"] and newest["trigger"] == "schedule", newest
     assert newest["outcome"] == "not_deployed" and newest["version"], newest
     assert sorted(t["name"] for t in newest["tasks"]) == ["check", "deploy", "gate", "notify", "run", "train"]
-    assert newest["check"]["value"] == 40.0 and newest["check"]["fired"] is True
+    assert newest["check"]["value"] == 120.0 and newest["check"]["fired"] is True
     [payload] = world.hook.wait_for(1) and payloads(world.hook, "on_drift")
-    assert payload["metric_value"] == "40" and payload["metric_threshold"] == "20"
-    assert payload["trigger"] == "metric 40 > 20: triggered" and payload["version"] == newest["version"]
+    assert payload["metric_value"] == "120" and payload["metric_threshold"] == "20"
+    assert payload["trigger"] == "metric 120 > 20: triggered" and payload["version"] == newest["version"]
     assert payloads(world.errors, "on_drift") == []
 
 
 @pytest.fixture(scope="module")
-def in_cooldown(world: World, drifted: Run) -> Run:
-    world.calls(gr=160)  # still drifting: the metric holds, but the trigger fired less than a day ago
-    return world.run("on_drift")
+def in_cooldown(world: World, drifted: Step) -> Step:
+    """Still drifting at the next due time: the metric holds, but the trigger fired less than a day ago."""
+    return Step(world.calls(gr=200), world.tick())
 
 
-def test_within_the_cooldown_the_trigger_does_not_fire_again(world: World, in_cooldown: Run) -> None:
-    assert in_cooldown.code == 0, in_cooldown.stdout + in_cooldown.stderr
+def test_within_the_cooldown_the_trigger_does_not_fire_again(world: World, in_cooldown: Step) -> None:
     entries = world.executions("on_drift")
+    assert entries[0]["id"] == in_cooldown.run["workflowExecutionId"]
     assert [e["outcome"] for e in entries] == ["not_triggered", "not_deployed", "not_triggered"]
     check = entries[0]["check"]
-    assert check["holds"] is True and check["in_cooldown"] is True and check["fired"] is False
-    assert check["cooldown_until"] and "in cooldown until" in check["detail"]
+    assert check["value"] == 120.0 and check["holds"] is True and check["in_cooldown"] is True
+    assert check["fired"] is False and check["cooldown_until"] and "in cooldown until" in check["detail"]
     assert len(payloads(world.hook, "on_drift")) == 1  # no second notification
     text = world.mlops("automations", "executions", "on_drift", "--env", "test")
     assert "2 checks not triggered since" in text.stdout and "(holds, in cooldown)" in text.stdout, text.stdout
