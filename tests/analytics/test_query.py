@@ -1,9 +1,13 @@
 """The analytics query engine over a local CDF: rows written to RAW with the real SDK in the contract's schema, read
 back through DuckDB as `calls` (STRUCT features) and `versions` (the registry's, with metrics); the errors a query
 gets (exit 2); --since; the incremental cache (only new rows fetched, updated rows seen, a corrupt file rebuilt, SQL
-cannot change it); check_sql without CDF."""
+cannot change it, the overlap bounded); pages read as JSON arrays; DuckDB within a memory cap; check_sql without
+CDF."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -138,6 +142,18 @@ def test_the_cache_fetches_only_new_rows(client, cdf):
     second.close()
     assert hits == [1, 0]  # one page, no cursors
     assert (second.sync.full, second.sync.fetched, second.sync.stored, second.sync.requests) == (False, 4, 53, 1)
+    # The default overlap reaches back OVERLAP_MS before the previous sync began (+1 s: the server's Date header is
+    # in whole seconds), not to the start.
+    began = int(time.time() * 1000)
+    third = rows.open_tables(client, "inc", ENV, "SELECT 1")
+    third.close()
+    fourth = rows.open_tables(client, "inc", ENV, "SELECT 1")
+    try:
+        high = fourth.con.execute("SELECT max(updated_ms) FROM calls").fetchone()[0]  # type: ignore[index]
+    finally:
+        fourth.close()
+    assert fourth.sync.min_updated is not None
+    assert min(high, began - rows.OVERLAP_MS - 1000) <= fourth.sync.min_updated <= high
     # The default overlap refetches the recent rows, deduplicated by key; the updated row is seen.
     result = run_sql(client, "inc", ENV, "SELECT count(*), count(DISTINCT key), count(*) FILTER (status = 'error') "
                                          "FROM calls")
@@ -193,3 +209,26 @@ def test_a_feature_that_comes_later_widens_the_cached_struct(client):
     result = run_sql(client, "wide", ENV, "SELECT call_id, features.DEPTH.mean, features.GR.mean FROM calls ORDER BY 1")
     assert result.rows == [(1, None, 50.0), (2, 2200.0, 50.0)]
     assert result.sync is not None and not result.sync.full
+
+
+def test_a_page_is_loaded_as_its_items_array():
+    items = [{"key": "a", "columns": {"sample": {"x": "]}", "nextCursor": "[1]"}}, "lastUpdatedTime": 1}]
+    for tail in (', "nextCursor": "Y3Vyc29y"}', ', "nextCursor": null}', "}", ' , "nextCursor":"x" }\n'):
+        body = ('{"items": ' + json.dumps(items) + tail).encode()
+        cut = rows.items_array(body)
+        assert isinstance(cut, memoryview) and json.loads(bytes(cut)) == items
+    for odd in ({"nextCursor": "x", "items": items}, {"items": items, "nextCursor": "x]"}, {"items": []}):
+        assert json.loads(bytes(rows.items_array(json.dumps(odd).encode()))) == odd["items"]  # parsed instead
+
+
+def test_duckdb_stays_within_a_memory_cap():
+    """Under RLIMIT_DATA (the local CDF's function memory) DuckDB gets a quarter of it and two threads, and a page
+    load does not ask for a 2 GB buffer; without a cap, DuckDB's defaults."""
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_DATA, (int(sys.argv[1]), int(sys.argv[1])))\n"
+            "from akerbp.mlops.analytics import rows\n"
+            "con = rows._connect(':memory:')\n"
+            "print(con.execute(\"SELECT current_setting('memory_limit'), current_setting('threads')\").fetchone())")
+    capped = subprocess.run([sys.executable, "-c", code, str(1536 << 20)], capture_output=True, text=True, timeout=60)
+    assert capped.returncode == 0, capped.stderr
+    assert capped.stdout.strip() == "('384.0 MiB', 2)"
+    assert rows.duckdb_config() == {}  # this test process has no cap

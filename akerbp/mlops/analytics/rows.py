@@ -190,7 +190,7 @@ def duckdb_config() -> dict[str, Any]:
     if budget is None:
         return {}
     memory = max(MIN_DUCKDB_MEMORY, min(MAX_DUCKDB_MEMORY, budget // 4))
-    return {"memory_limit": f"{memory >> 20}MB", "threads": min(2, os.cpu_count() or 1),
+    return {"memory_limit": f"{memory >> 20}MiB", "threads": min(2, os.cpu_count() or 1),
             "temp_directory": os.path.join(tempfile.gettempdir(), "mlops-duckdb")}
 
 
