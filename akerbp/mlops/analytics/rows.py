@@ -185,13 +185,14 @@ def duckdb_config() -> dict[str, Any]:
     """DuckDB's limits under a memory cap (inside a CDF function): a quarter of the cap, between 64 and 512 MB, and
     two threads (its default, 80 % of the machine's RAM and one thread per core, is what the machine has, not what
     the function may use: a cap on the data segment made an allocation of 2 GB fail). Spilling goes to the temp
-    dir (the working directory, DuckDB's default, may be read-only there). Without a cap, DuckDB's defaults."""
+    dir (the working directory, DuckDB's default, may be read-only there; DuckDB removes the folder it made).
+    Without a cap, DuckDB's defaults."""
     budget = memory_budget()
     if budget is None:
         return {}
     memory = max(MIN_DUCKDB_MEMORY, min(MAX_DUCKDB_MEMORY, budget // 4))
     return {"memory_limit": f"{memory >> 20}MiB", "threads": min(2, os.cpu_count() or 1),
-            "temp_directory": os.path.join(tempfile.gettempdir(), "mlops-duckdb")}
+            "temp_directory": os.path.join(tempfile.gettempdir(), f"mlops-duckdb-{os.getpid()}")}  # its own files
 
 
 def _connect(database: str) -> duckdb.DuckDBPyConnection:
