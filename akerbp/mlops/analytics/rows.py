@@ -15,8 +15,8 @@ is deleted. Queries see the cache read-only, so SQL cannot change it.
 
 Loading: each page's `items` array is written as it comes (the bytes between `{"items":` and `,"nextCursor"...}`),
 and DuckDB reads a batch of such files with one read_json(format='array'): row by row, as fast as newline-delimited
-JSON. (read_json of the whole page as one document, format='unstructured', was ~10x slower: DuckDB parses a
-7 MB document on one thread and transforms its 10,000-element list slowly.) Then one merge per batch: DELETE the
+JSON. (read_json of each page as one 7 MB document, format='unstructured', with `items` typed as a list, was
+~10x slower: 5.5 s against 0.4 s for 50,000 rows.) Then one merge per batch: DELETE the
 staged keys, INSERT the staged rows (no PRIMARY KEY index: a key seen twice in a batch is deduplicated there).
 """
 from __future__ import annotations
