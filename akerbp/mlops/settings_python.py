@@ -92,8 +92,9 @@ def _run_child(path: Path, name: str, result_path: Path, output_path: Path, seco
 
     framework_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
     with open(output_path, "wb") as output:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _BOOT, framework_root, str(path), name, str(result_path), str(megabytes), variable],
+        proc = subprocess.Popen(  # -u: what the file printed before an os._exit() is in its output, not lost in a buffer
+            [sys.executable, "-u", "-c", _BOOT, framework_root, str(path), name, str(result_path), str(megabytes),
+             variable],
             stdin=subprocess.DEVNULL, stdout=output, stderr=output, start_new_session=True,
         )
     try:

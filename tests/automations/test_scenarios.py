@@ -292,7 +292,9 @@ def test_a_get_webhook_answering_500_twice_then_200_gets_the_fields_once(world: 
     assert sent.query == {"team": "geo", "automation": "champion_gt", "status": "success",
                           "build_id": fire["workflowExecutionId"], "model_id": run["model_id"], "model": MODEL,
                           "environment": "test", "version": run["version"], "error": "", "deployed": "",
-                          "reason": sent.query["reason"]}
+                          "reason": sent.query["reason"], "thresholds": sent.query["thresholds"], "trigger": "",
+                          "metric_value": "", "metric_threshold": "", "batch": ""}  # no metric trigger, no batch
+    assert sent.query["thresholds"].startswith("r2: ")  # the champion's r2 is the bar
     assert sent.query["reason"].startswith("deployment condition not met: ")  # the champion was not beaten
     [notification] = run["notifications"]
     assert notification["kind"] == "webhook" and notification["delivered"] is True

@@ -52,6 +52,9 @@ def test_two_concurrent_deploys_of_one_function_never_undo_each_other(repo, forc
     for round_ in range(1):
         change_code(repo.root, f"concurrent-{force}-{round_}")
         events_before = len(audit.history(repo.client, "well_density", "dev"))
+        # the first deploy to create its standby holds the lock 3 s longer, so the other surely finds it held (on a
+        # loaded machine it could otherwise start after the first ended, and wait for nothing)
+        inject(repo, {"path": "re:/functions$", "method": "POST", "delay": 3.0, "count": 1})
         runs = deploy_together(repo, *(["--force"] if force else []))
         for run in runs:
             assert run.code == 0, run.stderr
