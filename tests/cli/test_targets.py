@@ -30,9 +30,11 @@ from akerbp.mlops import ModelSettings
 
 models = [
     ModelSettings(model_name="alpha", model_file="models/alpha/model.py", req_file="models/alpha/requirements.model",
-                  test_file="models/alpha/test_model.py", artifact_folder="artifacts/alpha"{alpha_extra}),
+                  test_file="models/alpha/test_model.py", artifact_folder="artifacts/alpha",
+                  analytics=dict(enabled=False){alpha_extra}),
     ModelSettings(model_name="beta", model_file="models/beta/model.py", req_file="models/beta/requirements.model",
-                  test_file="models/beta/test_model.py", artifact_folder="artifacts/beta"),
+                  test_file="models/beta/test_model.py", artifact_folder="artifacts/beta",
+                  analytics=dict(enabled=False)),  # as support.TEMPLATE_SETTINGS: workers without the SDK import
 ]
 '''
 MODEL = '''
