@@ -189,6 +189,8 @@ def deploy_model(settings: ModelSettings, service: str, env: str, target: Target
         tests.stop()
         tester.close()
         result.seconds = time.monotonic() - started
+    if result.result == "failed" and interrupts.requested() is not None:
+        result.result = "interrupted"  # a step the signal cut short failed with it: the stop is what happened
     if inside is None:
         _keep_hint(hint_file, inputs, result)
     if result.ok:
