@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import atexit
 import threading
 import time
 from typing import Any
@@ -26,6 +27,7 @@ INTERVAL_S = 0.5
 MAX_PAUSE_S = 30.0
 MAX_ATTEMPTS = 5
 LOG_EVERY_S = 60.0
+EXIT_FLUSH_S = 1.5  # at interpreter exit (a worker stopped, not killed): within the local CDF runner's 2 s grace
 
 _recorders: dict[tuple[str, str, str], "Recorder"] = {}
 _lock = threading.Lock()
@@ -79,6 +81,8 @@ class Recorder:
                 self._rows.popleft()
             self._rows.append((key, columns))
             if self._thread is None or not self._thread.is_alive():
+                if self._thread is None:  # a worker that is stopped (not killed) writes what it holds first
+                    atexit.register(self.flush, EXIT_FLUSH_S)
                 self._thread = threading.Thread(target=self._run, name=f"analytics-{self.table}", daemon=True)
                 self._thread.start()
             if len(self._rows) >= self.batch:

@@ -130,6 +130,9 @@ class LocalCDF:
         if self.runtime is not None:
             self.runtime.stopping_event.set()  # before the HTTP server goes: builds start giving up at once
             workflows.stop(self.runtime)  # workflow drivers hand their executions back
+            pool = self.runtime.started_workers
+            if pool is not None and self._server is not None:
+                pool.retire_idle()  # idle workers end as CDF stops one: what their exit handlers send still lands
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

@@ -221,12 +221,23 @@ def _end_worker():
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+EXIT_GRACE_S = 2.0  # what the function's exit handlers (atexit) get when the server retires an idle worker
+
+
 def _read_requests(request_fd, requests):
-    """Queue each request line; at end of file the server is gone, so is this worker."""
+    """Queue each request line; at end of file the server is gone or retires this worker, so it ends: its exit
+    handlers first (e.g. a buffer of records written out), for at most EXIT_GRACE_S, as a recycled CDF worker
+    is stopped, not killed."""
     with os.fdopen(request_fd, "r", encoding="utf-8") as pipe:
         for line in pipe:
             requests.put(line)
-    _end_worker()
+    import atexit
+
+    threading.Timer(EXIT_GRACE_S, _end_worker).start()
+    try:
+        atexit._run_exitfuncs()
+    finally:
+        _end_worker()
 
 
 def main(argv):

@@ -275,6 +275,19 @@ class Worker:
             return CallResult("Completed", response=msg.get("response"), logs=logs), True
         return CallResult("Failed", error=msg.get("error"), logs=logs), not msg.get("worker_exits")
 
+    def retire(self, timeout: float) -> None:
+        """End an idle worker as CDF stops one: end of its request pipe (it runs its exit handlers, bounded by the
+        runner's grace period), then, after `timeout` seconds at most, kill what is left."""
+        try:
+            self._requests.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=max(0.0, timeout))
+        except subprocess.TimeoutExpired:
+            pass
+        self.kill()
+
     def kill(self) -> None:
         """Kill the whole process group (the function's own subprocesses too) and reap the worker."""
         with self._kill_lock:

@@ -19,6 +19,8 @@ from .worker_process import INTERRUPTED, RUNNER, CallResult, Cancelled, Spec, Wo
 
 __all__ = ["CallResult", "INTERRUPTED", "WorkerPool", "default_env"]
 
+RETIRE_S = 2.5  # how long a closing pool waits for its idle workers to end by themselves (the runner's grace: 2 s)
+
 
 def seconds(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
@@ -241,6 +243,21 @@ class WorkerPool:
                 fw.idle.clear()
                 fw.count -= len(idle)
             self._cond.notify_all()
+        for worker in idle:
+            self._discard(worker)
+
+    def retire_idle(self) -> None:
+        """End the idle workers gracefully (their exit handlers run, within RETIRE_S in all), while the server still
+        answers what those handlers send; the server's stop calls it first."""
+        with self._cond:
+            idle = [w for fw in self._functions.values() for w in fw.idle]
+            for fw in self._functions.values():
+                fw.count -= len(fw.idle)
+                fw.idle.clear()
+            self._cond.notify_all()
+        deadline = time.monotonic() + RETIRE_S
+        for worker in idle:
+            worker.retire(deadline - time.monotonic())
         for worker in idle:
             self._discard(worker)
 
