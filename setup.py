@@ -33,6 +33,6 @@ setup(
     ],
     # test: what CI runs besides pytest (the pipeline schema check, the linter, the type checker), and what
     # tests/cli/test_init.py builds a wheel with, offline (--no-build-isolation): setuptools and wheel.
-    extras_require={"test": ["check-jsonschema>=0.28", "pytest-xdist>=3.5", "ruff>=0.6", "mypy>=1.10", "types-PyYAML", "types-jsonschema", "types-requests", "setuptools>=64", "wheel"]},
+    extras_require={"test": ["check-jsonschema>=0.28", "pytest-xdist>=3.5", "ruff>=0.6", "mypy>=1.10", "types-PyYAML", "types-jsonschema", "types-requests", "selenium>=4.20", "setuptools>=64", "wheel"]},
     entry_points={"console_scripts": ["mlops=akerbp.mlops.cli:main"]},
 )
