@@ -16,7 +16,8 @@ setup(
     # Data files, the model repo template (akerbp/mlops/templates/) among them: its .py files ship as modules.
     # The GitHub workflow template is named on its own: `**` does not enter hidden folders (.github).
     package_data={"akerbp.mlops": ["**/*.json", "**/*.yml", "**/*.yaml", "**/*.txt", "**/*.sh", "**/*.model",
-                                   "**/*.in", "templates/model_repo/.github/workflows/*.yml"]},
+                                   "**/*.in", "templates/model_repo/.github/workflows/*.yml",
+                                   "ui/templates/*.html", "ui/static/*.js", "ui/static/*.css"]},
     python_requires=">=3.10",
     install_requires=[
         "cognite-sdk>=8.22,<9",
@@ -30,6 +31,8 @@ setup(
         "numpy>=1.24",
         "pydantic>=2",
         "duckdb>=1.1",
+        "jinja2>=3.1",  # mlops ui's pages
+        "plotly>=5",  # mlops ui's charts: plotly.min.js served from the package, no CDN
     ],
     # test: what CI runs besides pytest (the pipeline schema check, the linter, the type checker), and what
     # tests/cli/test_init.py builds a wheel with, offline (--no-build-isolation): setuptools and wheel.
