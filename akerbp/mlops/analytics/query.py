@@ -4,6 +4,7 @@ metric thresholds use.
     run_sql(client, model, env, sql, since_ms)       -> Result(columns, rows)
     metric_value(client, model, env, sql, since_ms)  -> float: one row, one numeric non-NULL column
     check_sql(sql)                                   -> the problem, or None (EMPTY tables: no CDF needed)
+    SUMMARY, since_ms(text)                          -> the summary `mlops analytics` and the dashboard show
 
 The tables (`calls`, `versions`) are rows.py's. Every problem with a query is an AnalyticsQueryError (a UsageError,
 exit 2) that names the query and says what is wrong, DuckDB's own message included for syntax and binder errors.
@@ -12,6 +13,8 @@ duckdb is imported only here and in rows.py, inside the functions.
 from __future__ import annotations
 
 import math
+import re
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +25,15 @@ if TYPE_CHECKING:
 
     from akerbp.mlops.analytics.rows import Sync, Tables
 
+UNITS_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 7 * 86_400_000}
+HOURLY_UP_TO_MS = 2 * 86_400_000  # the summary is per hour up to --since 2d, per day beyond
+
+SUMMARY = """SELECT date_trunc('{by}', time) AS {by}, version, count(*) AS calls,
+  count(*) FILTER (WHERE status = 'error') AS errors,
+  round(quantile_cont(latency_total_ms, 0.5), 1) AS p50_ms,
+  round(quantile_cont(latency_total_ms, 0.95), 1) AS p95_ms,
+  sum("rows") AS input_rows
+FROM calls GROUP BY ALL ORDER BY 1, 2"""
 MAX_SHOWN_SQL = 200  # characters of the query an error repeats
 CHECK_PREFIX = "PREPARE mlops_check AS "  # binds without running
 
@@ -32,6 +44,23 @@ class AnalyticsQueryError(UsageError):
     def __init__(self, sql: str, problem: str):
         self.sql, self.problem = sql, problem
         super().__init__(f"analytics query {shown(sql)}: {problem}")
+
+
+def since_ms(text: str, now_ms: int | None = None) -> int | None:
+    """--since: a duration back from now (30m, 12h, 7d, 2w) as epoch ms, or None for 'all'."""
+    if text.strip().lower() == "all":
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", text)
+    if match is None or int(match[1]) == 0:
+        raise UsageError(f"--since {text!r} is invalid: write a duration like 30m, 12h, 7d or 2w, or 'all'")
+    now = now_ms if now_ms is not None else int(time.time() * 1000)
+    return now - int(match[1]) * UNITS_MS[match[2]]
+
+
+def by_period(start_ms: int | None, now_ms: int | None = None) -> str:
+    """The summary's period: hour up to HOURLY_UP_TO_MS back, day beyond (and for 'all')."""
+    now = now_ms if now_ms is not None else int(time.time() * 1000)
+    return "hour" if start_ms is not None and now - start_ms <= HOURLY_UP_TO_MS else "day"
 
 
 def shown(sql: str) -> str:
@@ -121,6 +150,11 @@ def run_sql(client: CogniteClient, model: str, env: str, sql: str, since_ms: int
         return _execute(tables, sql)
     finally:
         tables.close()
+
+
+def run_on(tables: Tables, sql: str) -> Result:
+    """The query on tables already open (rows.open_tables): several queries over one sync of the cache."""
+    return _execute(tables, sql)
 
 
 def metric_value(client: CogniteClient, model: str, env: str, sql: str, since_ms: int | None = None, *,

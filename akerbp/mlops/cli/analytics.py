@@ -6,40 +6,19 @@ DuckDB refuses) or MlopsError (exit 1), mapped by the root command.
 """
 from __future__ import annotations
 
-import re
 import time
 
 import click
 
+from akerbp.mlops.analytics.query import SUMMARY, by_period, since_ms
 from akerbp.mlops.analytics.rows import CALLS_COLUMNS, VERSIONS_COLUMNS
 from akerbp.mlops.cli import options
 from akerbp.mlops.cli.output import echo, note, print_json, print_table
 from akerbp.mlops.errors import UsageError
 from akerbp.mlops.vocabulary import MODEL_NAME_RULE, is_model_name
 
-UNITS_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 7 * 86_400_000}
-HOURLY_UP_TO_MS = 2 * 86_400_000  # the summary is per hour up to --since 2d, per day beyond
-
-SUMMARY = """SELECT date_trunc('{by}', time) AS {by}, version, count(*) AS calls,
-  count(*) FILTER (WHERE status = 'error') AS errors,
-  round(quantile_cont(latency_total_ms, 0.5), 1) AS p50_ms,
-  round(quantile_cont(latency_total_ms, 0.95), 1) AS p95_ms,
-  sum("rows") AS input_rows
-FROM calls GROUP BY ALL ORDER BY 1, 2"""
-
 EXAMPLE = ("SELECT avg(features.GR.mean) - (SELECT metrics.gr_mean FROM versions WHERE live) AS drift "
            "FROM calls WHERE time > now() - INTERVAL 1 DAY")
-
-
-def since_ms(text: str, now_ms: int | None = None) -> int | None:
-    """--since: a duration back from now (30m, 12h, 7d, 2w) as epoch ms, or None for 'all'."""
-    if text.strip().lower() == "all":
-        return None
-    match = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", text)
-    if match is None or int(match[1]) == 0:
-        raise UsageError(f"--since {text!r} is invalid: write a duration like 30m, 12h, 7d or 2w, or 'all'")
-    now = now_ms if now_ms is not None else int(time.time() * 1000)
-    return now - int(match[1]) * UNITS_MS[match[2]]
 
 
 def _columns_help(columns: tuple[tuple[str, str, str], ...]) -> str:
@@ -93,8 +72,7 @@ def analytics(model: str, env: str | None, since: str, sql: str | None, by: str 
     start = since_ms(since)
     env = options.env_or_default(env)
     if sql is None:
-        hourly = start is not None and int(time.time() * 1000) - start <= HOURLY_UP_TO_MS
-        sql = SUMMARY.format(by=by or ("hour" if hourly else "day"))
+        sql = SUMMARY.format(by=by or by_period(start))
     from akerbp.mlops.analytics.query import run_sql
     from akerbp.mlops.cdf.client import client_for_env
 

@@ -8,6 +8,7 @@ mlops_* metadata, which is what the queries read. Waiting for a call uses the po
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -268,11 +269,26 @@ class _Group:
     standbys: list[Function] = field(default_factory=list)
 
 
-def deployed_services(client: CogniteClient, envs: Iterable[str] | None = None) -> list[DeployedService]:
-    """The deployed services of `envs` (default: all) in this CDF, by model, service and environment."""
+def deployed_services(client: CogniteClient, envs: Iterable[str] | None = None, *,
+                      last_calls: bool = True) -> list[DeployedService]:
+    """The deployed services of `envs` (default: all) in this CDF, by model, service and environment; with
+    last_calls, each one's newest call (a request per service: the dashboard leaves it out)."""
+    rows = services_of(client.functions.list(limit=functions.FUNCTIONS_LIMIT), envs)
+    if not last_calls:
+        return rows
+    out = []
+    for row in rows:
+        newest = last_call(client, row.function_id)
+        out.append(row if newest is None else dataclasses.replace(
+            row, last_call=LastCall(newest.id, format_ms(newest.start_time), newest.status)))
+    return out
+
+
+def services_of(found: Iterable[Function], envs: Iterable[str] | None = None) -> list[DeployedService]:
+    """The deployed services that a functions listing shows (no request), last_call None."""
     wanted = set(envs) if envs else None
     groups: dict[tuple[str, str, str], _Group] = {}
-    for fn in client.functions.list(limit=functions.FUNCTIONS_LIMIT):
+    for fn in found:
         meta = _meta(fn)
         model, service, env = meta.get("mlops_model"), meta.get("mlops_service"), meta.get("mlops_env")
         if not (model and service and env) or (wanted and env not in wanted):
@@ -291,14 +307,12 @@ def deployed_services(client: CogniteClient, envs: Iterable[str] | None = None) 
             continue
         fn = shown
         meta = _meta(fn)
-        newest = last_call(client, fn.id)
         rows.append(DeployedService(
             model=model, service=service, env=env, function=fn.external_id or "", function_id=fn.id,
             standby=group.live is None, standbys=len(standbys), status=fn.status or "",
             version=meta.get("mlops_version", ""), model_id=meta.get("mlops_model_id", ""),
             hash=meta.get("mlops_hash", ""), git_commit=meta.get("mlops_git_commit", ""),
             deployed_at=meta.get("mlops_deployed_at", ""), deployed_by=meta.get("mlops_deployed_by", ""),
-            last_call=None if newest is None else LastCall(newest.id, format_ms(newest.start_time), newest.status),
         ))
     return sorted(rows, key=DeployedService.sort_key)
 
