@@ -32,6 +32,7 @@ COMMANDS = {
     "automations": ("automations", "automations", "Scheduled retraining (train, gate, deploy, notify) as CDF workflows."),
     "analytics": ("analytics", "analytics", "SQL over a model's prediction calls: calls, errors, latency, drift."),
     "batch": ("batch", "batch", "Predict CDF files (csv, jsonl, parquet) with a model's live prediction code."),
+    "ui": ("ui", "ui", "A read-only web dashboard: models, versions, history, automations, analytics."),
 }
 
 
