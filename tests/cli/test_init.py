@@ -15,8 +15,10 @@ from click.testing import CliRunner
 
 from support import mlops_command
 from akerbp.mlops.cli import main
-from akerbp.mlops import model_repo
+from akerbp.mlops import model_manager, model_repo
+from akerbp.mlops.cdf.client import LOCAL_PROJECT
 from akerbp.mlops.deployment import build
+from akerbp.mlops.local_cdf import LocalCDF
 from akerbp.mlops.model_repo import DEFAULT_MODEL_NAME, ENTRIES, MODEL_REPO, TEMPLATE_ENTRIES
 from akerbp.mlops.settings import load_settings
 
@@ -184,7 +186,10 @@ def test_default_model_name_is_the_repo_template_models():
 
 def test_the_scaffold_passes_its_own_trainpred_pipeline_prod_steps_included(tmp_path):
     """`mlops init t && cd t && git init && git add -A && git commit -m i && mlops pipeline run --branch trainpred/x
-    --include-manual`: training and prediction to test, then to prod (training in prod needs its condition)."""
+    --include-manual`: training and prediction to test, then to prod (training in prod needs its condition).
+
+    This is also the suite's one run of a trainpred pipeline (tests/pipeline/test_pipeline_run.py runs master): what
+    the steps left in the repo's local CDF is checked here, where the scaffold's settings hold the condition."""
     repo = tmp_path / "t"
     run(repo)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -204,3 +209,14 @@ def test_the_scaffold_passes_its_own_trainpred_pipeline_prod_steps_included(tmp_
     assert [(r["name"], r["status"]) for r in results] == [
         ("Deploy training service to test", "passed"), ("Deploy prediction service to test", "passed"),
         ("Deploy training service to prod", "passed"), ("Deploy prediction service to prod", "passed")]
+
+    with LocalCDF(repo / ".mlops" / "local-cdf") as cdf:  # the one the steps used (no project configured)
+        client = cdf.client(project=LOCAL_PROJECT)
+        served = {f.external_id: (f.metadata or {}).get("mlops_model_id", "") for f in client.functions.list(limit=-1)}
+        trained = {env: model_manager.get_model_version(DEFAULT_MODEL_NAME, env, client=client) for env in ("test", "prod")}
+    name = DEFAULT_MODEL_NAME
+    assert served == {f"{name}-training-test": "", f"{name}-prediction-test": trained["test"]["model_id"],
+                      f"{name}-training-prod": "", f"{name}-prediction-prod": trained["prod"]["model_id"]}
+    condition = next(m for m in load_settings(repo / "mlops_settings.py")).deployment_condition
+    assert condition is not None and condition.metric == "r2"  # trained in prod: the version met the condition
+    assert json.loads(trained["prod"]["metadata"]["metrics"])["r2"] >= condition.threshold
