@@ -208,8 +208,11 @@ def _chain(e: BaseException) -> list[BaseException]:
 def _failure(e: Exception) -> Failure:
     """An exception from the Snapshot or a template as the page to show: 404 for an unknown model, 400 for other
     bad input, 502 when a CDF could not be read, 500 (logged at DEBUG with its traceback) for a bug."""
-    from akerbp.mlops.ui.snapshot import UnknownModel
+    from akerbp.mlops.ui.snapshot import CdfReadFailed, UnknownModel
 
+    if isinstance(e, CdfReadFailed):
+        log.debug("a CDF could not be read", exc_info=e)
+        return Failure(502, "CDF could not be read", mask(f"{e} ({CDF_HELP})"))
     if isinstance(e, UnknownModel):
         return Failure(404, "Unknown model", mask(str(e)), known=getattr(e, "known", None))
     if isinstance(e, UsageError):

@@ -143,8 +143,9 @@
           line: { color: "#d62728", dash: "dot", width: 1 }, showlegend: false });
       }
     } else if (!b) {
-      const who = f.model_id || f.serving_model_id || "the serving version";
-      lay.annotations = [{ text: "no training statistics in " + who + "'s metadata", xref: "paper", yref: "paper",
+      const why = f.baseline_note || "no training statistics in " + (data.served_model_id || "the served version") +
+        "'s metadata";
+      lay.annotations = [{ text: why, xref: "paper", yref: "paper",
         x: 1, y: 1.08, xanchor: "right", showarrow: false, font: { color: "#666" } }];
     }
     if (!time.length) Object.assign(lay, emptyNote(data.note || "no calls in this period"));
