@@ -1,0 +1,424 @@
+"""`mlops ui` in a real headless Chromium (Debian's chromium + chromium-driver, driven by selenium): every page of the
+dashboard over a local CDF holding a two-model repo's history, as a person would open it.
+
+The history is made the way a user makes it: the template's well_density (analytics on) and a small second model,
+model2, deployed to dev by the deploy script; versions trained by the template's own train() (and model2's with an
+r2 metric) uploaded to the registry; well_density's version 3 promoted to test and deployed there; an automation
+registered with a schedule; prediction calls whose analytics rows are in RAW. Then the real CLI, `mlops ui --port 0
+--no-browser --json`, serves it and one browser session loads each page: the live versions match `mlops status`,
+every chart was drawn (plotly's data-rendered and a non-empty SVG trace), the automation's next run is croniter's,
+and no page logs a console error. A screenshot of each page goes to $MLOPS_TEST_ARTIFACTS (default
+test-artifacts/ui/ in the repo, gitignored). Without chromium or chromedriver the module is skipped, unless $CI is set:
+CI must run it (.ci/run installs both).
+"""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import urlsplit
+
+import pytest
+from cognite.client.exceptions import CogniteAPIError
+
+from akerbp.mlops.registry import list_model_versions, promote_model, upload_new_model_version
+from akerbp.mlops.vocabulary import analytics_calls_table, analytics_database
+from support import MODEL, REPO, TESTS, Repo, Run, copy_template, mlops_command
+
+IN_CI = bool(os.environ.get("CI"))  # read at import: the suite's autouse fixture clears CI for each test
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+ARTIFACTS = Path(os.environ.get("MLOPS_TEST_ARTIFACTS") or REPO / "test-artifacts" / "ui")
+WAIT_S = 30.0  # for a page's charts to be drawn (plotly in a headless browser on a loaded machine)
+TOKEN = "browser-test-token"
+
+try:
+    from selenium import webdriver
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver import Chrome as WebDriver  # get_log is Chromium's
+    from selenium.webdriver.remote.webelement import WebElement
+    from selenium.webdriver.support.ui import WebDriverWait
+except ImportError:  # the test extra not installed
+    if IN_CI:
+        raise
+    pytest.skip("selenium is not installed (pip install -e '.[test]')", allow_module_level=True)
+
+_MISSING = [p for p in (CHROMIUM, CHROMEDRIVER) if not (os.path.isfile(p) and os.access(p, os.X_OK))]
+if _MISSING and not IN_CI:
+    pytest.skip(f"no headless browser: {', '.join(_MISSING)} missing (apt-get install chromium chromium-driver)",
+                allow_module_level=True)
+
+SETTINGS = '''
+from akerbp.mlops import ModelSettings
+
+models = [
+    ModelSettings(model_name="well_density", model_file="model_code/model.py",
+                  req_file="model_code/requirements.model", test_file="model_code/test_model.py",
+                  artifact_folder="model_artifact", analytics={"enabled": True}),
+    ModelSettings(model_name="model2", model_file="models/model2/model.py", req_file="models/model2/requirements.model",
+                  test_file="models/model2/test_model.py", artifact_folder="artifacts/model2",
+                  analytics={"enabled": False}),  # a client-naming handler costs ~1.4 s per worker
+]
+'''
+MODEL2 = {  # tests/support.py's two-model repo's model, as a second model beside the template's
+    "models/__init__.py": "",
+    "models/common_code/__init__.py": "",
+    "models/common_code/scale.py": "def scale(x, factor):\n    return x * factor\n",
+    "models/model2/__init__.py": "",
+    "models/model2/model.py": MODEL,
+    "models/model2/test_model.py": TESTS.format(name="model2", extra=""),
+    "models/model2/requirements.model": "# no requirements\n",
+    "artifacts/model2/factor.json": '{"factor": 2}',
+}
+AUTOMATIONS = '''\
+from akerbp.mlops.automations import (Automation, BuildMetric, DeploymentSpecifications, ScheduledTrigger,
+    ThresholdDirection, TrainDeploy, TrainingSpecifications)
+
+automations = [
+    Automation(name="nightly", model="well_density", trigger=ScheduledTrigger(cron="{cron}"),
+               action=TrainDeploy(training=TrainingSpecifications(data={{"n_samples": 300}}),
+                                  deployment_condition=[BuildMetric(metric_name="r2",
+                                      direction=ThresholdDirection.ABOVE, threshold=0.7)],
+                                  deployment=DeploymentSpecifications(environments=["test"]))),
+]
+'''
+CRON = "0 2 * * *"
+# The template's train() in the repo copy, three times: three versions with their own metrics (and whatever else
+# train() returns, e.g. the training statistics analytics compares the calls with).
+TRAIN = '''
+import json, sys
+from model_code import model
+print(json.dumps([model.train({"n_samples": 300, "seed": seed}, f"{sys.argv[1]}/v{seed}", {}) for seed in (1, 2, 3)]))
+'''
+MODEL2_R2 = (0.55, 0.72, 0.61)
+CALLS = ({"GR": 60.0, "NPHI": 0.2, "DEPTH": 1900.0}, {"GR": 85.0, "NPHI": 0.25, "DEPTH": 2400.0},
+         {"GR": 120.0, "NPHI": 0.35, "DEPTH": 3100.0})
+
+
+@dataclass
+class History:
+    repo: Repo
+    status: list[dict[str, Any]]  # `mlops status --json`
+    versions: dict[tuple[str, str], list[Any]]  # (model, env) -> the registry's versions, oldest first
+    trained: list[dict[str, Any]]  # what well_density's train() returned, per dev version
+    analytics_rows: int  # well_density's rows in test's analytics table
+
+
+def started(repo: Repo, *args: str, **env: str) -> subprocess.Popen:
+    return subprocess.Popen(mlops_command(list(args)), cwd=repo.root, env=repo.env(**env), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def finished(process: subprocess.Popen, what: str, timeout: float = 300) -> Run:
+    stdout, stderr = process.communicate(timeout=timeout)
+    assert process.returncode == 0, f"{what}: exit {process.returncode}\n{stdout[-3000:]}\n{stderr[-3000:]}"
+    return Run(process.returncode, stdout, stderr)
+
+
+def analytics_rows(repo: Repo, call_ids: list[int], timeout: float = 30.0) -> int:
+    """The number of rows in well_density's test analytics table once the calls' rows are all there."""
+    deadline, found = time.monotonic() + timeout, set()
+    while time.monotonic() < deadline:
+        try:
+            rows = repo.client.raw.rows.list(analytics_database("test"), analytics_calls_table("well_density"),
+                                             limit=None)
+        except CogniteAPIError:  # no table before the recorder's first write
+            rows = []
+        found = {r.columns.get("call_id") for r in rows}
+        if found >= set(call_ids):
+            return len(rows)
+        time.sleep(0.1)  # polling RAW, as a reader must: the recorder writes every 0.5 s
+    raise AssertionError(f"{len(found & set(call_ids))} of {len(call_ids)} calls' rows in RAW after {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
+    root = copy_template(tmp_path_factory.mktemp("ui") / "repo")
+    (root / "mlops_settings.py").write_text(SETTINGS)
+    for relative, text in MODEL2.items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_text(textwrap.dedent(text))
+    (root / "mlops_automations.py").write_text(AUTOMATIONS.format(cron=CRON))
+    repo = Repo(root, isolation="shared-no-install")
+    try:
+        dev = started(repo, "bash", "deploy_prediction_service.sh", "--json")  # both models, meanwhile the registry
+        folders = root.parent / "trained"
+        done = subprocess.run([sys.executable, "-c", TRAIN, str(folders)], cwd=root, env=repo.env(),
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        trained = json.loads(done.stdout)
+        for seed, metadata in zip((1, 2, 3), trained):
+            upload_new_model_version("well_density", "dev", folders / f"v{seed}", metadata, client=repo.client)
+        for r2 in MODEL2_R2:
+            upload_new_model_version("model2", "dev", root / "artifacts" / "model2", {"metrics": {"r2": r2}},
+                                     client=repo.client)
+        promote_model("well_density", 3, "test", client=repo.client)
+        test = started(repo, "bash", "deploy_prediction_service.sh", "--model", "well_density", "--json", ENV="test")
+        register = started(repo, "mlops", "automations", "register", "--env", "test", "--json")
+        for process, what in ((dev, "deploy to dev"), (test, "deploy to test"), (register, "automations register")):
+            finished(process, what)
+        call_ids = []
+        for record in CALLS:
+            call = repo.client.functions.call(external_id="well_density-prediction-test", data={"data": [record]})
+            assert call.status == "Completed", call.error
+            call_ids.append(call.id)
+        rows = analytics_rows(repo, call_ids)
+        status = json.loads(finished(started(repo, "mlops", "status", "--json"), "mlops status").stdout)
+        versions: dict[tuple[str, str], list[Any]] = {}
+        for v in list_model_versions(client=repo.client):
+            versions.setdefault((v.model_name, v.env), []).append(v)
+        yield History(repo, status, versions, trained, rows)
+    finally:
+        repo.close()
+
+
+# --- `mlops ui`, the real CLI in a subprocess --------------------------------------------------------------------
+
+@dataclass
+class Server:
+    process: subprocess.Popen
+    url: str
+    stderr: Path
+
+    def stop(self) -> int:
+        """Ctrl-C, as a user stops it; its exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=15)
+        return self.process.returncode
+
+
+def serve(history: History, *args: str, **env: str) -> Server:
+    """`mlops ui --port 0 --no-browser --json ...` in the repo, once it printed its URL."""
+    log = Path(tempfile.mkstemp(prefix="mlops-ui-", suffix=".stderr")[1])
+    process = subprocess.Popen(mlops_command(["mlops", "ui", "--port", "0", "--no-browser", "--json", *args]),
+                               cwd=history.repo.root, env=history.repo.env(**env), stdout=subprocess.PIPE,
+                               stderr=log.open("w"), text=True)
+    assert process.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    out = process.stdout
+
+    def read() -> None:
+        for line in out:
+            lines.put(line)
+        lines.put("")  # it ended
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        first = lines.get(timeout=120)  # the snapshot's first full read comes first
+    except queue.Empty:
+        process.kill()
+        raise AssertionError(f"mlops ui printed no URL in 120 s; stderr:\n{log.read_text()[-3000:]}") from None
+    if not first.strip():
+        process.wait(timeout=15)
+        raise AssertionError(f"mlops ui ended ({process.returncode}) without a URL:\n{log.read_text()[-3000:]}")
+    return Server(process, json.loads(first)["url"], log)
+
+
+@pytest.fixture(scope="module")
+def ui(history: History) -> Iterator[Server]:
+    server = serve(history)
+    try:
+        yield server
+    finally:
+        code = server.stop()
+    assert code == 0, f"mlops ui exited {code} on Ctrl-C:\n{server.stderr.read_text()[-3000:]}"
+
+
+def page_url(server: Server, path: str, host: str | None = None) -> str:
+    """`path` on the server `mlops ui` printed the URL of (at `host` instead of its host, when given)."""
+    printed = urlsplit(server.url)
+    return f"{printed.scheme}://{host or printed.hostname}:{printed.port}{path}"
+
+
+# --- the browser --------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    profile = tempfile.mkdtemp(prefix="mlops-chromium-")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1400,1000"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(WAIT_S)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def visit(driver: WebDriver, url: str) -> None:
+    driver.get_log("browser")  # what earlier pages logged is theirs
+    driver.get(url)
+
+
+def element(driver: WebDriver, testid: str) -> WebElement:
+    return driver.find_element(By.CSS_SELECTOR, f'[data-testid="{testid}"]')
+
+
+def rendered(driver: WebDriver, testid: str) -> WebElement:
+    """The chart div once plotly drew it (data-rendered="true"), with a non-empty trace path in its SVG."""
+    def drawn(d: Any) -> Any:
+        found = d.find_elements(By.CSS_SELECTOR, f'[data-testid="{testid}"][data-rendered="true"]')
+        return found[0] if found else False
+
+    try:
+        chart = WebDriverWait(driver, WAIT_S).until(drawn)
+    except TimeoutException:
+        present = driver.find_elements(By.CSS_SELECTOR, f'[data-testid="{testid}"]')
+        raise AssertionError(f"{testid} not rendered in {WAIT_S} s on {driver.current_url} "
+                             f"({'present' if present else 'absent'}); console: {console(driver)}") from None
+    paths = [p.get_attribute("d") or "" for p in chart.find_elements(By.CSS_SELECTOR, "svg .trace path")]
+    assert any(len(d) > 8 for d in paths), f"{testid}: no trace drawn in its SVG ({paths[:5]})"
+    return chart
+
+
+def traces(driver: WebDriver, chart: WebElement) -> list[dict[str, Any]]:
+    """The traces plotly drew (the graph div's data), as x and y lists."""
+    return driver.execute_script(
+        "return (arguments[0].data || []).map(t => ({name: t.name || null, x: Array.from(t.x || []),"
+        " y: Array.from(t.y || [])}));", chart)
+
+
+def console(driver: WebDriver) -> list[dict[str, Any]]:
+    return driver.get_log("browser")
+
+
+def no_console_errors(driver: WebDriver) -> None:
+    severe = [entry["message"] for entry in console(driver) if entry["level"] == "SEVERE"]
+    assert not severe, f"console errors on {driver.current_url}: {severe}"
+
+
+def screenshot(driver: WebDriver, name: str) -> Path:
+    """The whole page as a PNG test artifact (the window grown to the page's height, then back)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(1400, max(1000, min(int(height), 8000)))
+    try:
+        assert driver.save_screenshot(str(path)), f"no screenshot of {driver.current_url}"
+    finally:
+        driver.set_window_size(1400, 1000)
+    print(f"screenshot of {driver.current_url}: {path}")
+    return path
+
+
+# --- one test per page --------------------------------------------------------------------------------------------
+
+def test_models_shows_what_mlops_status_says_is_live(history: History, ui: Server, browser: WebDriver) -> None:
+    visit(browser, page_url(ui, "/models"))
+    WebDriverWait(browser, WAIT_S).until(lambda d: d.find_elements(By.CSS_SELECTOR, '[data-testid="nav"]'))
+    live = {(s["model"], s["env"]): s["model_id"] for s in history.status if s["service"] == "prediction"}
+    assert set(live) == {("well_density", "dev"), ("model2", "dev"), ("well_density", "test")}, live
+    for (model, env), model_id in sorted(live.items()):
+        assert model_id in element(browser, f"live-{model}-{env}").text, (model, env, model_id)
+    assert live["well_density", "test"] == "well_density/test/3"
+    assert element(browser, "live-model2-test").text.strip() == "-"
+    no_console_errors(browser)
+    screenshot(browser, "models")
+
+
+def test_a_models_page_plots_its_metric_and_lists_its_versions(history: History, ui: Server,
+                                                                 browser: WebDriver) -> None:
+    visit(browser, page_url(ui, "/models/well_density"))
+    chart = rendered(browser, "metric-chart")
+    r2 = [round(m["metrics"]["r2"], 6) for m in history.trained]
+    plotted = [[round(y, 6) if isinstance(y, (int, float)) else y for y in t["y"]] for t in traces(browser, chart)]
+    assert r2 in plotted, f"the dev versions' r2 {r2} is not a trace of the chart: {plotted}"
+    for env in ("dev", "test"):
+        rows = element(browser, f"versions-{env}").find_elements(By.CSS_SELECTOR, "tbody tr")
+        ids = [v.model_id for v in reversed(history.versions["well_density", env])]  # newest first
+        assert len(rows) == len(ids), (env, ids, [r.text for r in rows])
+        for row, model_id in zip(rows, ids):
+            assert model_id in row.text, (env, model_id, row.text)
+    no_console_errors(browser)
+    screenshot(browser, "model-well_density")
+
+
+def test_history_charts_the_trail_and_lists_the_deploys(history: History, ui: Server, browser: WebDriver) -> None:
+    visit(browser, page_url(ui, "/history"))
+    rendered(browser, "history-chart")
+    rows = [[td.text.strip() for td in r.find_elements(By.TAG_NAME, "td")]
+            for r in element(browser, "history-table").find_elements(By.CSS_SELECTOR, "tbody tr")]
+    for model, env in (("well_density", "dev"), ("model2", "dev"), ("well_density", "test")):
+        assert any({"deploy", model, env} <= set(cells) for cells in rows), (model, env, rows)
+    assert any({"promotion", "well_density", "test"} <= set(cells) for cells in rows), rows
+    no_console_errors(browser)
+    screenshot(browser, "history")
+
+
+def test_automations_shows_the_schedules_next_run(history: History, ui: Server, browser: WebDriver) -> None:
+    from croniter import croniter
+
+    visit(browser, page_url(ui, "/automations"))
+    cell = WebDriverWait(browser, WAIT_S).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, '[data-testid="next-run-nightly-test"]'))[0]
+    shown = datetime.fromisoformat(cell.text.strip().replace("Z", "+00:00"))
+    now = datetime.now(timezone.utc)
+    expected = croniter(CRON, now - timedelta(minutes=1)).get_next(datetime)
+    assert shown.tzinfo is not None and abs((shown - expected).total_seconds()) < 60, (cell.text, expected)
+    no_console_errors(browser)
+    screenshot(browser, "automations")
+
+
+def test_analytics_charts_calls_latency_and_drift(history: History, ui: Server, browser: WebDriver) -> None:
+    visit(browser, page_url(ui, "/analytics/well_density?env=test&since=1d"))
+    calls = rendered(browser, "calls-chart")
+    rendered(browser, "latency-chart")
+    for feature in ("GR", "NPHI", "DEPTH"):
+        rendered(browser, f"drift-chart-{feature}")
+    counted = [sum(y for y in t["y"] if isinstance(y, (int, float))) for t in traces(browser, calls)]
+    assert history.analytics_rows in counted, f"{history.analytics_rows} calls in RAW, the chart's traces: {counted}"
+    drift = element(browser, "drift-chart-GR")
+    if "training_features" in history.trained[-1]:  # the template's train() returns its training statistics
+        names = [t["name"] or "" for t in traces(browser, drift)]
+        assert any("training mean" in n and "well_density/test/3" in n for n in names), names
+    else:  # the serving version's metadata has none: the chart says so
+        assert "no training statistics in well_density/test/3's metadata" in drift.text, drift.text
+    no_console_errors(browser)
+    screenshot(browser, "analytics-well_density")
+
+
+def test_with_a_token_a_page_without_it_is_refused_and_with_it_loads(history: History, browser: WebDriver) -> None:
+    server = serve(history, "--host", "0.0.0.0", MLOPS_UI_TOKEN=TOKEN)
+    try:
+        assert TOKEN not in server.url or server.url.endswith(f"token={TOKEN}"), server.url
+        base = page_url(server, "", host="127.0.0.1")  # it listens on every interface, loopback too
+        browser.delete_all_cookies()
+        visit(browser, f"{base}/models")
+        assert "401" in browser.find_element(By.TAG_NAME, "body").text
+        assert not browser.find_elements(By.CSS_SELECTOR, '[data-testid="live-model2-dev"]')
+        visit(browser, f"{base}/models?token={TOKEN}")
+        WebDriverWait(browser, WAIT_S).until(
+            lambda d: d.find_elements(By.CSS_SELECTOR, '[data-testid="live-model2-dev"]'))
+        assert TOKEN not in browser.current_url  # the redirect took it out of the address bar
+        no_console_errors(browser)
+        screenshot(browser, "models-with-token")
+    finally:
+        browser.delete_all_cookies()
+        code = server.stop()
+    assert code == 0, server.stderr.read_text()[-3000:]
+
