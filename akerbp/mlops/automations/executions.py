@@ -21,7 +21,7 @@ from akerbp.mlops.vocabulary import AUTOMATION_WORKFLOW_VERSION, automation_work
 
 if TYPE_CHECKING:
     from cognite.client import CogniteClient
-    from cognite.client.data_classes.workflows import WorkflowExecution, WorkflowTrigger
+    from cognite.client.data_classes.workflows import WorkflowExecution, WorkflowExecutionDetailed, WorkflowTrigger
 
 SKIPPED = "skipped"
 NOT_TRIGGERED = "not_triggered"
@@ -133,7 +133,11 @@ def task_states(client: CogniteClient, execution_id: str) -> tuple[str, tuple[Ta
 
 def _detailed(client: CogniteClient, execution_id: str) -> tuple[str, tuple[TaskState, ...], dict | None]:
     """(the execution's status, its tasks' states in the order they ran, the check task's answer or None)."""
-    detailed = client.workflows.executions.retrieve_detailed(execution_id)
+    return parse_detailed(client.workflows.executions.retrieve_detailed(execution_id))
+
+
+def parse_detailed(detailed: WorkflowExecutionDetailed | None) -> tuple[str, tuple[TaskState, ...], dict | None]:
+    """_detailed's answer from an execution already retrieved (the dashboard keeps them)."""
     if detailed is None:
         return "unknown", (), None
     tasks = sorted(detailed.executed_tasks, key=lambda t: (t.start_time or 0, t.external_id))
