@@ -134,13 +134,15 @@ def pooled_mean(feature: dict, calls: list[int]) -> float:
     return sum(m * n for m, n in zip(feature["mean"], calls)) / sum(calls)
 
 
-def assert_json(page: dict) -> None:
+def assert_page(page: dict) -> None:
+    """JSON as it is, and headed by when and from which CDF it was read."""
     assert json.loads(json.dumps(page)) == page
+    assert page["generated_at"].endswith("Z") and [c["project"] for c in page["cdf"]] == ["test"]
 
 
 def test_models_page_shows_each_model_per_env_with_its_live_service(snapshot: Snapshot):
     page = snapshot.models()
-    assert_json(page)
+    assert_page(page)
     assert page["envs"] == ["dev", "test", "prod"]
     assert page["cdf"][0]["project"] == "test" and page["cdf"][0]["local"] is True
     assert [m["name"] for m in page["models"]] == ["alpha", "beta"]
@@ -158,7 +160,7 @@ def test_models_page_shows_each_model_per_env_with_its_live_service(snapshot: Sn
 
 def test_model_page_has_versions_metrics_series_live_and_promotions(snapshot: Snapshot):
     page = snapshot.model("alpha")
-    assert_json(page)
+    assert_page(page)
     assert page["metrics"] == ["r2", "rmse"] and page["metric"] == "r2"
     assert [v["version"] for v in page["versions"]["dev"]] == [3, 2, 1]
     newest = page["versions"]["dev"][0]
@@ -178,7 +180,7 @@ def test_model_page_has_versions_metrics_series_live_and_promotions(snapshot: Sn
 
 def test_history_is_the_audit_trail_newest_first(snapshot: Snapshot):
     page = snapshot.history()
-    assert_json(page)
+    assert_page(page)
     assert [(e["action"], e["model"], e["env"]) for e in page["events"]] == [
         ("promotion", "alpha", "test"), ("training", "beta", "dev"), ("deploy", "alpha", "dev")]  # the registry
     # writes the promotion's record itself
@@ -192,7 +194,7 @@ def test_history_is_the_audit_trail_newest_first(snapshot: Snapshot):
 
 def test_automations_page_shows_the_trigger_metric_next_run_and_the_run(snapshot: Snapshot):
     page = snapshot.automations()
-    assert_json(page)
+    assert_page(page)
     [one] = page["automations"]
     assert (one["name"], one["model"], one["env"], one["kind"]) == ("nightly", "alpha", "dev", "metric")
     assert one["cron"] == "0 3 * * *" and one["timezone"] == "Europe/Oslo" and one["paused"] is False
@@ -205,7 +207,7 @@ def test_automations_page_shows_the_trigger_metric_next_run_and_the_run(snapshot
 
 def test_analytics_page_has_calls_latency_and_drift_against_training(snapshot: Snapshot):
     page = snapshot.analytics("alpha", since="1d")
-    assert_json(page)
+    assert_page(page)
     assert page["env"] == "dev" and page["envs"] == ["dev"] and page["by"] == "hour" and page["note"] is None
     assert sum(page["series"]["calls"]) == 6 and sum(page["series"]["errors"]) == 1
     assert all(p95 >= p50 for p50, p95 in zip(page["series"]["p50_ms"], page["series"]["p95_ms"]))

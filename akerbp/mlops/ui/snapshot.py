@@ -209,6 +209,10 @@ class Snapshot:
         if name not in known:
             raise UnknownModel(name, known)
 
+    def _header(self) -> dict[str, Any]:
+        """What every page starts with: when its data was read and from which CDFs."""
+        return {"generated_at": iso_ms(int(time.time() * 1000)), "cdf": [t.cdf for t in self._targets]}
+
     def _services(self) -> dict[tuple[str, str, str], DeployedService]:
         return {(s.model, s.env, s.service): s for t in self._targets for s in t.services}
 
@@ -243,8 +247,7 @@ class Snapshot:
                     cell["latest"] = versions[-1].brief() if versions else None
                     envs[env] = cell
                 rows.append({"name": name, "envs": envs})
-            return {"generated_at": iso_ms(int(time.time() * 1000)), "envs": list(self.envs),
-                    "cdf": [t.cdf for t in self._targets], "models": rows}
+            return {**self._header(), "envs": list(self.envs), "models": rows}
 
     def model(self, name: str, metric: str | None = None) -> dict:
         """/models/<name>: its versions per environment, a metric across them, what is live, the promotions."""
@@ -274,7 +277,7 @@ class Snapshot:
                                 "time": _iso_text(v.raw.get("promoted_at")) or iso_ms(v.created_ms)}
                                for v in found if v.raw.get("promoted_from")]
             promotions.sort(key=lambda p: p["time"] or "")
-            return {"name": name, "envs": list(self.envs), "metrics": metrics, "metric": chosen,
+            return {**self._header(), "name": name, "envs": list(self.envs), "metrics": metrics, "metric": chosen,
                     "versions": versions, "totals": {env: len(found) for env, found in per_env.items()},
                     "series": series, "live": live, "promotions": promotions}
 
@@ -291,14 +294,14 @@ class Snapshot:
             if len(self._targets) > 1:
                 records.sort(key=lambda r: r["_sort"], reverse=True)
             events = [_event(r) for r in records[:max(0, limit)]]
-            return {"model": model, "models": self._known(), "events": events, "total": len(records)}
+            return {**self._header(), "model": model, "models": self._known(), "events": events, "total": len(records)}
 
     def automations(self) -> dict:
         """/automations: each automation's trigger, next run and newest executions."""
         with self._lock:
             self._refresh("audit", "automations")
             rows = [row for target in self._targets for row in target.automations.rows]
-            return {"automations": sorted(rows, key=lambda r: (r["name"], ENVIRONMENTS.index(r["env"])))}
+            return {**self._header(), "automations": sorted(rows, key=lambda r: (r["name"], ENVIRONMENTS.index(r["env"])))}
 
     def analytics(self, model: str, env: str | None = None, since: str = "7d") -> dict:
         """/analytics/<model>: calls, errors, latency and feature drift in env (default: the first environment with
@@ -322,7 +325,7 @@ class Snapshot:
                 (e for e in self.envs if (model, e, "prediction") in services), self.envs[0])
             target = self._target_of(chosen)
             registry = target.registry
-        base = {"model": model, "env": chosen, "envs": with_calls, "since": since,
+        base = {**self._header(), "model": model, "env": chosen, "envs": with_calls, "since": since,
                 "since_time": iso_ms(start) if start else None, "by": by}
         if chosen not in with_calls:
             return {**base, "series": {"time": [], "calls": [], "errors": [], "p50_ms": [], "p95_ms": []},
