@@ -253,6 +253,9 @@ def page_url(server: Server, path: str, host: str | None = None) -> str:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[WebDriver]:
+    if _MISSING:  # only with $CI set (else the module was skipped): CI must run these tests
+        pytest.fail(f"CI: no headless browser, {', '.join(_MISSING)} missing: .ci/run installs chromium and "
+                    "chromium-driver with apt-get (as root)")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     profile = tempfile.mkdtemp(prefix="mlops-chromium-")
@@ -316,8 +319,9 @@ def screenshot(driver: WebDriver, name: str) -> Path:
     """The whole page as a PNG test artifact (the window grown to the page's height, then back)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1400, max(1000, min(int(height), 8000)))
+    height, frame = driver.execute_script("return [document.documentElement.scrollHeight, "
+                                          "window.outerHeight - window.innerHeight]")
+    driver.set_window_size(1400, max(1000, min(int(height) + int(frame), 8000)))
     try:
         assert driver.save_screenshot(str(path)), f"no screenshot of {driver.current_url}"
     finally:
