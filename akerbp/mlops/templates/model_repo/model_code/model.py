@@ -58,7 +58,8 @@ def predict(data, state, secrets):
 
 
 def train(data, folder_path, secrets):
-    """Fit a ridge regression, write model.json into folder_path, and return metadata with held-out metrics."""
+    """Fit a ridge regression, write model.json into folder_path, and return metadata with held-out metrics and the
+    training inputs' statistics per feature (training_features)."""
     options = _training_options(data)
     x, y, source = _training_data(options)
     rng = np.random.default_rng(options["seed"])
@@ -87,6 +88,8 @@ def train(data, folder_path, secrets):
         "n_train": int(len(fit)),
         "n_test": int(len(test)),
         "training_data": source,
+        # Statistics of the inputs it was fit on: `mlops ui` charts the calls' features against them (drift).
+        "training_features": well_logs.feature_stats(x[fit], well_logs.FEATURES),
     }
 
 

@@ -69,6 +69,9 @@ def test_train_writes_an_artifact_and_good_metrics(trained):
     assert metadata["metrics"]["r2"] > 0.7
     assert 0 < metadata["metrics"]["rmse"] < 0.06
     assert metadata["n_train"] + metadata["n_test"] == ServiceTest.training_input["n_samples"]
+    stats = metadata["training_features"]
+    assert sorted(stats) == sorted(well_logs.FEATURES) and stats["GR"]["count"] == metadata["n_train"]
+    assert stats["GR"]["min"] < stats["GR"]["mean"] < stats["GR"]["max"] and stats["GR"]["std"] > 0
     json.dumps(metadata, allow_nan=False)  # the registry stores it as JSON
 
 

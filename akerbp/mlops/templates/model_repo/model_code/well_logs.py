@@ -74,3 +74,15 @@ def regression_metrics(y: np.ndarray, predicted: np.ndarray) -> dict[str, float]
         "mae": float(np.abs(residual).mean()),
         "r2": float(1.0 - (residual**2).sum() / total) if total > 0 else 0.0,
     }
+
+
+def feature_stats(x: np.ndarray, names) -> dict[str, dict[str, float]]:
+    """Per feature (column) of the training inputs: mean, std (population, as the analytics rows of the calls have
+    it), min, max and count, so the dashboard can draw the calls' feature drift against what the model learned from."""
+    return {
+        name: {
+            "mean": float(column.mean()), "std": float(column.std()), "min": float(column.min()),
+            "max": float(column.max()), "count": int(len(column)),
+        }
+        for name, column in zip(names, np.asarray(x, dtype=float).T)
+    }
