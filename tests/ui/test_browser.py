@@ -8,8 +8,8 @@ registered with a schedule; prediction calls whose analytics rows are in RAW. Th
 --no-browser --json`, serves it and one browser session loads each page: the live versions match `mlops status`,
 every chart was drawn (plotly's data-rendered and a non-empty SVG trace), the automation's next run is croniter's,
 and no page logs a console error. A screenshot of each page goes to $MLOPS_TEST_ARTIFACTS (default
-test-artifacts/ui/ in the repo, gitignored). Without chromium or chromedriver the module is skipped, unless $CI is set:
-CI must run it (.ci/run installs both).
+test-artifacts/ui/ in the repo, gitignored). Without chromium or chromedriver (on PATH, or $MLOPS_TEST_CHROMIUM and
+$MLOPS_TEST_CHROMEDRIVER) the module is skipped, unless $CI is set: CI must run it (.ci/run installs both).
 """
 from __future__ import annotations
 
@@ -38,8 +38,8 @@ from akerbp.mlops.vocabulary import analytics_calls_table, analytics_database
 from support import MODEL, REPO, TESTS, Repo, Run, copy_template, mlops_command
 
 IN_CI = bool(os.environ.get("CI"))  # read at import: the suite's autouse fixture clears CI for each test
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+CHROMIUM = os.environ.get("MLOPS_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = os.environ.get("MLOPS_TEST_CHROMEDRIVER") or shutil.which("chromedriver") or "/usr/bin/chromedriver"
 ARTIFACTS = Path(os.environ.get("MLOPS_TEST_ARTIFACTS") or REPO / "test-artifacts" / "ui")
 WAIT_S = 30.0  # for a page's charts to be drawn (plotly in a headless browser on a loaded machine)
 TOKEN = "browser-test-token"
@@ -143,6 +143,14 @@ def analytics_rows(repo: Repo, call_ids: list[int], timeout: float = 30.0) -> in
             return len(rows)
         time.sleep(0.1)  # polling RAW, as a reader must: the recorder writes every 0.5 s
     raise AssertionError(f"{len(found & set(call_ids))} of {len(call_ids)} calls' rows in RAW after {timeout} s")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def a_browser_in_ci() -> None:
+    """Before any setup: with $CI set (else the module was skipped), no browser fails the tests, naming what is missing."""
+    if _MISSING:
+        pytest.fail(f"CI: no headless browser, {', '.join(_MISSING)} missing: .ci/run installs chromium and "
+                    "chromium-driver with apt-get (as root)")
 
 
 @pytest.fixture(scope="module")
@@ -253,9 +261,6 @@ def page_url(server: Server, path: str, host: str | None = None) -> str:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[WebDriver]:
-    if _MISSING:  # only with $CI set (else the module was skipped): CI must run these tests
-        pytest.fail(f"CI: no headless browser, {', '.join(_MISSING)} missing: .ci/run installs chromium and "
-                    "chromium-driver with apt-get (as root)")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     profile = tempfile.mkdtemp(prefix="mlops-chromium-")
