@@ -91,6 +91,23 @@
     return draw(div, traces, lay);
   }
 
+  const PERIOD_MS = { hour: 3600e3, day: 86400e3 };
+
+  // One period (hour or day) either side of a lone point: Plotly's own range for it is a millisecond wide.
+  function timeAxis(times, by, title) {
+    const axis = { type: "date", title: { text: title } };
+    if (times.length === 1) {
+      const t = Date.parse(times[0]);
+      const pad = PERIOD_MS[by] || PERIOD_MS.hour;
+      if (!isNaN(t)) axis.range = [new Date(t - pad).toISOString(), new Date(t + pad).toISOString()];
+    }
+    return axis;
+  }
+
+  function barWidth(by) {  // in ms on a date axis: without it a lone bar is a hairline
+    return 0.4 * (PERIOD_MS[by] || PERIOD_MS.hour);
+  }
+
   function timeSeries(data) {
     return (data.series && data.series.time) ? data.series : { time: [], calls: [], errors: [], p50_ms: [], p95_ms: [] };
   }
@@ -99,9 +116,9 @@
     const s = timeSeries(data);
     if (!s.time.length) return draw(div, [], layout(emptyNote(data.note || "no calls in this period")));
     return draw(div, [
-      { name: "calls", type: "bar", x: s.time, y: s.calls, marker: { color: "#1f77b4" } },
-      { name: "errors", type: "bar", x: s.time, y: s.errors, marker: { color: "#d62728" } },
-    ], layout({ barmode: "group", xaxis: { type: "date", title: { text: "time (UTC), per " + (data.by || "hour") } },
+      { name: "calls", type: "bar", x: s.time, y: s.calls, marker: { color: "#1f77b4" }, width: barWidth(data.by) },
+      { name: "errors", type: "bar", x: s.time, y: s.errors, marker: { color: "#d62728" }, width: barWidth(data.by) },
+    ], layout({ barmode: "group", xaxis: timeAxis(s.time, data.by, "time (UTC), per " + (data.by || "hour")),
       yaxis: { title: { text: "calls" }, rangemode: "tozero" } }));
   }
 
@@ -111,7 +128,7 @@
     return draw(div, [
       { name: "p50", type: "scatter", mode: "lines+markers", x: s.time, y: s.p50_ms, line: { color: "#1f77b4" } },
       { name: "p95", type: "scatter", mode: "lines+markers", x: s.time, y: s.p95_ms, line: { color: "#ff7f0e" } },
-    ], layout({ xaxis: { type: "date", title: { text: "time (UTC)" } },
+    ], layout({ xaxis: timeAxis(s.time, data.by, "time (UTC)"),
       yaxis: { title: { text: "latency (ms)" }, rangemode: "tozero" } }));
   }
 
@@ -128,12 +145,13 @@
         hoverinfo: "skip", showlegend: false },
       { name: "± std", type: "scatter", mode: "lines", x: time, y: upper, line: { width: 0 }, fill: "tonexty",
         fillcolor: "rgba(31, 119, 180, 0.2)", hoverinfo: "skip" },
-      { name: "mean", type: "scatter", mode: "lines+markers", x: time, y: mean, line: { color: "#1f77b4" } },
+      { name: "mean", type: "scatter", mode: "lines+markers", x: time, y: mean, line: { color: "#1f77b4" },
+        error_y: { type: "data", array: std, visible: true, thickness: 1, width: 3, color: "rgba(31, 119, 180, 0.6)" } },
     ];
-    const lay = layout({ xaxis: { type: "date", title: { text: "time (UTC)" } }, yaxis: { title: { text: name } } });
+    const lay = layout({ xaxis: timeAxis(time, data.by, "time (UTC)"), yaxis: { title: { text: name } } });
     const b = f.baseline;
     if (b && b.mean !== null && b.mean !== undefined && time.length) {
-      const ends = [time[0], time[time.length - 1]];
+      const ends = lay.xaxis.range || [time[0], time[time.length - 1]];
       traces.push({ name: "training mean (" + (b.model_id || "version " + b.version) + ")", type: "scatter",
         mode: "lines", x: ends, y: [b.mean, b.mean], line: { color: "#d62728", dash: "dash" } });
       if (b.std !== null && b.std !== undefined) {
