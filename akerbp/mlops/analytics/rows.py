@@ -654,8 +654,9 @@ def empty_tables(sql: str) -> duckdb.DuckDBPyConnection:
 
 
 def open_tables(client: CogniteClient, model: str, env: str, sql: str, since_ms: int | None = None, *,
-                use_cache: bool = True, overlap_ms: int = OVERLAP_MS) -> Tables:
-    """The cache brought up to date and a connection whose `calls` and `versions` are ready for `sql`."""
+                use_cache: bool = True, overlap_ms: int = OVERLAP_MS, versions: bool = True) -> Tables:
+    """The cache brought up to date and a connection whose `calls` and `versions` are ready for `sql`; with
+    versions=False no `versions` table (it lists the registry: the dashboard has the versions already)."""
     db, table = analytics_database(env), analytics_calls_table(model)
     ident = identity(client, db, table)
     path = cache_file(client, db, table) if use_cache else None
@@ -672,7 +673,8 @@ def open_tables(client: CogniteClient, model: str, env: str, sql: str, since_ms:
                 con.execute(f"ATTACH {_literal(sync_.cache)} AS cache (READ_ONLY)")
                 source = "cache.main.raw_calls"
         con.execute(calls_view(source, stored, {kind: referenced(sql, kind) for kind in STRUCT_COLUMNS}, since_ms))
-        versions_table(con, versions_of(client, model, env), referenced(sql, "metrics"))
+        if versions:
+            versions_table(con, versions_of(client, model, env), referenced(sql, "metrics"))
     except BaseException:
         con.close()
         raise

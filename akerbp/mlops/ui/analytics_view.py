@@ -71,7 +71,7 @@ def read(client: CogniteClient, model: str, env: str, start_ms: int | None, by: 
     the VersionRecord of a model_id (None when the registry has none)."""
     from akerbp.mlops.analytics.rows import open_tables
 
-    tables = open_tables(client, model, env, "", start_ms)
+    tables = open_tables(client, model, env, "", start_ms, versions=False)
     try:
         rows = query.run_on(tables, SERIES.format(by=by)).rows
         calls = [int(r[1]) for r in rows]
