@@ -46,12 +46,12 @@ SINCE_CHOICES = ("1h", "12h", "1d", "7d", "30d", "all")
 CDF_HELP = ("check the COGNITE_* variables (COGNITE_PROJECT, COGNITE_BASE_URL, COGNITE_CLIENT_ID, ...) and the "
             "network, or, for the local CDF, that it is running (mlops local-cdf status)")
 
-PAGES = {  # page -> (template, section of the navigation)
-    "models": ("models.html", "models"),
-    "model": ("model.html", "models"),
-    "history": ("history.html", "history"),
-    "automations": ("automations.html", "automations"),
-    "analytics": ("analytics.html", "models"),
+PAGES = {  # page -> (template, section of the navigation, the keys app.js draws from: None for all)
+    "models": ("models.html", "models", ("generated_at", "envs")),
+    "model": ("model.html", "models", ("generated_at", "name", "envs", "metric", "series", "live")),
+    "history": ("history.html", "history", ("generated_at", "model", "events")),
+    "automations": ("automations.html", "automations", ("generated_at",)),
+    "analytics": ("analytics.html", "models", None),
 }
 
 ROUTES = Map([
@@ -147,8 +147,11 @@ class App:
         return mask(self.templates.get_template(template).render(**context))
 
     def page(self, page: str, data: dict, request: Request) -> Response:
-        template, section = PAGES[page]
-        html = self.render(template, page=page, section=section, data=data, args=request.args,
+        template, section, drawn = PAGES[page]
+        # page-data holds what the charts draw, not the whole dict (the tables are HTML already): at 3 x 200 versions
+        # the model page's JSON would cost more than its rendering. The whole dict is at /api.
+        charts = data if drawn is None else {key: data[key] for key in drawn if key in data}
+        html = self.render(template, page=page, section=section, data=data, page_data=charts, args=request.args,
                            since_choices=SINCE_CHOICES)
         return Response(html, mimetype="text/html", headers={"Cache-Control": "no-store"})
 
@@ -177,7 +180,8 @@ class App:
         if api:
             response = self.json({"error": f.message, "status": f.status, "known": f.known}, status=f.status)
         else:
-            html = self.render("error.html", page="error", section=None, data={}, args=request.args, failure=f)
+            html = self.render("error.html", page="error", section=None, data={}, page_data={}, args=request.args,
+                               failure=f)
             response = Response(html, status=f.status, mimetype="text/html", headers={"Cache-Control": "no-store"})
         if f.status == 405:
             response.headers["Allow"] = "GET, HEAD"
