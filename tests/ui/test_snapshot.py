@@ -26,6 +26,7 @@ from akerbp.mlops.deployment.functions import CODE_DIRECTORY
 from akerbp.mlops.deployment.records import VERIFIED_KEY
 from akerbp.mlops.errors import UsageError
 from akerbp.mlops.local_cdf import LocalCDF
+from akerbp.mlops.ui.incremental import OVERLAP_MS, Listing
 from akerbp.mlops.ui.snapshot import Snapshot, UnknownModel
 from akerbp.mlops.vocabulary import (
     analytics_calls_table,
@@ -251,8 +252,21 @@ def test_a_refresh_sees_a_new_version_a_deleted_one_and_a_new_audit_record(clien
     alpha = snapshot.model("alpha")
     assert [v["version"] for v in alpha["versions"]["dev"]] == [3, 2] and alpha["totals"]["dev"] == 2
     assert snapshot.history()["events"][0]["action"] == "rollback"
-    reads = snapshot._targets[0].registry.listing
-    assert reads.last_count < 10  # the changes and the overlap, not every file again
+
+
+def test_a_listing_asks_for_everything_once_then_for_the_window_since_the_newest_change(client: CogniteClient):
+    windows: list[tuple[dict | None, int | None]] = []
+
+    def fetch(window: dict | None, partitions: int | None) -> Any:
+        windows.append((window, partitions))
+        return client.files.list(directory_prefix="/mlops", last_updated_time=window, partitions=partitions,
+                                 limit=None)
+
+    listing = Listing(fetch, partitions=2)
+    first = listing.changes()
+    assert windows == [(None, 2)] and listing.newest_ms == max(f.last_updated_time for f in first)
+    listing.changes()
+    assert windows[1] == ({"min": listing.newest_ms - OVERLAP_MS}, None)
 
 
 def test_pages_within_min_refresh_s_read_cdf_once(client: CogniteClient):

@@ -81,7 +81,7 @@ class _Target:
     registry: RegistryIndex
     audit: AuditIndex
     automations: AutomationsView
-    functions: list[Function] = field(default_factory=list)
+    functions: dict[int, Function] = field(default_factory=dict)  # by id
     services: list[DeployedService] = field(default_factory=list)
     raw_tables: dict[str, set[str]] = field(default_factory=dict)  # env -> RAW tables of its analytics database
 
@@ -148,8 +148,9 @@ class Snapshot:
         from akerbp.mlops.deployment.functions import FUNCTIONS_LIMIT
 
         with self._reading(target, "the functions"):
-            target.functions = list(target.client.functions.list(limit=FUNCTIONS_LIMIT))
-        target.services = [s for s in services_of(target.functions, target.envs) if s.service in SERVICES]
+            found = target.client.functions.list(limit=FUNCTIONS_LIMIT)
+        target.functions = {fn.id: fn for fn in found}
+        target.services = [s for s in services_of(found, target.envs) if s.service in SERVICES]
 
     def _refresh_automations(self, target: _Target) -> None:
         with self._reading(target, "the automations"):
@@ -219,8 +220,7 @@ class Snapshot:
     def _service_dict(self, target: _Target, service: DeployedService) -> dict[str, Any]:
         out = service.as_dict()
         out["deployed_at"] = _iso_text(service.deployed_at)
-        fn = next((f for f in target.functions if f.id == service.function_id), None)
-        code_file = code_file_of(fn)
+        code_file = code_file_of(target.functions.get(service.function_id))
         verified = code_file is not None and \
             target.registry.code_files.get(code_file, {}).get(VERIFIED_KEY) == str(service.function_id)
         out["verified"] = verified
