@@ -89,6 +89,25 @@ class Repo:
                               timeout=300)
         return Run(done.returncode, done.stdout, done.stderr)
 
+    def cli(self, *args: str, **env) -> Run:
+        """`mlops *args` in this process (click's CliRunner) with the environment run() gives, in the repo: for checks
+        of a command's output and exit code only. It saves run()'s ~1.3 s of CPU (an interpreter, the SDK's import);
+        what needs a process of its own (signals, deploy scripts, what a process imports or leaves) stays in run()."""
+        import contextlib
+
+        from click.testing import CliRunner
+
+        from akerbp.mlops.cli import main
+
+        wanted = self.env(**env)
+        overrides: dict[str, str | None] = {name: None for name in os.environ if name not in wanted}
+        overrides.update(wanted)
+        with contextlib.chdir(self.root):
+            result = CliRunner(env=overrides).invoke(main, list(args))
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise result.exception  # a bug in the test or the CLI, not an exit code to assert on
+        return Run(result.exit_code, result.stdout, result.stderr)
+
     def deploy(self, *args: str, service: str = "prediction", **env) -> Run:
         return self.run("bash", f"deploy_{service}_service.sh", *args, **env)
 

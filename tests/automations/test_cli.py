@@ -1,5 +1,7 @@
-"""`mlops automations ...` as a user runs it (subprocesses, real SDK, a served local CDF): exit codes, --json, unknown
-names, a repo without an automations file, a bad file, pause/resume around the trigger's due times, run --wait."""
+"""`mlops automations ...` as a user runs it (real SDK, a served local CDF): exit codes, --json, unknown names, a repo
+without an automations file, a bad file, pause/resume around the trigger's due times, run --wait. A first register,
+a bad file, run --wait and the pipeline rehearsal run as subprocesses; checks of output and exit code only run the
+same CLI in this process (Repo.cli), without a new interpreter each."""
 from __future__ import annotations
 
 import shutil
@@ -44,11 +46,11 @@ def test_no_automations_file_registers_nothing_and_exits_0(tmp_path):
         done = repo.run("mlops", "automations", "register", "--env", "test")
         assert done.code == 0, done.stderr
         assert "nothing to register" in done.stdout and "mlops_automations.py" in done.stdout
-        as_json = repo.run("mlops", "automations", "register", "--env", "test", "--json")
+        as_json = repo.cli("automations", "register", "--env", "test", "--json")
         assert as_json.code == 0 and as_json.json["automations"] == [] and as_json.json["file"] is None
-        missing = repo.run("mlops", "automations", "register", "-p", "elsewhere.py")
+        missing = repo.cli("automations", "register", "-p", "elsewhere.py")
         assert missing.code == 2 and "elsewhere.py" in missing.stderr
-        listed = repo.run("mlops", "automations", "list", "--json")
+        listed = repo.cli("automations", "list", "--json")
         assert listed.code == 0 and listed.json == []
     finally:
         repo.close()
@@ -70,36 +72,36 @@ def test_a_bad_file_is_exit_2_with_the_loaders_lines_and_nothing_registered(repo
 
 def test_register_list_executions_json_and_unknown_names(repo):
     write(repo, automation("weekly_fit", cron="0 0 * * 0"))
-    dry = repo.run("mlops", "automations", "register", "--env", "test", "--dry-run", "--json")
+    dry = repo.cli("automations", "register", "--env", "test", "--dry-run", "--json")
     assert dry.code == 0, dry.stderr
     assert dry.json["applied"] is False and [a["action"] for a in dry.json["automations"]] == ["created"]
     assert list(repo.client.workflows.triggers.list(limit=None)) == []
 
-    done = repo.run("mlops", "automations", "register", "--env", "test", "--json")
+    done = repo.cli("automations", "register", "--env", "test", "--json")
     assert done.code == 0, done.stderr
     assert done.json["applied"] is True and done.json["automations"][0]["action"] == "created"
-    again = repo.run("mlops", "automations", "register", "--env", "test")
+    again = repo.cli("automations", "register", "--env", "test")
     assert again.code == 0 and "1 unchanged" in again.stdout and "Nothing to change" in again.stdout
 
-    listed = repo.run("mlops", "automations", "list", "--json")
+    listed = repo.cli("automations", "list", "--json")
     assert listed.code == 0, listed.stderr
     [one] = listed.json
     assert one["name"] == "weekly_fit" and one["model"] == "well_density" and one["env"] == "test"
     assert one["trigger"]["cron"] == "0 0 * * 0" and one["trigger"]["timezone"] == "UTC"
     assert datetime.fromisoformat(one["trigger"]["next_run"]).weekday() == 6  # a Sunday
     assert one["enabled"] is True and one["last_run"] is None
-    table = repo.run("mlops", "automations", "list")
+    table = repo.cli("automations", "list")
     assert table.code == 0 and "weekly_fit" in table.stdout and "enabled" in table.stdout
 
-    history = repo.run("mlops", "automations", "executions", "weekly_fit", "--json")
+    history = repo.cli("automations", "executions", "weekly_fit", "--json")
     assert history.code == 0 and history.json == []
 
     for command in ("run", "executions", "pause"):
-        unknown = repo.run("mlops", "automations", command, "weekly_fti")
+        unknown = repo.cli("automations", command, "weekly_fti")
         assert unknown.code == 2, (command, unknown.stderr)
         assert "weekly_fti" in unknown.stderr and "weekly_fit (test)" in unknown.stderr
 
-    deleted = repo.run("mlops", "automations", "delete", "weekly_fit")
+    deleted = repo.cli("automations", "delete", "weekly_fit")
     assert deleted.code == 0, deleted.stderr
     assert list(repo.client.workflows.triggers.list(limit=None)) == []
     assert "well_density-automation-test" not in repo.functions()  # its model's last automation in test
@@ -107,38 +109,38 @@ def test_register_list_executions_json_and_unknown_names(repo):
 
 def test_paused_does_not_run_at_its_due_time_and_resume_does_not_backfill(repo):
     write(repo, automation("nightly", cron="0 2 * * *"))
-    assert repo.run("mlops", "automations", "register", "--env", "test").code == 0
+    assert repo.cli("automations", "register", "--env", "test").code == 0
     xid = "mlops-automation-test-nightly"
     created = repo.client.workflows.triggers.list(limit=None).get(external_id=xid).created_time
     first_due = (datetime.fromtimestamp(created / 1000, timezone.utc) + timedelta(days=1)).replace(
         hour=2, minute=0, second=0, microsecond=0)
 
-    paused = repo.run("mlops", "automations", "pause", "nightly")
+    paused = repo.cli("automations", "pause", "nightly")
     assert paused.code == 0 and "paused" in paused.stdout
-    listed = repo.run("mlops", "automations", "list", "--json").json
+    listed = repo.cli("automations", "list", "--json").json
     assert listed[0]["paused"] is True and listed[0]["trigger"]["next_run"] is None
     fired = repo.cdf.run_due_schedules(now=first_due + timedelta(minutes=1), wait=False)
     assert [r for r in fired if r.get("externalId") == xid] == []
     assert repo.client.workflows.executions.list(workflow_version_ids=[(xid, "1")], limit=None) == []
 
-    resumed = repo.run("mlops", "automations", "resume", "nightly")
+    resumed = repo.cli("automations", "resume", "nightly")
     assert resumed.code == 0 and "resumed" in resumed.stdout
     # Resuming claims every due time up to now: the missed fires are not replayed at the next tick.
     fired = repo.cdf.run_due_schedules(now=datetime.now(timezone.utc), wait=False)
     assert [r for r in fired if r.get("externalId") == xid] == []
     assert repo.client.workflows.executions.list(workflow_version_ids=[(xid, "1")], limit=None) == []
-    assert repo.run("mlops", "automations", "delete", "nightly").code == 0
+    assert repo.cli("automations", "delete", "nightly").code == 0
 
 
 def test_run_wait_exits_0_when_the_run_completes_and_1_when_it_fails(repo):
     write(repo, automation("gate_says_no"), automation("train_fails", training='{"n_samples": 5}'))
-    assert repo.run("mlops", "automations", "register", "--env", "test").code == 0
+    assert repo.cli("automations", "register", "--env", "test").code == 0
 
     ok = repo.run("mlops", "automations", "run", "gate_says_no", "--wait", "--timeout", "240")
     assert ok.code == 0, ok.stdout + ok.stderr
     assert "[gate_says_no] train: completed" in ok.stderr and "[gate_says_no] notify: completed" in ok.stderr
     assert "  condition: r2 = " in ok.stdout and "not deployed: the deployment condition did not hold" in ok.stdout
-    history = repo.run("mlops", "automations", "executions", "gate_says_no", "--env", "test", "--json")
+    history = repo.cli("automations", "executions", "gate_says_no", "--env", "test", "--json")
     assert history.code == 0, history.stderr
     [run] = history.json
     assert run["status"] == "completed" and run["trigger"] == "manual" and run["outcome"] == "not_deployed"
@@ -147,9 +149,9 @@ def test_run_wait_exits_0_when_the_run_completes_and_1_when_it_fails(repo):
     failed = repo.run("mlops", "automations", "run", "train_fails", "--wait", "--timeout", "240")
     assert failed.code == 1, failed.stdout + failed.stderr
     assert "failed" in failed.stderr and "reason: " in failed.stdout and "n_samples" in failed.stdout
-    [run] = repo.run("mlops", "automations", "executions", "train_fails", "--json").json
+    [run] = repo.cli("automations", "executions", "train_fails", "--json").json
     assert run["status"] == "failed" and run["outcome"] == "failed"
-    listed = {a["name"]: a for a in repo.run("mlops", "automations", "list", "--json").json}
+    listed = {a["name"]: a for a in repo.cli("automations", "list", "--json").json}
     assert listed["train_fails"]["last_run"]["status"] == "failed"
     assert listed["gate_says_no"]["last_run"]["status"] == "completed"
 
