@@ -28,6 +28,7 @@ from akerbp.mlops.errors import UsageError
 from akerbp.mlops.local_cdf import LocalCDF
 from akerbp.mlops.ui.incremental import OVERLAP_MS, Listing
 from akerbp.mlops.ui.snapshot import Snapshot, UnknownModel
+from akerbp.mlops.ui.versions_index import RegistryIndex
 from akerbp.mlops.vocabulary import (
     analytics_calls_table,
     analytics_database,
@@ -254,19 +255,22 @@ def test_a_refresh_sees_a_new_version_a_deleted_one_and_a_new_audit_record(clien
     assert snapshot.history()["events"][0]["action"] == "rollback"
 
 
-def test_a_listing_asks_for_everything_once_then_for_the_window_since_the_newest_change(client: CogniteClient):
+def test_a_listing_asks_for_everything_once_then_for_what_changed_since_the_previous_read_began(
+        client: CogniteClient):
+    index = RegistryIndex(client, partitions=2)
     windows: list[tuple[dict | None, int | None]] = []
 
     def fetch(window: dict | None, partitions: int | None) -> Any:
         windows.append((window, partitions))
-        return client.files.list(directory_prefix="/mlops", last_updated_time=window, partitions=partitions,
-                                 limit=None)
+        return index._fetch(window, partitions)
 
-    listing = Listing(fetch, partitions=2)
+    listing = index.listing = Listing(fetch, partitions=2)
     first = listing.changes()
-    assert windows == [(None, 2)] and listing.newest_ms == max(f.last_updated_time for f in first)
+    assert windows == [(None, 2)] and listing.newest_ms == max(f["lastUpdatedTime"] for f in first)
+    began = listing.began_ms
+    assert began is not None and abs(began - time.time() * 1000) < 60_000  # the server's clock (Date)
     listing.changes()
-    assert windows[1] == ({"min": listing.newest_ms - OVERLAP_MS}, None)
+    assert windows[1] == ({"min": began - OVERLAP_MS}, None)
 
 
 def test_pages_within_min_refresh_s_read_cdf_once(client: CogniteClient):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from akerbp.mlops.audit import EVENT_TYPE, STANDARD_KEYS
-from akerbp.mlops.ui.incremental import Listing
+from akerbp.mlops.ui.incremental import Listing, sdk_fetch
 from akerbp.mlops.ui.versions_index import iso_ms
 
 if TYPE_CHECKING:
@@ -30,8 +30,7 @@ class AuditIndex:
     def __init__(self, client: CogniteClient):
         self.records: dict[int, dict[str, Any]] = {}
         self._newest: list[dict[str, Any]] | None = None
-        self.listing = Listing(lambda window, parts: client.events.list(
-            type=EVENT_TYPE, last_updated_time=window, partitions=parts, limit=None))
+        self.listing = Listing(sdk_fetch(lambda **kw: client.events.list(type=EVENT_TYPE, **kw)))
 
     def refresh(self) -> int:
         changed = self.listing.changes()

@@ -2,26 +2,29 @@
 files (for "verified"), from one incrementally refreshed listing of the registry's directory.
 
 Version N of a model is the file {model}/{env}/N (registry/versions.py); a usable one is fully uploaded and not a
-tombstone (registry.index.is_ready). A deleted version is overwritten by its tombstone, so the refresh sees it and
-drops it. Parsing a version's metadata (metrics, JSON values) is done once, on first use, not for 300,000 files at
-load.
+tombstone (registry.index.is_ready, read here from the JSON). A deleted version is overwritten by its tombstone, so
+the refresh sees it and drops it. The files are listed with the SDK's generic client.post of files/list (pages of
+JSON, the same requests files.list makes): the items stay dicts, about twice as fast as building 300,000 FileMetadata
+objects, and the answer's Date header gives the server's clock for the next window. Parsing a version's metadata
+(metrics, JSON values) is done once, on first use.
 """
 from __future__ import annotations
 
 import datetime
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from akerbp.mlops.deployment.functions import CODE_DIRECTORY
-from akerbp.mlops.registry.index import is_ready
 from akerbp.mlops.registry.rules import DIRECTORY, RESERVED_KEYS
 from akerbp.mlops.ui.incremental import Listing
 from akerbp.mlops.vocabulary import VERSION_XID
 
 if TYPE_CHECKING:
     from cognite.client import CogniteClient
-    from cognite.client.data_classes import FileMetadata
 
 PARTITIONS = 4  # parallel cursors of the first listing (2 cores locally; the SDK's default for files is none)
+PAGE = 1000  # files/list's page limit
 METRICS_KEY = "metrics"
 
 
@@ -77,11 +80,47 @@ class RegistryIndex:
     """Versions {(model, env): {N: VersionRecord}} and code files {file id: metadata} of one CDF."""
 
     def __init__(self, client: CogniteClient, partitions: int | None = PARTITIONS):
+        self.client = client
         self.versions: dict[tuple[str, str], dict[int, VersionRecord]] = {}
         self.code_files: dict[int, dict[str, str]] = {}
         self._sorted: dict[tuple[str, str], list[VersionRecord]] = {}
-        self.listing = Listing(lambda window, parts: client.files.list(
-            directory_prefix=DIRECTORY, last_updated_time=window, partitions=parts, limit=None), partitions)
+        self.listing = Listing(self._fetch, partitions)
+
+    def _fetch(self, window: dict[str, int] | None, partitions: int | None) -> tuple[list[dict], int | None]:
+        """Every file under the registry's directory updated in `window`, and the server's clock at the first answer."""
+        from akerbp.mlops.analytics.rows import _server_ms
+
+        url = f"/api/v1/projects/{quote(self.client.config.project, safe='')}/files/list"
+        flt: dict[str, Any] = {"directoryPrefix": DIRECTORY}
+        if window is not None:
+            flt["lastUpdatedTime"] = window
+        clocks: list[int | None] = []
+
+        def read(partition: str | None) -> list[dict]:
+            out: list[dict] = []
+            cursor = None
+            while True:
+                body: dict[str, Any] = {"filter": flt, "limit": PAGE}
+                if cursor:
+                    body["cursor"] = cursor
+                if partition:
+                    body["partition"] = partition
+                response = self.client.post(url, json=body)
+                if not clocks:
+                    clocks.append(_server_ms(response))
+                page = response.json()
+                out += page.get("items") or []
+                cursor = page.get("nextCursor")
+                if not cursor:
+                    return out
+
+        if not partitions or partitions < 2:
+            found = read(None)
+        else:
+            with ThreadPoolExecutor(partitions) as pool:
+                found = [f for part in pool.map(read, [f"{i + 1}/{partitions}" for i in range(partitions)])
+                         for f in part]
+        return found, clocks[0] if clocks else None
 
     def refresh(self) -> int:
         """Apply what changed since the last refresh (everything the first time); the number of files read."""
@@ -90,19 +129,20 @@ class RegistryIndex:
             self._apply(f)
         return len(changed)
 
-    def _apply(self, f: FileMetadata) -> None:
-        if (f.directory or "").startswith(CODE_DIRECTORY):
-            self.code_files[f.id] = dict(f.metadata or {})
+    def _apply(self, f: dict[str, Any]) -> None:
+        metadata = f.get("metadata") or {}
+        if (f.get("directory") or "").startswith(CODE_DIRECTORY):
+            self.code_files[int(f["id"])] = dict(metadata)
             return
-        match = VERSION_XID.match(f.external_id or "")
+        match = VERSION_XID.match(f.get("externalId") or "")
         if match is None:  # block markers and anything else under /mlops
             return
         model, env, number = match.group(1), match.group(2), int(match.group(3))
         key = (model, env)
         by_number = self.versions.setdefault(key, {})
-        if is_ready(f):
-            by_number[number] = VersionRecord(model, env, number, f.external_id or "", f.created_time or 0,
-                                              dict(f.metadata or {}))
+        if f.get("uploaded") and metadata.get("deleted") != "true":  # index.is_ready
+            by_number[number] = VersionRecord(model, env, number, f["externalId"], int(f.get("createdTime") or 0),
+                                              metadata)
         elif by_number.pop(number, None) is None:
             return
         self._sorted.pop(key, None)
