@@ -96,11 +96,17 @@ class World:
         self.outputs.append(done)
         return done
 
+    def shows(self, *args: str) -> Run:
+        """A command that only reads and prints (executions, a dry run): the same CLI in this process."""
+        done = self.repo.cli(*args)
+        self.outputs.append(done)
+        return done
+
     def run(self, name: str) -> Run:
         return self.mlops("automations", "run", name, "--env", "test", "--wait", "--timeout", "240")
 
     def executions(self, name: str) -> list[dict[str, Any]]:
-        done = self.mlops("automations", "executions", name, "--env", "test", "--json")
+        done = self.shows("automations", "executions", name, "--env", "test", "--json")
         assert done.code == 0, done.stdout + done.stderr
         return list(json.loads(done.stdout))
 
@@ -192,7 +198,7 @@ def test_a_query_of_two_columns_is_refused_at_register_time_naming_the_field(wor
     path = tmp_path / "mlops_automations.py"
     path.write_text(AUTOMATIONS.format(data=DATA, errors="http://x", hook="http://x",
                                        drift="SELECT avg(latency_total_ms), count(*) FROM calls"))
-    done = world.mlops("automations", "register", "--env", "test", "--dry-run", "--path", str(path))
+    done = world.shows("automations", "register", "--env", "test", "--dry-run", "--path", str(path))
     assert done.code == 2, done.stdout + done.stderr
     line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if "count(*)" in text)
     assert f"mlops_automations.py:{line}: automation 'on_drift': trigger.metric.sql_query: " in done.stderr, \
@@ -230,7 +236,7 @@ def test_a_check_that_does_not_hold_records_its_value_and_notifies_nobody(world:
     assert (check["value"], check["threshold"], check["direction"], check["fired"]) == (0.0, 20.0, "above", False)
     assert check["metric_sql"] == DRIFT_SQL and check["detail"] == "0 not > 20: not triggered"
     assert payloads(world.hook, "on_drift") == [] and payloads(world.errors, "on_drift") == []
-    text = world.mlops("automations", "executions", "on_drift", "--env", "test")
+    text = world.shows("automations", "executions", "on_drift", "--env", "test")
     assert "1 check not triggered since " in text.stdout and "last value 0 not > 20" in text.stdout, text.stdout
 
 
@@ -269,7 +275,7 @@ def test_within_the_cooldown_the_trigger_does_not_fire_again(world: World, in_co
     assert check["value"] == 120.0 and check["holds"] is True and check["in_cooldown"] is True
     assert check["fired"] is False and check["cooldown_until"] and "in cooldown until" in check["detail"]
     assert len(payloads(world.hook, "on_drift")) == 1  # no second notification
-    text = world.mlops("automations", "executions", "on_drift", "--env", "test")
+    text = world.shows("automations", "executions", "on_drift", "--env", "test")
     assert "2 checks not triggered since" in text.stdout and "(holds, in cooldown)" in text.stdout, text.stdout
 
 

@@ -127,6 +127,12 @@ class World:
         self.outputs.append(done)
         return done
 
+    def shows(self, *args: str) -> Run:
+        """A command that only reads and prints (executions, history, list): the same CLI in this process."""
+        done = self.repo.cli(*args, **self.secrets)
+        self.outputs.append(done)
+        return done
+
     def tick(self, key: str, now: datetime) -> list[dict[str, Any]]:
         """`mlops local-cdf tick --now NOW --json` once per key: the trigger runs it fired (their runs ended)."""
         if key not in self.ticks:
@@ -136,7 +142,7 @@ class World:
         return self.ticks[key]
 
     def executions(self, name: str) -> list[dict[str, Any]]:
-        done = self.mlops("automations", "executions", name, "--json")
+        done = self.shows("automations", "executions", name, "--json")
         assert done.code == 0, done.stdout + done.stderr
         return list(json.loads(done.stdout))
 
@@ -251,7 +257,7 @@ def test_a_due_run_trains_passes_its_gate_deploys_and_posts_to_slack(world: Worl
     assert notification["target"] == "from secret 'slack-hook'"
     assert [r for r in world.errors.requests if r.json().get("automation") == "weekly_refit"] == []
 
-    history = world.mlops("history", MODEL, "--env", "test", "--json")
+    history = world.shows("history", MODEL, "--env", "test", "--json")
     assert history.code == 0, history.stderr
     [audit] = [r for r in history.json if r["action"] == "automation" and r["model_id"] == model_id]
     assert audit["outcome"] == "success" and audit["extra"]["execution_id"] == run["id"]
@@ -351,7 +357,7 @@ def test_a_europe_oslo_cron_fires_at_the_oslo_time(world: World, fourth_day: Run
     due = on(day, 7, 30, OSLO)
     assert fire["fireTime"] == due.timestamp() * 1000  # 07:30 in Oslo, 06:30 or 05:30 UTC
     assert fire["fireTime"] < on(day, 7, 30).timestamp() * 1000  # not 07:30 UTC
-    listed = {a["name"]: a for a in world.mlops("automations", "list", "--json").json}
+    listed = {a["name"]: a for a in world.shows("automations", "list", "--json").json}
     oslo = listed["oslo_morning"]
     assert oslo["trigger"]["timezone"] == "Europe/Oslo" and oslo["last_run"]["id"] == fire["workflowExecutionId"]
     assert datetime.fromisoformat(oslo["trigger"]["next_run"]).astimezone(OSLO).strftime("%H:%M") == "07:30"

@@ -1,5 +1,6 @@
 """`mlops rollback` end to end: deployments made by the deploy script, rolled back by the CLI in a subprocess,
-against a local CDF served by this test process. The tests share one repo and one local CDF and run in order."""
+against a local CDF served by this test process (the further rollbacks and the refusals: the same CLI in this
+process, Repo.cli). The tests share one repo and one local CDF and run in order."""
 from __future__ import annotations
 
 import json
@@ -92,9 +93,9 @@ def answer(repo: Repo) -> tuple[str, list]:
 
 
 def test_rollback_without_previous_deployments_says_so(repo):
-    run = repo.run("mlops", "rollback", "scaler", "--env", "test", MLOPS_SECRET_API_KEY=SECRET)
+    run = repo.cli("rollback", "scaler", "--env", "test", MLOPS_SECRET_API_KEY=SECRET)
     assert run.code == 1 and "no previous deployment of scaler-prediction-test is kept" in run.stderr
-    unknown = repo.run("mlops", "rollback", "nope", "--env", "test")
+    unknown = repo.cli("rollback", "nope", "--env", "test")
     assert unknown.code == 2 and "unknown model 'nope': the known models are scaler" in unknown.stderr
 
 
@@ -107,7 +108,7 @@ def test_rollback_to_the_previous_and_to_a_version_without_tests_or_rebuild(repo
     assert answer(repo) == ("scaler/test/3", [30])
     assert len(repo.code_files(XID)) == 3
 
-    listed = repo.run("mlops", "rollback", "scaler", "--env", "test", "--list", "--json")
+    listed = repo.cli("rollback", "scaler", "--env", "test", "--list", "--json")
     rows = json.loads(listed.stdout)
     assert [r["version"] for r in rows] == ["3", "2", "1"] and [r["live"] for r in rows] == [True, False, False]
 
@@ -121,19 +122,18 @@ def test_rollback_to_the_previous_and_to_a_version_without_tests_or_rebuild(repo
     record = audit.history(repo.client, "scaler", "test")[0]
     assert (record["action"], record["outcome"], record["version"]) == ("rollback", "success", "2")
 
-    to_first = repo.run("mlops", "rollback", "scaler", "--env", "test", "--to-version", "1",
-                        MLOPS_SECRET_API_KEY=SECRET)
+    to_first = repo.cli("rollback", "scaler", "--env", "test", "--to-version", "1", MLOPS_SECRET_API_KEY=SECRET)
     assert to_first.code == 0, to_first.stderr
     assert "rolled back to version 1" in to_first.stdout
     assert answer(repo) == ("scaler/test/1", [10])
 
-    again = repo.run("mlops", "rollback", "scaler", "--env", "test", MLOPS_SECRET_API_KEY=SECRET)
+    again = repo.cli("rollback", "scaler", "--env", "test", MLOPS_SECRET_API_KEY=SECRET)
     assert again.code == 0, again.stderr
     assert answer(repo) == ("scaler/test/2", [20])  # the previous deployment is the one rolled away from
     standbys = [x for x in repo.functions() if x.startswith(f"{XID}-")]
     assert standbys == []  # one function per service between deploys
 
-    missing = repo.run("mlops", "rollback", "scaler", "--env", "test", "--to-version", "3")
+    missing = repo.cli("rollback", "scaler", "--env", "test", "--to-version", "3")
     assert missing.code == 2 and "needs its secrets: set MLOPS_SECRET_API_KEY" in missing.stderr
 
 
