@@ -48,13 +48,13 @@ def test_the_summary_as_json(repo, tmp_path):
 
 
 def test_an_unknown_model_is_exit_2_naming_the_known_ones(repo, tmp_path):
-    run = repo.run("mlops", "analytics", "wel_density", XDG_CACHE_HOME=str(tmp_path))
+    run = repo.cli("analytics", "wel_density", XDG_CACHE_HOME=str(tmp_path))
     assert run.code == 2, run.stderr
     assert "unknown model 'wel_density'" in run.stderr and "well_density" in run.stderr
 
 
 def test_a_query_duckdb_refuses_is_exit_2_with_its_message(repo, tmp_path):
-    run = repo.run("mlops", "analytics", "well_density", "--sql", "SELECT avg(latency) FROM calls",
+    run = repo.cli("analytics", "well_density", "--sql", "SELECT avg(latency) FROM calls",
                    XDG_CACHE_HOME=str(tmp_path))
     assert run.code == 2, run.stderr
     assert "analytics query 'SELECT avg(latency) FROM calls'" in run.stderr

@@ -50,7 +50,7 @@ def test_batch_predicts_a_prefix_and_prints_json(repo: Repo) -> None:
 
 
 def test_an_unknown_format_is_a_usage_error_naming_the_file(repo: Repo) -> None:
-    run = repo.run("mlops", "batch", MODEL, "--input", "odd/")
+    run = repo.cli("batch", MODEL, "--input", "odd/")
 
     assert run.code == 2
     assert "unknown format of 'odd/sheet.xlsx'" in run.stderr and ".parquet" in run.stderr

@@ -241,7 +241,7 @@ def test_dev_deploy_to_a_fresh_local_cdf_serves_the_local_artifact(template):
     assert (record["action"], record["outcome"], record["hash"]) == ("deploy", "success", result["hash"])
     assert "model tests passed" in run.stderr and "service test passed" in run.stderr
 
-    called = template.run("mlops", "call", "well_density", "--data", json.dumps(ServiceTest.prediction_input))
+    called = template.cli("call", "well_density", "--data", json.dumps(ServiceTest.prediction_input))
     assert called.code == 0, called.stderr
     answer = json.loads(called.stdout)
     assert answer["model_id"] == local_id and ServiceTest.prediction_check(answer)
@@ -308,7 +308,7 @@ def test_local_deployment_true_sends_a_dev_deploy_to_the_configured_project(temp
 
 
 def test_a_model_id_that_is_not_in_the_settings_is_a_usage_error(template):
-    run = template.run("mlops", "deploy", "prediction", "--model", "nope")
+    run = template.cli("deploy", "prediction", "--model", "nope")
     assert run.code == 2
     assert "nope" in run.stderr and "well_density" in run.stderr and "Traceback" not in run.stderr
 

@@ -61,11 +61,11 @@ def test_a_missing_artifact_folder_is_named_by_deploy_and_by_validate(repo):
     assert "field 'artifact_folder': folder model_artifact was not found" in message
     assert "no version in dev" not in message and "upload one" not in message
 
-    plain = repo.run("mlops", "settings", "validate")
+    plain = repo.cli("settings", "validate")
     assert plain.code == 0, plain.stderr
     assert "ENV=dev deploys would refuse model 'well_density': field 'artifact_folder': folder model_artifact was " \
            "not found" in plain.stderr
-    dev = repo.run("mlops", "settings", "validate", "--env", "dev")
+    dev = repo.cli("settings", "validate", "--env", "dev")
     assert dev.code == 2 and "folder model_artifact was not found" in dev.stderr
 
 
