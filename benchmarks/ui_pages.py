@@ -8,7 +8,7 @@ cognite-sdk over HTTP: load() (the first read: every registry file in parallel p
 functions, the automations), then each page method --repeat times with min_refresh_s=0, so every call includes its
 refresh (what changed in CDF since the previous call: the incremental listings), which is the server-side cost of
 a page (the HTML around it is H2's). Reported: the median and p95 per page, and the HTTP requests one call makes
-(counted from the SDK's debug log).
+(counted from the log of httpx2, the SDK's HTTP client).
 
 The SEED writes the local CDF's store directly (store.insert in one transaction, stamped a day ago: 300,000 versions through the SDK, a
 request each, would take an hour): per model and environment --versions registry files laid out as
@@ -56,19 +56,20 @@ SHA = hashlib.sha256(b"tiny archive").hexdigest()
 
 
 class RequestCounter(logging.Handler):
-    """Counts the SDK's "HTTP/1.1 POST url status" debug lines: one per HTTP request it makes."""
+    """Counts httpx2's "HTTP Request: POST url ..." lines: one per HTTP request the SDK makes (its own debug log
+    leaves out some, e.g. RAW's)."""
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.count = 0
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.getMessage().startswith("HTTP/"):
+        if record.getMessage().startswith("HTTP Request:"):
             self.count += 1
 
 
 def count_requests(fn: Callable[[], Any]) -> int:
-    logger = logging.getLogger("cognite.client._basic_api_client")
+    logger = logging.getLogger("httpx2")
     counter, level = RequestCounter(), logger.level
     logger.addHandler(counter)
     logger.setLevel(logging.DEBUG)
