@@ -5,6 +5,7 @@ incremental refresh (a new version appears, a deleted one disappears, a new audi
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Any, Iterator
 from zoneinfo import ZoneInfo
@@ -27,7 +28,7 @@ from akerbp.mlops.deployment.records import VERIFIED_KEY
 from akerbp.mlops.errors import UsageError
 from akerbp.mlops.local_cdf import LocalCDF
 from akerbp.mlops.ui.incremental import OVERLAP_MS, Listing
-from akerbp.mlops.ui.snapshot import Snapshot, UnknownModel
+from akerbp.mlops.ui.snapshot import CdfReadFailed, Snapshot, UnknownModel
 from akerbp.mlops.ui.versions_index import RegistryIndex
 from akerbp.mlops.vocabulary import (
     analytics_calls_table,
@@ -36,7 +37,7 @@ from akerbp.mlops.vocabulary import (
     code_file_external_id,
     function_external_id,
 )
-from support import zipped
+from support import clear_faults, inject_faults, zipped
 
 NOW = int(time.time() * 1000)
 TRAINING = {"GR": {"mean": 50.0, "std": 2.0, "min": 40.0, "max": 60.0, "count": 100}}
@@ -282,3 +283,41 @@ def test_pages_within_min_refresh_s_read_cdf_once(client: CogniteClient):
         snap.models()
         snap.model("alpha")
     assert listing.reads == reads
+
+
+def test_a_cdf_that_cannot_be_read_is_named_and_the_next_page_reads_again(client: CogniteClient, snapshot: Snapshot):
+    base_url = str(client.config.base_url)
+    inject_faults(base_url, [{"path": "/files/list", "status": 403, "count": 1}])
+    try:
+        with pytest.raises(CdfReadFailed, match="registry's files from CDF project test at " + base_url) as failed:
+            snapshot.models()
+        assert failed.value.cdf["project"] == "test" and failed.value.cdf["envs"] == ["dev", "test", "prod"]
+    finally:
+        clear_faults(base_url)
+    assert [m["name"] for m in snapshot.models()["models"]] == ["alpha", "beta"]
+
+
+def test_pages_from_several_threads_read_one_consistent_state(client: CogniteClient, snapshot: Snapshot, tmp_path):
+    (tmp_path / "model.txt").write_text("weights 3")
+    errors: list[BaseException] = []
+    totals: list[int] = []
+    before = snapshot.model("beta")["totals"]["dev"]
+
+    def read() -> None:
+        try:
+            for _ in range(5):
+                page = snapshot.model("beta")
+                assert page["totals"]["dev"] == len(page["versions"]["dev"]) == len(page["series"]["dev"]["version"])
+                totals.append(page["totals"]["dev"])
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    registry.upload_new_model_version("beta", "dev", tmp_path, client=client)
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors and not any(t.is_alive() for t in threads)
+    assert set(totals) <= {before, before + 1} and len(totals) == 20  # each page saw the state before or after
+    assert snapshot.model("beta")["totals"]["dev"] == before + 1
