@@ -305,7 +305,7 @@ class Snapshot:
 
     def analytics(self, model: str, env: str | None = None, since: str = "7d") -> dict:
         """/analytics/<model>: calls, errors, latency and feature drift in env (default: the first environment with
-        a prediction service of the model)."""
+        calls recorded, else the first with a prediction service of the model); cached for min_refresh_s."""
         from akerbp.mlops.analytics.query import by_period, since_ms
 
         start = since_ms(since)
