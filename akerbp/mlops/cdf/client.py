@@ -222,11 +222,11 @@ def _why_local() -> str:
 
 
 def _local_client(data_dir: Path) -> "CogniteClient":
-    from akerbp.mlops.local_cdf import LocalCDF
+    from akerbp.mlops.local_cdf.served import server_info  # the server itself only when this process embeds it
 
     _bypass_proxy_for_loopback()
     _sdk_ready()
-    info = LocalCDF.server_info(data_dir)
+    info = server_info(data_dir)
     served = info["base_url"] if info else None
     if info and info.get("restricted"):  # `mlops local-cdf serve --client ...`: our local token would get 401
         config = cdf_config_from_env()
@@ -245,6 +245,8 @@ def _local_client(data_dir: Path) -> "CogniteClient":
         return _client_for_url(served)
     cdf = _embedded.get(data_dir)
     if cdf is None:
+        from akerbp.mlops.local_cdf import LocalCDF
+
         cdf = LocalCDF(data_dir).start()
         _embedded[data_dir] = cdf
         atexit.register(cdf.stop)

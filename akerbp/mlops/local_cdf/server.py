@@ -22,10 +22,11 @@ from .http import auth, faults, health
 from .http.app import App, Services
 from .runtime import environments, processes, sandbox
 from .runtime.host import FunctionRuntime
+from .served import SERVER_FILE
 from .store import Store
+from . import served
 
 log = logging.getLogger("akerbp.mlops.local_cdf")
-SERVER_FILE = "server.json"
 # The API modules served, each with its `routes`: a new resource (workflows, RAW) is one more module in api/ and here.
 ROUTERS = (auth, projects, sessions, files, datasets, events, timeseries, functions, calls, schedules, raw, workflows,
            workflow_triggers, faults, health)
@@ -207,18 +208,8 @@ class LocalCDF:
     @staticmethod
     def server_info(data_dir: str | Path) -> dict | None:
         """The announced record (pid, base_url, started, restricted, ...) of a live server for this data dir, if one
-        answers."""
-        import urllib.request
-
-        try:
-            info = json.loads((Path(data_dir) / SERVER_FILE).read_text())
-            os.kill(int(info["pid"]), 0)
-            with urllib.request.urlopen(info["base_url"] + "/_local/health", timeout=1) as response:
-                if response.status == 200:
-                    return info
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        return None
+        answers (served.server_info, which needs no import of this module)."""
+        return served.server_info(data_dir)
 
     @staticmethod
     def running(data_dir: str | Path) -> str | None:
