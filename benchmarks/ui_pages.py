@@ -225,9 +225,54 @@ def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             rows.append({"page": path, "median_ms": round(median, 1), "p95_ms": round(p95, 1),
                          "requests": requests})
         size = len(json.dumps(snap.models()))
+        http = http_pages(snap, list(pages), args.repeat)
         snap.close()
     return {"models": args.models, "envs": envs, "versions": args.versions, "seed_s": round(seed_s, 1),
-            "load_s": round(load_s, 2), "models_json_bytes": size, "pages": rows}
+            "load_s": round(load_s, 2), "models_json_bytes": size, "pages": rows, "http": http}
+
+
+def http_pages(snap: Snapshot, paths: list[str], repeat: int) -> list[dict[str, Any]]:
+    """Each page as the browser gets it from `mlops ui`'s server (the Snapshot's dict rendered to HTML): the server's
+    own time from its Server-Timing header (the figure the issue's goal is about), and the client's round trip."""
+    import threading
+
+    import requests
+
+    from akerbp.mlops.ui.server import Server, make_app
+
+    logging.getLogger("akerbp.mlops.ui.server").setLevel(logging.WARNING)  # no request log lines in the figures
+    server = Server(make_app(snap), "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    rows = []
+    try:
+        with requests.Session() as http:
+            for path in paths:
+                url = server.url.rstrip("/") + path
+                server_ms, wall_ms, size = [], [], 0
+                for i in range(repeat + 1):
+                    start = time.perf_counter()
+                    response = http.get(url, timeout=60)
+                    took = (time.perf_counter() - start) * 1000
+                    response.raise_for_status()
+                    if i == 0:
+                        continue  # warm
+                    timing = response.headers["Server-Timing"]
+                    server_ms.append(float(timing.split("dur=")[1]))
+                    wall_ms.append(took)
+                    size = len(response.content)
+                rows.append({"page": path, "server_median_ms": round(statistics.median(server_ms), 1),
+                             "server_p95_ms": round(_p95(server_ms), 1),
+                             "wall_median_ms": round(statistics.median(wall_ms), 1), "html_bytes": size})
+    finally:
+        server.close()
+        thread.join(timeout=10)
+    return rows
+
+
+def _p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -248,7 +293,16 @@ def main(argv: list[str] | None = None) -> None:
           f"load() {result['load_s']:.2f} s; /models JSON {result['models_json_bytes']:,} bytes")
     table = [("page", "median (ms)", "p95 (ms)", "requests")] + [
         (r["page"], f"{r['median_ms']:.1f}", f"{r['p95_ms']:.1f}", str(r["requests"])) for r in result["pages"]]
-    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    print("the Snapshot's page methods (data only, refresh included):")
+    _print_table(table)
+    print("the pages over HTTP (rendered HTML; server = its Server-Timing header, the issue's figure):")
+    _print_table([("page", "server median (ms)", "server p95 (ms)", "round trip median (ms)", "HTML bytes")] + [
+        (r["page"], f"{r['server_median_ms']:.1f}", f"{r['server_p95_ms']:.1f}", f"{r['wall_median_ms']:.1f}",
+         f"{r['html_bytes']:,}") for r in result["http"]])
+
+
+def _print_table(table: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         print("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
 
