@@ -38,6 +38,33 @@ if not os.environ.get("PYTEST_XDIST_WORKER"):
     compileall.compile_dir(str(Path(__file__).resolve().parents[1] / "akerbp"), quiet=2)
 
 
+# The modules that take longest, in seconds of a full run (rounded; only their order matters): they start first.
+# xdist's loadscope hands out whole modules, by default in order of their number of tests, which starts these last
+# (most of them are a few tests of 20-110 s each); one of them still running alone at the end leaves the other core
+# idle. Longest first, the last modules handed out are short. A module not listed starts after these.
+SLOW_MODULES = {
+    "tests/deployment/test_interrupts.py": 110, "tests/deployment/test_deploy.py": 90,
+    "tests/ui/test_browser.py": 80, "tests/deployment/test_concurrency.py": 75,
+    "tests/automations/test_scenarios.py": 45, "tests/deployment/test_verified_hint.py": 43,
+    "tests/deployment/test_plan.py": 40, "tests/cli/test_init.py": 40, "tests/local_cdf/test_functions.py": 38,
+    "tests/local_cdf/test_environments.py": 35, "tests/registry/test_dev_artifacts.py": 33,
+    "tests/local_cdf/test_api.py": 32, "tests/automations/test_cli.py": 28, "tests/cli/test_targets.py": 27,
+    "tests/registry/test_registry.py": 26, "tests/deployment/test_rollback.py": 25,
+    "tests/automations/test_metric_trigger.py": 25, "tests/automations/test_steps.py": 21,
+    "tests/pipeline/test_github.py": 20, "tests/pipeline/test_pipeline_run.py": 17,
+}
+
+
+def pytest_configure(config):
+    if hasattr(config.option, "loadscopereorder"):  # xdist loaded: hand modules out in the collection's order
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(config, items):
+    # A stable sort: each module's tests stay together and in their order (module-scoped states rely on it).
+    items.sort(key=lambda item: -SLOW_MODULES.get(item.nodeid.split("::")[0], 0))
+
+
 def pytest_unconfigure(config):
     if _VENV_CACHE is not None:  # the process that made it, after the workers ended
         shutil.rmtree(_VENV_CACHE, ignore_errors=True)
