@@ -14,7 +14,8 @@ NETWORK_ERRORS = frozenset({"TransportError", "CogniteConnectionError", "Cognite
 DEBUG_HINT = "set MLOPS_LOG_LEVEL=DEBUG to see the traceback"
 
 
-def _causes(exc: BaseException) -> list[BaseException]:
+def causes(exc: BaseException) -> list[BaseException]:
+    """The exception, then its causes and contexts, each once."""
     chain: list[BaseException] = []
     current: BaseException | None = exc
     while current is not None and all(current is not seen for seen in chain):
@@ -44,7 +45,7 @@ def _configured_url() -> str:
 
 def network_failure(exc: BaseException) -> str | None:
     """One line (masked) naming the URL that could not be reached, if `exc` is or wraps a network failure."""
-    chain = _causes(exc)
+    chain = causes(exc)
     network = [e for e in chain if any(cls.__name__ in NETWORK_ERRORS for cls in type(e).__mro__)]
     if not network:
         return None

@@ -23,7 +23,7 @@ from werkzeug.routing import Map, RequestRedirect, Rule
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-from akerbp.mlops.cdf.failures import NETWORK_ERRORS, network_failure
+from akerbp.mlops.cdf.failures import NETWORK_ERRORS, causes, network_failure
 from akerbp.mlops.errors import UsageError
 from akerbp.mlops.ui import auth, format
 from akerbp.mlops.utils.logger import get_logger, mask
@@ -200,15 +200,6 @@ def _limit(text: str | None) -> int:
     return value
 
 
-def _chain(e: BaseException) -> list[BaseException]:
-    chain: list[BaseException] = []
-    current: BaseException | None = e
-    while current is not None and all(current is not seen for seen in chain):
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    return chain
-
-
 def _failure(e: Exception) -> Failure:
     """An exception from the Snapshot or a template as the page to show: 404 for an unknown model, 400 for other
     bad input, 502 when a CDF could not be read, 500 (logged at DEBUG with its traceback) for a bug."""
@@ -221,7 +212,7 @@ def _failure(e: Exception) -> Failure:
         return Failure(404, "Unknown model", mask(str(e)), known=getattr(e, "known", None))
     if isinstance(e, UsageError):
         return Failure(400, "Bad request", mask(str(e)))
-    names = {cls.__name__ for x in _chain(e) for cls in type(x).__mro__}
+    names = {cls.__name__ for x in causes(e) for cls in type(x).__mro__}
     if names & (NETWORK_ERRORS | {"CogniteException"}):
         what = network_failure(e) or f"a CDF request failed: {type(e).__name__}: {e}"
         log.debug("a CDF could not be read", exc_info=e)
