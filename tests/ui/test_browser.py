@@ -4,9 +4,10 @@ dashboard over a local CDF holding a two-model repo's history, as a person would
 The history is made the way a user makes it: the template's well_density (analytics on) and a small second model,
 model2, deployed to dev by the deploy script; versions trained by the template's own train() (and model2's with an
 r2 metric) uploaded to the registry; well_density's version 3 promoted to test and deployed there; an automation
-registered with a schedule; prediction calls whose analytics rows are in RAW. Then the real CLI, `mlops ui --port 0
---no-browser --json`, serves it and one browser session loads each page: the live versions match `mlops status`,
-every chart was drawn (plotly's data-rendered and a non-empty SVG trace), the automation's next run is croniter's,
+registered with a schedule and run once for real (it trains, its gate says no); prediction calls whose analytics
+rows are in RAW. Then the real CLI, `mlops ui --port 0 --no-browser --json`, serves it and one browser session loads
+each page: the live versions match `mlops status`, every chart was drawn (plotly's data-rendered and a non-empty SVG
+trace), the automation's next run is croniter's and its run's tasks and verdict are `mlops automations executions`',
 and no page logs a console error. A screenshot of each page goes to $MLOPS_TEST_ARTIFACTS (default
 test-artifacts/ui/ in the repo, gitignored). Without chromium or chromedriver (on PATH, or $MLOPS_TEST_CHROMIUM and
 $MLOPS_TEST_CHROMEDRIVER) the module is skipped, unless $CI is set: CI must run it (.ci/run installs both).
@@ -92,11 +93,14 @@ automations = [
     Automation(name="nightly", model="well_density", trigger=ScheduledTrigger(cron="{cron}"),
                action=TrainDeploy(training=TrainingSpecifications(data={{"n_samples": 300}}),
                                   deployment_condition=[BuildMetric(metric_name="r2",
-                                      direction=ThresholdDirection.ABOVE, threshold=0.7)],
+                                      direction=ThresholdDirection.ABOVE, threshold={threshold})],
                                   deployment=DeploymentSpecifications(environments=["test"]))),
 ]
 '''
 CRON = "0 2 * * *"
+# Above the r2 the template's train() reaches on {"n_samples": 300} (~0.81): the fixture's run of `nightly` trains a
+# version, the gate says no and nothing is deployed (a second deploy to test would race the fixture's own).
+R2_GATE = 0.95
 # The template's train() in the repo copy, three times: three versions with their own metrics (and whatever else
 # train() returns, e.g. the training statistics analytics compares the calls with).
 TRAIN = '''
@@ -116,6 +120,7 @@ class History:
     versions: dict[tuple[str, str], list[Any]]  # (model, env) -> the registry's versions, oldest first
     trained: list[dict[str, Any]]  # what well_density's train() returned, per dev version
     analytics_rows: int  # well_density's rows in test's analytics table
+    executions: list[dict[str, Any]]  # `mlops automations executions nightly --env test --json` after its one run
 
 
 def started(repo: Repo, *args: str, **env: str) -> subprocess.Popen:
@@ -160,10 +165,11 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
     for relative, text in MODEL2.items():
         (root / relative).parent.mkdir(parents=True, exist_ok=True)
         (root / relative).write_text(textwrap.dedent(text))
-    (root / "mlops_automations.py").write_text(AUTOMATIONS.format(cron=CRON))
+    (root / "mlops_automations.py").write_text(AUTOMATIONS.format(cron=CRON, threshold=R2_GATE))
     repo = Repo(root, isolation="shared-no-install")
     try:
         dev = started(repo, "bash", "deploy_prediction_service.sh", "--json")  # both models, meanwhile the registry
+        register = started(repo, "mlops", "automations", "register", "--env", "test", "--json")
         folders = root.parent / "trained"
         done = subprocess.run([sys.executable, "-c", TRAIN, str(folders)], cwd=root, env=repo.env(),
                               capture_output=True, text=True, timeout=120)
@@ -176,20 +182,26 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
                                      client=repo.client)
         promote_model("well_density", 3, "test", client=repo.client)
         test = started(repo, "bash", "deploy_prediction_service.sh", "--model", "well_density", "--json", ENV="test")
-        register = started(repo, "mlops", "automations", "register", "--env", "test", "--json")
-        for process, what in ((dev, "deploy to dev"), (test, "deploy to test"), (register, "automations register")):
+        finished(register, "automations register")
+        # One real run of the schedule (after the promotion: its version is test/4), beside the deploys and calls.
+        run = started(repo, "mlops", "automations", "run", "nightly", "--env", "test", "--wait", "--timeout", "240")
+        for process, what in ((dev, "deploy to dev"), (test, "deploy to test")):
             finished(process, what)
+        status = started(repo, "mlops", "status", "--json")  # what is live: the run deploys nothing
         call_ids = []
         for record in CALLS:
             call = repo.client.functions.call(external_id="well_density-prediction-test", data={"data": [record]})
             assert call.status == "Completed", call.error
             call_ids.append(call.id)
         rows = analytics_rows(repo, call_ids)
-        status = json.loads(finished(started(repo, "mlops", "status", "--json"), "mlops status").stdout)
+        finished(run, "automations run nightly --wait")
+        executions = repo.cli("automations", "executions", "nightly", "--env", "test", "--json")
+        assert executions.code == 0, executions.stderr
+        live = json.loads(finished(status, "mlops status").stdout)
         versions: dict[tuple[str, str], list[Any]] = {}
         for v in list_model_versions(client=repo.client):
             versions.setdefault((v.model_name, v.env), []).append(v)
-        yield History(repo, status, versions, trained, rows)
+        yield History(repo, live, versions, trained, rows, executions.json)
     finally:
         repo.close()
 
@@ -375,11 +387,14 @@ def test_history_charts_the_trail_and_lists_the_deploys(history: History, ui: Se
     for model, env in (("well_density", "dev"), ("model2", "dev"), ("well_density", "test")):
         assert any({"deploy", model, env} <= set(cells) for cells in rows), (model, env, rows)
     assert any({"promotion", "well_density", "test"} <= set(cells) for cells in rows), rows
+    [run] = history.executions  # the automation's run, its audit record with what it trained and its outcome
+    assert any({"automation", "well_density", "test", run["model_id"], run["outcome"]} <= set(cells)
+               for cells in rows), (run, rows)
     no_console_errors(browser)
     screenshot(browser, "history")
 
 
-def test_automations_shows_the_schedules_next_run(history: History, ui: Server, browser: WebDriver) -> None:
+def test_automations_shows_the_schedules_next_run_and_its_run(history: History, ui: Server, browser: WebDriver) -> None:
     from croniter import croniter
 
     visit(browser, page_url(ui, "/automations"))
@@ -389,6 +404,21 @@ def test_automations_shows_the_schedules_next_run(history: History, ui: Server, 
     now = datetime.now(timezone.utc)
     expected = croniter(CRON, now - timedelta(minutes=1)).get_next(datetime)
     assert shown.tzinfo is not None and abs((shown - expected).total_seconds()) < 60, (cell.text, expected)
+
+    [run] = history.executions  # the fixture's one run, as `mlops automations executions` tells it
+    assert run["status"] == "completed" and run["outcome"] == "not_deployed", run
+    rows = element(browser, "executions-nightly-test").find_elements(By.CSS_SELECTOR, "tbody tr")
+    assert len(rows) == 1, [r.text for r in rows]
+    row = rows[0]
+    assert row.find_element(By.CSS_SELECTOR, "td.status").text.strip() == run["status"], row.text
+    tasks = [t.text.strip() for t in row.find_elements(By.CSS_SELECTOR, ".task")]
+    assert tasks == [f"{t['name']}: {t['status']}" for t in run["tasks"]], (tasks, run["tasks"])
+    assert [t["name"] for t in run["tasks"]] == ["train", "gate", "deploy", "notify"], run["tasks"]
+    [verdict] = run["verdicts"]
+    assert verdict["metric"] == "r2" and verdict["met"] is False, verdict
+    shown_verdicts = [v.text.strip() for v in row.find_elements(By.CSS_SELECTOR, ".verdict")]
+    assert shown_verdicts == [verdict["detail"]], (shown_verdicts, verdict)
+    assert run["model_id"] and run["model_id"] in row.text, (run["model_id"], row.text)
     no_console_errors(browser)
     screenshot(browser, "automations")
 
