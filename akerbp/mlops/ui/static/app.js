@@ -163,8 +163,10 @@
     } else if (!b) {
       const why = f.baseline_note || "no training statistics in " + (data.served_model_id || "the served version") +
         "'s metadata";
-      lay.annotations = [{ text: why, xref: "paper", yref: "paper",
-        x: 1, y: 1.08, xanchor: "right", showarrow: false, font: { color: "#666" } }];
+      // Above the plot at its left: plotly's mode bar takes the top right corner.
+      lay.margin = Object.assign({}, BASE_LAYOUT.margin, { t: 34 });
+      lay.annotations = [{ text: why, xref: "paper", yref: "paper", x: 0, y: 1, xanchor: "left", yanchor: "bottom",
+        yshift: 6, showarrow: false, font: { color: "#666" } }];
     }
     if (!time.length) Object.assign(lay, emptyNote(data.note || "no calls in this period"));
     return draw(div, traces, lay);
