@@ -34,8 +34,9 @@ setup(
         "jinja2>=3.1",  # mlops ui's pages
         "plotly>=5",  # mlops ui's charts: plotly.min.js served from the package, no CDN
     ],
-    # test: what CI runs besides pytest (the pipeline schema check, the linter, the type checker), and what
+    # test: what CI runs besides pytest (the pipeline schema check, the linter, the type checker, playwright driving the
+    # system's chromium for tests/ui/test_browser.py: not selenium, whose trio makes every SDK import 0.17 s slower), and what
     # tests/cli/test_init.py builds a wheel with, offline (--no-build-isolation): setuptools and wheel.
-    extras_require={"test": ["check-jsonschema>=0.28", "pytest-xdist>=3.5", "ruff>=0.6", "mypy>=1.10", "types-PyYAML", "types-jsonschema", "types-requests", "selenium>=4.20", "setuptools>=64", "wheel"]},
+    extras_require={"test": ["check-jsonschema>=0.28", "pytest-xdist>=3.5", "ruff>=0.6", "mypy>=1.10", "types-PyYAML", "types-jsonschema", "types-requests", "playwright>=1.45", "setuptools>=64", "wheel"]},
     entry_points={"console_scripts": ["mlops=akerbp.mlops.cli:main"]},
 )

@@ -1,4 +1,4 @@
-"""`mlops ui` in a real headless Chromium (Debian's chromium + chromium-driver, driven by selenium): every page of the
+"""`mlops ui` in a real headless Chromium (Debian's chromium, driven by playwright): every page of the
 dashboard over a local CDF holding a two-model repo's history, as a person would open it.
 
 The history is made the way a user makes it: the template's well_density (analytics on) and a small second model,
@@ -9,8 +9,7 @@ rows are in RAW. Then the real CLI, `mlops ui --port 0 --no-browser --json`, ser
 each page: the live versions match `mlops status`, every chart was drawn (plotly's data-rendered and a non-empty SVG
 trace), the automation's next run is croniter's and its run's tasks and verdict are `mlops automations executions`',
 and no page logs a console error. A screenshot of each page goes to $MLOPS_TEST_ARTIFACTS (default
-test-artifacts/ui/ in the repo, gitignored). Without chromium or chromedriver (on PATH, or $MLOPS_TEST_CHROMIUM and
-$MLOPS_TEST_CHROMEDRIVER) the module is skipped, unless $CI is set: CI must run it (.ci/run installs both).
+test-artifacts/ui/ in the repo, gitignored). Without chromium (on PATH, or $MLOPS_TEST_CHROMIUM) the module is skipped, unless $CI is set: CI must run it (.ci/run installs both).
 """
 from __future__ import annotations
 
@@ -40,27 +39,21 @@ from support import MODEL, REPO, TESTS, Repo, Run, copy_template, mlops_command
 
 IN_CI = bool(os.environ.get("CI"))  # read at import: the suite's autouse fixture clears CI for each test
 CHROMIUM = os.environ.get("MLOPS_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = os.environ.get("MLOPS_TEST_CHROMEDRIVER") or shutil.which("chromedriver") or "/usr/bin/chromedriver"
 ARTIFACTS = Path(os.environ.get("MLOPS_TEST_ARTIFACTS") or REPO / "test-artifacts" / "ui")
 WAIT_S = 30.0  # for a page's charts to be drawn (plotly in a headless browser on a loaded machine)
 TOKEN = "browser-test-token"
 
 try:
-    from selenium import webdriver
-    from selenium.common.exceptions import TimeoutException
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver import Chrome as WebDriver  # get_log is Chromium's
-    from selenium.webdriver.remote.webelement import WebElement
-    from selenium.webdriver.support.ui import WebDriverWait
+    from playwright.sync_api import Locator, Page, sync_playwright
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
 except ImportError:  # the test extra not installed
     if IN_CI:
         raise
-    pytest.skip("selenium is not installed (pip install -e '.[test]')", allow_module_level=True)
+    pytest.skip("playwright is not installed (pip install -e '.[test]')", allow_module_level=True)
 
-_MISSING = [p for p in (CHROMIUM, CHROMEDRIVER) if not (os.path.isfile(p) and os.access(p, os.X_OK))]
+_MISSING = [p for p in (CHROMIUM,) if not (os.path.isfile(p) and os.access(p, os.X_OK))]
 if _MISSING and not IN_CI:
-    pytest.skip(f"no headless browser: {', '.join(_MISSING)} missing (apt-get install chromium chromium-driver)",
+    pytest.skip(f"no headless browser: {', '.join(_MISSING)} missing (apt-get install chromium)",
                 allow_module_level=True)
 
 SETTINGS = '''
@@ -154,8 +147,8 @@ def analytics_rows(repo: Repo, call_ids: list[int], timeout: float = 30.0) -> in
 def a_browser_in_ci() -> None:
     """Before any setup: with $CI set (else the module was skipped), no browser fails the tests, naming what is missing."""
     if _MISSING:
-        pytest.fail(f"CI: no headless browser, {', '.join(_MISSING)} missing: .ci/run installs chromium and "
-                    "chromium-driver with apt-get (as root)")
+        pytest.fail(f"CI: no headless browser, {', '.join(_MISSING)} missing: .ci/run installs chromium with "
+                    "apt-get (as root)")
 
 
 @pytest.fixture(scope="module")
@@ -271,193 +264,186 @@ def page_url(server: Server, path: str, host: str | None = None) -> str:
 
 # --- the browser --------------------------------------------------------------------------------------------------
 
+class Browser:
+    """One headless Chromium page (playwright driving the system's chromium) and what its console said."""
+
+    def __init__(self, page: Page):
+        self.page = page
+        self.errors: list[str] = []
+        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.errors.append(f"uncaught: {e}"))
+
+    @property
+    def url(self) -> str:
+        return self.page.url
+
+    def visit(self, url: str) -> None:
+        self.errors.clear()  # what earlier pages logged is theirs
+        self.page.goto(url, wait_until="load", timeout=WAIT_S * 1000)
+
+    def element(self, testid: str) -> Locator:
+        return self.page.locator(f'[data-testid="{testid}"]')
+
+    def wait_for(self, testid: str) -> Locator:
+        found = self.element(testid)
+        found.first.wait_for(state="attached", timeout=WAIT_S * 1000)
+        return found.first
+
+    def rendered(self, testid: str) -> Locator:
+        """The chart div once plotly drew it (data-rendered="true"), with a non-empty trace path in its SVG."""
+        chart = self.page.locator(f'[data-testid="{testid}"][data-rendered="true"]')
+        try:
+            chart.wait_for(state="attached", timeout=WAIT_S * 1000)
+        except PlaywrightTimeout:
+            present = self.element(testid).count()
+            raise AssertionError(f"{testid} not rendered in {WAIT_S} s on {self.url} "
+                                 f"({'present' if present else 'absent'}); console: {self.errors}") from None
+        paths = [p.get_attribute("d") or "" for p in chart.locator("svg .trace path").all()]
+        assert any(len(d) > 8 for d in paths), f"{testid}: no trace drawn in its SVG ({paths[:5]})"
+        return chart
+
+    def traces(self, chart: Locator) -> list[dict[str, Any]]:
+        """The traces plotly drew (the graph div's data), as x and y lists."""
+        return chart.evaluate("el => (el.data || []).map(t => ({name: t.name || null, x: Array.from(t.x || []),"
+                              " y: Array.from(t.y || [])}))")
+
+    def no_console_errors(self) -> None:
+        assert not self.errors, f"console errors on {self.url}: {self.errors}"
+
+    def screenshot(self, name: str) -> Path:
+        """The whole page as a PNG test artifact."""
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        path = ARTIFACTS / f"{name}.png"
+        self.page.screenshot(path=str(path), full_page=True, timeout=WAIT_S * 1000)
+        assert path.stat().st_size > 0, f"no screenshot of {self.url}"
+        print(f"screenshot of {self.url}: {path}")
+        return path
+
+
 @pytest.fixture(scope="module")
-def browser() -> Iterator[WebDriver]:
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    profile = tempfile.mkdtemp(prefix="mlops-chromium-")
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1400,1000"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(WAIT_S)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
-
-
-def visit(driver: WebDriver, url: str) -> None:
-    driver.get_log("browser")  # what earlier pages logged is theirs
-    driver.get(url)
-
-
-def element(driver: WebDriver, testid: str) -> WebElement:
-    return driver.find_element(By.CSS_SELECTOR, f'[data-testid="{testid}"]')
-
-
-def rendered(driver: WebDriver, testid: str) -> WebElement:
-    """The chart div once plotly drew it (data-rendered="true"), with a non-empty trace path in its SVG."""
-    def drawn(d: Any) -> Any:
-        found = d.find_elements(By.CSS_SELECTOR, f'[data-testid="{testid}"][data-rendered="true"]')
-        return found[0] if found else False
-
-    try:
-        chart = WebDriverWait(driver, WAIT_S).until(drawn)
-    except TimeoutException:
-        present = driver.find_elements(By.CSS_SELECTOR, f'[data-testid="{testid}"]')
-        raise AssertionError(f"{testid} not rendered in {WAIT_S} s on {driver.current_url} "
-                             f"({'present' if present else 'absent'}); console: {console(driver)}") from None
-    paths = [p.get_attribute("d") or "" for p in chart.find_elements(By.CSS_SELECTOR, "svg .trace path")]
-    assert any(len(d) > 8 for d in paths), f"{testid}: no trace drawn in its SVG ({paths[:5]})"
-    return chart
-
-
-def traces(driver: WebDriver, chart: WebElement) -> list[dict[str, Any]]:
-    """The traces plotly drew (the graph div's data), as x and y lists."""
-    return driver.execute_script(
-        "return (arguments[0].data || []).map(t => ({name: t.name || null, x: Array.from(t.x || []),"
-        " y: Array.from(t.y || [])}));", chart)
-
-
-def console(driver: WebDriver) -> list[dict[str, Any]]:
-    return driver.get_log("browser")
-
-
-def no_console_errors(driver: WebDriver) -> None:
-    severe = [entry["message"] for entry in console(driver) if entry["level"] == "SEVERE"]
-    assert not severe, f"console errors on {driver.current_url}: {severe}"
-
-
-def screenshot(driver: WebDriver, name: str) -> Path:
-    """The whole page as a PNG test artifact (the window grown to the page's height, then back)."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    height, frame = driver.execute_script("return [document.documentElement.scrollHeight, "
-                                          "window.outerHeight - window.innerHeight]")
-    driver.set_window_size(1400, max(1000, min(int(height) + int(frame), 8000)))
-    try:
-        assert driver.save_screenshot(str(path)), f"no screenshot of {driver.current_url}"
-    finally:
-        driver.set_window_size(1400, 1000)
-    print(f"screenshot of {driver.current_url}: {path}")
-    return path
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, timeout=WAIT_S * 1000,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage"])
+        try:
+            context = chromium.new_context(viewport={"width": 1400, "height": 1000})
+            yield Browser(context.new_page())
+        finally:
+            chromium.close()
 
 
 # --- one test per page --------------------------------------------------------------------------------------------
 
-def test_models_shows_what_mlops_status_says_is_live(history: History, ui: Server, browser: WebDriver) -> None:
-    visit(browser, page_url(ui, "/models"))
-    WebDriverWait(browser, WAIT_S).until(lambda d: d.find_elements(By.CSS_SELECTOR, '[data-testid="nav"]'))
+def test_models_shows_what_mlops_status_says_is_live(history: History, ui: Server, browser: Browser) -> None:
+    browser.visit(page_url(ui, "/models"))
+    browser.wait_for("nav")
     live = {(s["model"], s["env"]): s["model_id"] for s in history.status if s["service"] == "prediction"}
     assert set(live) == {("well_density", "dev"), ("model2", "dev"), ("well_density", "test")}, live
     for (model, env), model_id in sorted(live.items()):
-        assert model_id in element(browser, f"live-{model}-{env}").text, (model, env, model_id)
+        assert model_id in browser.element(f"live-{model}-{env}").inner_text(), (model, env, model_id)
     assert live["well_density", "test"] == "well_density/test/3"
-    assert element(browser, "live-model2-test").text.strip() == "-"
-    no_console_errors(browser)
-    screenshot(browser, "models")
+    assert browser.element("live-model2-test").inner_text().strip() == "-"
+    browser.no_console_errors()
+    browser.screenshot("models")
 
 
 def test_a_models_page_plots_its_metric_and_lists_its_versions(history: History, ui: Server,
-                                                                 browser: WebDriver) -> None:
-    visit(browser, page_url(ui, "/models/well_density"))
-    chart = rendered(browser, "metric-chart")
+                                                                 browser: Browser) -> None:
+    browser.visit(page_url(ui, "/models/well_density"))
+    chart = browser.rendered("metric-chart")
     r2 = [round(m["metrics"]["r2"], 6) for m in history.trained]
-    plotted = [[round(y, 6) if isinstance(y, (int, float)) else y for y in t["y"]] for t in traces(browser, chart)]
+    plotted = [[round(y, 6) if isinstance(y, (int, float)) else y for y in t["y"]] for t in browser.traces(chart)]
     assert r2 in plotted, f"the dev versions' r2 {r2} is not a trace of the chart: {plotted}"
     for env in ("dev", "test"):
-        rows = element(browser, f"versions-{env}").find_elements(By.CSS_SELECTOR, "tbody tr")
+        rows = browser.element(f"versions-{env}").locator("tbody tr").all()
         ids = [v.model_id for v in reversed(history.versions["well_density", env])]  # newest first
-        assert len(rows) == len(ids), (env, ids, [r.text for r in rows])
+        assert len(rows) == len(ids), (env, ids, [r.inner_text() for r in rows])
         for row, model_id in zip(rows, ids):
-            assert model_id in row.text, (env, model_id, row.text)
-    no_console_errors(browser)
-    screenshot(browser, "model-well_density")
+            assert model_id in row.inner_text(), (env, model_id, row.inner_text())
+    browser.no_console_errors()
+    browser.screenshot("model-well_density")
 
 
-def test_history_charts_the_trail_and_lists_the_deploys(history: History, ui: Server, browser: WebDriver) -> None:
-    visit(browser, page_url(ui, "/history"))
-    rendered(browser, "history-chart")
-    rows = [[td.text.strip() for td in r.find_elements(By.TAG_NAME, "td")]
-            for r in element(browser, "history-table").find_elements(By.CSS_SELECTOR, "tbody tr")]
+def test_history_charts_the_trail_and_lists_the_deploys(history: History, ui: Server, browser: Browser) -> None:
+    browser.visit(page_url(ui, "/history"))
+    browser.rendered("history-chart")
+    rows = [[td.inner_text().strip() for td in r.locator("td").all()]
+            for r in browser.element("history-table").locator("tbody tr").all()]
     for model, env in (("well_density", "dev"), ("model2", "dev"), ("well_density", "test")):
         assert any({"deploy", model, env} <= set(cells) for cells in rows), (model, env, rows)
     assert any({"promotion", "well_density", "test"} <= set(cells) for cells in rows), rows
     [run] = history.executions  # the automation's run, its audit record with what it trained and its outcome
     assert any({"automation", "well_density", "test", run["model_id"], run["outcome"]} <= set(cells)
                for cells in rows), (run, rows)
-    no_console_errors(browser)
-    screenshot(browser, "history")
+    browser.no_console_errors()
+    browser.screenshot("history")
 
 
-def test_automations_shows_the_schedules_next_run_and_its_run(history: History, ui: Server, browser: WebDriver) -> None:
+def test_automations_shows_the_schedules_next_run_and_its_run(history: History, ui: Server, browser: Browser) -> None:
     from croniter import croniter
 
-    visit(browser, page_url(ui, "/automations"))
-    cell = WebDriverWait(browser, WAIT_S).until(
-        lambda d: d.find_elements(By.CSS_SELECTOR, '[data-testid="next-run-nightly-test"]'))[0]
-    shown = datetime.fromisoformat(cell.text.strip().replace("Z", "+00:00"))
+    browser.visit(page_url(ui, "/automations"))
+    cell = browser.wait_for("next-run-nightly-test").inner_text()
+    shown = datetime.fromisoformat(cell.strip().replace("Z", "+00:00"))
     now = datetime.now(timezone.utc)
     expected = croniter(CRON, now - timedelta(minutes=1)).get_next(datetime)
-    assert shown.tzinfo is not None and abs((shown - expected).total_seconds()) < 60, (cell.text, expected)
+    assert shown.tzinfo is not None and abs((shown - expected).total_seconds()) < 60, (cell, expected)
 
     [run] = history.executions  # the fixture's one run, as `mlops automations executions` tells it
     assert run["status"] == "completed" and run["outcome"] == "not_deployed", run
-    rows = element(browser, "executions-nightly-test").find_elements(By.CSS_SELECTOR, "tbody tr")
-    assert len(rows) == 1, [r.text for r in rows]
+    rows = browser.element("executions-nightly-test").locator("tbody tr").all()
+    assert len(rows) == 1, [r.inner_text() for r in rows]
     row = rows[0]
-    assert row.find_element(By.CSS_SELECTOR, "td.status").text.strip() == run["status"], row.text
-    tasks = [t.text.strip() for t in row.find_elements(By.CSS_SELECTOR, ".task")]
+    assert row.locator("td.status").inner_text().strip() == run["status"], row.inner_text()
+    tasks = [t.inner_text().strip() for t in row.locator(".task").all()]
     assert tasks == [f"{t['name']}: {t['status']}" for t in run["tasks"]], (tasks, run["tasks"])
     assert [t["name"] for t in run["tasks"]] == ["train", "gate", "deploy", "notify"], run["tasks"]
     [verdict] = run["verdicts"]
     assert verdict["metric"] == "r2" and verdict["met"] is False, verdict
-    shown_verdicts = [v.text.strip() for v in row.find_elements(By.CSS_SELECTOR, ".verdict")]
+    shown_verdicts = [v.inner_text().strip() for v in row.locator(".verdict").all()]
     assert shown_verdicts == [verdict["detail"]], (shown_verdicts, verdict)
-    assert run["model_id"] and run["model_id"] in row.text, (run["model_id"], row.text)
-    no_console_errors(browser)
-    screenshot(browser, "automations")
+    assert run["model_id"] and run["model_id"] in row.inner_text(), (run["model_id"], row.inner_text())
+    browser.no_console_errors()
+    browser.screenshot("automations")
 
 
-def test_analytics_charts_calls_latency_and_drift(history: History, ui: Server, browser: WebDriver) -> None:
-    visit(browser, page_url(ui, "/analytics/well_density?env=test&since=1d"))
-    calls = rendered(browser, "calls-chart")
-    rendered(browser, "latency-chart")
+def test_analytics_charts_calls_latency_and_drift(history: History, ui: Server, browser: Browser) -> None:
+    browser.visit(page_url(ui, "/analytics/well_density?env=test&since=1d"))
+    calls = browser.rendered("calls-chart")
+    browser.rendered("latency-chart")
     for feature in ("GR", "NPHI", "DEPTH"):
-        rendered(browser, f"drift-chart-{feature}")
-    counted = [sum(y for y in t["y"] if isinstance(y, (int, float))) for t in traces(browser, calls)]
+        browser.rendered(f"drift-chart-{feature}")
+    counted = [sum(y for y in t["y"] if isinstance(y, (int, float))) for t in browser.traces(calls)]
     assert history.analytics_rows in counted, f"{history.analytics_rows} calls in RAW, the chart's traces: {counted}"
-    drift = element(browser, "drift-chart-GR")
+    drift = browser.element("drift-chart-GR")
     if "training_features" in history.trained[-1]:  # the template's train() returns its training statistics
-        names = [t["name"] or "" for t in traces(browser, drift)]
+        names = [t["name"] or "" for t in browser.traces(drift)]
         assert any("training mean" in n and "well_density/test/3" in n for n in names), names
     else:  # the serving version's metadata has none: the chart says so
-        assert "no training statistics in well_density/test/3's metadata" in drift.text, drift.text
-    no_console_errors(browser)
-    screenshot(browser, "analytics-well_density")
+        assert "no training statistics in well_density/test/3's metadata" in drift.inner_text(), drift.inner_text()
+    browser.no_console_errors()
+    browser.screenshot("analytics-well_density")
 
 
-def test_with_a_token_a_page_without_it_is_refused_and_with_it_loads(history: History, browser: WebDriver) -> None:
+def test_with_a_token_a_page_without_it_is_refused_and_with_it_loads(history: History, browser: Browser) -> None:
     server = serve(history, "--host", "0.0.0.0", MLOPS_UI_TOKEN=TOKEN)
     try:
         assert TOKEN not in server.url or server.url.endswith(f"token={TOKEN}"), server.url
         base = page_url(server, "", host="127.0.0.1")  # it listens on every interface, loopback too
-        browser.delete_all_cookies()
-        visit(browser, f"{base}/models")
-        assert "401" in browser.find_element(By.TAG_NAME, "body").text
-        assert not browser.find_elements(By.CSS_SELECTOR, '[data-testid="live-model2-dev"]')
-        visit(browser, f"{base}/models?token={TOKEN}")
-        WebDriverWait(browser, WAIT_S).until(
-            lambda d: d.find_elements(By.CSS_SELECTOR, '[data-testid="live-model2-dev"]'))
-        assert TOKEN not in browser.current_url  # the redirect took it out of the address bar
-        no_console_errors(browser)
-        screenshot(browser, "models-with-token")
+        browser.page.context.clear_cookies()
+        browser.visit(f"{base}/models")
+        assert "401" in browser.page.locator("body").inner_text()
+        assert browser.element("live-model2-dev").count() == 0
+        browser.visit(f"{base}/models?token={TOKEN}")
+        browser.wait_for("live-model2-dev")
+        assert TOKEN not in browser.url  # the redirect took it out of the address bar
+        browser.no_console_errors()
+        browser.screenshot("models-with-token")
     finally:
-        browser.delete_all_cookies()
+        browser.page.context.clear_cookies()
         code = server.stop()
     assert code == 0, server.stderr.read_text()[-3000:]
 

@@ -65,8 +65,7 @@ def choose_token(host: str) -> str | None:
     if token is not None:
         if len(token.strip()) < MIN_TOKEN_LENGTH:
             raise UsageError(f"${TOKEN_ENV} must be at least {MIN_TOKEN_LENGTH} characters (a short token is "
-                             f"guessed): e.g. export {TOKEN_ENV}=$(python -c 'import secrets; "
-                             "print(secrets.token_urlsafe(24))')")
+                             f"guessed): e.g. export {TOKEN_ENV}=$(openssl rand -hex 24)")
         return token.strip()
     return None if is_loopback(host) else secrets.token_urlsafe(24)
 
