@@ -249,11 +249,20 @@ def _local_client(data_dir: Path) -> "CogniteClient":
 
         cdf = LocalCDF(data_dir).start()
         _embedded[data_dir] = cdf
-        atexit.register(cdf.stop)
+        atexit.register(_stop_at_exit, cdf)
     if data_dir not in _announced:
         _announced.add(data_dir)
         print(f"Using the local CDF at {_display(data_dir)} {_why_local()}", file=sys.stderr)
     return cdf.client(project=LOCAL_PROJECT)
+
+
+def _stop_at_exit(cdf: "LocalCDF") -> None:
+    """Stop an embedded local CDF as the process ends. A second Ctrl-C while it winds down (its workers get 2 s for
+    their exit handlers) ends the wait without a traceback: the next start ends the orphaned workers and calls."""
+    try:
+        cdf.stop()
+    except KeyboardInterrupt:
+        pass
 
 
 def _refuse_local_cdf_in_ci() -> None:
@@ -292,8 +301,8 @@ def reset_clients() -> None:
     with _lock:
         _clients.clear()
         for cdf in _embedded.values():
-            atexit.unregister(cdf.stop)
             cdf.stop()
+        atexit.unregister(_stop_at_exit)
         _embedded.clear()
         _announced.clear()
 
