@@ -20,6 +20,8 @@ from akerbp.mlops import pipeline_github as gh
 from akerbp.mlops.cli import main
 from akerbp.mlops.cli.pipeline import resolve_source
 from akerbp.mlops.errors import UsageError
+from akerbp.mlops.github_expressions import ExpressionError, NotLocal, evaluate, parse_expression
+from akerbp.mlops.github_filters import deciding_pattern, filter_matches, triggered
 from support import REPO, Repo, copy_template
 
 TEMPLATE = model_repo.MODEL_REPO / model_repo.GITHUB_WORKFLOW_FILE
@@ -105,7 +107,7 @@ FILTERS = [
 
 @pytest.mark.parametrize("patterns, name, expected", FILTERS)
 def test_filter_patterns_follow_githubs_cheat_sheet(patterns, name, expected):
-    assert gh.filter_matches(patterns, name) is expected
+    assert filter_matches(patterns, name) is expected
 
 
 @pytest.mark.parametrize("pattern, problem", [
@@ -114,7 +116,7 @@ def test_filter_patterns_follow_githubs_cheat_sheet(patterns, name, expected):
 ])
 def test_an_invalid_pattern_is_a_usage_error_naming_it(pattern, problem):
     with pytest.raises(UsageError, match=problem) as e:
-        gh.deciding_pattern(["main", pattern], "main", "wf.yml: on.push.branches")
+        deciding_pattern(["main", pattern], "main", "wf.yml: on.push.branches")
     assert pattern in str(e.value) and "on.push.branches" in str(e.value)
 
 
@@ -134,12 +136,12 @@ TRIGGERS = [
 
 @pytest.mark.parametrize("filters, branch, runs", TRIGGERS)
 def test_push_triggers(filters, branch, runs):
-    assert gh.triggered(filters, "push", branch, "wf.yml")[0] is runs
+    assert triggered(filters, "push", branch, "wf.yml")[0] is runs
 
 
 def test_branches_and_branches_ignore_together_are_refused_as_github_does():
     with pytest.raises(UsageError, match="cannot both filter one event"):
-        gh.triggered({"branches": ["a"], "branches-ignore": ["b"]}, "push", "a", "wf.yml")
+        triggered({"branches": ["a"], "branches-ignore": ["b"]}, "push", "a", "wf.yml")
 
 
 def test_pull_request_filters_match_the_base_branch(tmp_path):
@@ -194,17 +196,17 @@ EXPRESSIONS = [
 @pytest.mark.parametrize("text, value", EXPRESSIONS)
 def test_expressions(text, value):
     status = {"success": True, "failure": False, "always": True, "cancelled": False}
-    assert gh.evaluate(gh.parse_expression(text), CONTEXT, status) == value
+    assert evaluate(parse_expression(text), CONTEXT, status) == value
 
 
 @pytest.mark.parametrize("text, error", [
-    ("secrets.TOKEN == ''", gh.NotLocal), ("hashFiles('x')", gh.NotLocal), ("vars.X", gh.NotLocal),
-    ("github.ref ==", gh.ExpressionError), ("a b", gh.ExpressionError), ("'open", gh.ExpressionError),
-    ("nonsense.x", gh.ExpressionError),
+    ("secrets.TOKEN == ''", NotLocal), ("hashFiles('x')", NotLocal), ("vars.X", NotLocal),
+    ("github.ref ==", ExpressionError), ("a b", ExpressionError), ("'open", ExpressionError),
+    ("nonsense.x", ExpressionError),
 ])
 def test_expressions_a_rehearsal_cannot_evaluate(text, error):
     with pytest.raises(error):
-        gh.evaluate(gh.parse_expression(text), CONTEXT, {})
+        evaluate(parse_expression(text), CONTEXT, {})
 
 
 # ------------------------------------------------------------------------------------------ jobs
