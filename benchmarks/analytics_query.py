@@ -64,16 +64,16 @@ def insert(client, first: int, count: int) -> float:
 
 
 def raw_alone(client, folder: Path) -> float:
-    """The pages of the whole table as the cold sync fetches them (rows._Pages, 4 cursors), written, not loaded."""
-    from akerbp.mlops.analytics import rows
+    """The pages of the whole table as the cold sync fetches them (pages.Pages, 4 cursors), written, not loaded."""
+    from akerbp.mlops.analytics import pages as raw_pages
     from akerbp.mlops.vocabulary import analytics_calls_table, analytics_database
 
     pages_dir = folder / "raw-alone"
     pages_dir.mkdir()
-    pages = rows._Pages(client, analytics_database(ENV), analytics_calls_table(MODEL), pages_dir)
+    pages = raw_pages.Pages(client, analytics_database(ENV), analytics_calls_table(MODEL), pages_dir)
     started = time.perf_counter()
     with ThreadPoolExecutor(1) as runner:
-        fetching = runner.submit(rows.fetch, pages, None, full=True)
+        fetching = runner.submit(raw_pages.fetch, pages, None, full=True)
         while (page := pages.ready.get()) is not None:
             page.unlink()
         fetching.result()
@@ -88,7 +88,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.pause is None:
-        from akerbp.mlops.analytics.rows import OVERLAP_MS
+        from akerbp.mlops.analytics.sync import OVERLAP_MS
 
         args.pause = OVERLAP_MS / 1000 + 1
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as name:

@@ -13,8 +13,9 @@ import time
 import pytest
 
 from akerbp.mlops import registry
-from akerbp.mlops.analytics import rows
+from akerbp.mlops.analytics import cache, pages, rows
 from akerbp.mlops.analytics.query import AnalyticsQueryError, check_metric_sql, check_sql, metric_value, run_sql
+from akerbp.mlops.analytics.sync import OVERLAP_MS
 from akerbp.mlops.local_cdf import LocalCDF
 from akerbp.mlops.vocabulary import analytics_calls_table, analytics_database
 from support import clear_faults, fault_rules, inject_faults
@@ -153,7 +154,7 @@ def test_the_cache_fetches_only_new_rows(client, cdf):
     finally:
         fourth.close()
     assert fourth.sync.min_updated is not None
-    assert min(high, began - rows.OVERLAP_MS - 1000) <= fourth.sync.min_updated <= high
+    assert min(high, began - OVERLAP_MS - 1000) <= fourth.sync.min_updated <= high
     # The default overlap refetches the recent rows, deduplicated by key; the updated row is seen.
     result = run_sql(client, "inc", ENV, "SELECT count(*), count(DISTINCT key), count(*) FILTER (status = 'error') "
                                          "FROM calls")
@@ -161,7 +162,7 @@ def test_the_cache_fetches_only_new_rows(client, cdf):
 
 
 def test_a_corrupt_or_foreign_cache_file_is_rebuilt(client):
-    path = rows.cache_file(client, DB, analytics_calls_table(MODEL))
+    path = cache.cache_file(client, DB, analytics_calls_table(MODEL))
     assert path is not None
     path.write_bytes(b"not a duckdb file" * 100)
     result = run_sql(client, MODEL, ENV, "SELECT count(*) FROM calls")
@@ -215,20 +216,20 @@ def test_a_page_is_loaded_as_its_items_array():
     items = [{"key": "a", "columns": {"sample": {"x": "]}", "nextCursor": "[1]"}}, "lastUpdatedTime": 1}]
     for tail in (', "nextCursor": "Y3Vyc29y"}', ', "nextCursor": null}', "}", ' , "nextCursor":"x" }\n'):
         body = ('{"items": ' + json.dumps(items) + tail).encode()
-        cut = rows.items_array(body)
+        cut = pages.items_array(body)
         assert isinstance(cut, memoryview) and json.loads(bytes(cut)) == items
     for odd in ({"nextCursor": "x", "items": items}, {"items": items, "nextCursor": "x]"}, {"items": []}):
-        assert json.loads(bytes(rows.items_array(json.dumps(odd).encode()))) == odd["items"]  # parsed instead
+        assert json.loads(bytes(pages.items_array(json.dumps(odd).encode()))) == odd["items"]  # parsed instead
 
 
 def test_duckdb_stays_within_a_memory_cap():
     """Under RLIMIT_DATA (the local CDF's function memory) DuckDB gets a quarter of it and two threads, and a page
     load does not ask for a 2 GB buffer; without a cap, DuckDB's defaults."""
     code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_DATA, (int(sys.argv[1]), int(sys.argv[1])))\n"
-            "from akerbp.mlops.analytics import rows\n"
-            "con = rows._connect(':memory:')\n"
+            "from akerbp.mlops.analytics import cache\n"
+            "con = cache.connect(':memory:')\n"
             "print(con.execute(\"SELECT current_setting('memory_limit'), current_setting('threads')\").fetchone())")
     capped = subprocess.run([sys.executable, "-c", code, str(1536 << 20)], capture_output=True, text=True, timeout=60)
     assert capped.returncode == 0, capped.stderr
     assert capped.stdout.strip() == "('384.0 MiB', 2)"
-    assert rows.duckdb_config() == {}  # this test process has no cap
+    assert cache.duckdb_config() == {}  # this test process has no cap

@@ -8,7 +8,7 @@ metric thresholds use.
 
 The tables (`calls`, `versions`) are rows.py's. Every problem with a query is an AnalyticsQueryError (a UsageError,
 exit 2) that names the query and says what is wrong, DuckDB's own message included for syntax and binder errors.
-duckdb is imported only here and in rows.py, inside the functions.
+duckdb is imported only here and in the modules behind rows.py, inside the functions.
 """
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ from akerbp.mlops.errors import UsageError
 if TYPE_CHECKING:
     from cognite.client import CogniteClient
 
-    from akerbp.mlops.analytics.rows import Sync, Tables
+    from akerbp.mlops.analytics.cache import Sync
+    from akerbp.mlops.analytics.rows import Tables
 
 UNITS_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 7 * 86_400_000}
 HOURLY_UP_TO_MS = 2 * 86_400_000  # the summary is per hour up to --since 2d, per day beyond

@@ -11,7 +11,7 @@ import time
 import click
 
 from akerbp.mlops.analytics.query import SUMMARY, by_period, since_ms
-from akerbp.mlops.analytics.rows import CALLS_COLUMNS, VERSIONS_COLUMNS
+from akerbp.mlops.analytics.schema import CALLS_COLUMNS, VERSIONS_COLUMNS
 from akerbp.mlops.cli import options
 from akerbp.mlops.cli.output import echo, note, print_json, print_table
 from akerbp.mlops.errors import UsageError

@@ -13,7 +13,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from akerbp.mlops.analytics import query
-from akerbp.mlops.analytics.rows import NO_NAMES, _ident
+from akerbp.mlops.analytics.schema import NO_NAMES, quote_name
 
 if TYPE_CHECKING:
     from cognite.client import CogniteClient
@@ -47,7 +47,7 @@ def _number(value: Any) -> float | None:
 def features_sql(names: list[str], by: str) -> str:
     parts = []
     for i, name in enumerate(names):
-        f = f"features.{_ident(name)}"
+        f = f"features.{quote_name(name)}"
         parts.append(f"sum({f}.mean * {f}.count) / nullif(sum({f}.count), 0) AS m{i}, "
                      f"sum({f}.count * (coalesce({f}.std, 0) * coalesce({f}.std, 0) + {f}.mean * {f}.mean)) "
                      f"/ nullif(sum({f}.count), 0) AS s{i}")

@@ -1,7 +1,7 @@
 """A CDF listing kept in memory and refreshed by lastUpdatedTime, so a page costs the changes, not the whole list.
 
 The first read lists everything (in parallel partitions, when given); each later one lists what CDF stamped at or
-after the previous read's start by the server's clock (its Date header: rows.started_ms), minus OVERLAP_MS: a write
+after the previous read's start by the server's clock (its Date header: sync.started_ms), minus OVERLAP_MS: a write
 in flight then (stamped before, committed after) is read again, and items seen twice replace themselves by key.
 When the fetch gives no server time, the newest lastUpdatedTime seen stands in for it (a burst of writes is then read
 again until a newer change moves it). Deletions are not listed: the registry and the audit trail never delete what
@@ -44,7 +44,7 @@ class Listing:
 
     def changes(self) -> list[Any]:
         """Everything on the first call, then what changed since (with the overlap)."""
-        from akerbp.mlops.analytics.rows import started_ms
+        from akerbp.mlops.analytics.sync import started_ms
 
         start, client_ms = time.perf_counter(), int(time.time() * 1000)
         first = self.reads == 0

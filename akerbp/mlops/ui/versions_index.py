@@ -49,7 +49,7 @@ class VersionRecord:
     @property
     def metrics(self) -> dict[str, float]:
         if self._metrics is None:
-            from akerbp.mlops.analytics.rows import version_metrics
+            from akerbp.mlops.analytics.versions import version_metrics
 
             self._metrics = version_metrics(self.raw)
         return self._metrics
@@ -88,7 +88,7 @@ class RegistryIndex:
 
     def _fetch(self, window: dict[str, int] | None, partitions: int | None) -> tuple[list[dict], int | None]:
         """Every file under the registry's directory updated in `window`, and the server's clock at the first answer."""
-        from akerbp.mlops.analytics.rows import _server_ms
+        from akerbp.mlops.analytics.pages import response_date_ms
 
         url = f"/api/v1/projects/{quote(self.client.config.project, safe='')}/files/list"
         flt: dict[str, Any] = {"directoryPrefix": DIRECTORY}
@@ -107,7 +107,7 @@ class RegistryIndex:
                     body["partition"] = partition
                 response = self.client.post(url, json=body)
                 if not clocks:
-                    clocks.append(_server_ms(response))
+                    clocks.append(response_date_ms(response))
                 page = response.json()
                 out += page.get("items") or []
                 cursor = page.get("nextCursor")
