@@ -1,6 +1,6 @@
-"""automations/register.py against a local CDF: the plan (created / updated / unchanged / removed), an unchanged
-register that writes nothing, a cron change that rewrites the trigger alone, disabled = paused, secrets resolved
-before any write, the plan's JSON."""
+"""automations/prepare.py and register.py against a local CDF: the plan (created / updated / unchanged / removed),
+an unchanged register that writes nothing, a cron change that rewrites the trigger alone, disabled = paused, secrets
+resolved before any write, the plan's JSON."""
 from __future__ import annotations
 
 import time
@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from akerbp.mlops.automations import register
+from akerbp.mlops.automations import prepare, register
 from akerbp.mlops.automations.plan import RegisterPlan, describe
 from akerbp.mlops.automations.definition import AutomationDefinition
 from akerbp.mlops.errors import UsageError
@@ -43,9 +43,9 @@ def settings(repo):
     return {m.model_name: m for m in load_settings(repo.root / "mlops_settings.py")}
 
 
-def plan(repo: Repo, settings, definitions, env: str = "test", prune: bool = False) -> register.Prepared:
-    return register.prepare(repo.client, definitions, settings, env, file="mlops_automations.py", prune=prune,
-                            commit="abc123")
+def plan(repo: Repo, settings, definitions, env: str = "test", prune: bool = False) -> prepare.Prepared:
+    return prepare.prepare(repo.client, definitions, settings, env, file="mlops_automations.py", prune=prune,
+                           commit="abc123")
 
 
 def apply(repo: Repo, settings, definitions, env: str = "test", prune: bool = False) -> RegisterPlan:

@@ -1,5 +1,6 @@
 """The plan of `mlops automations register`: per automation created / updated / unchanged / removed, per automation
-function the same, as the CLI prints it (describe) and --json gives it (as_dict). register.py makes it and applies it.
+function the same, as the CLI prints it (describe) and --json gives it (as_dict). prepare.py makes it,
+register.py applies it.
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """`mlops automations register|list|run|executions|pause|resume|delete`: scheduled retraining as CDF Data Workflows.
 
-Parsing and printing only: the plan and its apply are automations/register.py, the history automations/executions.py.
+Parsing and printing only: the plan is automations/prepare.py, its apply automations/register.py, the
+history automations/executions.py.
 Results go to stdout (tables, or one JSON document with --json), progress to stderr. Exit codes: 0 ok, 1 a run or a
 write failed, 2 a bad automations file, a missing secret or an automation name that is not registered.
 """
@@ -74,6 +75,7 @@ def register(path: Path | None, env: str | None, dry_run: bool, prune: bool, tim
     """
     from akerbp.mlops.automations import register as reg
     from akerbp.mlops.automations.plan import describe
+    from akerbp.mlops.automations.prepare import prepare
     from akerbp.mlops.cdf.client import repo_root
 
     env = options.env_or_default(env)
@@ -91,7 +93,7 @@ def register(path: Path | None, env: str | None, dry_run: bool, prune: bool, tim
     loaded, definitions, settings = found
     client = _client(env, dry_run=dry_run)
     shown = _shown(Path(loaded.path))
-    prepared = reg.prepare(client, definitions, settings, env, file=shown, prune=prune, commit=_commit(root))
+    prepared = prepare(client, definitions, settings, env, file=shown, prune=prune, commit=_commit(root))
     plan = prepared.plan
     if dry_run or not plan.changes:
         if as_json:

@@ -2,7 +2,7 @@
 run, and newest executions with their tasks and verdicts (automations/executions.py's entries).
 
 Read with few requests whatever the history: one triggers list, one workflow-versions list when a registration
-changed (the metric's SQL lives in the workflow's task data: register.task_definition), one executions list of what
+changed (the metric's SQL lives in the workflow's task data: upserts.task_definition), one executions list of what
 started since the last read, a detailed read of each newest execution once it ended (kept) or while it runs, and
 each trigger's refused fires. The audit records of the runs come from the audit index (no request).
 """
