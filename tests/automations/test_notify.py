@@ -8,14 +8,14 @@ import time
 
 import pytest
 
-from akerbp.mlops.automations import notify
+from akerbp.mlops.automations import messages, notify, webhook_delivery
 from support import Receiver, unused_port
 
 FAST = {"timeout_s": 0.5, "retries": 3, "backoff_s": 0.01}  # the file runs in a few seconds
 TOKEN = "Bearer tok-0123456789-secret"
 
 
-def report(**changes) -> notify.RunReport:
+def report(**changes) -> messages.RunReport:
     base = dict(
         execution_id="exec-42", execution_time="2024-06-02T00:00:03Z", automation="retrain_well_density",
         model="well_density", env="test", status="success", version=3, model_id="well_density/test/3",
@@ -28,7 +28,7 @@ def report(**changes) -> notify.RunReport:
         deployed=[{"env": "test", "model_id": "well_density/test/3", "result": "deployed"}],
         commit="0123456789abcdef0123")
     base.update(changes)
-    return notify.RunReport(**base)
+    return messages.RunReport(**base)
 
 
 def everything(message: dict) -> str:
@@ -71,9 +71,9 @@ def test_slack_says_why_nothing_was_deployed_and_shows_a_failures_error():
     assert "failed: train raised ValueError: &lt;no rows&gt;" in second["text"]
     assert "&lt;no rows&gt;" in everything(second["blocks"])  # Slack's mrkdwn escaping
     assert "none: every successful training deploys" in everything(second["blocks"])
-    long = notify.slack_message(report(status="failed", error="x" * 5000))["blocks"]
+    long = messages.slack_message(report(status="failed", error="x" * 5000))["blocks"]
     error_block = next(b["text"]["text"] for b in long if b.get("text", {}).get("text", "").startswith("*Error*"))
-    assert len(error_block) <= notify.SLACK_TEXT_LIMIT and error_block.endswith("…```")  # cut, still a code block
+    assert len(error_block) <= messages.SLACK_TEXT_LIMIT and error_block.endswith("…```")  # cut, still a code block
 
 
 def test_a_get_webhook_sends_the_fields_and_data_as_query_parameters():
@@ -138,8 +138,8 @@ def test_a_receiver_that_never_answers_times_out_within_the_bound():
         assert len(silent.wait_for(3)) == 3
     assert not result["delivered"] and result["attempts"] == 3 and result["status_code"] is None, result
     assert "did not answer within 0.3 s on attempt 3 of 3" in result["error"]
-    assert 0.9 <= took <= notify.worst_case_seconds(0.3, 2), took
-    assert notify.worst_case_seconds() == 52.0  # the defaults' bound, as the module says
+    assert 0.9 <= took <= webhook_delivery.worst_case_seconds(0.3, 2), took
+    assert webhook_delivery.worst_case_seconds() == 52.0  # the defaults' bound, as the module says
 
 
 def test_a_receiver_dribbling_its_answer_is_cut_at_the_attempts_timeout():
@@ -151,7 +151,7 @@ def test_a_receiver_dribbling_its_answer_is_cut_at_the_attempts_timeout():
         slow.wait_for(1)
     assert not result["delivered"] and result["attempts"] == 1, result
     assert "did not answer within 0.3 s" in result["error"]
-    assert took <= notify.worst_case_seconds(0.3, 0) + 0.2, took
+    assert took <= webhook_delivery.worst_case_seconds(0.3, 0) + 0.2, took
 
 
 def test_an_unreachable_receiver_is_not_delivered_and_its_secret_url_not_shown(caplog):
@@ -190,5 +190,5 @@ def test_no_target_is_no_notification():
 
 
 def test_a_webhook_says_why_nothing_was_deployed():
-    held = notify.webhook_fields(report(deployed=[], not_deployed_reason="r2 = 0.7 not > 0.8"), {"k": "v"})
+    held = messages.webhook_fields(report(deployed=[], not_deployed_reason="r2 = 0.7 not > 0.8"), {"k": "v"})
     assert held["reason"] == "r2 = 0.7 not > 0.8" and held["deployed"] == "" and held["status"] == "success"

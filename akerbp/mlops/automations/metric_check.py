@@ -30,13 +30,13 @@ def check(definition: dict[str, Any], upstream: Mapping[str, Any], client: Cogni
           root: object) -> dict[str, Any]:
     from akerbp.mlops import conditions
     from akerbp.mlops.automations import tasks
-    from akerbp.mlops.automations.steps import _running_execution
+    from akerbp.mlops.automations.upstream import running_execution
 
     began, t = time.time(), time.monotonic()
     trigger = definition["trigger"]
     model, env = definition["model"], definition["env"]
     fxid = automation_function_external_id(model, env)
-    execution_id, started_by = _running_execution(client, definition)
+    execution_id, started_by = running_execution(client, definition)
     last_ms = last_triggered_ms(client, definition)
     out: dict[str, Any] = {"ok": False, "execution_id": execution_id, "trigger": started_by,
                            "started_at": round(began, 3),

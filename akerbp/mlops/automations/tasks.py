@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Mapping
 
-from akerbp.mlops.automations.steps import DEFAULT_DEPLOY_TIMEOUT_S
+from akerbp.mlops.automations.deploy_step import DEFAULT_DEPLOY_TIMEOUT_S
 
 if TYPE_CHECKING:
     from cognite.client.data_classes import WorkflowTask
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from akerbp.mlops.automations.definition import AutomationDefinition
 
 # Seconds per task. A CDF Function call ends after 10 minutes, so train, deploy and batch are bounded by that
-# anyway; notify sends at most one notification (notify.worst_case_seconds: 52 s) and writes one event.
+# anyway; notify sends at most one notification (webhook_delivery.worst_case_seconds: 52 s) and writes one event.
 TIMEOUTS = {"check": 300, "train": 900, "gate": 120, "batch": 900, "notify": 180, "not_triggered": 60}
 NAMES = {"check": "Check the trigger's metric", "run": "Run the action when the metric triggers it",
          "train": "Train a new version", "gate": "Check the deployment conditions",
@@ -54,7 +54,7 @@ def _timeout(definition: Mapping[str, Any], step: str) -> int:
     if step != "deploy":
         return TIMEOUTS[step]
     deployment = (definition.get("action") or {}).get("deployment") or {}
-    per_env = float(deployment.get("timeout") or DEFAULT_DEPLOY_TIMEOUT_S)  # steps.deploy's deadline, per environment
+    per_env = float(deployment.get("timeout") or DEFAULT_DEPLOY_TIMEOUT_S)  # deploy_step's deadline, per environment
     return int(per_env * len(deployment.get("environments") or ["test"])) + 60
 
 
