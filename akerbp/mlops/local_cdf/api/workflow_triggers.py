@@ -18,8 +18,7 @@ from ..http.errors import bad_request, not_found
 from ..http.resources import query_args
 from ..http.validation import check, items, limit, text_limit
 from ..runtime import cron
-from ..runtime import workflow_engine as engine_mod
-from ..runtime.workflow_engine import KIND as EXECUTIONS, VERSIONS, version_key
+from ..runtime.workflow_executions import KIND as EXECUTIONS, RUNNING, VERSIONS, new_execution, version_key
 from ..store import decode_cursor, encode_cursor, now_ms
 from .sessions import KIND as SESSIONS, consume_nonce
 from .workflows import WORKFLOWS, engine
@@ -207,8 +206,8 @@ def _fire(rt: "FunctionRuntime", project: str, trigger_id: int, now: datetime) -
         if reason is None:
             version = rt.store.get_xid(project, VERSIONS, version_key(trigger["workflowExternalId"],
                                                                       trigger["workflowVersion"]), db) or {}
-            body = engine_mod.new_execution(version, trigger.get("input"), trigger.get("metadata"),
-                                            trigger["_sessionId"], now_ms(), engine(rt).driver)
+            body = new_execution(version, trigger.get("input"), trigger.get("metadata"), trigger["_sessionId"],
+                                 now_ms(), engine(rt).driver)
             execution = rt.store.insert(db, project, EXECUTIONS, body)
             run.update(status="success", workflowExecutionId=execution["externalId"])
         else:
@@ -239,6 +238,6 @@ def _wait_ended(rt: "FunctionRuntime", executions: list[tuple[str, str]], deadli
     pending = list(executions)
     while pending and time.monotonic() < deadline and not rt.stopping:
         pending = [(p, x) for p, x in pending
-                   if (rt.store.get_xid(p, EXECUTIONS, x) or {}).get("status") == engine_mod.RUNNING]
+                   if (rt.store.get_xid(p, EXECUTIONS, x) or {}).get("status") == RUNNING]
         if pending:
             time.sleep(ENDED_POLL_S)

@@ -1,7 +1,8 @@
 """CDF Data Workflows over HTTP: workflows, versions (definitions), executions and the async-task update.
 
-Executions run in runtime/workflow_engine.py; a function task is a call of this local CDF's own function through
-the same runtime as any call (api/calls.start_call), as the execution's session (from the nonce of the run request).
+Executions follow runtime/workflow_executions.py's rules, driven by runtime/workflow_engine.py; a function task is a
+call of this local CDF's own function through the same runtime as any call (api/calls.start_call), as the
+execution's session (from the nonce of the run request).
 A server start resumes the executions whose driver is gone (`resume_running`, see the engine's docstring); a stop
 hands its own back (`stop`).
 Over 400 lines: the four resources share their views, id checks and version filters, and CDF serves them under
@@ -20,7 +21,9 @@ from ..http.resources import Kind, query_args
 from ..http.validation import check, items, limit
 from ..runtime import workflow_definitions as definitions
 from ..runtime import workflow_engine as engine_mod
-from ..runtime.workflow_engine import KIND as EXECUTIONS, VERSIONS, Outcome, WorkflowEngine, new_execution, version_key
+from ..runtime import workflow_executions as executions
+from ..runtime.workflow_engine import WorkflowEngine
+from ..runtime.workflow_executions import KIND as EXECUTIONS, VERSIONS, Outcome, new_execution, version_key
 from ..store import now_ms, public
 from .calls import KIND as CALLS, start_call
 from .functions import KIND as FUNCTIONS
@@ -389,7 +392,7 @@ def cancel_execution(ctx: Ctx, execution_id: str) -> dict:
         if ex["status"] != "RUNNING":
             raise bad_request(f"Execution {execution_id} is {ex['status']}: only a RUNNING execution can be "
                               "cancelled")
-        engine_mod.cancel(ex, ctx.body.get("reason"), now)
+        executions.cancel(ex, ctx.body.get("reason"), now)
 
     ex = engine(ctx.runtime).step(ctx.project, execution_id, change)
     return execution_view(ex or {})
@@ -409,7 +412,7 @@ def retry_execution(ctx: Ctx, execution_id: str) -> dict:
     def change(ex: dict, now: int) -> None:
         if ex["status"] not in ("FAILED", "TERMINATED", "TIMED_OUT"):
             raise bad_request(f"Execution {execution_id} is {ex['status']} and cannot be retried")
-        engine_mod.reset_for_retry(ex, session["id"], now)
+        executions.reset_for_retry(ex, session["id"], now)
         ex["_driver"] = dict(engine(ctx.runtime).driver)
 
     ex = engine(ctx.runtime).step(ctx.project, execution_id, change) or {}
@@ -423,7 +426,7 @@ def update_task(ctx: Ctx, task_id: str) -> dict:
     status = ctx.body["status"].upper()
     if status not in UPDATE_STATUSES:
         raise bad_request(f"Field 'status' must be one of {', '.join(UPDATE_STATUSES)}, got {ctx.body['status']!r}")
-    refused = engine_mod.too_big("output", ctx.body.get("output"), ctx.limits.max_task_io_bytes)
+    refused = executions.too_big("output", ctx.body.get("output"), ctx.limits.max_task_io_bytes)
     if refused:
         raise bad_request(f"Field 'output': {refused}")
     rows, _ = ctx.store.query(ctx.project, EXECUTIONS, [
@@ -432,12 +435,12 @@ def update_task(ctx: Ctx, task_id: str) -> dict:
         raise not_found([{"id": task_id}], "Workflow tasks")
 
     def change(ex: dict, now: int) -> None:
-        task = engine_mod.find_task(ex, task_id) or {}
+        task = executions.find_task(ex, task_id) or {}
         if task.get("status") != "IN_PROGRESS" or not (task.get("input") or {}).get("isAsyncComplete"):
             raise bad_request(f"Task {task_id} is {task.get('status')}: only an IN_PROGRESS function task with "
                               "isAsyncComplete can be updated")
-        engine_mod.record_update(task, status, ctx.body.get("output"))
+        executions.record_update(task, status, ctx.body.get("output"))
 
     ex = engine(ctx.runtime).step(ctx.project, rows[0]["externalId"], change) or {}
     engine(ctx.runtime).wake(rows[0]["externalId"])
-    return task_view(engine_mod.find_task(ex, task_id) or {})
+    return task_view(executions.find_task(ex, task_id) or {})
