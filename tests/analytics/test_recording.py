@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from akerbp.mlops.analytics.recorder import Recorder
-from akerbp.mlops.deployment import build
+from akerbp.mlops.deployment import build, bundle
 from akerbp.mlops.local_cdf import Limits, LocalCDF
 from akerbp.mlops.services import call_analytics
 from akerbp.mlops.settings import load_settings
@@ -176,12 +176,12 @@ def test_a_burst_beyond_the_buffer_drops_the_oldest_counts_them_and_says_so_in_t
 
 
 def test_the_recording_half_of_analytics_is_bundled_into_a_prediction_folder(function, tmp_path):
-    names = {Path(p).relative_to(Path(build.mlops_package.__file__).resolve().parent).as_posix()
-             for p in build.runtime_files("prediction")}
+    names = {Path(p).relative_to(Path(bundle.mlops_package.__file__).resolve().parent).as_posix()
+             for p in bundle.runtime_files("prediction")}
     assert {"analytics/summary.py", "analytics/recorder.py", "services/call_analytics.py"} <= names
     assert "analytics/query.py" not in names
     for module in ("summary", "recorder"):  # bundled into every prediction: the standard library only
-        tree = ast.parse((Path(build.mlops_package.__file__).parent / "analytics" / f"{module}.py").read_text())
+        tree = ast.parse((Path(bundle.mlops_package.__file__).parent / "analytics" / f"{module}.py").read_text())
         imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names} | \
             {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
         assert {name.split(".")[0] for name in imported} <= set(sys.stdlib_module_names), (module, imported)

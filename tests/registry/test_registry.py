@@ -578,7 +578,7 @@ def test_registry_modules_import_only_the_stdlib_cognite_sdk_errors_and_each_oth
 
 
 def test_function_bundles_hold_the_registry_package_and_the_seeds_module_name_only_as_a_shim():
-    from akerbp.mlops.deployment.build import runtime_files
+    from akerbp.mlops.deployment.bundle import runtime_files
 
     source = Path(registry.__file__).parent.parent
     bundled = {p.relative_to(source).as_posix() for p in runtime_files()}

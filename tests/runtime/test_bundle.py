@@ -1,5 +1,5 @@
 """What every function folder bundles: services/ is runtime code only, and finding the bundle's files
-(build.runtime_files) parses each framework file once, also when builds run concurrently."""
+(bundle.runtime_files) parses each framework file once, also when builds run concurrently."""
 from __future__ import annotations
 
 import ast
@@ -12,7 +12,7 @@ import pytest
 
 import akerbp.mlops as mlops_package
 from akerbp.mlops import function_folder
-from akerbp.mlops.deployment import build
+from akerbp.mlops.deployment import build, bundle
 from akerbp.mlops.vocabulary import AUTOMATION
 
 MLOPS = Path(mlops_package.__file__).resolve().parent
@@ -49,12 +49,12 @@ def test_every_module_of_services_is_what_a_deployed_function_runs():
 
 @pytest.fixture(autouse=True)
 def own_imports_cache(tmp_path, monkeypatch):
-    """The parses counted here are this test's: no other run's cache on disk (build._imports_cache_file)."""
+    """The parses counted here are this test's: no other run's cache on disk (bundle._imports_cache_file)."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 
 def _copy_of_the_package(root: Path) -> types.SimpleNamespace:
-    """A copy of akerbp/mlops to edit, standing in for the package build bundles from."""
+    """A copy of akerbp/mlops to edit, standing in for the package the bundle is taken from."""
     shutil.copytree(MLOPS, root / "mlops", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "local_cdf", "cli",
                                                                          "templates"))
     return types.SimpleNamespace(__file__=str(root / "mlops" / "__init__.py"))
@@ -70,30 +70,30 @@ def _counting_parses(monkeypatch) -> list[str]:
             parsed.append(str(filename))
         return real(source, filename, *args, **kwargs)
 
-    monkeypatch.setattr(build.ast, "parse", parse)
+    monkeypatch.setattr(bundle.ast, "parse", parse)
     return parsed
 
 
 def test_a_second_build_parses_no_bundled_file_again_only_a_changed_one(tmp_path, monkeypatch):
     package = _copy_of_the_package(tmp_path)
-    monkeypatch.setattr(build, "mlops_package", package)
-    first = build.runtime_files()
+    monkeypatch.setattr(bundle, "mlops_package", package)
+    first = bundle.runtime_files()
     parsed = _counting_parses(monkeypatch)
 
-    assert build.runtime_files() == first
+    assert bundle.runtime_files() == first
     assert parsed == []
 
     responses = tmp_path / "mlops" / "services" / "responses.py"  # now imports a module nothing bundled before
     (tmp_path / "mlops" / "extra_helper.py").write_text("X = 1\n")
     responses.write_text(responses.read_text() + "\nfrom akerbp.mlops import extra_helper  # noqa\n")
-    again = build.runtime_files()
+    again = bundle.runtime_files()
     assert sorted(Path(p).name for p in parsed) == ["extra_helper.py", "responses.py"]
     assert set(again) - set(first) == {tmp_path / "mlops" / "extra_helper.py"}
 
 
 def test_concurrent_builds_parse_each_bundled_file_once_and_agree(tmp_path, monkeypatch):
     package = _copy_of_the_package(tmp_path)
-    monkeypatch.setattr(build, "mlops_package", package)
+    monkeypatch.setattr(bundle, "mlops_package", package)
     parsed = _counting_parses(monkeypatch)
     start = threading.Barrier(THREADS, timeout=30)
     results: list[list[Path]] = []
@@ -102,7 +102,7 @@ def test_concurrent_builds_parse_each_bundled_file_once_and_agree(tmp_path, monk
     def one_build() -> None:
         try:
             start.wait()
-            results.append(build.runtime_files())
+            results.append(bundle.runtime_files())
         except BaseException as e:  # noqa: BLE001 - reported by the test thread
             errors.append(e)
 
@@ -118,22 +118,22 @@ def test_concurrent_builds_parse_each_bundled_file_once_and_agree(tmp_path, monk
 
 def test_another_process_reuses_the_parses_through_the_cache_on_disk(tmp_path, monkeypatch):
     package = _copy_of_the_package(tmp_path)
-    monkeypatch.setattr(build, "mlops_package", package)
-    first = build.runtime_files(AUTOMATION)
+    monkeypatch.setattr(bundle, "mlops_package", package)
+    first = bundle.runtime_files(AUTOMATION)
     assert (tmp_path / "cache" / "akerbp-mlops").is_dir()
-    monkeypatch.setattr(build, "_parsed", {})  # what a new process starts with
+    monkeypatch.setattr(bundle, "_parsed", {})  # what a new process starts with
     parsed = _counting_parses(monkeypatch)
-    assert build.runtime_files(AUTOMATION) == first and parsed == []
+    assert bundle.runtime_files(AUTOMATION) == first and parsed == []
 
     changed = tmp_path / "mlops" / "services" / "responses.py"
     changed.write_text(changed.read_text() + "\n# edited\n")
-    monkeypatch.setattr(build, "_parsed", {})
-    assert build.runtime_files(AUTOMATION) == first
+    monkeypatch.setattr(bundle, "_parsed", {})
+    assert bundle.runtime_files(AUTOMATION) == first
     assert [Path(p).name for p in parsed] == ["responses.py"]  # only the edited file, by its content
 
     (tmp_path / "cache" / "akerbp-mlops" / "imports-v1.json").write_text("{not json")  # a broken cache: parse
-    monkeypatch.setattr(build, "_parsed", {})
-    assert build.runtime_files(AUTOMATION) == first
+    monkeypatch.setattr(bundle, "_parsed", {})
+    assert bundle.runtime_files(AUTOMATION) == first
 
 
 def test_a_prediction_handler_names_no_client_and_a_training_handler_does(tmp_path):

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from akerbp.mlops.cdf import client as cdf_client
 from akerbp.mlops.cli import main
 from akerbp.mlops import function_folder as layout
-from akerbp.mlops.deployment import build
+from akerbp.mlops.deployment import bundle
 from akerbp.mlops.local_cdf import LocalCDF
 from akerbp.mlops.services import runtime
 
@@ -156,7 +156,7 @@ def function_folder(dest: Path, package: str, source: str, service: str = "predi
     (dest / package / "__init__.py").write_text("")
     (dest / package / "model.py").write_text(textwrap.dedent(source))
     (dest / "artifact").mkdir()
-    build.copy_runtime(dest)
+    bundle.copy_runtime(dest)
     (dest / layout.SERVICE_SETTINGS_FILE).write_text(json.dumps({
         "model_name": "leaky", "service": service, "env": "test", "model_id": "leaky/test/1",
         "model_module": f"{package}.model", "artifact_folder": "artifact" if service == "prediction" else None,

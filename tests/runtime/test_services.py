@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from akerbp.mlops import function_folder
-from akerbp.mlops.deployment import build
+from akerbp.mlops.deployment import bundle
 from akerbp.mlops.deployment.local_call import LocalCallError, call_handler, run_handler
 from akerbp.mlops.services import runtime, training
 from model_code import model as template_model
@@ -44,7 +44,7 @@ def build_function_folder(dest: Path, *, service="prediction", settings=None, fi
     shutil.copytree(REPO / "model_code", dest / "model_code", ignore=IGNORE)
     if artifact:
         shutil.copytree(REPO / "model_artifact", dest / "artifact", ignore=IGNORE)
-    build.copy_runtime(dest)  # the bundled framework + handler.py, exactly as the deploy step bundles them
+    bundle.copy_runtime(dest)  # the bundled framework + handler.py, exactly as the deploy step bundles them
     (dest / "requirements.txt").write_text((REPO / "model_code" / "requirements.model").read_text())
     service_settings = {
         "model_name": "rhob",
@@ -539,5 +539,5 @@ def test_services_import_only_the_stdlib_and_the_bundled_runtime():
                 if name == "akerbp.mlops" or name.startswith(ALLOWED_FRAMEWORK):
                     continue
                 offending.append(f"{path.name}: {name}")
-    # runtime.py hands an automation folder's calls to its steps: imported only there, where build.py bundles them
+    # runtime.py hands an automation folder's calls to its steps: imported only there, where bundle.py bundles them
     assert offending == ["runtime.py: akerbp.mlops.automations.steps"]
