@@ -10,6 +10,9 @@ time, so only the bad rows are left out; each is reported with its row index and
 MAX_REPORTED of them, plus their count. A row the format cannot read (a csv row with too many fields, a jsonl line
 that is not an object) is a bad row too.
 
+Each batch is recorded for model analytics as a prediction service call is (recording.py: one row per batch,
+source "batch"), when the live settings enable analytics; the call writes what is buffered before it answers.
+
 A call stops after the batch that passes `seconds` (CDF ends a call after its time limit): the answer's next_row
 says where the next call starts, and the output of each such call is a part, `{output}.rows-{start}-{end}`.
 
@@ -27,7 +30,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from akerbp.mlops.batch import formats
+from akerbp.mlops.batch import formats, recording
 
 MAX_REPORTED = 100  # bad rows reported in full; the rest are counted
 ERROR_CHARS = 300  # of each bad row's error
@@ -40,14 +43,14 @@ def handle(root: Path, data: Any, client, secrets: dict | None, function_call_in
     secrets = dict(secrets or {})
     try:
         with masking.masked_output(secrets):
-            answer = _handle(Path(root), data, client, secrets)
+            answer = _handle(Path(root), data, client, secrets, function_call_info)
     except Exception as e:  # noqa: BLE001 - the last line of defence: the caller reads the answer
         print(masking.mask("".join(traceback.format_exception(e)), secrets), flush=True)
         answer = {"status": "error", "message": f"{type(e).__name__}: {e}"}
     return masking.mask_value(answer, secrets)
 
 
-def _handle(root: Path, data: Any, client, secrets: dict) -> dict:
+def _handle(root: Path, data: Any, client, secrets: dict, call_info: dict | None = None) -> dict:
     from akerbp.mlops.services import prediction, runtime
 
     settings = runtime.load_settings(root)
@@ -60,13 +63,17 @@ def _handle(root: Path, data: Any, client, secrets: dict) -> dict:
     if not data:  # a ping: the bundle imports and the model initialises
         return {"status": "ok", "model_id": model_id}
     work = Path(tempfile.mkdtemp(prefix="mlops-batch-"))
+    record = recording.recording(root, settings, client, call_info, str(data.get("execution", "")))
     try:
-        return _predict_file(client, loaded, data, model_id, secrets, work)
+        return _predict_file(client, loaded, data, model_id, secrets, work, record)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if record is not None:
+            record.flush()
 
 
-def _predict_file(client, loaded, data: dict, model_id, secrets: dict, work: Path) -> dict:
+def _predict_file(client, loaded, data: dict, model_id, secrets: dict, work: Path,
+                  record: recording.Recording | None = None) -> dict:
     fmt = data["format"]
     phases: dict[str, float] = {}
     started = time.monotonic()
@@ -79,13 +86,14 @@ def _predict_file(client, loaded, data: dict, model_id, secrets: dict, work: Pat
     target = str(work / f"output{fmt}")
     t = time.monotonic()
     try:
-        done = _predict_rows(loaded, formats.Source(source, fmt, start_row, batch_size), target, stop_after, secrets)
+        done = _predict_rows(loaded, formats.Source(source, fmt, start_row, batch_size), target, stop_after, secrets,
+                             record)
     except formats.Malformed as e:
         if fmt != ".csv":
             return {"status": "error", "message": f"{data.get('source')}: {e}", "model_id": model_id}
         print(f"DuckDB cannot read {data.get('source')} as standard csv ({e}): reading it row by row", flush=True)
         done = _predict_rows(loaded, formats.Source(source, fmt, start_row, batch_size, columnar=False), target,
-                             stop_after, secrets)
+                             stop_after, secrets, record)
     counts, bad, next_row, rows_out = done
     phases["predict"] = time.monotonic() - t
     t = time.monotonic()
@@ -118,9 +126,10 @@ def part_external_id(output: str, start: int, end: int) -> str:
     return f"{output}.rows-{start}-{end}"
 
 
-def _predict_rows(loaded, source: formats.Source, target: str, stop_after: float, secrets: dict):
+def _predict_rows(loaded, source: formats.Source, target: str, stop_after: float, secrets: dict,
+                  record: recording.Recording | None = None):
     """Predict the source's batches into `target` until they end or the time is up: (counts, the first bad rows,
-    the row the next call starts from or None, rows written)."""
+    the row the next call starts from or None, rows written). Each batch is a row of analytics (record)."""
     from akerbp.mlops.services import masking
 
     counts = {"rows": 0, "bad": 0}
@@ -137,8 +146,12 @@ def _predict_rows(loaded, source: formats.Source, target: str, stop_after: float
     try:
         for batch in batches:
             counts["rows"] += len(batch.records)
-            ok, predictions = _predictions(loaded, batch, secrets, report)
+            time_ms, started = (recording.now_ms(), time.perf_counter()) if record is not None else (0, 0.0)
+            ok, predictions, error_type, predict_s = _predictions(loaded, batch, secrets, report)
             writer.write_batch(batch, ok, predictions)
+            if record is not None:
+                record.record(batch.start, batch.records, time_ms, (
+                    time.perf_counter() - started, predict_s, error_type, predictions if ok is None else None))
             if time.monotonic() >= stop_after:
                 if next(batches, None) is not None:  # more rows: the next call goes on from here
                     next_row = batch.start + len(batch.records)
@@ -151,19 +164,25 @@ def _predict_rows(loaded, source: formats.Source, target: str, stop_after: float
     return counts, bad, next_row, writer.rows
 
 
-def _predictions(loaded, batch: formats.Batch, secrets: dict, report) -> tuple[list[bool] | None, list]:
-    """(which rows were predicted, None for all; a prediction per row, None where not). One predict() call for the
-    batch; a record at a time only when that call fails."""
+def _predictions(loaded, batch: formats.Batch, secrets: dict, report) -> tuple[list[bool] | None, list, str | None,
+                                                                              float | None]:
+    """(which rows were predicted, None for all; a prediction per row, None where not; for analytics the error
+    type, None when all were, and the seconds of the batch's predict() call, None when there was none). One
+    predict() call for the batch; a record at a time only when that call fails."""
     for position, error in batch.errors.items():
         report(batch.start + position, error)
     n = len(batch.records)
+    error_type, predict_s = "BadRows", None  # a row the format cannot read: no batch predict() call
     if not batch.errors:
+        started = time.perf_counter()
         try:
             answer = _as_list(loaded.module.predict({"data": batch.records}, loaded.state, secrets), n)
-        except Exception:  # noqa: BLE001 - some record is bad: find which
-            answer = None
+            error_type = "ResponseInvalid"
+        except Exception as e:  # noqa: BLE001 - some record is bad: find which
+            answer, error_type = None, type(e).__name__
+        predict_s = time.perf_counter() - started
         if answer is not None:
-            return None, answer
+            return None, answer, None, predict_s
     ok = [False] * n
     predictions: list = [None] * n
     for i, record in enumerate(batch.records):
@@ -176,7 +195,7 @@ def _predictions(loaded, batch: formats.Batch, secrets: dict, report) -> tuple[l
             report(batch.start + i, f"{type(e).__name__}: {e}")
             continue
         ok[i], predictions[i] = True, one[0]
-    return ok, predictions
+    return ok, predictions, error_type, predict_s
 
 
 def _as_list(answer: Any, n: int, strict: bool = False) -> list | None:
