@@ -19,7 +19,7 @@ from akerbp.mlops.deployment.target import Target
 from akerbp.mlops.errors import UsageError
 from akerbp.mlops.local_cdf import Limits, LocalCDF
 from akerbp.mlops.settings import load_settings
-from akerbp.mlops.vocabulary import analytics_database, batch_function_external_id, batch_output_external_id
+from akerbp.mlops.vocabulary import batch_function_external_id, batch_output_external_id
 from support import change_code, copy_template
 
 MODEL, ENV = "well_density", "dev"
@@ -231,13 +231,3 @@ def test_the_batch_function_is_reused_until_the_live_prediction_changes(world: W
     code_files = world.client.files.list(external_id_prefix=f"mlops-code/{BATCH}/", limit=None)
     assert [f.id for f in code_files] == [now.file_id]  # the old batch code went with the old function
     assert time.monotonic() - started < 60
-
-
-def test_batches_of_a_model_with_analytics_disabled_record_nothing(world: World) -> None:
-    world.upload("wells/quiet.csv", csv_bytes(30))
-
-    result = world.run("wells/quiet.csv", batch_size=10, execution="e8")
-
-    assert result.ok and result.rows_in == 30
-    databases = [d.name for d in world.client.raw.databases.list(limit=None)]
-    assert analytics_database(ENV) not in databases  # nor any other batch of this module (analytics off)

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import duckdb
     from cognite.client import CogniteClient
 
-SCHEMA_VERSION = 4  # 4: source, execution (batch rows)
+SCHEMA_VERSION = 3
 
 
 @dataclass

@@ -55,9 +55,9 @@ def referenced(sql: str, column: str) -> set[str]:
 def calls_view(source: str, stored: dict[str, set[str]], wanted: dict[str, set[str]], since_ms: int | None) -> str:
     plain = [c for c in ROW_COLUMNS if c not in STRUCT_COLUMNS and c not in ("time",)]
     columns = ["key", 'epoch_ms("time") AS "time"', '"time" AS time_ms',
-               *(quote_name(c) for c in plain if c not in ("sample", "sample_truncated", "source", "execution")),
+               *(quote_name(c) for c in plain if c not in ("sample", "sample_truncated")),
                *(with_referenced(c, stored[c], wanted[c]) for c in STRUCT_COLUMNS), "sample", "sample_truncated",
-               "coalesce(source, 'service') AS source", "execution", "updated_ms"]
+               "updated_ms"]
     where = f' WHERE "time" >= {int(since_ms)}' if since_ms is not None else ""
     return f"CREATE OR REPLACE TEMP VIEW calls AS SELECT {', '.join(columns)} FROM {source}{where}"
 

@@ -2,8 +2,7 @@
 DuckDB, and what `mlops analytics --help` and the README say of `calls` and `versions`. The cache, the loader and the
 query's view all build their SQL from these, so they cannot disagree.
 
-    calls     one row per prediction call, or batch of a batch execution (the row schema the recorder writes to
-              analytics_calls_table(model)):
+    calls     one row per prediction call (the row schema the recorder writes to analytics_calls_table(model)):
               `features` and `prediction` are STRUCTs keyed by name (features.GR.mean), `time` a TIMESTAMP (UTC)
     versions  the registry's versions of the model in the environment: metrics as a STRUCT (metrics.rmse), `live`
 """
@@ -17,17 +16,17 @@ ROW_COLUMNS: dict[str, str] = {
     "time": "BIGINT", "call_id": "BIGINT", "model_id": "VARCHAR", "version": "BIGINT", "env": "VARCHAR",
     "latency_predict_ms": "DOUBLE", "latency_total_ms": "DOUBLE", "status": "VARCHAR", "error_type": "VARCHAR",
     "rows": "BIGINT", "features": f"MAP(VARCHAR, {STAT})", "prediction": f"MAP(VARCHAR, {STAT})",
-    "sample": "JSON", "sample_truncated": "BOOLEAN", "source": "VARCHAR", "execution": "VARCHAR",
+    "sample": "JSON", "sample_truncated": "BOOLEAN",
 }
 STRUCT_COLUMNS = ("features", "prediction")
 NO_NAMES = "(none)"  # the one field of a STRUCT column before any row had a name (DuckDB has no empty STRUCT)
 
 # What `mlops analytics --help` and the README say of each table: (column, DuckDB type, meaning).
 CALLS_COLUMNS = (
-    ("key", "VARCHAR", "the RAW row key, {time_ms:013d}-{call_id} (a batch's: -{call_id}-{its first row})"),
-    ("time", "TIMESTAMP", "when the call (the batch's predict) started (UTC)"),
+    ("key", "VARCHAR", "the RAW row key, {time_ms:013d}-{call_id}"),
+    ("time", "TIMESTAMP", "when the call started (UTC)"),
     ("time_ms", "BIGINT", "the same in epoch ms"),
-    ("call_id", "BIGINT", "the CDF function call id, the batch function's for a batch (NULL when unknown)"),
+    ("call_id", "BIGINT", "the CDF function call id (NULL when unknown)"),
     ("model_id", "VARCHAR", "the artifact served, e.g. well_density/test/3"),
     ("version", "BIGINT", "its registry version (NULL for a local dev artifact)"),
     ("env", "VARCHAR", "dev, test or prod"),
@@ -35,13 +34,11 @@ CALLS_COLUMNS = (
     ("latency_total_ms", "DOUBLE", "the whole call: validation, predict, response check"),
     ("status", "VARCHAR", "ok or error"),
     ("error_type", "VARCHAR", "the exception type, InputSchema or ResponseInvalid; NULL when ok"),
-    ("rows", "BIGINT", "input records of the call (of the batch)"),
+    ("rows", "BIGINT", "input records of the call"),
     ("features", "STRUCT", "per numeric input feature: count, nulls, mean, std, min, max (features.GR.mean)"),
     ("prediction", "STRUCT", "the same per numeric prediction output (prediction.prediction.mean)"),
     ("sample", "JSON", "the raw input, only for sampled calls (settings analytics.sample_inputs)"),
     ("sample_truncated", "BOOLEAN", "the sample was cut at 64 kB"),
-    ("source", "VARCHAR", "service (a prediction call; rows written before batches were recorded have none) or batch"),
-    ("execution", "VARCHAR", "the batch execution id (source batch; NULL for a service call)"),
     ("updated_ms", "BIGINT", "the row's lastUpdatedTime in RAW"),
 )
 VERSIONS_COLUMNS = (

@@ -7,11 +7,10 @@ automation's BatchExecution).
                  changes
     engine.py    what a call of the batch function does: download, read, predict per batch, write, upload
     formats.py   .csv, .jsonl and .parquet, read and written a row at a time
-    recording.py each batch's predict() as a row of the model's analytics (source "batch")
     handler.py   the batch function's entry point
 
-Bundled into the batch function (engine, columnar, formats, recording, handler and this file): standard library
-only at import, so `run` and `BatchResult` are imported on first use.
+Bundled into the batch function (engine, formats, handler and this file): standard library only at import, so `run`
+and `BatchResult` are imported on first use.
 """
 from __future__ import annotations
 

@@ -10,9 +10,6 @@ time, so only the bad rows are left out; each is reported with its row index and
 MAX_REPORTED of them, plus their count. A row the format cannot read (a csv row with too many fields, a jsonl line
 that is not an object) is a bad row too.
 
-Each batch is recorded for model analytics as a prediction service call is (recording.py: one row per batch,
-source "batch"), when the live settings enable analytics; the call writes what is buffered before it answers.
-
 A call stops after the batch that passes `seconds` (CDF ends a call after its time limit): the answer's next_row
 says where the next call starts, and the output of each such call is a part, `{output}.rows-{start}-{end}`.
 
@@ -30,7 +27,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from akerbp.mlops.batch import formats, recording
+from akerbp.mlops.batch import formats
 
 MAX_REPORTED = 100  # bad rows reported in full; the rest are counted
 ERROR_CHARS = 300  # of each bad row's error
@@ -43,14 +40,14 @@ def handle(root: Path, data: Any, client, secrets: dict | None, function_call_in
     secrets = dict(secrets or {})
     try:
         with masking.masked_output(secrets):
-            answer = _handle(Path(root), data, client, secrets, function_call_info)
+            answer = _handle(Path(root), data, client, secrets)
     except Exception as e:  # noqa: BLE001 - the last line of defence: the caller reads the answer
         print(masking.mask("".join(traceback.format_exception(e)), secrets), flush=True)
         answer = {"status": "error", "message": f"{type(e).__name__}: {e}"}
     return masking.mask_value(answer, secrets)
 
 
-def _handle(root: Path, data: Any, client, secrets: dict, call_info: dict | None = None) -> dict:
+def _handle(root: Path, data: Any, client, secrets: dict) -> dict:
     from akerbp.mlops.services import prediction, runtime
 
     settings = runtime.load_settings(root)
@@ -63,17 +60,13 @@ def _handle(root: Path, data: Any, client, secrets: dict, call_info: dict | None
     if not data:  # a ping: the bundle imports and the model initialises
         return {"status": "ok", "model_id": model_id}
     work = Path(tempfile.mkdtemp(prefix="mlops-batch-"))
-    record = recording.recording(root, settings, client, call_info, str(data.get("execution", "")))
     try:
-        return _predict_file(client, loaded, data, model_id, secrets, work, record)
+        return _predict_file(client, loaded, data, model_id, secrets, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-        if record is not None:
-            record.flush()
 
 
-def _predict_file(client, loaded, data: dict, model_id, secrets: dict, work: Path,
-                  record: recording.Recording | None = None) -> dict:
+def _predict_file(client, loaded, data: dict, model_id, secrets: dict, work: Path) -> dict:
     fmt = data["format"]
     phases: dict[str, float] = {}
     started = time.monotonic()
@@ -86,14 +79,13 @@ def _predict_file(client, loaded, data: dict, model_id, secrets: dict, work: Pat
     target = str(work / f"output{fmt}")
     t = time.monotonic()
     try:
-        done = _predict_rows(loaded, formats.Source(source, fmt, start_row, batch_size), target, stop_after, secrets,
-                             record)
+        done = _predict_rows(loaded, formats.Source(source, fmt, start_row, batch_size), target, stop_after, secrets)
     except formats.Malformed as e:
         if fmt != ".csv":
             return {"status": "error", "message": f"{data.get('source')}: {e}", "model_id": model_id}
         print(f"DuckDB cannot read {data.get('source')} as standard csv ({e}): reading it row by row", flush=True)
         done = _predict_rows(loaded, formats.Source(source, fmt, start_row, batch_size, columnar=False), target,
-                             stop_after, secrets, record)
+                             stop_after, secrets)
     counts, bad, next_row, rows_out = done
     phases["predict"] = time.monotonic() - t
     t = time.monotonic()
@@ -126,10 +118,9 @@ def part_external_id(output: str, start: int, end: int) -> str:
     return f"{output}.rows-{start}-{end}"
 
 
-def _predict_rows(loaded, source: formats.Source, target: str, stop_after: float, secrets: dict,
-                  record: recording.Recording | None = None):
+def _predict_rows(loaded, source: formats.Source, target: str, stop_after: float, secrets: dict):
     """Predict the source's batches into `target` until they end or the time is up: (counts, the first bad rows,
-    the row the next call starts from or None, rows written). Each batch is a row of analytics (record)."""
+    the row the next call starts from or None, rows written)."""
     from akerbp.mlops.services import masking
 
     counts = {"rows": 0, "bad": 0}
@@ -146,12 +137,8 @@ def _predict_rows(loaded, source: formats.Source, target: str, stop_after: float
     try:
         for batch in batches:
             counts["rows"] += len(batch.records)
-            time_ms, started = (recording.now_ms(), time.perf_counter()) if record is not None else (0, 0.0)
-            ok, predictions, error_type, predict_s = _predictions(loaded, batch, secrets, report)
+            ok, predictions = _predictions(loaded, batch, secrets, report)
             writer.write_batch(batch, ok, predictions)
-            if record is not None:
-                record.record(batch.start, batch.records, time_ms, (
-                    time.perf_counter() - started, predict_s, error_type, predictions if ok is None else None))
             if time.monotonic() >= stop_after:
                 if next(batches, None) is not None:  # more rows: the next call goes on from here
                     next_row = batch.start + len(batch.records)
@@ -164,25 +151,19 @@ def _predict_rows(loaded, source: formats.Source, target: str, stop_after: float
     return counts, bad, next_row, writer.rows
 
 
-def _predictions(loaded, batch: formats.Batch, secrets: dict, report) -> tuple[list[bool] | None, list, str | None,
-                                                                              float | None]:
-    """(which rows were predicted, None for all; a prediction per row, None where not; for analytics the error
-    type, None when all were, and the seconds of the batch's predict() call, None when there was none). One
-    predict() call for the batch; a record at a time only when that call fails."""
+def _predictions(loaded, batch: formats.Batch, secrets: dict, report) -> tuple[list[bool] | None, list]:
+    """(which rows were predicted, None for all; a prediction per row, None where not). One predict() call for the
+    batch; a record at a time only when that call fails."""
     for position, error in batch.errors.items():
         report(batch.start + position, error)
     n = len(batch.records)
-    error_type, predict_s = "BadRows", None  # a row the format cannot read: no batch predict() call
     if not batch.errors:
-        started = time.perf_counter()
         try:
             answer = _as_list(loaded.module.predict({"data": batch.records}, loaded.state, secrets), n)
-            error_type = "ResponseInvalid"
-        except Exception as e:  # noqa: BLE001 - some record is bad: find which
-            answer, error_type = None, type(e).__name__
-        predict_s = time.perf_counter() - started
+        except Exception:  # noqa: BLE001 - some record is bad: find which
+            answer = None
         if answer is not None:
-            return None, answer, None, predict_s
+            return None, answer
     ok = [False] * n
     predictions: list = [None] * n
     for i, record in enumerate(batch.records):
@@ -195,7 +176,7 @@ def _predictions(loaded, batch: formats.Batch, secrets: dict, report) -> tuple[l
             report(batch.start + i, f"{type(e).__name__}: {e}")
             continue
         ok[i], predictions[i] = True, one[0]
-    return ok, predictions, error_type, predict_s
+    return ok, predictions
 
 
 def _as_list(answer: Any, n: int, strict: bool = False) -> list | None:

@@ -34,8 +34,7 @@ if TYPE_CHECKING:
     from akerbp.mlops.deployment.functions import Progress
 
 PACKAGE = Path(__file__).resolve().parent
-# what the batch function needs of this package
-BUNDLED = ("__init__.py", "columnar.py", "engine.py", "formats.py", "handler.py", "recording.py")
+BUNDLED = ("__init__.py", "columnar.py", "engine.py", "formats.py", "handler.py")  # what the batch function needs of this package
 BUNDLE_DIR = "akerbp/mlops/batch"
 DUCKDB_REQUIREMENT = "duckdb>=1.1"
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
