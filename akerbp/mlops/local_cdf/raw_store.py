@@ -4,9 +4,7 @@ The SQL of RAW lives here and only here (the Store keeps the resources table's).
 transactions are the Store's own (`Store.conn()`, `Store.write()`: BEGIN IMMEDIATE, several processes on one data
 dir), so RAW needs no second connection. Rows are kept with their columns as JSON text, in key order (a unique index
 on table and key), and every read of rows is one page with LIMIT, so listing a table of millions of rows costs the
-server one page at a time. A row's lastUpdatedTime is the time of the insert request that last wrote it; a second
-index on (table, lastUpdatedTime, key) lets an incremental read (minLastUpdatedTime: the few rows written since the
-last sync) find its rows without scanning the table.
+server one page at a time. A row's lastUpdatedTime is the time of the insert request that last wrote it.
 """
 from __future__ import annotations
 
@@ -43,13 +41,7 @@ SCHEMA = (
         last_updated INTEGER NOT NULL,
         columns TEXT NOT NULL)""",
     "CREATE UNIQUE INDEX IF NOT EXISTS raw_rows_key ON raw_rows(table_id, key)",
-    # Run at every open, so a data dir made before the index gets it (built once, on the first open).
-    "CREATE INDEX IF NOT EXISTS raw_rows_updated ON raw_rows(table_id, last_updated, key)",
 )
-# A time-filtered read of at most this many rows reads them from raw_rows_updated and sorts their keys; a wider one
-# walks raw_rows_key in key order, skipping rows outside the window (sorting a million keys for every page would
-# cost more than the scan). SQLite's own choice, without statistics, is the time index and a sort whatever the width.
-TIME_INDEX_ROWS = 50_000
 
 
 @dataclass(frozen=True)
@@ -210,45 +202,23 @@ class RawStore:
         return None if found is None else (found[0], found[1], found[2])
 
     def page(self, table_id: int, where: Range, limit: int) -> list[RowRecord]:
-        """At most `limit` rows of `where`, in key order, by LIMIT queries, never the whole table. A narrow time window
-        sorts the keys of its rows (from the time index, the columns fetched for the page only); any other walks the
-        key index."""
+        """At most `limit` rows of `where`, in key order: one LIMIT query, never the whole table."""
         clauses, args = self._range(table_id, where)
-        conn = self.store.conn()
-        condition = " AND ".join(clauses)
-        if self._timed(where):
-            # The window's rows, its key bounds left out: with them, counting the rows after a cursor late in a wide
-            # window would walk every index entry before it, once per page.
-            window, window_args = self._range(table_id, Range(min_updated=where.min_updated,
-                                                              max_updated=where.max_updated))
-            few = conn.execute(f"SELECT COUNT(*) FROM (SELECT 1 FROM raw_rows INDEXED BY raw_rows_updated "
-                               f"WHERE {' AND '.join(window)} LIMIT ?)",
-                               (*window_args, TIME_INDEX_ROWS + 1)).fetchone()[0]
-            if few <= TIME_INDEX_ROWS:
-                sql = (f"SELECT r.key, r.last_updated, r.columns FROM (SELECT rowid AS id, key FROM raw_rows "
-                       f"INDEXED BY raw_rows_updated WHERE {condition} ORDER BY key LIMIT ?) AS s "
-                       "JOIN raw_rows AS r ON r.rowid = s.id ORDER BY s.key")
-                return conn.execute(sql, (*args, limit)).fetchall()
-        sql = (f"SELECT key, last_updated, columns FROM raw_rows INDEXED BY raw_rows_key WHERE {condition} "
-               "ORDER BY key LIMIT ?")
-        return conn.execute(sql, (*args, limit)).fetchall()
+        sql = f"SELECT key, last_updated, columns FROM raw_rows WHERE {' AND '.join(clauses)} ORDER BY key LIMIT ?"
+        return self.store.conn().execute(sql, (*args, limit)).fetchall()
 
     def split_keys(self, table_id: int, where: Range, parts: int) -> list[str]:
         """Up to parts-1 keys that cut the rows of `where` into `parts` runs of about equal size (one pass over the
         key index), for the parallel cursors."""
         clauses, args = self._range(table_id, where)
         conn = self.store.conn()
-        condition = " AND ".join(clauses)
-        timed = self._timed(where)
-        counted = "raw_rows INDEXED BY raw_rows_updated" if timed else "raw_rows"
-        total = conn.execute(f"SELECT COUNT(*) FROM {counted} WHERE {condition}", args).fetchone()[0]
+        total = conn.execute(f"SELECT COUNT(*) FROM raw_rows WHERE {' AND '.join(clauses)}", args).fetchone()[0]
         if parts <= 1 or total <= 1:
             return []
         step = -(-total // parts)
-        index = "raw_rows_updated" if timed and total <= TIME_INDEX_ROWS else "raw_rows_key"
         rows = conn.execute(
-            f"SELECT key FROM (SELECT key, row_number() OVER (ORDER BY key) - 1 AS n FROM raw_rows INDEXED BY {index} "
-            f"WHERE {condition}) WHERE n > 0 AND n % ? = 0 ORDER BY key", (*args, step)).fetchall()
+            f"SELECT key FROM (SELECT key, row_number() OVER (ORDER BY key) - 1 AS n FROM raw_rows "
+            f"WHERE {' AND '.join(clauses)}) WHERE n > 0 AND n % ? = 0 ORDER BY key", (*args, step)).fetchall()
         return [r[0] for r in rows]
 
     def delete_rows(self, table_id: int, keys: list[str]) -> None:
@@ -257,10 +227,6 @@ class RawStore:
             db.executemany("DELETE FROM raw_rows WHERE table_id=? AND key=?", [(table_id, k) for k in keys])
 
     # -- helpers ----------------------------------------------------------------------------------------------
-    @staticmethod
-    def _timed(where: Range) -> bool:
-        return where.min_updated is not None or where.max_updated is not None
-
     @staticmethod
     def _range(table_id: int, where: Range) -> tuple[list[str], list[object]]:
         clauses: list[str] = ["table_id=?"]

@@ -10,9 +10,8 @@ request URI rather than werkzeug's decoded path. Limits are CDF's documented one
 a row's columns at most 5 MiB as JSON, a column name or value at most 2,621,440 characters, 10,000 rows per insert
 and per page; database names 1-32 and table names 1-64 characters. Rows are listed in key order; a cursor carries
 the key it continues after, its partition's end and the time filters, so the SDK's partition reads (which send the
-cursor alone) keep the filters. Each page is read with LIMIT (raw_store.py; a time-filtered one first counts, up to a
-bound, the rows of its window, to read a narrow window from the lastUpdatedTime index) and is encoded from the stored
-JSON text without parsing it unless `columns` selects some.
+cursor alone) keep the filters. Each page is one LIMIT query (raw_store.py) and is encoded from the stored JSON text
+without parsing it unless `columns` selects some.
 """
 from __future__ import annotations
 
