@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from cognite.client.data_classes import FileMetadata
 
 __all__ = ["INDEX_DIRECTORY", "BLOCK", "DENSE_MARKERS", "MAX_PROBE", "marker_xid", "version_xid", "is_tombstone",
-           "is_ready", "probe", "highest_marker", "scan_down", "latest_file", "ensure_data_set", "ensure_markers"]
+           "is_ready", "usable", "probe", "highest_marker", "scan_down", "latest_file", "ensure_data_set", "ensure_markers"]
 
 INDEX_DIRECTORY = "/mlops/index"
 BLOCK = 100  # versions per block marker
@@ -36,9 +36,14 @@ def is_tombstone(f: FileMetadata) -> bool:
     return (f.metadata or {}).get("deleted") == "true"
 
 
+def usable(uploaded: object, metadata: dict[str, str] | None) -> bool:
+    """The rule of is_ready over a file's fields, for callers holding the file's JSON (the dashboard's listing)."""
+    return bool(uploaded) and (metadata or {}).get("deleted") != "true"
+
+
 def is_ready(f: FileMetadata) -> bool:
     """A usable version: fully uploaded and not deleted."""
-    return bool(f.uploaded) and not is_tombstone(f)
+    return usable(f.uploaded, f.metadata)
 
 
 def probe(client: CogniteClient, xids: list[str]) -> dict[str, FileMetadata]:

@@ -2,7 +2,7 @@
 files (for "verified"), from one incrementally refreshed listing of the registry's directory.
 
 Version N of a model is the file {model}/{env}/N (registry/versions.py); a usable one is fully uploaded and not a
-tombstone (registry.index.is_ready, read here from the JSON). A deleted version is overwritten by its tombstone, so
+tombstone (registry.index.usable, is_ready's rule over the JSON). A deleted version is overwritten by its tombstone, so
 the refresh sees it and drops it. The files are listed with the SDK's generic client.post of files/list (pages of
 JSON, the same requests files.list makes): the items stay dicts, about twice as fast as building 300,000 FileMetadata
 objects, and the answer's Date header gives the server's clock for the next window. Parsing a version's metadata
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from akerbp.mlops.deployment.functions import CODE_DIRECTORY
+from akerbp.mlops.registry.index import usable
 from akerbp.mlops.registry.rules import DIRECTORY, RESERVED_KEYS
 from akerbp.mlops.ui.incremental import Listing
 from akerbp.mlops.vocabulary import VERSION_XID
@@ -140,7 +141,7 @@ class RegistryIndex:
         model, env, number = match.group(1), match.group(2), int(match.group(3))
         key = (model, env)
         by_number = self.versions.setdefault(key, {})
-        if f.get("uploaded") and metadata.get("deleted") != "true":  # index.is_ready
+        if usable(f.get("uploaded"), metadata):
             by_number[number] = VersionRecord(model, env, number, f["externalId"], int(f.get("createdTime") or 0),
                                               metadata)
         elif by_number.pop(number, None) is None:
